@@ -1,0 +1,131 @@
+"""The bundle's one exception hierarchy.
+
+Every error a user can cause (bad audio, a bad path, a wrong model name, a dead
+server, a broken config) is a :class:`SerError` subclass whose message names the
+offending input and the reason. The CLI prints ``error: <message>`` on one line
+and exits with :attr:`SerError.exit_code`; it never shows a traceback for these.
+
+This module lives in ``client/`` because the client is the foundation every
+other part imports; it depends on nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SerError(Exception):
+    """Base class of every error the bundle raises on purpose."""
+
+    exit_code: int = 2
+
+
+# --- audio -----------------------------------------------------------------
+
+
+class AudioError(SerError, ValueError):
+    """Audio that cannot become model input. ``source`` names the file or array."""
+
+    reason: str = "invalid audio"
+
+    def __init__(self, source: str | Path, detail: str = "") -> None:
+        self.source = str(source)
+        self.detail = detail
+        msg = f"{self.source}: {self.reason}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+
+
+class AudioDecodeError(AudioError):
+    """The file is missing, truncated, not audio, or in a format no decoder reads."""
+
+    reason = "cannot decode audio"
+
+
+class EmptyAudioError(AudioError):
+    """The audio holds zero samples."""
+
+    reason = "audio is empty (0 samples)"
+
+
+class NonFiniteAudioError(AudioError):
+    """The audio holds NaN or Inf samples."""
+
+    reason = "audio contains NaN or Inf samples"
+
+
+class SilentAudioError(AudioError):
+    """The audio is digital silence (peak below the silence threshold)."""
+
+    reason = "audio is silent"
+
+
+class AudioTooLongError(AudioError):
+    """The audio is longer than the configured maximum duration."""
+
+    reason = "audio is longer than the allowed maximum"
+
+
+# --- configuration and files ----------------------------------------------------
+
+
+class ConfigError(SerError, ValueError):
+    """A configuration value or combination is invalid; the message says which."""
+
+
+class CorpusError(SerError):
+    """A corpus directory is missing, empty or not in the expected layout."""
+
+
+class CheckpointError(SerError):
+    """A checkpoint cannot be found or loaded."""
+
+
+class ExportError(SerError):
+    """ONNX export, quantization or repository writing failed."""
+
+
+class ParityError(ExportError):
+    """An exported model disagrees with its source beyond tolerance.
+
+    Attributes:
+        mismatches: one human-readable line per failed comparison.
+    """
+
+    def __init__(self, what: str, mismatches: list[str]) -> None:
+        self.mismatches = list(mismatches)
+        lines = "; ".join(self.mismatches[:8])
+        more = f" (+{len(self.mismatches) - 8} more)" if len(self.mismatches) > 8 else ""
+        super().__init__(f"{what}: {len(self.mismatches)} mismatch(es): {lines}{more}")
+
+
+class ModelConfigError(ExportError):
+    """A Triton model config is invalid or does not match its ONNX graph."""
+
+
+# --- serving and calling -------------------------------------------------------
+
+
+class ServerError(SerError):
+    """The Triton server could not be started, reached or used."""
+
+
+class ServerStartError(ServerError):
+    """The local tritonserver failed to start or become ready."""
+
+
+class ServerUnavailableError(ServerError):
+    """Nothing answers at the given address (connection refused, timed out)."""
+
+
+class ModelNotFoundError(ServerError):
+    """The server answers but has no ready model of that name."""
+
+
+class ContractError(ServerError):
+    """The served model does not carry the bundle's contract (parameters, tensors)."""
+
+
+class InferenceError(ServerError):
+    """The server refused or failed one inference request."""
