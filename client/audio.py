@@ -131,6 +131,9 @@ def decode(source: str | Path | bytes, *, name: str | None = None, max_duration_
         if isinstance(source, bytes):
             raise AudioDecodeError(label, f"not a format libsndfile reads: {exc}") from None
         return _decode_fallback(Path(source), label, max_duration_s)
+    truncated = _riff_truncation(source)
+    if truncated:
+        raise AudioDecodeError(label, f"truncated: {truncated}")
     if max_duration_s is not None and info.samplerate > 0 and info.frames / info.samplerate > max_duration_s:
         raise AudioTooLongError(label, f"{info.frames / info.samplerate:.1f} s > {max_duration_s:g} s")
     try:
@@ -140,6 +143,32 @@ def decode(source: str | Path | bytes, *, name: str | None = None, max_duration_
     if info.frames > 0 and data.shape[0] < info.frames:
         raise AudioDecodeError(label, f"truncated: header says {info.frames} frames, read {data.shape[0]}")
     return data, int(sr)
+
+
+def _riff_truncation(source: str | Path | bytes) -> str:
+    """For RIFF/WAVE input, compare the ``data`` chunk size the header declares with the bytes present.
+
+    libsndfile quietly reads what is there, so a cut-off upload would otherwise be
+    classified as a shorter clip. Returns a reason, or ``""`` if complete or not RIFF.
+    """
+    if isinstance(source, bytes):
+        head, total = source[:65536], len(source)
+    else:
+        with open(source, "rb") as fh:
+            head = fh.read(65536)
+        total = Path(source).stat().st_size
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return ""
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"data":
+            present = total - (pos + 8)
+            if size in (0, 0xFFFFFFFF):  # streamed WAV: size left unknown by the writer
+                return ""
+            return f"header declares {size} data bytes, file has {present}" if present < size else ""
+        pos += 8 + size + (size & 1)
+    return ""
 
 
 def _decode_fallback(path: Path, label: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
