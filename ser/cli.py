@@ -1,0 +1,245 @@
+"""``ser``: the bundle's one command line, a thin layer over the library.
+
+Each subcommand parses its options and calls one library function; heavy
+imports (torch, transformers, onnx) happen inside the command that needs them so
+``ser --help`` and ``ser predict`` stay fast. Errors the user can cause are
+:class:`client.errors.SerError`: printed as one ``error: ...`` line with a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from client.errors import ConfigError, SerError
+
+DEFAULT_REPOSITORY = Path("model_repository/portable")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+# --- corpus ---------------------------------------------------------------------
+
+
+def cmd_corpus_synth(args: argparse.Namespace) -> int:
+    from training.synth import synthesize_corpus
+
+    summary = synthesize_corpus(
+        args.out,
+        layout=args.layout,
+        actors=args.actors,
+        sample_rate=args.sample_rate,
+        seed=args.seed,
+        progress=True,
+    )
+    print(summary)
+    return 0
+
+
+# --- train ----------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import TrainConfig, train
+
+    config = TrainConfig(
+        corpus=args.corpus,
+        out=args.out,
+        base=args.base,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        window_s=args.window_s,
+    )
+    result = train(config, progress=True)
+    print(result)
+    return 0
+
+
+# --- export / repository -----------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.pipeline import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.out, variants=args.variants)
+    print(result)
+    if args.repository:
+        from export.repository import write_repository
+
+        written = write_repository(args.out, args.repository, runtime=args.runtime, variants=args.variants)
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_repository(args: argparse.Namespace) -> int:
+    from export.repository import write_repository
+
+    written = write_repository(
+        args.export_dir,
+        args.out,
+        runtime=args.runtime,
+        variants=args.variants,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+# --- serve / predict ----------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deploy.local_triton import serve_forever
+
+    serve_forever(
+        args.repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from client.triton_client import SerClient
+
+    failures = 0
+    with SerClient(args.url, model=args.model, protocol=args.protocol, timeout_s=args.timeout_s) as client:
+        for path in args.files:
+            try:
+                pred = client.classify(path)
+            except SerError as exc:
+                failures += 1
+                print(f"error: {exc}", file=sys.stderr)
+                continue
+            if args.json:
+                print(json.dumps({"file": str(path), "label": pred.label, "confidence": round(pred.confidence, 6),
+                                  "probabilities": {k: round(v, 6) for k, v in pred.probabilities.items()},
+                                  "windows": int(len(pred.window_probabilities)), "latency_s": round(pred.latency_s, 6)}))
+            else:
+                top = ", ".join(f"{k}={v:.2f}" for k, v in sorted(pred.probabilities.items(), key=lambda kv: -kv[1])[:3])
+                print(f"{path}\t{pred.label}\t{pred.confidence:.3f}\t[{top}]")
+    return 1 if failures else 0
+
+
+# --- demo -------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ser.demo import DemoConfig, run_demo
+
+    return run_demo(DemoConfig(workdir=args.workdir, fresh=args.fresh, protocol=args.protocol))
+
+
+# --- parser -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``ser`` argument parser (tests call it directly)."""
+    parser = argparse.ArgumentParser(
+        prog="ser",
+        description="Speech emotion recognition behind Triton: synthesise/read corpora, train, export "
+        "(ONNX fp32/int8), write Triton repositories, serve locally, classify audio.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    corpus = sub.add_parser("corpus", help="corpus utilities").add_subparsers(dest="corpus_command", required=True)
+    synth = corpus.add_parser("synth", help="write a deterministic synthetic corpus in a real corpus layout")
+    synth.add_argument("--layout", choices=["ravdess"], default="ravdess", help="on-disk layout to imitate (default: ravdess)")
+    synth.add_argument("--out", type=Path, required=True, help="output directory")
+    synth.add_argument("--actors", type=_positive_int, default=24, help="number of actors (default: 24, as RAVDESS)")
+    synth.add_argument("--sample-rate", type=_positive_int, default=48_000, help="Hz of the written wavs (default: 48000, as RAVDESS)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_corpus_synth)
+
+    tr = sub.add_parser("train", help="fine-tune Wav2Vec2ForSequenceClassification on one actor-held-out split")
+    tr.add_argument("--corpus", type=Path, required=True, help="RAVDESS-layout corpus root")
+    tr.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    tr.add_argument("--base", default="tiny", help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2 (default: tiny)")
+    tr.add_argument("--epochs", type=float, default=None, help="training epochs (default: the trainer's default for the base)")
+    tr.add_argument("--batch-size", type=_positive_int, default=None)
+    tr.add_argument("--lr", type=float, default=None, help="learning rate")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--window-s", type=float, default=None, help="window length in seconds (default: chosen from the corpus durations)")
+    tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 + int8), parity-checked, with recipes")
+    ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`")
+    ex.add_argument("--out", type=Path, required=True, help="export directory (one sub-folder per variant)")
+    ex.add_argument("--variants", type=_csv, default=("fp32", "int8"), help="comma-separated (default: fp32,int8)")
+    ex.add_argument("--repository", type=Path, default=None, help="also write a Triton model repository here")
+    ex.add_argument("--runtime", choices=["portable", "native"], default="portable", help="repository runtime (with --repository)")
+    ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("repository", help="write a Triton model repository from an export directory")
+    rp.add_argument("export_dir", type=Path)
+    rp.add_argument("--out", type=Path, required=True, help="repository root to write")
+    rp.add_argument("--runtime", choices=["portable", "native"], default="portable",
+                    help="portable: python-backend + ONNX Runtime (any tritonserver, this machine); native: onnxruntime backend (NGC container, GPU nodes)")
+    rp.add_argument("--variants", type=_csv, default=("fp32", "int8"))
+    rp.add_argument("--max-batch-size", type=_positive_int, default=8)
+    rp.add_argument("--max-queue-delay-us", type=int, default=2000)
+    rp.set_defaults(func=cmd_repository)
+
+    sv = sub.add_parser("serve", help="run the bundled tritonserver on 127.0.0.1 until Ctrl-C")
+    sv.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help=f"model repository (default: {DEFAULT_REPOSITORY})")
+    sv.add_argument("--http-port", type=int, default=8000)
+    sv.add_argument("--grpc-port", type=int, default=8001)
+    sv.add_argument("--metrics-port", type=int, default=8002)
+    sv.set_defaults(func=cmd_serve)
+
+    pr = sub.add_parser("predict", help="classify audio files through a running Triton server")
+    pr.add_argument("files", nargs="+", type=Path, help="audio files (wav, flac, ogg; others with ffmpeg)")
+    pr.add_argument("--url", default="127.0.0.1:8001", help="server address HOST:PORT (default: 127.0.0.1:8001, gRPC)")
+    pr.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    pr.add_argument("--model", default="ser_int8", help="model name (default: ser_int8)")
+    pr.add_argument("--timeout-s", type=float, default=30.0)
+    pr.add_argument("--json", action="store_true", help="one JSON object per line")
+    pr.set_defaults(func=cmd_predict)
+
+    dm = sub.add_parser("demo", help="the whole path on a synthetic corpus, against the real local Triton")
+    dm.add_argument("--workdir", type=Path, default=Path(".cache/demo"), help="where the demo keeps its corpus, model and repository")
+    dm.add_argument("--fresh", action="store_true", help="rebuild everything instead of reusing cached steps")
+    dm.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    dm.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ser`` console script. Returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
