@@ -352,7 +352,7 @@ def normalize_reference(waveforms: np.ndarray, num_samples: np.ndarray) -> np.nd
         ``[k, W]`` float32.
     """
     out = np.zeros_like(waveforms, dtype=np.float32)
-    for i, (x, n) in enumerate(zip(waveforms, np.asarray(num_samples).reshape(-1))):
+    for i, (x, n) in enumerate(zip(waveforms, np.asarray(num_samples).reshape(-1), strict=True)):
         v = x[: int(n)].astype(np.float64)
         out[i, : int(n)] = (v - v.mean()) / np.sqrt(v.var() + NORM_EPS)
     return out

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from client.errors import ConfigError, SerError
+from client.errors import SerError
 
 DEFAULT_REPOSITORY = Path("model_repository/portable")
 
@@ -38,6 +38,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def cmd_corpus_synth(args: argparse.Namespace) -> int:
+    """`ser corpus synth`: write a synthetic corpus."""
     from training.synth import synthesize_corpus
 
     summary = synthesize_corpus(
@@ -56,6 +57,7 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`ser train`: fine-tune and save a checkpoint."""
     from training.train import TrainConfig, train
 
     config = TrainConfig(
@@ -77,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """`ser export`: ONNX variants with recipes (and optionally a repository)."""
     from export.pipeline import export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.out, variants=args.variants)
@@ -91,6 +94,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_repository(args: argparse.Namespace) -> int:
+    """`ser repository`: write a Triton model repository."""
     from export.repository import write_repository
 
     written = write_repository(
@@ -110,6 +114,7 @@ def cmd_repository(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`ser serve`: run the local tritonserver until interrupted."""
     from deploy.local_triton import serve_forever
 
     serve_forever(
@@ -122,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """`ser predict`: classify files through a server; exit 1 if any failed."""
     from client.triton_client import SerClient
 
     failures = 0
@@ -147,6 +153,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """`ser demo`: the end-to-end demo."""
     from ser.demo import DemoConfig, run_demo
 
     return run_demo(DemoConfig(workdir=args.workdir, fresh=args.fresh, protocol=args.protocol))

@@ -1,0 +1,171 @@
+"""``ser demo``: the whole bundle end to end on the embedded default.
+
+synthetic RAVDESS-layout corpus -> tiny wav2vec2 trained on an actor-held-out
+split -> ONNX fp32 + dynamic int8 (parity-checked) -> Triton repositories
+(portable for the local server, native for GPU nodes) -> the real tritonserver
+on 127.0.0.1 -> held-out clips classified through the client over gRPC -> a
+table and the held-out accuracy -> server stopped, nothing left behind.
+
+Each step reuses its cached output in ``workdir`` when its inputs are unchanged
+(the corpus when its recipe matches, the checkpoint when its config hash
+matches), so a second run takes seconds plus the server.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from client.errors import ConfigError
+
+HONESTY = (
+    "Note: the demo model is a tiny wav2vec2 trained from scratch on a synthetic corpus. It knows only that\n"
+    "corpus; it says nothing about real speech. Real results need a pretrained wav2vec2 checkpoint, the real\n"
+    "RAVDESS/CREMA-D corpora and a GPU (see README, 'What is measured here and what is not')."
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Options of ``ser demo``.
+
+    Attributes:
+        workdir: where the corpus, checkpoint and exports are kept between runs.
+        repository: model repository root; ``portable/`` and ``native/`` are written under it.
+        fresh: rebuild every step instead of reusing cached outputs.
+        protocol: ``grpc`` (default) or ``http`` for the classification calls.
+        model: which served variant classifies (``ser_int8`` or ``ser_fp32``).
+        concurrency: requests in flight while classifying (lets the dynamic batcher merge them).
+    """
+
+    workdir: Path = Path(".cache/demo")
+    repository: Path = Path("model_repository")
+    fresh: bool = False
+    protocol: str = "grpc"
+    model: str = "ser_int8"
+    concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workdir", Path(self.workdir))
+        object.__setattr__(self, "repository", Path(self.repository))
+        if self.protocol not in ("grpc", "http"):
+            raise ConfigError(f"protocol={self.protocol!r}: expected 'grpc' or 'http'")
+        if self.model not in ("ser_int8", "ser_fp32"):
+            raise ConfigError(f"model={self.model!r}: the demo serves 'ser_int8' and 'ser_fp32'")
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency={self.concurrency}: must be >= 1")
+
+
+def _step(out: TextIO, n: int, total: int, text: str) -> None:
+    print(f"[{n}/{total}] {text}", file=out, flush=True)
+
+
+def _corpus(config: DemoConfig, out: TextIO) -> Path:
+    """Synthesise the demo corpus unless the same recipe already wrote it."""
+    import shutil
+
+    from training.synth import synthesize_corpus
+    from training.train import DEMO
+
+    corpus = config.workdir / "corpus"
+    stamp = corpus / ".ser-synth.json"
+    wanted = json.dumps({"layout": "ravdess", **DEMO.synth}, sort_keys=True)
+    if not config.fresh and stamp.is_file() and stamp.read_text() == wanted:
+        print(f"      reusing {corpus}", file=out)
+        return corpus
+    if corpus.exists():
+        shutil.rmtree(corpus)
+    summary = synthesize_corpus(corpus, layout="ravdess", progress=True, **DEMO.synth)
+    stamp.write_text(wanted)
+    print(f"      {summary}", file=out)
+    return corpus
+
+
+def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> int:
+    """Run the demo; returns the process exit code (0 when every held-out clip was classified)."""
+    from training.folds import read_manifest
+    from training.train import DEMO, train
+
+    total = 6
+    t_all = time.perf_counter()
+    print(HONESTY + "\n", file=out)
+
+    _step(out, 1, total, f"synthetic RAVDESS-layout corpus -> {config.workdir / 'corpus'}")
+    corpus = _corpus(config, out)
+
+    _step(out, 2, total, "fine-tune a tiny Wav2Vec2ForSequenceClassification (actor-held-out split)")
+    result = train(DEMO.config(corpus=corpus, out=config.workdir / "checkpoint", cache=not config.fresh), progress=True)
+    print(f"      {result}", file=out)
+
+    _step(out, 3, total, "export ONNX fp32 + dynamic int8, parity-checked against PyTorch")
+    from export.pipeline import export_checkpoint
+
+    exported = export_checkpoint(result.checkpoint, config.workdir / "export", variants=("fp32", "int8"))
+    print(f"      {exported}", file=out)
+
+    _step(out, 4, total, f"write Triton repositories under {config.repository}/ (portable: served here; native: GPU nodes)")
+    from export.repository import write_repository
+
+    portable = config.repository / "portable"
+    write_repository(config.workdir / "export", portable, runtime="portable", variants=("fp32", "int8"))
+    write_repository(config.workdir / "export", config.repository / "native", runtime="native", variants=("fp32", "int8"))
+    print(f"      {portable}: " + ", ".join(sorted(p.name for p in portable.iterdir() if p.is_dir())), file=out)
+
+    _step(out, 5, total, "start the real tritonserver (nvidia-pytriton's binary) on 127.0.0.1")
+    from client.triton_client import SerClient
+    from deploy.local_triton import LocalTriton
+
+    split = read_manifest(result.manifest)
+    clips = list(split.test)
+    server = LocalTriton(portable)
+    with server:
+        print(f"      ready in {server.startup_s:.1f} s: gRPC {server.grpc_url}, HTTP {server.http_url}, "
+              f"metrics {server.metrics_url}", file=out)
+        _step(out, 6, total, f"classify {len(clips)} held-out clips (actors {list(split.actors('test'))}) "
+                  f"with {config.model} over {config.protocol}, {config.concurrency} in flight")
+        url = server.grpc_url if config.protocol == "grpc" else server.http_url
+        rows, errors = [], []
+        with SerClient(url, model=config.model, protocol=config.protocol) as client:
+            t0 = time.perf_counter()
+            for res in client.classify_many([c.path for c in clips], concurrency=config.concurrency):
+                clip = clips[res.index]
+                if res.ok:
+                    p = res.prediction
+                    rows.append((clip.path.relative_to(corpus), clip.label, p.label, p.confidence, p.latency_s))
+                else:
+                    errors.append(f"{clip.path}: {res.error}")
+            wall = time.perf_counter() - t0
+            stats = client.statistics()
+    leftovers = server.stub_pids() + [str(p) for p in server.shm_regions()]
+
+    _print_table(rows, out)
+    correct = sum(1 for r in rows if r[1] == r[2])
+    accuracy = correct / len(rows) if rows else 0.0
+    print(f"\nheld-out accuracy: {correct}/{len(rows)} = {accuracy:.1%} (chance {1 / len(result.labels):.1%}; "
+          f"training reported {result.test_accuracy:.1%} in process)", file=out)
+    print(f"served {len(rows)} clips in {wall:.2f} s ({len(rows) / wall:.1f} clips/s); server batching: "
+          f"{stats.inference_count} inferences in {stats.execution_count} executions "
+          f"(mean batch {stats.mean_batch_size:.2f})", file=out)
+    print(f"server stopped (exit {server.returncode}); "
+          + ("no process or /dev/shm region left behind" if not leftovers else f"LEFT BEHIND: {leftovers}"), file=out)
+    print(f"done in {time.perf_counter() - t_all:.0f} s. Next: `ser serve --repository {portable}` and "
+          f"`ser predict FILE.wav`, or README's GPU section for {config.repository / 'native'}.", file=out)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 0 if not errors and not leftovers else 1
+
+
+def _print_table(rows: list[tuple], out: TextIO) -> None:
+    header = ("file", "true", "predicted", "confidence", "latency ms")
+    width = max([len(str(r[0])) for r in rows] + [len(header[0])])
+    print(f"\n{header[0]:<{width}}  {header[1]:<9} {header[2]:<9} {header[3]:>10} {header[4]:>10}", file=out)
+    for path, true, pred, conf, lat in rows:
+        mark = " " if true == pred else "x"
+        print(f"{str(path):<{width}}  {true:<9} {pred:<9} {conf:>10.3f} {lat * 1000:>10.1f} {mark}", file=out)
+
+
+__all__ = ["DemoConfig", "run_demo", "HONESTY"]
