@@ -1,0 +1,88 @@
+"""The synthetic corpus: deterministic, and in RAVDESS's exact on-disk layout."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from client.errors import ConfigError
+from training.synth import RAVDESS_EMOTIONS, synthesize_corpus
+
+SMALL = dict(actors=2, emotions=("neutral", "sad", "angry"), statements=(1, 2), repetitions=(1,), intensities=(1, 2))
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> Path:
+    return synthesize_corpus(tmp_path_factory.mktemp("synth") / "a", sample_rate=16_000, seed=3, **SMALL).root
+
+
+def test_same_seed_gives_byte_identical_files(small_corpus, tmp_path):
+    again = synthesize_corpus(tmp_path / "b", sample_rate=16_000, seed=3, **SMALL).root
+    assert _digests(again) == _digests(small_corpus)
+
+
+def test_another_seed_gives_different_audio(small_corpus, tmp_path):
+    other = synthesize_corpus(tmp_path / "c", sample_rate=16_000, seed=4, **SMALL).root
+    a, b = _digests(small_corpus), _digests(other)
+    assert a.keys() == b.keys()
+    assert all(a[k] != b[k] for k in a)
+
+
+def test_files_follow_the_exact_ravdess_naming_and_folders(small_corpus):
+    names = set(_digests(small_corpus))
+    expected = set()
+    for actor in (1, 2):
+        for emo in ("neutral", "sad", "angry"):
+            code = RAVDESS_EMOTIONS.index(emo) + 1
+            for intensity in ((1,) if emo == "neutral" else (1, 2)):  # neutral has no strong intensity
+                for statement in (1, 2):
+                    expected.add(f"Actor_{actor:02d}/03-01-{code:02d}-{intensity:02d}-{statement:02d}-01-{actor:02d}.wav")
+    assert names == expected
+
+
+def test_files_are_16_bit_pcm_at_the_requested_rate_with_quiet_non_zero_edges(small_corpus):
+    for path in sorted(small_corpus.rglob("*.wav")):
+        info = sf.info(str(path))
+        assert (info.subtype, info.channels, info.samplerate) == ("PCM_16", 1, 16_000)
+        assert 1.3 <= info.duration <= 3.7, path.name
+        y, _ = sf.read(str(path), dtype="float32")
+        head = y[: int(0.08 * 16_000)]
+        assert np.any(head != 0), "leading near-silence must not be digital zero"
+        assert np.sqrt(np.mean(head**2)) < 0.01 < np.sqrt(np.mean(y**2))
+
+
+def test_a_smaller_corpus_holds_the_same_clips_as_a_bigger_one(small_corpus, tmp_path):
+    one = synthesize_corpus(tmp_path / "d", sample_rate=16_000, seed=3, actors=(2,), emotions=("sad",),
+                            statements=(2,), repetitions=(1,), intensities=(2,)).root
+    name = "Actor_02/03-01-04-02-02-01-02.wav"
+    assert _digests(one) == {name: _digests(small_corpus)[name]}
+
+
+def test_default_counts_match_ravdess_speech_per_actor(tmp_path):
+    from training.synth import SynthConfig, ravdess_clip_specs
+
+    specs = ravdess_clip_specs(SynthConfig(actors=24))
+    assert len(specs) == 1440  # 24 actors x 60 speech clips, as RAVDESS
+    assert {s.actor % 2 for s in specs} == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(actors=0), dict(actors=25), dict(actors=(3, 3)), dict(emotions=("bored",)), dict(emotions=()),
+     dict(statements=(3,)), dict(repetitions=()), dict(intensities=(0,)), dict(layout="tess"), dict(sample_rate=100)],
+)
+def test_bad_synth_options_raise_config_error_naming_the_value(bad, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        synthesize_corpus(tmp_path / "x", **bad)
+    key = next(iter(bad))
+    assert key in str(err.value)
+    assert not (tmp_path / "x").exists()
