@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="classify audio files through a running Triton server")
     pr.add_argument("files", nargs="+", type=Path, help="audio files (wav, flac, ogg; others with ffmpeg)")
-    pr.add_argument("--url", default="127.0.0.1:8001", help="server address HOST:PORT (default: 127.0.0.1:8001, gRPC)")
+    pr.add_argument("--url", default=None, help="server address HOST:PORT (default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
     pr.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     pr.add_argument("--model", default="ser_int8", help="model name (default: ser_int8)")
     pr.add_argument("--timeout-s", type=float, default=30.0)

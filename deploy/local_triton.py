@@ -1,0 +1,607 @@
+"""Run the real Triton Inference Server on this host, without Docker or a GPU.
+
+The ``nvidia-pytriton`` wheel ships a real ``tritonserver`` (2.51) with the python
+backend; nothing from pytriton's Python API is used, only the binary
+(``/work/shared/TRITON_LOCAL.md`` lists what was measured). :class:`LocalTriton`
+
+* builds a temporary backend directory ``<tmp>/backends/python/`` of symlinks to
+  ``libtriton_python.so``, ``triton_python_backend_utils.py`` and the backend
+  stub of the running Python version (the stub is only looked for there);
+* puts this interpreter's ``bin`` first on ``PATH`` (the stub's embedded
+  interpreter finds the virtual environment from ``python3``) and the
+  interpreter's ``LIBDIR`` on ``LD_LIBRARY_PATH`` (the stub links libpython);
+* binds 127.0.0.1 only, on free ports unless told otherwise, with a unique
+  python-backend shared-memory prefix so it removes exactly its own
+  ``/dev/shm`` regions;
+* starts the server in its own session, waits for ``/v2/health/ready`` and fails
+  fast (:class:`~client.errors.ServerStartError` naming the model that failed to
+  load) when the process exits;
+* stops with SIGTERM, then SIGKILL of the process group, kills leftover backend
+  stubs by PID and removes its shm regions and temporary folder.
+
+Example:
+    >>> with LocalTriton("model_repository/portable") as server:  # doctest: +SKIP
+    ...     print(server.grpc_url)
+    127.0.0.1:40123
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from client.errors import ConfigError, ServerError, ServerStartError
+
+#: Where the python backend puts its shared-memory regions.
+SHM_DIR = Path("/dev/shm")
+#: Name of the backend stub executable (one per Python version in the wheel).
+STUB_NAME = "triton_python_backend_stub"
+MODEL_CONTROL_MODES = ("none", "explicit", "poll")
+#: Lines of the server log kept in error messages.
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class TritonInstallation:
+    """Files of the tritonserver shipped in the ``nvidia-pytriton`` wheel.
+
+    Attributes:
+        server: the ``tritonserver`` executable.
+        python_backend: ``libtriton_python.so``.
+        backend_utils: ``triton_python_backend_utils.py``.
+        stub: ``triton_python_backend_stub`` built for the running Python version.
+        cache_dir: the response-cache implementations (``--cache-directory``).
+    """
+
+    server: Path
+    python_backend: Path
+    backend_utils: Path
+    stub: Path
+    cache_dir: Path
+
+
+def find_installation() -> TritonInstallation:
+    """Locate the tritonserver binary and python backend without importing pytriton.
+
+    Raises:
+        ServerStartError: nvidia-pytriton is not installed, or lacks a stub for
+            this Python version.
+    """
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerStartError(
+            "tritonserver not found: install nvidia-pytriton==0.7.0 (pip install -e '.[full]') "
+            "or run the NGC container (deploy/gpu/run-triton.sh)"
+        )
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    inst = TritonInstallation(
+        server=root / "bin" / "tritonserver",
+        python_backend=root / "backends" / "python" / "libtriton_python.so",
+        backend_utils=root / "backends" / "python" / "triton_python_backend_utils.py",
+        stub=root / "python_backend_stubs" / version / STUB_NAME,
+        cache_dir=root / "caches",
+    )
+    missing = [str(p) for p in (inst.server, inst.python_backend, inst.backend_utils, inst.stub) if not p.exists()]
+    if missing:
+        raise ServerStartError(f"tritonserver installation at {root} is incomplete for Python {version}: missing {missing}")
+    return inst
+
+
+def free_ports(count: int = 3) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _server_env() -> dict[str, str]:
+    """Environment for tritonserver: venv ``bin`` first on PATH, libpython's dir on LD_LIBRARY_PATH."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bindir, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != bindir]])
+    libdirs = [d for d in (sysconfig.get_config_var("LIBDIR"),) if d and Path(d).is_dir()]
+    old = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(dict.fromkeys([*libdirs, *old]))
+    env.pop("PYTHONPATH", None)  # ignored by the isolated stub interpreter anyway
+    return env
+
+
+def _pids_of_stubs(prefix: str) -> list[int]:
+    """PIDs of python-backend stubs whose command line carries the shm ``prefix``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if STUB_NAME.encode() in cmdline and prefix.encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is as good as gone
+
+
+def _http_get_status(url: str, *, timeout_s: float = 1.0) -> int | None:
+    """HTTP status of GET ``url`` (a fresh connection, closed after), or None if nothing answers."""
+    req = urllib.request.Request(url, headers={"Connection": "close"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+_ERROR_LINE = re.compile(r"^E\d{4} ")
+_FAILED_LOAD = re.compile(r"failed to load '([^']+)'[^:]*: (.*)$")
+_IN_USE = re.compile(r"(?:Socket|address) '?([0-9.:]+)'? (?:is )?already in use", re.I)
+#: Error lines that are harmless on a CPU host (TRITON_LOCAL.md).
+_HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "pinned memory", "Pinned memory", "GPU metrics")
+_TABLE_ROW = re.compile(r"^\|\s*([^|\s]+)\s*\|\s*(\S+)\s*\|\s*UNAVAILABLE: (.*?)\s*\|?\s*$")
+
+
+def summarize_failure(log_text: str) -> str:
+    """One line naming what went wrong, read from a tritonserver log.
+
+    Prefers ``failed to load '<model>' ...: <reason>`` lines and the model-status
+    table's ``UNAVAILABLE`` rows; falls back to the last error lines.
+    """
+    lines = log_text.splitlines()
+    for line in lines:
+        m = _IN_USE.search(line)
+        if m:
+            return f"address {m.group(1)} already in use (another server or process holds the port)"
+    failed: dict[str, str] = {}
+    for line in lines:
+        m = _FAILED_LOAD.search(line)
+        if m:
+            failed.setdefault(m.group(1), m.group(2).strip())
+    for line in lines:
+        m = _TABLE_ROW.match(line.strip())
+        if m and m.group(1) not in failed:
+            failed[m.group(1)] = m.group(3)
+    if failed:
+        return "; ".join(f"model {name!r} failed to load: {_squash(reason)}" for name, reason in failed.items())
+    errors = [
+        _squash(line.split("] ", 1)[-1])
+        for line in lines
+        if _ERROR_LINE.match(line) and not any(h in line for h in _HARMLESS)
+    ]
+    if errors:
+        return "; ".join(errors[-3:])
+    tail = [ln.strip() for ln in lines if ln.strip()]
+    return _squash(tail[-1]) if tail else "no output"
+
+
+def _squash(text: str, limit: int = 400) -> str:
+    text = text.replace("\\n", "\n").split("\n\nAt:")[0]  # drop the Python traceback the stub appends
+    text = " ".join(text.split()).strip().strip('"').strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class LocalTriton:
+    """The real tritonserver serving a model repository on 127.0.0.1: a context manager.
+
+    Args:
+        repository: model repository root (``<repo>/<model>/config.pbtxt``...).
+        http_port: HTTP port; None picks a free one.
+        grpc_port: gRPC port; None picks a free one.
+        metrics_port: Prometheus metrics port; None picks a free one.
+        startup_timeout_s: seconds to wait for ``/v2/health/ready``.
+        exit_timeout_s: ``--exit-timeout-secs``: how long the server waits for
+            in-flight requests on SIGTERM (s); :meth:`stop` SIGKILLs after this plus a grace.
+        log_path: where the server log is written; None keeps it in the temporary
+            folder (read it with :meth:`log_text`; the last text survives :meth:`stop`).
+        model_control: ``none`` (load all at start), ``explicit`` or ``poll``.
+        load_models: with ``explicit``, the models to load at start (default: all).
+        extra_args: further tritonserver flags, appended last (they win).
+
+    Attributes:
+        repository: the absolute repository path.
+        http_port, grpc_port, metrics_port: the ports in use once started.
+        startup_s: seconds from launch to ready (after :meth:`start`).
+        returncode: the server's exit status (after :meth:`stop`).
+    """
+
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        startup_timeout_s: float = 60.0,
+        exit_timeout_s: int = 5,
+        log_path: str | Path | None = None,
+        model_control: str = "none",
+        load_models: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.repository = Path(repository).expanduser().resolve()
+        if not self.repository.is_dir():
+            raise ServerStartError(f"{repository}: model repository is not a directory")
+        if not any((p / "config.pbtxt").is_file() for p in self.repository.iterdir() if p.is_dir()):
+            raise ServerStartError(f"{repository}: no <model>/config.pbtxt inside: not a Triton model repository")
+        if model_control not in MODEL_CONTROL_MODES:
+            raise ConfigError(f"model_control={model_control!r}: expected one of {MODEL_CONTROL_MODES}")
+        if load_models and model_control != "explicit":
+            raise ConfigError(f"load_models={list(load_models)!r} needs model_control='explicit', not {model_control!r}")
+        if startup_timeout_s <= 0 or exit_timeout_s < 0:
+            raise ConfigError(f"startup_timeout_s={startup_timeout_s}, exit_timeout_s={exit_timeout_s}: need > 0 and >= 0")
+        fixed = [p for p in (http_port, grpc_port, metrics_port) if p is not None]
+        if len(set(fixed)) != len(fixed) or any(not 0 < p < 65536 for p in fixed):
+            raise ConfigError(
+                f"http_port={http_port}, grpc_port={grpc_port}, metrics_port={metrics_port}: "
+                "ports must be distinct and in 1..65535 (None picks a free one)"
+            )
+        self._fixed_ports = (http_port, grpc_port, metrics_port)
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.metrics_port = metrics_port
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.exit_timeout_s = int(exit_timeout_s)
+        self.model_control = model_control
+        self.load_models = tuple(load_models)
+        self.extra_args = tuple(extra_args)
+        self._user_log_path = Path(log_path).expanduser().resolve() if log_path else None
+        self.shm_prefix = f"ser_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+        self._proc: subprocess.Popen | None = None
+        self._tmp: Path | None = None
+        self._log_path: Path | None = None
+        self._log_handle = None
+        self._last_log = ""
+        self._stubs_seen: set[int] = set()
+        self._lock = threading.Lock()
+        self.startup_s: float | None = None
+        self.returncode: int | None = None
+
+    # --- addresses ---------------------------------------------------------
+
+    @property
+    def grpc_url(self) -> str:
+        """``127.0.0.1:<grpc_port>`` for tritonclient.grpc."""
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """``127.0.0.1:<http_port>`` for tritonclient.http."""
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """``127.0.0.1:<metrics_port>`` (Prometheus text at ``/metrics``)."""
+        return f"127.0.0.1:{self.metrics_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's PID while started."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The server log file (None before start; gone after stop unless ``log_path`` was given)."""
+        return self._log_path
+
+    def is_running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_text(self) -> str:
+        """The server's log so far (stdout and stderr, including backend stubs)."""
+        if self._log_path is not None and self._log_path.exists():
+            try:
+                return self._log_path.read_text(errors="replace")
+            except OSError:
+                pass
+        return self._last_log
+
+    def command(self) -> list[str]:
+        """The tritonserver command line (ports must be set: call after they are chosen)."""
+        inst = find_installation()
+        assert self._tmp is not None
+        args = [
+            str(inst.server),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={self._tmp / 'backends'}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--cache-directory={inst.cache_dir}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--metrics-address=127.0.0.1",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-http=true",
+            "--allow-grpc=true",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--disable-auto-complete-config",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--model-control-mode={self.model_control}",
+            "--log-verbose=0",
+            "--log-info=true",
+            "--log-warning=true",
+            "--log-error=true",
+        ]
+        if self.model_control == "explicit":
+            args += [f"--load-model={m}" for m in (self.load_models or ("*",))]
+        return args + list(self.extra_args)
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def start(self) -> "LocalTriton":
+        """Launch the server and wait until it is ready. Returns ``self``.
+
+        Ports chosen here (``None`` arguments) are retried once with new ones if
+        another process took them in between.
+
+        Raises:
+            ServerStartError: the process exited, or was not ready within
+                ``startup_timeout_s``; the message names the failing model and reason.
+        """
+        if self._proc is not None:
+            raise ServerError(f"server for {self.repository} already started (pid {self._proc.pid})")
+        attempts = 1 if all(p is not None for p in self._fixed_ports) else 2
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except ServerStartError as exc:
+                if attempt + 1 < attempts and "already in use" in str(exc):
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self) -> "LocalTriton":
+        inst = find_installation()
+        picked = iter(free_ports(3))
+        self.http_port, self.grpc_port, self.metrics_port = (
+            p if p is not None else next(picked) for p in self._fixed_ports
+        )
+        self._tmp = Path(tempfile.mkdtemp(prefix="ser-triton-"))
+        try:
+            backend = self._tmp / "backends" / "python"
+            backend.mkdir(parents=True)
+            for src in (inst.python_backend, inst.backend_utils, inst.stub):
+                (backend / src.name).symlink_to(src)
+            self._log_path = self._user_log_path or (self._tmp / "tritonserver.log")
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = open(self._log_path, "wb")  # noqa: SIM115 - closed by stop()
+            t0 = time.perf_counter()
+            try:
+                self._proc = subprocess.Popen(
+                    self.command(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=self._log_handle,
+                    stderr=subprocess.STDOUT,
+                    env=_server_env(),
+                    cwd=self._tmp,
+                    start_new_session=True,  # its own process group: Ctrl-C in our terminal does not reach it
+                )
+            except OSError as exc:
+                raise ServerStartError(f"cannot execute {inst.server}: {exc}") from None
+            atexit.register(self.stop)
+            self._wait_ready(t0)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - t0
+        return self
+
+    def _wait_ready(self, t0: float) -> None:
+        assert self._proc is not None
+        url = f"http://{self.http_url}/v2/health/ready"
+        deadline = t0 + self.startup_timeout_s
+        while True:
+            self._remember_stubs()
+            rc = self._proc.poll()
+            if rc is not None:
+                raise ServerStartError(
+                    f"tritonserver exited with rc={rc} while starting on {self.repository}: "
+                    f"{summarize_failure(self.log_text())}"
+                )
+            if _http_get_status(url, timeout_s=1.0) == 200:
+                self._remember_stubs()
+                return
+            if time.perf_counter() > deadline:
+                raise ServerStartError(
+                    f"tritonserver on {self.repository} not ready after {self.startup_timeout_s:g} s: "
+                    f"{summarize_failure(self.log_text())}"
+                )
+            time.sleep(0.1)
+
+    def _remember_stubs(self) -> None:
+        self._stubs_seen.update(_pids_of_stubs(self.shm_prefix))
+
+    def stop(self) -> int | None:
+        """Stop the server and clean up everything it left. Safe to call twice.
+
+        SIGTERM, wait ``exit_timeout_s`` + 10 s, then SIGKILL of the process
+        group; leftover backend stubs of this server are killed by PID; its
+        ``/dev/shm`` regions and temporary folder are removed.
+
+        Returns:
+            The server's exit status (None if it was never started).
+        """
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is None:
+                self._cleanup_files()
+                return self.returncode
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.stop)
+            self._remember_stubs()
+            pgid = proc.pid  # start_new_session: the leader's pid is the group id
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.exit_timeout_s + 10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pgid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+            self.returncode = proc.returncode
+            # Anything left in its session (stubs that ignored SIGTERM), then stubs by PID.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            stubs = self._stubs_seen | set(_pids_of_stubs(self.shm_prefix))
+            for pid in stubs:
+                if _pid_alive(pid):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            while any(_pid_alive(p) for p in stubs) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._stubs_seen.clear()
+            self._cleanup_files()
+            return self.returncode
+
+    def _cleanup_files(self) -> None:
+        for region in self.shm_regions():
+            with contextlib.suppress(FileNotFoundError):
+                region.unlink()
+        if self._log_handle is not None:
+            with contextlib.suppress(OSError):
+                self._log_handle.close()
+            self._log_handle = None
+        if self._log_path is not None:
+            with contextlib.suppress(OSError):
+                self._last_log = self._log_path.read_text(errors="replace")
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+            if self._user_log_path is None:
+                self._log_path = None
+
+    def shm_regions(self) -> list[Path]:
+        """This server's python-backend shared-memory regions under /dev/shm."""
+        if not SHM_DIR.is_dir():
+            return []
+        return sorted(SHM_DIR.glob(f"{self.shm_prefix}*"))
+
+    def stub_pids(self) -> list[int]:
+        """PIDs of this server's live python-backend stubs."""
+        return [p for p in _pids_of_stubs(self.shm_prefix) if _pid_alive(p)]
+
+    def models(self) -> dict[str, str]:
+        """``{model name: state}`` from the repository index (``READY``, ``UNAVAILABLE``, ...)."""
+        req = urllib.request.Request(
+            f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST", headers={"Connection": "close"}
+        )
+        with urllib.request.urlopen(req, timeout=5.0) as resp:
+            index = json.loads(resp.read())
+        return {m["name"]: m.get("state", "") for m in index}
+
+    def __enter__(self) -> "LocalTriton":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"LocalTriton({str(self.repository)!r}, grpc={self.grpc_url}, http={self.http_url}, {state})"
+
+
+def serve_forever(
+    repository: str | Path,
+    *,
+    http_port: int | None = 8000,
+    grpc_port: int | None = 8001,
+    metrics_port: int | None = 8002,
+    startup_timeout_s: float = 120.0,
+    exit_timeout_s: int = 5,
+    log_path: str | Path | None = None,
+    out=None,
+) -> int:
+    """Serve ``repository`` on 127.0.0.1 until Ctrl-C or SIGTERM, then stop cleanly (``ser serve``).
+
+    Prints one line when ready (addresses and models) and one when stopped, on
+    ``out`` (default stderr); the server log goes to ``log_path`` if given.
+
+    Returns:
+        0 after a requested stop.
+
+    Raises:
+        ServerStartError: the server failed to start (names the failing model).
+        ServerError: the server died while serving (with the log's reason).
+    """
+    out = out or sys.stderr
+    stop_requested = threading.Event()
+
+    def _on_signal(signum, frame):  # noqa: ARG001
+        stop_requested.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if in_main:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _on_signal)
+    server = LocalTriton(
+        repository,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        startup_timeout_s=startup_timeout_s,
+        exit_timeout_s=exit_timeout_s,
+        log_path=log_path,
+    )
+    try:
+        server.start()
+        models = ", ".join(f"{name} ({state})" for name, state in sorted(server.models().items()))
+        print(
+            f"tritonserver ready in {server.startup_s:.1f} s: gRPC {server.grpc_url}, HTTP {server.http_url}, "
+            f"metrics http://{server.metrics_url}/metrics; models: {models}; Ctrl-C to stop",
+            file=out,
+            flush=True,
+        )
+        while not stop_requested.wait(0.5):
+            if not server.is_running():
+                rc = server.stop()
+                raise ServerError(f"tritonserver exited unexpectedly (rc={rc}): {summarize_failure(server.log_text())}")
+        return 0
+    finally:
+        rc = server.stop()
+        if stop_requested.is_set():
+            print(f"tritonserver stopped (rc={rc})", file=out, flush=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,207 @@
+"""Hostile inputs to the client: each is a typed error with a one-line message naming the input.
+
+Against the real session server (``triton_server``); the dead address is a port
+nothing listens on. The CLI's exit codes for these are tested with the CLI.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from client.errors import (
+    AudioDecodeError,
+    AudioError,
+    ConfigError,
+    ContractError,
+    EmptyAudioError,
+    InferenceError,
+    ModelNotFoundError,
+    NonFiniteAudioError,
+    SerError,
+    ServerUnavailableError,
+    SilentAudioError,
+)
+from client.triton_client import SerClient, normalize_url, translate_error
+
+PROTOCOLS = ("grpc", "http")
+
+
+def _url(server, protocol: str) -> str:
+    return server.grpc_url if protocol == "grpc" else server.http_url
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert text and "\n" not in text and "Traceback" not in text, repr(text)
+    return text
+
+
+@pytest.fixture(scope="module")
+def dead_address() -> str:
+    """127.0.0.1:<port> where nothing listens (bound and released; nobody else binds loopback ports here)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def int8_client(triton_server):
+    with SerClient(triton_server.grpc_url, model="ser_int8") as client:
+        yield client
+
+
+# --- audio -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key,error,reason",
+    [
+        ("garbage", AudioDecodeError, "cannot decode audio"),
+        ("empty", AudioDecodeError, "0 bytes"),
+        ("silent", SilentAudioError, "silent"),
+    ],
+)
+def test_bad_audio_files_are_typed_errors_naming_the_file(int8_client, serving_clips, key, error, reason):
+    with pytest.raises(error) as info:
+        int8_client.classify(serving_clips[key])
+    text = _one_line(info.value)
+    assert str(serving_clips[key]) in text and reason in text
+
+
+def test_a_missing_file_and_a_directory_are_decode_errors(int8_client, tmp_path):
+    for source, reason in ((tmp_path / "missing.wav", "no such file"), (tmp_path, "is a directory")):
+        with pytest.raises(AudioDecodeError, match=reason) as info:
+            int8_client.classify(source)
+        assert str(source) in _one_line(info.value)
+
+
+def test_bad_arrays_and_bytes_are_typed_errors(int8_client):
+    with pytest.raises(EmptyAudioError, match="upload"):
+        int8_client.classify(np.zeros(0, np.float32), sample_rate=16_000, name="upload")
+    with pytest.raises(NonFiniteAudioError):
+        int8_client.classify(np.full(1_000, np.nan, np.float32), sample_rate=16_000)
+    with pytest.raises(AudioDecodeError, match="<bytes>"):
+        int8_client.classify(b"RIFF not really")
+    with pytest.raises(ConfigError, match="sample_rate"):
+        int8_client.classify(np.ones(100, np.float32))
+
+
+# --- server, model and contract -----------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_dead_server_address_is_server_unavailable_naming_it(dead_address, protocol):
+    with pytest.raises(ServerUnavailableError) as info:
+        SerClient(dead_address, protocol=protocol, timeout_s=5).open()
+    assert dead_address in _one_line(info.value) and protocol in str(info.value)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_address_that_accepts_but_never_answers_times_out_as_server_unavailable(protocol):
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        url = f"127.0.0.1:{mute.getsockname()[1]}"
+        t0 = time.perf_counter()
+        with pytest.raises(ServerUnavailableError) as info:
+            SerClient(url, protocol=protocol, timeout_s=0.5).open()
+    assert url in _one_line(info.value) and time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_wrong_model_name_is_model_not_found_listing_the_ready_models(triton_server, protocol):
+    with pytest.raises(ModelNotFoundError) as info:
+        SerClient(_url(triton_server, protocol), model="ser_int4", protocol=protocol).open()
+    text = _one_line(info.value)
+    assert "'ser_int4'" in text and "not in the repository" in text and "ser_int8" in text
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_model_without_the_contract_parameters_is_a_contract_error(triton_server, protocol):
+    with pytest.raises(ContractError) as info:
+        SerClient(_url(triton_server, protocol), model="no_contract", protocol=protocol).open()
+    text = _one_line(info.value)
+    assert "'no_contract'" in text and "ser.labels" in text
+
+
+def test_a_model_with_other_tensor_names_is_a_contract_error(triton_server):
+    with pytest.raises(ContractError) as info:
+        SerClient(triton_server.grpc_url, model="wrong_tensors").open()
+    text = _one_line(info.value)
+    assert "'wrong_tensors'" in text and "waveform" in text and "logits" in text
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_request_the_server_refuses_is_an_inference_error(triton_server, protocol):
+    with SerClient(_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
+        with pytest.raises(InferenceError) as info:
+            client.infer_windows(np.zeros((1, 123), np.float32), np.array([123]))
+        text = _one_line(info.value)
+        assert "ser_int8" in text and "waveform" in text and ("INVALID_ARGUMENT" in text or "400" in text)
+        with pytest.raises(InferenceError, match="expected"):
+            client.infer_windows(np.zeros((2, 16_000), np.float32), np.array([1]))
+        # the connection stays usable after a refused request
+        assert client.infer_windows(np.full((1, 16_000), 0.1, np.float32), [16_000])[1].shape == (1, 8)
+
+
+def test_a_server_that_goes_away_between_calls_is_server_unavailable(portable_repository):
+    from deploy.local_triton import LocalTriton
+
+    with LocalTriton(portable_repository) as server:
+        client = SerClient(server.grpc_url, model="ser_int8").open()
+    try:
+        with pytest.raises(ServerUnavailableError) as info:
+            client.infer_windows(np.full((1, 16_000), 0.1, np.float32), [16_000])
+        assert server.grpc_url in _one_line(info.value)
+    finally:
+        client.close()
+        client.close()  # twice is safe
+
+
+# --- options -------------------------------------------------------------------------
+
+
+def test_bad_client_options_are_config_errors():
+    for kwargs, match in (
+        (dict(protocol="udp"), "protocol"),
+        (dict(timeout_s=0), "timeout_s"),
+        (dict(model=""), "model"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            SerClient("127.0.0.1:8001", **kwargs)
+    for url in ("https://example.org:443", "localhost", "host:port"):
+        with pytest.raises(ConfigError, match="url"):
+            normalize_url(url, protocol="grpc")
+    assert normalize_url("grpc://127.0.0.1:8001", protocol="grpc") == "127.0.0.1:8001"
+    assert normalize_url("http://localhost:8000/", protocol="http") == "localhost:8000"
+
+
+def test_a_client_used_before_open_says_so():
+    client = SerClient("127.0.0.1:8001")
+    with pytest.raises(ConfigError, match="not open"):
+        client.classify(np.ones(100, np.float32), sample_rate=16_000)
+
+
+def test_tritonclient_errors_map_onto_the_hierarchy():
+    from tritonclient.utils import InferenceServerException
+
+    def mapped(status: str, msg: str = "m") -> type:
+        exc = InferenceServerException(msg, status=status)
+        return type(translate_error(exc, url="h:1", model="m", protocol="grpc", what="infer"))
+
+    assert mapped("StatusCode.UNAVAILABLE") is ServerUnavailableError
+    assert mapped("StatusCode.DEADLINE_EXCEEDED") is ServerUnavailableError
+    assert mapped("StatusCode.NOT_FOUND") is ModelNotFoundError
+    assert mapped("404") is ModelNotFoundError
+    assert mapped("StatusCode.INVALID_ARGUMENT") is InferenceError
+    assert mapped("400") is InferenceError
+    assert mapped("StatusCode.INTERNAL", "Traceback\n  boom") is InferenceError
+    assert type(translate_error(ConnectionRefusedError(111, "refused"), url="h:1", model="m", protocol="http", what="x")) is ServerUnavailableError
+    err = translate_error(InferenceServerException("a\nb", status="StatusCode.INTERNAL"), url="h:1", model="m", protocol="grpc", what="infer")
+    assert isinstance(err, SerError) and "\n" not in str(err)
+    assert issubclass(AudioDecodeError, AudioError)
