@@ -34,3 +34,195 @@ def tiny_checkpoint(session_dir) -> Path:
     model = new_model("tiny", labels=RAVDESS8, seed=0)
     info = CheckpointInfo(labels=RAVDESS8, window_samples=16_000, hop_samples=8_000, base="tiny", corpus="none")
     return save_checkpoint(model, out, info)
+
+
+# --- training ---
+
+
+@pytest.fixture(scope="session")
+def synth_corpus_dir(session_dir) -> Path:
+    """A tiny synthetic RAVDESS-layout corpus (training.train.TEST recipe: 6 actors x 32 clips, 4 emotions, 16 kHz)."""
+    from training.synth import synthesize_corpus
+    from training.train import TEST
+
+    return synthesize_corpus(session_dir / "synth-ravdess", **TEST.synth).root
+
+
+@pytest.fixture(scope="session")
+def trained_result(synth_corpus_dir, session_dir):
+    """A tiny wav2vec2 trained on :func:`synth_corpus_dir` (TEST recipe; ~20 s on 2 cores), as a TrainResult."""
+    from training.train import TEST, train
+
+    return train(TEST.config(corpus=synth_corpus_dir, out=session_dir / "tiny-trained"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_result, synth_corpus_dir) -> tuple[Path, Path, Path]:
+    """``(checkpoint_dir, corpus_dir, manifest_path)`` of a *trained* tiny model.
+
+    The manifest's ``test`` partition holds the held-out actors' clips (paths
+    relative to ``corpus_dir``): use them for int8-vs-fp32 agreement checks.
+    """
+    return trained_result.checkpoint, synth_corpus_dir, trained_result.manifest
+
+
+# --- serving ---
+# Owner: serving + client (deploy/local_triton.py, client/triton_client.py).
+# One real tritonserver per test session (``triton_server``), serving the portable
+# repository of the tiny untrained model plus two small python-backend models that
+# are deliberately *not* the bundle's (for the client's refusal tests).
+
+_PLAIN_MODEL_PY = '''\
+"""Test-only python-backend model: echoes input "x" as output "y"."""
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())])
+            for r in requests
+        ]
+'''
+
+
+def _write_plain_model(root: Path, name: str, *, parameters: dict[str, str]) -> Path:
+    """A python-backend model with tensors ``x`` -> ``y`` (not the bundle's), built as a ModelConfig."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=8)
+    config.input.add(name="x", data_type=mc.TYPE_FP32, dims=[4])
+    config.output.add(name="y", data_type=mc.TYPE_FP32, dims=[4])
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "1" / "model.py").write_text(_PLAIN_MODEL_PY)
+    (root / name / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def served_models(triton_server) -> list[str]:
+    """Names of the bundle's models the session server serves (``ser_*``: ``ser_fp32``, ``ser_int8``...)."""
+    return sorted(name for name, state in triton_server.models().items() if name.startswith("ser_") and state == "READY")
+
+
+@pytest.fixture(scope="session")
+def serving_repository(portable_repository, session_dir) -> Path:
+    """A copy of :func:`portable_repository` plus ``no_contract`` and ``wrong_tensors`` test models.
+
+    ``no_contract`` has no ``ser.*`` parameters; ``wrong_tensors`` has them but
+    names its tensors ``x``/``y``. Both must be refused by the client with a ContractError.
+    """
+    import shutil
+
+    from client.contract import ModelContract
+
+    root = session_dir / "serving-repository"
+    shutil.copytree(Path(portable_repository), root)
+    _write_plain_model(root, "no_contract", parameters={})
+    contract = ModelContract(labels=RAVDESS8, window_samples=16_000, hop_samples=8_000, variant="fp32", source="test")
+    _write_plain_model(root, "wrong_tensors", parameters=contract.to_parameters())
+    return root
+
+
+@pytest.fixture(scope="session")
+def triton_server(serving_repository, session_dir):
+    """The real tritonserver (bundled in nvidia-pytriton) serving :func:`serving_repository` on free loopback ports.
+
+    Yields a started :class:`deploy.local_triton.LocalTriton` (``grpc_url``,
+    ``http_url``, ``metrics_url``); stopped, with its stubs and shm regions
+    removed, at the end of the session. Log: ``<session_dir>/triton-serving.log``.
+    """
+    from deploy.local_triton import LocalTriton
+
+    with LocalTriton(serving_repository, startup_timeout_s=120, log_path=session_dir / "triton-serving.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def serving_clips(session_dir) -> dict[str, Path]:
+    """Seeded audio files for client tests.
+
+    Keys: ``short`` (0.6 s mono 16 kHz PCM_16), ``long`` (2.3 s stereo 22.05 kHz
+    float: resampled, 4 windows), ``very_long`` (6.2 s mono 16 kHz: 12 windows,
+    more than one request of max_batch_size 8), ``empty`` (0 bytes), ``garbage``
+    (random bytes named .wav), ``silent`` (0.5 s of zeros).
+    """
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(1234)
+    out = session_dir / "serving-clips"
+    out.mkdir()
+
+    def voice(seconds: float, sr: int, f0: float) -> np.ndarray:
+        t = np.arange(int(seconds * sr)) / sr
+        pitch = f0 * (1 + 0.1 * np.sin(2 * np.pi * 3 * t))
+        y = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / sr) + 0.01 * rng.standard_normal(t.size)
+        return y.astype(np.float32)
+
+    clips = {
+        "short": out / "short.wav",
+        "long": out / "long.wav",
+        "very_long": out / "very_long.flac",
+        "empty": out / "empty.wav",
+        "garbage": out / "garbage.wav",
+        "silent": out / "silent.wav",
+    }
+    sf.write(clips["short"], voice(0.6, 16_000, 180.0), 16_000, subtype="PCM_16")
+    stereo = np.stack([voice(2.3, 22_050, 220.0), voice(2.3, 22_050, 150.0)], axis=1)
+    sf.write(clips["long"], stereo, 22_050, subtype="FLOAT")
+    sf.write(clips["very_long"], voice(6.2, 16_000, 120.0), 16_000)
+    clips["empty"].write_bytes(b"")
+    clips["garbage"].write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    sf.write(clips["silent"], np.zeros(8_000, dtype=np.float32), 16_000)
+    return clips
+
+
+# --- export ---
+# Owner: export (export/pipeline.py, export/repository.py). Session-scoped: the tiny
+# untrained checkpoint is exported once (fp32 + int8, ~2 s) and both repository
+# runtimes are written from that one export.
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_result(tiny_checkpoint, session_dir):
+    """:class:`export.pipeline.ExportResult` of :func:`tiny_checkpoint` exported to fp32 + int8."""
+    from export.pipeline import export_checkpoint
+
+    return export_checkpoint(tiny_checkpoint, session_dir / "export-tiny", variants=("fp32", "int8"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def exported_tiny(exported_tiny_result) -> Path:
+    """Export directory of the tiny model: ``<dir>/{fp32,int8}/{model.onnx,recipe.json}``. Treat as read-only."""
+    return exported_tiny_result.out_dir
+
+
+@pytest.fixture(scope="session")
+def portable_repository(exported_tiny, session_dir) -> Path:
+    """Portable (python backend + ONNX Runtime) Triton repository with ``ser_fp32`` and ``ser_int8``.
+
+    What the local tritonserver serves. Treat as read-only (copy it to change it).
+    """
+    from export.repository import write_repository
+
+    root = session_dir / "repository-portable"
+    write_repository(exported_tiny, root, runtime="portable", variants=("fp32", "int8"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def native_repository(exported_tiny, session_dir) -> Path:
+    """Native (``onnxruntime_onnx``) Triton repository with ``ser_fp32`` (GPU) and ``ser_int8`` (CPU).
+
+    Cannot be served here (no onnxruntime backend); validated offline. Treat as read-only.
+    """
+    from export.repository import write_repository
+
+    root = session_dir / "repository-native"
+    write_repository(exported_tiny, root, runtime="native", variants=("fp32", "int8"))
+    return root

@@ -1,0 +1,335 @@
+"""Numerical checks of every conversion: ONNX vs PyTorch, and variants vs fp32.
+
+Both checks run the same seeded batches (several batch sizes, full and padded
+windows of several lengths), collect *every* mismatch and raise one
+:class:`~client.errors.ParityError` listing them (STYLE.md 6).
+
+* fp32 parity: ONNX Runtime vs PyTorch, ``max |Δlogit| <= logit_atol`` (1e-4).
+* variant agreement (int8): the variant's ONNX vs the fp32 ONNX,
+  ``max |Δprobability| <= prob_atol`` and top-1 label agreement
+  ``>= min_label_agreement``. If every class probability moves by at most
+  ``ε``, a label can only flip where fp32's top-1/top-2 margin is below ``2ε``.
+  So a flip on a *near tie* (fp32 margin < ``2 * prob_atol``) is within the
+  probability tolerance and is excused; only flips of decisive windows count
+  against the agreement. The report keeps the raw agreement too, so a figure on
+  an untrained (near-uniform) model can be read for what it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM, OUTPUT_LOGITS, OUTPUT_PROBABILITIES
+from client.errors import ConfigError, ExportError, ParityError
+
+#: Shortest window used in parity batches (samples): wav2vec2's conv stack needs
+#: 400 samples (25 ms @ 16 kHz) for one frame.
+MIN_PARITY_SAMPLES = 400
+#: Lengths of the parity windows, as fractions of W (cycled over the batches).
+LENGTH_FRACTIONS = (1.0, 0.5, 0.25, 0.8, 0.33, 0.9, 0.6, 0.15, 0.71, 1.0, 0.42)
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """What is compared and how strictly.
+
+    Attributes:
+        batch_sizes: one seeded batch per entry (sizes >= 1).
+        seed: seed of the generated windows.
+        logit_atol: fp32 ONNX vs PyTorch, max |Δlogit| allowed.
+        prob_atol: variant vs fp32, max |Δprobability| allowed (int8 default 0.05).
+        min_label_agreement: variant vs fp32, fraction of windows whose top-1 label
+            must agree; flips where fp32's top-1/top-2 margin is below ``2 * prob_atol``
+            are excused (they are within the probability tolerance).
+        intra_op_threads: ONNX Runtime threads for the checks (0: ORT's default).
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 3, 8)
+    seed: int = 0
+    logit_atol: float = 1e-4
+    prob_atol: float = 0.05
+    min_label_agreement: float = 0.95
+    intra_op_threads: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ConfigError(f"batch_sizes={self.batch_sizes}: need at least one batch, each of size >= 1")
+        for name in ("logit_atol", "prob_atol"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")
+        if not 0.0 <= self.min_label_agreement <= 1.0:
+            raise ConfigError(f"min_label_agreement={self.min_label_agreement}: must be in [0, 1]")
+        if self.intra_op_threads < 0:
+            raise ConfigError(f"intra_op_threads={self.intra_op_threads}: must be >= 0 (0: ORT default)")
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """The outcome of one comparison (stored in the recipe).
+
+    Attributes:
+        what: ``"fp32 ONNX vs PyTorch"``, ``"int8 vs fp32 ONNX"``...
+        windows: windows compared.
+        batch_sizes: batch sizes used.
+        min_num_samples: shortest valid length compared (samples).
+        max_abs_logit_diff: max |Δlogit| over all windows.
+        max_abs_prob_diff: max |Δprobability| over all windows.
+        label_agreement: fraction of windows with the same top-1 label.
+        near_ties: windows whose reference top-1/top-2 probability margin is below
+            twice the probability tolerance (where a label flip is within tolerance).
+        excused_flips: label flips on near ties (not counted against agreement).
+        tolerances: the thresholds applied.
+        mismatches: one line per failed comparison (empty when passed).
+    """
+
+    what: str
+    windows: int
+    batch_sizes: tuple[int, ...]
+    min_num_samples: int
+    max_abs_logit_diff: float
+    max_abs_prob_diff: float
+    label_agreement: float
+    near_ties: int
+    excused_flips: int
+    tolerances: Mapping[str, float]
+    mismatches: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        """True when no comparison failed."""
+        return not self.mismatches
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["batch_sizes"] = list(self.batch_sizes)
+        d["mismatches"] = list(self.mismatches)
+        d["tolerances"] = dict(self.tolerances)
+        d["passed"] = self.passed
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ParityReport":
+        """Inverse of :meth:`to_json`."""
+        d = {k: v for k, v in d.items() if k != "passed"}
+        return cls(
+            **{**d, "batch_sizes": tuple(d["batch_sizes"]), "mismatches": tuple(d["mismatches"]), "tolerances": dict(d["tolerances"])}
+        )
+
+
+def make_parity_batches(window_samples: int, *, batch_sizes: Sequence[int] = (1, 3, 8), seed: int = 0) -> list[Batch]:
+    """Seeded speech-like windows, full and zero-padded, of several lengths.
+
+    Each window is a frequency-modulated tone (80-400 Hz) at a random level
+    (-40..-6 dBFS) plus noise; lengths cycle through :data:`LENGTH_FRACTIONS`
+    of W (never below :data:`MIN_PARITY_SAMPLES`), zeros past ``num_samples``.
+
+    Args:
+        window_samples: W.
+        batch_sizes: one batch per entry.
+        seed: numpy seed.
+
+    Returns:
+        ``[(waveform [b, W] float32, num_samples [b, 1] int64), ...]``.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(window_samples, dtype=np.float64) / 16_000.0
+    batches: list[Batch] = []
+    k = 0
+    for size in batch_sizes:
+        x = np.zeros((size, window_samples), dtype=np.float32)
+        n = np.zeros((size, 1), dtype=np.int64)
+        for i in range(size):
+            frac = LENGTH_FRACTIONS[k % len(LENGTH_FRACTIONS)]
+            k += 1
+            length = int(np.clip(round(frac * window_samples), min(MIN_PARITY_SAMPLES, window_samples), window_samples))
+            f0 = rng.uniform(80, 400) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 6) * t))
+            level = 10 ** (rng.uniform(-40, -6) / 20)
+            y = level * np.sin(2 * np.pi * np.cumsum(f0) / 16_000.0) + 0.1 * level * rng.standard_normal(window_samples)
+            x[i, :length] = y[:length]
+            n[i, 0] = length
+        batches.append((x, n))
+    return batches
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
+        raise ExportError(f"{path}: ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
+
+
+def _run(session, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    logits, probs = session.run([OUTPUT_LOGITS, OUTPUT_PROBABILITIES], {INPUT_WAVEFORM: batch[0], INPUT_NUM_SAMPLES: batch[1]})
+    return np.asarray(logits, dtype=np.float32), np.asarray(probs, dtype=np.float32)
+
+
+def _describe(j: int, batch: Batch, row: int) -> str:
+    return f"batch {j} (size {batch[0].shape[0]}) window {row} (num_samples={int(batch[1][row, 0])})"
+
+
+def _margins(probs: np.ndarray) -> np.ndarray:
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def check_onnx_parity(
+    classifier,
+    onnx_path: str | Path,
+    *,
+    window_samples: int,
+    config: ParityConfig = ParityConfig(),
+    what: str = "fp32 ONNX vs PyTorch",
+) -> ParityReport:
+    """Compare ONNX Runtime with PyTorch on seeded full and padded batches.
+
+    Args:
+        classifier: the :class:`~training.model.WaveformClassifier` that was exported.
+        onnx_path: the exported fp32 file.
+        window_samples: W.
+        config: batches and ``logit_atol``.
+        what: how the error and report name this comparison.
+
+    Returns:
+        The :class:`ParityReport` (passed).
+
+    Raises:
+        ParityError: listing every window whose |Δlogit| exceeds ``logit_atol``,
+            non-finite outputs and shape mismatches.
+    """
+    import torch
+
+    session = _session(Path(onnx_path), config.intra_op_threads)
+    batches = make_parity_batches(window_samples, batch_sizes=config.batch_sizes, seed=config.seed)
+    mismatches: list[str] = []
+    max_logit = max_prob = 0.0
+    agree = windows = ties = 0
+    for j, batch in enumerate(batches):
+        with torch.no_grad():
+            ref_logits, ref_probs = (t.numpy() for t in classifier(torch.from_numpy(batch[0]), torch.from_numpy(batch[1])))
+        logits, probs = _run(session, batch)
+        if logits.shape != ref_logits.shape or probs.shape != ref_probs.shape:
+            mismatches.append(f"batch {j}: ONNX shapes {logits.shape}/{probs.shape} != PyTorch {ref_logits.shape}/{ref_probs.shape}")
+            continue
+        finite = np.isfinite(logits).all(axis=1) & np.isfinite(probs).all(axis=1)
+        for row in np.flatnonzero(~finite):
+            mismatches.append(f"{_describe(j, batch, row)}: non-finite ONNX output")
+        dl = np.abs(logits - ref_logits).max(axis=1)
+        dp = np.abs(probs - ref_probs).max(axis=1)
+        for row in np.flatnonzero(finite & (dl > config.logit_atol)):
+            mismatches.append(f"{_describe(j, batch, row)}: max |Δlogit| {dl[row]:.3g} > {config.logit_atol:g}")
+        max_logit = max(max_logit, float(np.nanmax(dl)))
+        max_prob = max(max_prob, float(np.nanmax(dp)))
+        agree += int((logits.argmax(1) == ref_logits.argmax(1)).sum())
+        ties += int((_margins(ref_probs) < 2 * config.logit_atol).sum())
+        windows += len(dl)
+    report = ParityReport(
+        what=what,
+        windows=windows,
+        batch_sizes=config.batch_sizes,
+        min_num_samples=int(min(int(b[1].min()) for b in batches)),
+        max_abs_logit_diff=max_logit,
+        max_abs_prob_diff=max_prob,
+        label_agreement=agree / max(windows, 1),
+        near_ties=ties,
+        excused_flips=0,
+        tolerances={"logit_atol": config.logit_atol},
+        mismatches=tuple(mismatches),
+    )
+    if mismatches:
+        raise ParityError(what, mismatches)
+    return report
+
+
+def check_variant_agreement(
+    reference: str | Path,
+    candidate: str | Path,
+    *,
+    window_samples: int,
+    config: ParityConfig = ParityConfig(),
+    batches: Iterable[Batch] | None = None,
+    what: str = "variant vs fp32 ONNX",
+) -> ParityReport:
+    """Compare a quantized/converted ONNX file with the fp32 one.
+
+    Args:
+        reference: the fp32 ``.onnx``.
+        candidate: the variant's ``.onnx``.
+        window_samples: W.
+        config: ``prob_atol``, ``min_label_agreement`` and the seeded batches.
+        batches: real inputs instead of the seeded ones, e.g. held-out clips cut with
+            :func:`client.audio.make_windows`: ``[(waveform [b, W] f32, num_samples [b, 1] i64)]``.
+        what: how the error and report name this comparison.
+
+    Returns:
+        The :class:`ParityReport` (passed).
+
+    Raises:
+        ParityError: every batch whose max |Δprobability| exceeds ``prob_atol``,
+            non-finite outputs, and overall label agreement below ``min_label_agreement``.
+    """
+    ref = _session(Path(reference), config.intra_op_threads)
+    cand = _session(Path(candidate), config.intra_op_threads)
+    if batches is None:
+        batches = make_parity_batches(window_samples, batch_sizes=config.batch_sizes, seed=config.seed)
+    batches = [(np.ascontiguousarray(w, dtype=np.float32), np.ascontiguousarray(n, dtype=np.int64).reshape(-1, 1)) for w, n in batches]
+    mismatches: list[str] = []
+    max_logit = max_prob = 0.0
+    agree = windows = ties = excused = 0
+    tie_margin = 2 * config.prob_atol
+    for j, batch in enumerate(batches):
+        ref_logits, ref_probs = _run(ref, batch)
+        logits, probs = _run(cand, batch)
+        finite = np.isfinite(logits).all(axis=1) & np.isfinite(probs).all(axis=1)
+        for row in np.flatnonzero(~finite):
+            mismatches.append(f"{_describe(j, batch, row)}: non-finite output")
+        dp = np.abs(probs - ref_probs).max(axis=1)
+        worst = int(np.nanargmax(dp)) if finite.any() else 0
+        if finite.any() and dp[worst] > config.prob_atol:
+            over = int((dp > config.prob_atol).sum())
+            mismatches.append(f"{_describe(j, batch, worst)}: max |Δprobability| {dp[worst]:.3g} > {config.prob_atol:g} ({over} window(s) over)")
+        max_logit = max(max_logit, float(np.nanmax(np.abs(logits - ref_logits))))
+        max_prob = max(max_prob, float(np.nanmax(dp)))
+        same = probs.argmax(1) == ref_probs.argmax(1)
+        tie = _margins(ref_probs) < tie_margin
+        agree += int(same.sum())
+        ties += int(tie.sum())
+        excused += int((~same & tie).sum())
+        windows += len(dp)
+    if windows == 0:
+        raise ConfigError(f"{what}: no windows to compare")
+    counted = (agree + excused) / windows  # flips on near ties are within prob_atol
+    if counted < config.min_label_agreement:
+        mismatches.append(
+            f"label agreement {counted:.3f} < {config.min_label_agreement:g} over {windows} windows "
+            f"({windows - agree - excused} decisive flip(s); raw agreement {agree / windows:.3f})"
+        )
+    report = ParityReport(
+        what=what,
+        windows=windows,
+        batch_sizes=tuple(int(b[0].shape[0]) for b in batches),
+        min_num_samples=int(min(int(b[1].min()) for b in batches)),
+        max_abs_logit_diff=max_logit,
+        max_abs_prob_diff=max_prob,
+        label_agreement=agree / windows,
+        near_ties=ties,
+        excused_flips=excused,
+        tolerances={"prob_atol": config.prob_atol, "min_label_agreement": config.min_label_agreement},
+        mismatches=tuple(mismatches),
+    )
+    if mismatches:
+        raise ParityError(what, mismatches)
+    return report

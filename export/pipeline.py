@@ -1,0 +1,291 @@
+"""``ser export``: checkpoint -> parity-checked ONNX variants with recipes.
+
+:func:`export_checkpoint` writes, for each requested variant::
+
+    <out_dir>/<variant>/model.onnx     one file, named tensors, dynamic batch
+    <out_dir>/<variant>/recipe.json    how it was made (export.recipe.Recipe)
+
+Everything is built in a temporary folder inside ``out_dir`` and checked
+(``onnx.checker``, fp32 vs PyTorch parity, variant vs fp32 agreement) before any
+variant folder is replaced; each replacement is a rename, so a failed export
+leaves the previous good export untouched. The fp32 graph is always built
+because every other variant is derived from and compared with it; when ``fp32``
+is not requested it is discarded afterwards (and :class:`ExportResult` says so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from client.errors import ConfigError, ExportError
+from export.onnx_export import DEFAULT_OPSET, OnnxExportConfig
+from export.parity import ParityConfig, ParityReport
+from export.quantize import QuantizationConfig, resolve_preset
+from export.recipe import MODEL_FILENAME, RECIPE_FILENAME
+
+#: Variants this version can produce.
+VARIANTS = ("fp32", "int8")
+#: Variants named in the design but not implemented yet (refused with a clear message).
+PLANNED_VARIANTS = ("fp16",)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything :func:`export_checkpoint` does, validated up front.
+
+    Attributes:
+        variants: which models to write (``fp32``, ``int8``), unique, in order.
+        preset: int8 quantization preset name (``None``: the default preset).
+        quantization: explicit int8 options instead of a preset.
+        onnx: exporter options.
+        parity: parity batches and tolerances.
+    """
+
+    variants: tuple[str, ...] = VARIANTS
+    preset: str | None = None
+    quantization: QuantizationConfig | None = None
+    onnx: OnnxExportConfig = field(default_factory=OnnxExportConfig)
+    parity: ParityConfig = field(default_factory=ParityConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.variants, str):
+            object.__setattr__(self, "variants", (self.variants,))
+        object.__setattr__(self, "variants", tuple(self.variants))
+        if not self.variants:
+            raise ConfigError(f"variants=(): choose at least one of {list(VARIANTS)}")
+        if len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"variants={list(self.variants)}: each variant at most once")
+        for v in self.variants:
+            if v in PLANNED_VARIANTS:
+                raise ConfigError(f"variant {v!r}: planned but not implemented yet; available: {list(VARIANTS)}")
+            if v not in VARIANTS:
+                raise ConfigError(f"variant {v!r}: unknown; choose from {list(VARIANTS)}")
+        name, _ = resolve_preset(self.preset, self.quantization)  # raises on unknown preset
+        if "int8" not in self.variants and (self.preset is not None or self.quantization is not None):
+            raise ConfigError(f"quantization preset {name!r} given but variants={list(self.variants)} has no int8")
+
+    @property
+    def quantization_preset(self) -> tuple[str, QuantizationConfig]:
+        """``(preset name, config)`` of the int8 variant."""
+        return resolve_preset(self.preset, self.quantization)
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One exported variant.
+
+    Attributes:
+        variant: ``fp32``, ``int8``.
+        model_path: ``<out_dir>/<variant>/model.onnx``.
+        recipe_path: ``<out_dir>/<variant>/recipe.json``.
+        size_bytes: size of ``model.onnx``.
+        sha256: sha256 of ``model.onnx``.
+        parity: the check that admitted it (vs PyTorch for fp32, vs fp32 otherwise).
+    """
+
+    variant: str
+    model_path: Path
+    recipe_path: Path
+    size_bytes: int
+    sha256: str
+    parity: ParityReport
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_checkpoint` wrote.
+
+    Attributes:
+        checkpoint: the source checkpoint directory.
+        out_dir: the export directory.
+        variants: ``{variant: VariantResult}`` in the requested order.
+        fp32_reference_only: fp32 was built as the reference but not requested, so not kept.
+    """
+
+    checkpoint: Path
+    out_dir: Path
+    variants: Mapping[str, VariantResult]
+    fp32_reference_only: bool = False
+
+    def __str__(self) -> str:
+        lines = [f"exported {self.checkpoint} -> {self.out_dir}"]
+        for v in self.variants.values():
+            p = v.parity
+            check = (
+                f"max|Δlogit| {p.max_abs_logit_diff:.2e} vs PyTorch"
+                if v.variant == "fp32"
+                else f"max|Δp| {p.max_abs_prob_diff:.2e}, label agreement {p.label_agreement:.3f} vs fp32"
+            )
+            lines.append(f"  {v.variant:5s} {v.size_bytes / 1e6:8.2f} MB  sha256 {v.sha256[:12]}  {check}  {v.model_path}")
+        if self.fp32_reference_only:
+            lines.append("  (fp32 was built as the parity reference only, not kept)")
+        return "\n".join(lines)
+
+
+def _prepare_out_dir(out_dir: Path, variants: Sequence[str]) -> None:
+    """Create ``out_dir`` (refusing files and unwritable places) and refuse clashing variant paths."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: output directory exists and is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out_dir}: cannot create the output directory: {exc.strerror or exc}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ExportError(f"{out_dir}: output directory is not writable")
+    for v in variants:
+        target = out_dir / v
+        if target.exists() and not target.is_dir():
+            raise ExportError(f"{target}: exists and is not a directory; cannot write the {v!r} variant there")
+
+
+def install_dir(staged: Path, target: Path) -> None:
+    """Replace ``target`` by ``staged`` with renames; on failure the old ``target`` is kept."""
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    had_old = target.exists()
+    if had_old:
+        os.replace(target, old)
+    try:
+        os.replace(staged, target)
+    except OSError as exc:
+        if had_old:
+            os.replace(old, target)
+        raise ExportError(f"{target}: cannot install the new export: {exc}") from None
+    if had_old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    variants: Sequence[str] = VARIANTS,
+    preset: str | None = None,
+    quantization: QuantizationConfig | None = None,
+    opset: int = DEFAULT_OPSET,
+    parity: ParityConfig | None = None,
+    progress: bool = True,
+) -> ExportResult:
+    """Export a checkpoint to parity-checked ONNX variants, each with its recipe.
+
+    Args:
+        checkpoint: directory written by ``ser train`` (HF files + ``ser_checkpoint.json``).
+        out_dir: export directory; ``<out_dir>/<variant>/{model.onnx, recipe.json}``.
+        variants: ``fp32`` and/or ``int8``.
+        preset: int8 quantization preset (:data:`export.quantize.QUANTIZATION_PRESETS`).
+        quantization: explicit int8 options instead of ``preset``.
+        opset: ONNX opset.
+        parity: batches and tolerances of the checks.
+        progress: show a tqdm bar of the steps.
+
+    Returns:
+        :class:`ExportResult`.
+
+    Raises:
+        ConfigError: unknown variant or preset, bad option.
+        CheckpointError: missing or unreadable checkpoint.
+        ExportError: output directory unusable, export/quantization failed.
+        ParityError: a variant disagrees with its reference beyond tolerance.
+    """
+    from tqdm.auto import tqdm
+
+    from export.onnx_export import export_onnx, load_classifier
+    from export.parity import check_onnx_parity, check_variant_agreement
+    from export.quantize import quantize_int8
+    from export.recipe import Recipe, checkpoint_weights_sha256, library_versions, sha256_file
+
+    config = ExportConfig(
+        variants=tuple(variants),
+        preset=preset,
+        quantization=quantization,
+        onnx=OnnxExportConfig(opset=opset),
+        parity=parity or ParityConfig(),
+    )
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    classifier, info = load_classifier(checkpoint)  # CheckpointError before touching out_dir
+    _prepare_out_dir(out_dir, config.variants)
+    source = str(checkpoint.resolve())
+    source_sha = checkpoint_weights_sha256(checkpoint)
+    versions = library_versions(opset=config.onnx.opset)
+    W = info.window_samples
+    steps = ["export fp32", "parity fp32"] + (["quantize int8", "agreement int8"] if "int8" in config.variants else []) + ["install"]
+    bar = tqdm(total=len(steps), desc=f"export {checkpoint.name}", unit="step", disable=not progress)
+    results: dict[str, VariantResult] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as work:
+            work = Path(work)
+            staged: dict[str, Path] = {}
+            parity_json: dict[str, dict[str, dict]] = {}
+
+            def stage(variant: str, preset_name: str | None, options: dict, report: ParityReport) -> None:
+                folder = work / variant
+                model = folder / MODEL_FILENAME
+                recipe = Recipe(
+                    variant=variant,
+                    preset=preset_name,
+                    options=options,
+                    versions=versions,
+                    source_checkpoint=source,
+                    source_sha256=source_sha,
+                    model_sha256=sha256_file(model),
+                    model_bytes=model.stat().st_size,
+                    contract=info.contract(variant=variant, source=source),
+                    parity=parity_json[variant],
+                )
+                recipe.write(folder / RECIPE_FILENAME)
+                staged[variant] = folder
+                results[variant] = VariantResult(
+                    variant=variant,
+                    model_path=out_dir / variant / MODEL_FILENAME,
+                    recipe_path=out_dir / variant / RECIPE_FILENAME,
+                    size_bytes=recipe.model_bytes,
+                    sha256=recipe.model_sha256,
+                    parity=report,
+                )
+
+            bar.set_postfix_str("fp32: torch.onnx.export")
+            (work / "fp32").mkdir()
+            fp32_path = work / "fp32" / MODEL_FILENAME
+            export_onnx(classifier, fp32_path, window_samples=W, config=config.onnx)
+            bar.update()
+            bar.set_postfix_str("fp32: ONNX Runtime vs PyTorch")
+            fp32_report = check_onnx_parity(classifier, fp32_path, window_samples=W, config=config.parity)
+            bar.update()
+            fp32_options = {"exporter": "torch.onnx.export(dynamo=False)", "opset": config.onnx.opset,
+                            "constant_folding": config.onnx.constant_folding}
+            parity_json["fp32"] = {"fp32_vs_pytorch": fp32_report.to_json()}
+            stage("fp32", None, fp32_options, fp32_report)
+
+            if "int8" in config.variants:
+                name, qconfig = config.quantization_preset
+                bar.set_postfix_str(f"int8: quantize_dynamic ({name})")
+                (work / "int8").mkdir()
+                int8_path = work / "int8" / MODEL_FILENAME
+                quantize_int8(fp32_path, int8_path, config=qconfig)
+                bar.update()
+                bar.set_postfix_str("int8: agreement with fp32")
+                int8_report = check_variant_agreement(
+                    fp32_path, int8_path, window_samples=W, config=config.parity, what="int8 vs fp32 ONNX"
+                )
+                bar.update()
+                parity_json["int8"] = {"int8_vs_fp32": int8_report.to_json(), "fp32_vs_pytorch": fp32_report.to_json()}
+                stage("int8", name, {**fp32_options, "quantization": qconfig.to_json(),
+                                     "reference_sha256": results["fp32"].sha256}, int8_report)
+
+            bar.set_postfix_str("install")
+            for variant in config.variants:
+                install_dir(staged[variant], out_dir / variant)
+            bar.update()
+    finally:
+        bar.close()
+    return ExportResult(
+        checkpoint=checkpoint,
+        out_dir=out_dir,
+        variants={v: results[v] for v in config.variants},
+        fp32_reference_only="fp32" not in config.variants,
+    )

@@ -1,0 +1,196 @@
+"""ONNX export, parity, int8 quantization and recipes (export/)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from client.contract import INPUT_NAMES, OUTPUT_NAMES
+
+W = 16_000  # tiny_checkpoint's window
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def test_fp32_onnx_matches_pytorch_on_full_and_padded_windows(exported_tiny, tiny_checkpoint):
+    from export.onnx_export import load_classifier
+    from export.parity import ParityConfig, check_onnx_parity
+
+    classifier, info = load_classifier(tiny_checkpoint)
+    report = check_onnx_parity(
+        classifier, exported_tiny / "fp32" / "model.onnx", window_samples=info.window_samples,
+        config=ParityConfig(batch_sizes=(1, 2, 5), seed=11),
+    )
+    assert report.max_abs_logit_diff <= 1e-4
+    assert report.windows == 8 and report.min_num_samples < W // 2  # padded windows were compared
+
+
+def test_fp32_onnx_matches_pytorch_for_explicit_lengths_down_to_a_tenth_of_a_window(exported_tiny, tiny_checkpoint):
+    import torch
+
+    from export.onnx_export import load_classifier
+
+    classifier, _ = load_classifier(tiny_checkpoint)
+    rng = np.random.default_rng(3)
+    lengths = np.array([[W], [W - 1], [12_345], [8_000], [1_600]], dtype=np.int64)
+    x = (0.1 * rng.standard_normal((5, W))).astype(np.float32)
+    x[np.arange(W)[None, :] >= lengths] = 0.0
+    with torch.no_grad():
+        ref = classifier(torch.from_numpy(x), torch.from_numpy(lengths))[0].numpy()
+    got = _session(exported_tiny / "fp32" / "model.onnx").run(["logits"], {"waveform": x, "num_samples": lengths})[0]
+    assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_exported_graph_has_exactly_the_named_tensors_and_only_a_dynamic_batch(exported_tiny):
+    from export.onnx_export import read_signature
+
+    for variant in ("fp32", "int8"):
+        sig = read_signature(exported_tiny / variant / "model.onnx")
+        assert tuple(sig.inputs) == INPUT_NAMES and tuple(sig.outputs) == OUTPUT_NAMES
+        assert {n: (s.data_type, s.shape) for n, s in {**sig.inputs, **sig.outputs}.items()} == {
+            "waveform": ("TYPE_FP32", (-1, W)),
+            "num_samples": ("TYPE_INT64", (-1, 1)),
+            "logits": ("TYPE_FP32", (-1, 8)),
+            "probabilities": ("TYPE_FP32", (-1, 8)),
+        }
+        session = _session(exported_tiny / variant / "model.onnx")
+        for batch in (1, 5):
+            x = np.zeros((batch, W), dtype=np.float32)
+            x[:, :800] = np.sin(np.arange(800) / 7.0)
+            logits, probs = session.run(None, {"waveform": x, "num_samples": np.full((batch, 1), 800, np.int64)})
+            assert logits.shape == probs.shape == (batch, 8)
+            np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_models_are_single_files_with_no_external_data(exported_tiny):
+    import onnx
+
+    for variant in ("fp32", "int8"):
+        folder = exported_tiny / variant
+        assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "recipe.json"]
+        model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        assert not [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert not [p for p in exported_tiny.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_int8_is_smaller_and_quantizes_matmuls_but_not_the_conv_encoder(exported_tiny):
+    import onnx
+
+    fp32, int8 = exported_tiny / "fp32" / "model.onnx", exported_tiny / "int8" / "model.onnx"
+    assert int8.stat().st_size < 0.8 * fp32.stat().st_size
+    ops = Counter(n.op_type for n in onnx.load(str(int8)).graph.node)
+    assert ops["MatMulInteger"] >= 10 and ops["ConvInteger"] == 0 and ops["Conv"] > 0
+
+
+def test_int8_probabilities_stay_close_to_fp32_and_labels_flip_only_on_near_ties(exported_tiny):
+    """Untrained tiny: probabilities are near uniform, so top-1 labels are near ties.
+
+    If every probability moves by at most ε, a label can only flip where fp32's
+    top-1/top-2 margin is below 2ε. So on this model the meaningful int8 check is
+    max |Δp| (≤ 1e-3; measured ~1e-4) plus "no flip outside a 2·max|Δp| margin";
+    the label-agreement figure itself needs a trained model (next test).
+    """
+    from export.parity import ParityConfig, check_variant_agreement, make_parity_batches
+
+    fp32, int8 = exported_tiny / "fp32" / "model.onnx", exported_tiny / "int8" / "model.onnx"
+    config = ParityConfig(batch_sizes=(8, 8, 8, 8), seed=7, prob_atol=1e-3, min_label_agreement=1.0)
+    report = check_variant_agreement(fp32, int8, window_samples=W, config=config)
+    assert report.windows == 32 and report.max_abs_prob_diff <= 1e-3
+    ref_s, q_s = _session(fp32), _session(int8)
+    for x, n in make_parity_batches(W, batch_sizes=(8, 8, 8, 8), seed=7):
+        ref = ref_s.run(["probabilities"], {"waveform": x, "num_samples": n})[0]
+        got = q_s.run(["probabilities"], {"waveform": x, "num_samples": n})[0]
+        top2 = np.sort(ref, axis=1)[:, -2:]
+        flipped = ref.argmax(1) != got.argmax(1)
+        assert (top2[flipped, 1] - top2[flipped, 0] < 2 * report.max_abs_prob_diff).all()
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_held_out_clips_of_a_trained_model(trained_checkpoint, session_dir):
+    from client.audio import load_audio, make_windows
+    from export.parity import ParityConfig, check_variant_agreement
+    from export.pipeline import export_checkpoint
+    from training.folds import read_manifest
+    from training.model import CheckpointInfo
+
+    checkpoint, corpus, manifest = trained_checkpoint
+    result = export_checkpoint(checkpoint, session_dir / "export-trained", progress=False)
+    info = CheckpointInfo.load(checkpoint)
+    held_out = read_manifest(manifest, root=corpus).test
+    assert len(held_out) >= 16
+    hop = info.contract().hop_samples
+    windows = [make_windows(load_audio(c.path), window_samples=info.window_samples, hop_samples=hop)
+               for c in held_out]
+    waves = np.concatenate([w.waveforms for w in windows])
+    counts = np.concatenate([w.num_samples for w in windows]).reshape(-1, 1)
+    batches = [(waves[i:i + 8], counts[i:i + 8]) for i in range(0, len(waves), 8)]
+    report = check_variant_agreement(
+        result.out_dir / "fp32" / "model.onnx", result.out_dir / "int8" / "model.onnx",
+        window_samples=info.window_samples, batches=batches,
+        config=ParityConfig(prob_atol=0.05, min_label_agreement=0.95),
+    )
+    assert report.label_agreement >= 0.95, report  # raw agreement: no near-tie excuse
+    assert report.max_abs_prob_diff <= 0.05
+
+
+def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_checkpoint, tmp_path):
+    from client.contract import ModelContract
+    from export.recipe import Recipe, sha256_file
+
+    for variant in ("fp32", "int8"):
+        path = exported_tiny / variant / "recipe.json"
+        recipe = Recipe.read(path)
+        assert recipe.variant == variant
+        assert recipe.model_sha256 == sha256_file(exported_tiny / variant / "model.onnx")
+        assert recipe.source_sha256 == sha256_file(tiny_checkpoint / "model.safetensors")
+        assert recipe.source_checkpoint == str(tiny_checkpoint.resolve())
+        assert set(recipe.versions) == {"torch", "transformers", "onnx", "onnxruntime", "opset"}
+        assert recipe.contract == ModelContract(labels=recipe.contract.labels, window_samples=W, hop_samples=8_000,
+                                                variant=variant, source=str(tiny_checkpoint.resolve()))
+        assert all(report["passed"] for report in recipe.parity.values())
+        assert Recipe.read(recipe.write(tmp_path / f"{variant}.json")) == recipe
+        assert Recipe.from_json(json.loads(path.read_text())) == recipe
+    int8 = Recipe.read(exported_tiny / "int8" / "recipe.json")
+    assert int8.preset == "dynamic-int8-matmul" and int8.options["quantization"]["op_types"] == ["MatMul"]
+    assert int8.options["reference_sha256"] == Recipe.read(exported_tiny / "fp32" / "recipe.json").model_sha256
+    assert set(int8.parity) == {"int8_vs_fp32", "fp32_vs_pytorch"}
+
+
+def test_re_export_replaces_stale_files_and_int8_only_keeps_fp32_out(tiny_checkpoint, tmp_path):
+    from export.pipeline import export_checkpoint
+
+    out = tmp_path / "export"
+    (out / "int8").mkdir(parents=True)
+    (out / "int8" / "stale.txt").write_text("from an older export")
+    (out / "fp32").mkdir()
+    (out / "fp32" / "keep.txt").write_text("not requested, not touched")
+    result = export_checkpoint(tiny_checkpoint, out, variants=("int8",), progress=False)
+    assert result.fp32_reference_only and list(result.variants) == ["int8"]
+    assert sorted(p.name for p in (out / "int8").iterdir()) == ["model.onnx", "recipe.json"]
+    assert (out / "fp32" / "keep.txt").is_file() and not (out / "fp32" / "model.onnx").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["fp32", "int8"]
+
+
+def test_quantization_presets_resolve_to_configs_and_custom_configs_are_named_custom():
+    from export.quantize import (
+        DEFAULT_PRESET,
+        QUANTIZATION_PRESETS,
+        QuantizationConfig,
+        resolve_preset,
+    )
+
+    name, config = resolve_preset()
+    assert name == DEFAULT_PRESET and config.op_types == ("MatMul",) and config.weight_type == "qint8"
+    assert not config.per_channel
+    assert all(isinstance(c, QuantizationConfig) for c in QUANTIZATION_PRESETS.values())
+    assert resolve_preset(config=QuantizationConfig(per_channel=True))[0] == "custom"
+    assert QuantizationConfig.from_json(config.to_json()) == config
