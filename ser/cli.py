@@ -58,18 +58,15 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`ser train`: fine-tune and save a checkpoint."""
-    from training.train import TrainConfig, train
+    from training.train import RECIPES, TrainConfig, train
 
-    config = TrainConfig(
-        corpus=args.corpus,
-        out=args.out,
-        base=args.base,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        seed=args.seed,
-        window_s=args.window_s,
-    )
+    given = dict(base=args.base, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+                 learning_rate=args.lr, seed=args.seed, window_s=args.window_s)
+    options = {k: v for k, v in given.items() if v is not None}  # unset: the recipe's or TrainConfig's default
+    if args.recipe:
+        config = RECIPES[args.recipe].config(corpus=args.corpus, out=args.out, **options)
+    else:
+        config = TrainConfig(corpus=args.corpus, out=args.out, **options)
     result = train(config, progress=True)
     print(result)
     return 0
@@ -82,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """`ser export`: ONNX variants with recipes (and optionally a repository)."""
     from export.pipeline import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.out, variants=args.variants)
+    result = export_checkpoint(args.checkpoint, args.out, variants=args.variants, preset=args.preset)
     print(result)
     if args.repository:
         from export.repository import write_repository
@@ -183,11 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="fine-tune Wav2Vec2ForSequenceClassification on one actor-held-out split")
     tr.add_argument("--corpus", type=Path, required=True, help="RAVDESS-layout corpus root")
     tr.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
-    tr.add_argument("--base", default="tiny", help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2 (default: tiny)")
+    tr.add_argument("--base", default=None, help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2 (default: tiny)")
+    tr.add_argument("--recipe", choices=["demo", "test"], default=None, help="named recipe (training.train.RECIPES); options given explicitly override it")
     tr.add_argument("--epochs", type=float, default=None, help="training epochs (default: the trainer's default for the base)")
+    tr.add_argument("--max-steps", type=_positive_int, default=None, help="optimizer steps (overrides --epochs)")
     tr.add_argument("--batch-size", type=_positive_int, default=None)
     tr.add_argument("--lr", type=float, default=None, help="learning rate")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=None, help="(default: 0)")
     tr.add_argument("--window-s", type=float, default=None, help="window length in seconds (default: chosen from the corpus durations)")
     tr.set_defaults(func=cmd_train)
 
@@ -195,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`")
     ex.add_argument("--out", type=Path, required=True, help="export directory (one sub-folder per variant)")
     ex.add_argument("--variants", type=_csv, default=("fp32", "int8"), help="comma-separated (default: fp32,int8)")
+    ex.add_argument("--preset", default=None, help="int8 quantization preset (default: dynamic-int8-matmul; see export.quantize.QUANTIZATION_PRESETS)")
     ex.add_argument("--repository", type=Path, default=None, help="also write a Triton model repository here")
     ex.add_argument("--runtime", choices=["portable", "native"], default="portable", help="repository runtime (with --repository)")
     ex.set_defaults(func=cmd_export)

@@ -176,7 +176,7 @@ def test_the_gpu_run_script_agrees_with_the_client_cli_and_repository_defaults()
         ports["http"], ports["grpc"], ports["metrics"]
     )
     predict = build_parser().parse_args(["predict", "x.wav"])
-    assert predict.url == DEFAULT_GRPC_URL
+    assert predict.url is None  # SerClient(url=None) picks DEFAULT_GRPC_URL or DEFAULT_HTTP_URL by protocol
 
 
 @pytest.mark.slow
