@@ -72,13 +72,14 @@ def _corpus(config: DemoConfig, out: TextIO) -> Path:
     from training.train import DEMO
 
     corpus = config.workdir / "corpus"
-    stamp = corpus / ".ser-synth.json"
+    stamp = config.workdir / "corpus.synth.json"  # beside, not inside: the reader would list it as skipped
     wanted = json.dumps({"layout": "ravdess", **DEMO.synth}, sort_keys=True)
     if not config.fresh and stamp.is_file() and stamp.read_text() == wanted:
         print(f"      reusing {corpus}", file=out)
         return corpus
     if corpus.exists():
         shutil.rmtree(corpus)
+    stamp.unlink(missing_ok=True)
     summary = synthesize_corpus(corpus, layout="ravdess", progress=True, **DEMO.synth)
     stamp.write_text(wanted)
     print(f"      {summary}", file=out)
@@ -135,7 +136,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
                 clip = clips[res.index]
                 if res.ok:
                     p = res.prediction
-                    rows.append((clip.path.relative_to(corpus), clip.label, p.label, p.confidence, p.latency_s))
+                    rows.append((clip.path.resolve().relative_to(corpus.resolve()), clip.label, p.label, p.confidence, p.latency_s))
                 else:
                     errors.append(f"{clip.path}: {res.error}")
             wall = time.perf_counter() - t0

@@ -1,0 +1,106 @@
+"""Pass/fail limits of a load run: what turns a regression into a non-zero exit code.
+
+One implementation, used by the locustfile's ``quitting`` listener (through
+:func:`evaluate`) and by the runner's configuration (through
+:class:`Thresholds`). No locust import here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from client.errors import ConfigError
+
+#: Prefix of the log line the locustfile's quitting listener writes per broken limit (the runner reads it).
+GATE_PREFIX = "GATE FAILED: "
+
+
+def _check_ms(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: expected a number of milliseconds") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name}={value!r}: must be a finite number of milliseconds > 0 (or unset for no limit)")
+    return v
+
+
+def _check_ratio(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: expected a ratio in [0, 1]") from None
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise ConfigError(f"{name}={value!r}: must be a ratio in [0, 1] (0 = no failure allowed; unset for no limit)")
+    return v
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits a run must stay within; None means no limit.
+
+    Attributes:
+        max_p95_ms: 95th percentile of request latency, milliseconds (> 0).
+        max_p99_ms: 99th percentile of request latency, milliseconds (> 0).
+        max_failure_ratio: failed / all requests, in [0, 1].
+    """
+
+    max_p95_ms: float | None = None
+    max_p99_ms: float | None = None
+    max_failure_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_p95_ms", _check_ms("max_p95_ms", self.max_p95_ms))
+        object.__setattr__(self, "max_p99_ms", _check_ms("max_p99_ms", self.max_p99_ms))
+        object.__setattr__(self, "max_failure_ratio", _check_ratio("max_failure_ratio", self.max_failure_ratio))
+        if self.max_p95_ms is not None and self.max_p99_ms is not None and self.max_p99_ms < self.max_p95_ms:
+            raise ConfigError(
+                f"max_p95_ms={self.max_p95_ms:g} > max_p99_ms={self.max_p99_ms:g}: the p99 limit must be >= the p95 limit"
+            )
+
+    @property
+    def any(self) -> bool:
+        """Whether any limit is set."""
+        return any(v is not None for v in (self.max_p95_ms, self.max_p99_ms, self.max_failure_ratio))
+
+    def cli_args(self) -> list[str]:
+        """The locustfile options that set these limits."""
+        args = []
+        for flag, value in (
+            ("--max-p95-ms", self.max_p95_ms),
+            ("--max-p99-ms", self.max_p99_ms),
+            ("--max-failure-ratio", self.max_failure_ratio),
+        ):
+            if value is not None:
+                args += [flag, repr(float(value))]
+        return args
+
+
+def evaluate(thresholds: Thresholds, *, requests: int, failures: int, p95_ms: float, p99_ms: float) -> list[str]:
+    """Every limit the run broke, one line each (empty: passed).
+
+    Args:
+        thresholds: the limits.
+        requests: all requests made (successes + failures).
+        failures: failed requests.
+        p95_ms: 95th percentile latency, ms.
+        p99_ms: 99th percentile latency, ms.
+    """
+    if not thresholds.any:
+        return []
+    if requests <= 0:
+        return ["no request completed: nothing to check the limits against"]
+    broken = []
+    ratio = failures / requests
+    if thresholds.max_failure_ratio is not None and ratio > thresholds.max_failure_ratio:
+        broken.append(f"failure ratio {ratio:.4f} ({failures}/{requests}) > {thresholds.max_failure_ratio:g}")
+    if thresholds.max_p95_ms is not None and p95_ms > thresholds.max_p95_ms:
+        broken.append(f"p95 {p95_ms:g} ms > {thresholds.max_p95_ms:g} ms")
+    if thresholds.max_p99_ms is not None and p99_ms > thresholds.max_p99_ms:
+        broken.append(f"p99 {p99_ms:g} ms > {thresholds.max_p99_ms:g} ms")
+    return broken

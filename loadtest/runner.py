@@ -1,0 +1,711 @@
+"""``ser loadtest``: sweep users against Triton with Locust, and show what batching buys.
+
+:func:`run_loadtest` starts the real local tritonserver on a repository (or
+targets a running server), runs ``locust -f loadtest/locustfile.py --headless``
+as a subprocess for each user count (bounded by ``run_time_s``), scrapes the
+server's metrics endpoint before and after each run, and writes a report:
+
+* ``loadtest.csv``: one row per run (scenario, users, requests, failures,
+  throughput in requests/s and windows/s, p50/p90/p95/p99/avg/max latency in ms,
+  and from Triton's metrics: inferences, executions, mean executed batch size,
+  queue and compute µs per request, server successes/failures, exit code);
+* ``loadtest.md``: the same as a markdown table, with the comparison lines;
+* ``loadtest.png``: latency percentiles and throughput against users;
+* ``loadtest.json``: everything above plus the configuration;
+* ``locust/<scenario>-u<N>_stats.csv`` and ``.log``: Locust's own files.
+
+Comparisons (need a repository, because they serve edited copies of it):
+
+* ``compare_batching``: the model served from two single-model repository
+  copies, ``batching-on`` (the config as written) and ``batching-off`` (the
+  parsed ModelConfig with ``dynamic_batching`` cleared, written with
+  text_format), at ``compare_users`` users each;
+* ``ort_baseline``: in-process ONNX Runtime on the same ``model.onnx`` at batch
+  ``ort_batch`` (same session options and threads as the served model), with
+  the same windows: the denominator of the served/in-process ratio.
+
+Throughput is counted in windows (batch rows) per second on both sides, so the
+ratio is fair whatever ``windows_per_request`` is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from client.errors import ConfigError, SerError
+from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url
+from loadtest.gates import GATE_PREFIX, Thresholds
+from loadtest.metrics import ModelCounters, read_counters
+from loadtest.payload import AudioSourceConfig, WindowPool, build_window_pool
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(".cache/loadtest")
+SCENARIO_ON = "batching-on"
+SCENARIO_OFF = "batching-off"
+#: Longest single Locust run allowed (s): load tests here are bounded.
+MAX_RUN_TIME_S = 3600
+
+
+class LocustRunError(SerError):
+    """Locust did not run (crashed, timed out, or wrote no statistics); the message quotes its log."""
+
+
+@dataclass(frozen=True)
+class LoadTestConfig:
+    """What one ``ser loadtest`` does.
+
+    Attributes:
+        repository: a model repository to serve with the local tritonserver
+            (one server per scenario, on free loopback ports). Exclusive with ``url``.
+        url: ``HOST:PORT`` of a running server (its gRPC or HTTP port, matching ``protocol``).
+        metrics_url: ``HOST:PORT`` of that server's metrics endpoint (batch size,
+            queue and compute times); without it those columns stay empty.
+        model: the model to load (``ser_int8``, ``ser_fp32``...).
+        protocol: ``grpc`` or ``http``.
+        users: concurrent users of the sweep (each keeps one request in flight).
+        run_time_s: seconds each Locust run lasts (whole seconds, 1..3600).
+        windows_per_request: k, windows (batch rows) per request (<= max_batch_size).
+        audio: where the requests' audio comes from.
+        thresholds: gates; a run that breaks one exits 1 and fails the report.
+        compare_batching: also serve a copy without ``dynamic_batching`` (needs ``repository``).
+        compare_users: users of the on/off comparison (added to the sweep if absent).
+        ort_baseline: measure in-process ONNX Runtime on the same model (needs ``repository``).
+        ort_batch: batch size of the in-process baseline.
+        ort_seconds: how long the baseline runs (s).
+        out_dir: where the report goes (created).
+        startup_timeout_s: seconds a local server may take to become ready.
+    """
+
+    repository: Path | None = None
+    url: str | None = None
+    metrics_url: str | None = None
+    model: str = DEFAULT_MODEL
+    protocol: str = "grpc"
+    users: tuple[int, ...] = (1, 4, 16)
+    run_time_s: int = 10
+    windows_per_request: int = 1
+    audio: AudioSourceConfig = field(default_factory=AudioSourceConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    compare_batching: bool = False
+    compare_users: int = 16
+    ort_baseline: bool = False
+    ort_batch: int = 8
+    ort_seconds: float = 3.0
+    out_dir: Path = DEFAULT_OUT
+    startup_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.repository is not None:
+            object.__setattr__(self, "repository", Path(self.repository))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if (self.repository is None) == (self.url is None):
+            raise ConfigError(
+                f"repository={self.repository!r}, url={self.url!r}: give exactly one "
+                "(a repository to serve locally, or the address of a running server)"
+            )
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol={self.protocol!r}: expected one of {list(PROTOCOLS)}")
+        if self.url is not None:
+            object.__setattr__(self, "url", normalize_url(self.url, protocol=self.protocol))
+        if not self.model:
+            raise ConfigError("model='': a model name is required")
+        users = tuple(int(u) for u in ((self.users,) if isinstance(self.users, int) else self.users))
+        if not users or any(u < 1 for u in users) or len(set(users)) != len(users):
+            raise ConfigError(f"users={list(users)}: need distinct user counts >= 1")
+        object.__setattr__(self, "users", tuple(sorted(users)))
+        if isinstance(self.run_time_s, bool) or not isinstance(self.run_time_s, int) or not 1 <= self.run_time_s <= MAX_RUN_TIME_S:
+            raise ConfigError(f"run_time_s={self.run_time_s!r}: need whole seconds in 1..{MAX_RUN_TIME_S}")
+        if self.windows_per_request < 1:
+            raise ConfigError(f"windows_per_request={self.windows_per_request}: must be >= 1")
+        if self.compare_users < 1:
+            raise ConfigError(f"compare_users={self.compare_users}: must be >= 1")
+        if self.ort_batch < 1 or not self.ort_seconds > 0:
+            raise ConfigError(f"ort_batch={self.ort_batch}, ort_seconds={self.ort_seconds}: need >= 1 and > 0")
+        if (self.compare_batching or self.ort_baseline) and self.repository is None:
+            raise ConfigError(
+                "compare_batching/ort_baseline need repository= (they serve an edited copy of it and "
+                "read its model.onnx); against url= only the sweep runs"
+            )
+        if self.startup_timeout_s <= 0:
+            raise ConfigError(f"startup_timeout_s={self.startup_timeout_s}: must be > 0")
+
+    def sweep(self, scenario: str) -> tuple[int, ...]:
+        """User counts run in ``scenario``."""
+        if scenario == SCENARIO_OFF:
+            return (self.compare_users,)
+        extra = (self.compare_users,) if self.compare_batching else ()
+        return tuple(sorted(set(self.users) | set(extra)))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One Locust run at one user count.
+
+    Attributes:
+        scenario: ``batching-on`` or ``batching-off``.
+        users: concurrent users.
+        requests: requests made (Locust), failures: of them failed.
+        rps: requests per second; windows_per_s: ``rps * windows_per_request``.
+        p50_ms, p90_ms, p95_ms, p99_ms, avg_ms, max_ms: request latency (ms, client side).
+        server: Triton's counters over the run (after − before), or None without metrics.
+        exit_code: Locust's exit code (1 on a broken gate or any failure).
+        gate_failures: the broken gates, one line each.
+        stats_csv: Locust's ``_stats.csv`` of this run.
+    """
+
+    scenario: str
+    users: int
+    requests: int
+    failures: int
+    rps: float
+    windows_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    avg_ms: float
+    max_ms: float
+    server: ModelCounters | None
+    exit_code: int
+    gate_failures: tuple[str, ...]
+    stats_csv: Path
+
+    def row(self) -> dict[str, Any]:
+        """A flat dict for the CSV and markdown report."""
+        s = self.server
+        nan = math.nan
+        return {
+            "scenario": self.scenario,
+            "users": self.users,
+            "requests": self.requests,
+            "failures": self.failures,
+            "requests_per_s": round(self.rps, 2),
+            "windows_per_s": round(self.windows_per_s, 2),
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "avg_ms": round(self.avg_ms, 2),
+            "max_ms": round(self.max_ms, 2),
+            "server_inferences": int(s.inference_count) if s else "",
+            "server_executions": int(s.exec_count) if s else "",
+            "mean_batch_size": round(s.mean_batch_size, 3) if s else nan,
+            "queue_us_per_request": round(s.queue_us_per_request, 1) if s else nan,
+            "compute_us_per_request": round(s.compute_us_per_request, 1) if s else nan,
+            "server_success": int(s.success) if s else "",
+            "server_failure": int(s.failure) if s else "",
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass(frozen=True)
+class OrtBaseline:
+    """In-process ONNX Runtime throughput on the served model file.
+
+    Attributes:
+        model_path: the ``model.onnx`` measured.
+        batch: windows per ``session.run``.
+        threads: ONNX Runtime intra-op threads (as the served model uses).
+        runs: ``session.run`` calls timed.
+        seconds: wall time of those runs (s).
+        windows_per_s: ``batch * runs / seconds``.
+        ms_per_batch: mean latency of one run (ms).
+    """
+
+    model_path: Path
+    batch: int
+    threads: int
+    runs: int
+    seconds: float
+    windows_per_s: float
+    ms_per_batch: float
+
+
+@dataclass
+class LoadTestReport:
+    """What :func:`run_loadtest` measured and wrote.
+
+    Attributes:
+        config: the configuration.
+        runs: one entry per Locust run, in order.
+        ort: the in-process baseline, if measured.
+        pool_windows, pool_clips: size of the window pool the requests cycle through.
+        files: ``{"csv", "markdown", "plot", "json"}`` -> written paths.
+    """
+
+    config: LoadTestConfig
+    runs: list[RunResult]
+    ort: OrtBaseline | None = None
+    pool_windows: int = 0
+    pool_clips: int = 0
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Every run exited 0 (no failure, no broken gate)."""
+        return all(r.exit_code == 0 for r in self.runs)
+
+    def run(self, scenario: str, users: int) -> RunResult | None:
+        """The run of ``scenario`` at ``users``, if made."""
+        return next((r for r in self.runs if r.scenario == scenario and r.users == users), None)
+
+    @property
+    def batching_speedup(self) -> float:
+        """windows/s with dynamic batching on / off at ``compare_users`` (NaN if not compared)."""
+        on, off = self.run(SCENARIO_ON, self.config.compare_users), self.run(SCENARIO_OFF, self.config.compare_users)
+        return on.windows_per_s / off.windows_per_s if on and off and off.windows_per_s else math.nan
+
+    @property
+    def ort_ratio(self) -> float:
+        """Served windows/s at ``compare_users`` with batching / in-process ORT windows/s (NaN if not measured)."""
+        on = self.run(SCENARIO_ON, self.config.compare_users)
+        return on.windows_per_s / self.ort.windows_per_s if on and self.ort and self.ort.windows_per_s else math.nan
+
+    def headline(self) -> str:
+        """One line of the figures that matter."""
+        cu = self.config.compare_users
+        on = self.run(SCENARIO_ON, cu) or (self.runs[-1] if self.runs else None)
+        if on is None:
+            return "no run"
+        parts = [
+            f"{self.config.model} over {self.config.protocol}, {on.users} users: {on.windows_per_s:.1f} windows/s, "
+            f"p50/p95/p99 {on.p50_ms:g}/{on.p95_ms:g}/{on.p99_ms:g} ms, {on.failures} failures"
+        ]
+        if on.server is not None:
+            parts.append(f"mean executed batch {on.server.mean_batch_size:.2f}")
+        off = self.run(SCENARIO_OFF, cu)
+        if off is not None:
+            parts.append(f"batching off: {off.windows_per_s:.1f} windows/s (batch "
+                         f"{off.server.mean_batch_size if off.server else math.nan:.2f}), on/off {self.batching_speedup:.2f}x")
+        if self.ort is not None:
+            parts.append(f"in-process ORT batch {self.ort.batch}: {self.ort.windows_per_s:.1f} windows/s, "
+                         f"served/ORT {self.ort_ratio:.2f}x")
+        parts.append("PASSED" if self.passed else "FAILED")
+        return "; ".join(parts)
+
+
+# --- repositories for the comparison -------------------------------------------------------
+
+
+def write_scenario_repository(model_dir: str | Path, repo_dir: str | Path, *, dynamic_batching: bool) -> Path:
+    """Copy one model into a fresh single-model repository, with or without dynamic batching.
+
+    The config is parsed into a ``ModelConfig`` message; without batching its
+    ``dynamic_batching`` field is cleared (``max_batch_size`` stays, so clients
+    may still send batches; Triton then runs each request as it comes), and the
+    message is written with text_format. ``1/model.onnx`` is symlinked, not copied.
+
+    Args:
+        model_dir: ``<repository>/<model>`` written by the bundle's repository writer.
+        repo_dir: the new repository root (replaced if it exists).
+        dynamic_batching: keep (True) or clear (False) the dynamic batcher.
+
+    Returns:
+        The new model folder ``<repo_dir>/<model>``.
+
+    Raises:
+        ConfigError: ``model_dir`` has no config.pbtxt, or it does not parse.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    model_dir, repo_dir = Path(model_dir), Path(repo_dir)
+    config_path = model_dir / "config.pbtxt"
+    if not config_path.is_file():
+        raise ConfigError(f"{model_dir}: no config.pbtxt (not a model of a Triton repository)")
+    try:
+        message = text_format.Parse(config_path.read_text(), mc.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{config_path}: not a valid Triton ModelConfig: {exc}") from None
+    if not dynamic_batching:
+        message.ClearField("dynamic_batching")
+    if repo_dir.exists():
+        shutil.rmtree(repo_dir)
+    target = repo_dir / model_dir.name
+    shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("*.onnx", "__pycache__"))
+    for onnx in model_dir.rglob("*.onnx"):
+        link = target / onnx.relative_to(model_dir)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(onnx.resolve())
+    (target / "config.pbtxt").write_text(text_format.MessageToString(message))
+    return target
+
+
+# --- the in-process baseline ---------------------------------------------------------------
+
+
+def measure_ort(model_dir: str | Path, pool: WindowPool, *, batch: int = 8, seconds: float = 3.0) -> OrtBaseline:
+    """Throughput of ONNX Runtime in this process on the served ``model.onnx``, at a fixed batch.
+
+    Same session options and intra-op threads as the served python-backend model
+    (:func:`export.triton_python_model.make_session`; the config's
+    ``intra_op_thread_count`` or its default), same windows as the load test.
+
+    Args:
+        model_dir: ``<repository>/<model>`` (reads ``1/model.onnx`` and ``config.pbtxt``).
+        pool: the load test's windows ``[N, W]``.
+        batch: windows per run.
+        seconds: minimum measuring time (after 2 warm-up runs).
+
+    Returns:
+        :class:`OrtBaseline`.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM
+    from export.triton_python_model import THREADS_PARAMETER, default_threads, make_session
+
+    model_dir = Path(model_dir)
+    onnx_path = model_dir / "1" / "model.onnx"
+    if not onnx_path.is_file():
+        raise ConfigError(f"{model_dir}: no 1/model.onnx for the in-process baseline")
+    message = text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
+    text = message.parameters[THREADS_PARAMETER].string_value if THREADS_PARAMETER in message.parameters else ""
+    threads = int(text) if text.strip().isdigit() else default_threads()
+    session = make_session(onnx_path, intra_op_threads=threads)
+    feeds = [{INPUT_WAVEFORM: w, INPUT_NUM_SAMPLES: n} for w, n in pool.requests(windows_per_request=batch, count=8)]
+    for feed in feeds[:2]:
+        session.run(None, feed)
+    runs, t0 = 0, time.perf_counter()
+    while True:
+        session.run(None, feeds[runs % len(feeds)])
+        runs += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds and runs >= 3:
+            break
+    return OrtBaseline(
+        model_path=onnx_path, batch=batch, threads=threads, runs=runs, seconds=elapsed,
+        windows_per_s=batch * runs / elapsed, ms_per_batch=1000.0 * elapsed / runs,
+    )
+
+
+# --- one Locust run --------------------------------------------------------------------------
+
+
+def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: Path) -> list[str]:
+    """The headless Locust command line of one run."""
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{config.run_time_s}s",
+        "--host", url, "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING",
+        "--model", config.model, "--protocol", config.protocol,
+        "--windows-per-request", str(config.windows_per_request),
+        "--generated-clips", str(config.audio.generated_clips), "--partition", config.audio.partition,
+    ]
+    if config.audio.audio_dir is not None:
+        cmd += ["--audio-dir", str(config.audio.audio_dir)]
+    if config.audio.manifest is not None:
+        cmd += ["--manifest", str(config.audio.manifest)]
+    return cmd + config.thresholds.cli_args()
+
+
+def _aggregated(stats_csv: Path) -> dict[str, str]:
+    with open(stats_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("Name") == "Aggregated":
+                return row
+    raise LocustRunError(f"{stats_csv}: no Aggregated row")
+
+
+def _num(row: dict[str, str], key: str) -> float:
+    try:
+        return float(row.get(key, "nan"))
+    except ValueError:
+        return math.nan
+
+
+def run_locust(
+    config: LoadTestConfig, *, scenario: str, url: str, users: int, metrics: str | None, out_dir: Path
+) -> RunResult:
+    """Run Locust once (headless subprocess) and read its statistics and the server's counters.
+
+    Raises:
+        LocustRunError: Locust crashed, overran, or wrote no statistics.
+        ServerUnavailableError: the metrics endpoint went away.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = out_dir / f"{scenario}-u{users}"
+    log_path = prefix.with_suffix(".log")
+    before = read_counters(metrics, model=config.model) if metrics else None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    cmd = locust_command(config, url=url, users=users, csv_prefix=prefix)
+    try:
+        proc = subprocess.run(
+            cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=config.run_time_s + 90, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LocustRunError(f"locust ({scenario}, {users} users) did not finish within {exc.timeout:g} s") from None
+    log_path.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}\n")
+    after = read_counters(metrics, model=config.model) if metrics else None
+    stats_csv = Path(f"{prefix}_stats.csv")
+    if not stats_csv.is_file():
+        tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-3:])
+        raise LocustRunError(f"locust ({scenario}, {users} users) exited {proc.returncode} without statistics: {tail} (log: {log_path})")
+    row = _aggregated(stats_csv)
+    gates = tuple(line.split(GATE_PREFIX, 1)[1].strip() for line in proc.stderr.splitlines() if GATE_PREFIX in line)
+    rps = _num(row, "Requests/s")
+    return RunResult(
+        scenario=scenario, users=users,
+        requests=int(_num(row, "Request Count")), failures=int(_num(row, "Failure Count")),
+        rps=rps, windows_per_s=rps * config.windows_per_request,
+        p50_ms=_num(row, "50%"), p90_ms=_num(row, "90%"), p95_ms=_num(row, "95%"), p99_ms=_num(row, "99%"),
+        avg_ms=_num(row, "Average Response Time"), max_ms=_num(row, "Max Response Time"),
+        server=(after - before) if after is not None and before is not None else None,
+        exit_code=proc.returncode, gate_failures=gates, stats_csv=stats_csv,
+    )
+
+
+# --- the whole load test ------------------------------------------------------------------------
+
+
+def _preflight(config: LoadTestConfig, url: str) -> WindowPool:
+    """Check the server, model and audio before any Locust run; typed errors, no load sent."""
+    with SerClient(url, model=config.model, protocol=config.protocol, timeout_s=10.0) as client:
+        contract, max_batch = client.contract, client.max_batch_size
+    assert contract is not None
+    if config.windows_per_request > max_batch:
+        raise ConfigError(
+            f"windows_per_request={config.windows_per_request}: model {config.model!r} takes at most "
+            f"max_batch_size={max_batch} windows per request"
+        )
+    return build_window_pool(config.audio, contract=contract)
+
+
+def _model_dir(config: LoadTestConfig) -> Path:
+    assert config.repository is not None
+    if not config.repository.is_dir():
+        raise ConfigError(f"repository={str(config.repository)!r}: no such directory")
+    model_dir = config.repository / config.model
+    if not (model_dir / "config.pbtxt").is_file():
+        models = sorted(p.name for p in config.repository.iterdir() if (p / "config.pbtxt").is_file())
+        from client.errors import ModelNotFoundError
+
+        raise ModelNotFoundError(f"model {config.model!r} is not in repository {config.repository}; it has {models}")
+    return model_dir
+
+
+def run_loadtest(config: LoadTestConfig, *, progress: TextIO | None = None) -> LoadTestReport:
+    """Run the sweep (and the comparisons), then write the report.
+
+    Args:
+        config: what to run.
+        progress: where one line per finished run goes (None: silent).
+
+    Returns:
+        :class:`LoadTestReport` (``passed`` False when a gate broke or a request failed).
+
+    Raises:
+        ConfigError: bad options. ModelNotFoundError: no such model.
+        ServerUnavailableError: nothing answers at ``url``. ServerStartError: the local server failed.
+        CorpusError: the audio source gave nothing usable. LocustRunError: Locust itself failed.
+    """
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    locust_dir = out / "locust"
+    runs: list[RunResult] = []
+    report = LoadTestReport(config=config, runs=runs)
+
+    def say(run: RunResult) -> None:
+        if progress is not None:
+            batch = f", batch {run.server.mean_batch_size:.2f}" if run.server else ""
+            print(f"{run.scenario} u={run.users}: {run.windows_per_s:.1f} windows/s, p95 {run.p95_ms:g} ms, "
+                  f"{run.failures} failures{batch}, exit {run.exit_code}", file=progress, flush=True)
+
+    if config.url is not None:
+        pool = _preflight(config, config.url)
+        report.pool_windows, report.pool_clips = len(pool), pool.clips
+        for users in config.sweep(SCENARIO_ON):
+            runs.append(run_locust(config, scenario=SCENARIO_ON, url=config.url, users=users,
+                                   metrics=config.metrics_url, out_dir=locust_dir))
+            say(runs[-1])
+    else:
+        from deploy.local_triton import LocalTriton
+
+        model_dir = _model_dir(config)
+        scenarios = [SCENARIO_ON] + ([SCENARIO_OFF] if config.compare_batching else [])
+        for scenario in scenarios:
+            repo = write_scenario_repository(model_dir, out / "repositories" / scenario,
+                                             dynamic_batching=scenario == SCENARIO_ON)
+            with LocalTriton(repo.parent, startup_timeout_s=config.startup_timeout_s,
+                             log_path=out / f"tritonserver-{scenario}.log") as server:
+                url = server.grpc_url if config.protocol == "grpc" else server.http_url
+                pool = _preflight(config, url)
+                report.pool_windows, report.pool_clips = len(pool), pool.clips
+                for users in config.sweep(scenario):
+                    runs.append(run_locust(config, scenario=scenario, url=url, users=users,
+                                           metrics=server.metrics_url, out_dir=locust_dir))
+                    say(runs[-1])
+        if config.ort_baseline:  # servers stopped: the baseline gets the CPU to itself, as each server did
+            report.ort = measure_ort(model_dir, pool, batch=config.ort_batch, seconds=config.ort_seconds)
+    write_report(report)
+    return report
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:g}"
+    return str(v)
+
+
+def write_report(report: LoadTestReport) -> dict[str, Path]:
+    """Write ``loadtest.{csv,md,png,json}`` into ``config.out_dir``; returns (and records) the paths."""
+    out = report.config.out_dir
+    rows = [r.row() for r in report.runs]
+    files = {"csv": out / "loadtest.csv", "markdown": out / "loadtest.md", "plot": out / "loadtest.png", "json": out / "loadtest.json"}
+    columns = list(rows[0]) if rows else list(RunResult.__dataclass_fields__)
+    with open(files["csv"], "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
+    files["markdown"].write_text(_markdown(report, rows, columns))
+    _plot(report, files["plot"])
+    cfg = asdict(report.config)
+    doc = {
+        "config": json.loads(json.dumps(cfg, default=str)),
+        "runs": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows],
+        "gate_failures": {f"{r.scenario}-u{r.users}": list(r.gate_failures) for r in report.runs if r.gate_failures},
+        "ort_baseline": json.loads(json.dumps(asdict(report.ort), default=str)) if report.ort else None,
+        "batching_speedup": None if math.isnan(report.batching_speedup) else report.batching_speedup,
+        "served_over_ort": None if math.isnan(report.ort_ratio) else report.ort_ratio,
+        "pool": {"windows": report.pool_windows, "clips": report.pool_clips},
+        "passed": report.passed,
+        "headline": report.headline(),
+    }
+    files["json"].write_text(json.dumps(doc, indent=1) + "\n")
+    report.files = files
+    return files
+
+
+def _markdown(report: LoadTestReport, rows: list[dict[str, Any]], columns: list[str]) -> str:
+    c = report.config
+    lines = [
+        f"# Load test: `{c.model}` over {c.protocol}",
+        "",
+        f"{c.run_time_s} s per run, {c.windows_per_request} window(s) per request, audio: {c.audio.describe()} "
+        f"({report.pool_windows} windows from {report.pool_clips} clips). Latencies are client-side (Locust, ms); "
+        "batch size, queue and compute times come from Triton's metrics endpoint "
+        "(Δnv_inference_count / Δnv_inference_exec_count, Δqueue_duration_us and Δcompute_infer_duration_us per request).",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    lines += ["| " + " | ".join(_fmt(row[k]) for k in columns) + " |" for row in rows]
+    lines.append("")
+    if report.ort is not None:
+        o = report.ort
+        lines.append(f"In-process ONNX Runtime, batch {o.batch}, {o.threads} thread(s): {o.windows_per_s:.1f} windows/s "
+                     f"({o.ms_per_batch:.1f} ms per batch, {o.runs} runs).")
+    if not math.isnan(report.batching_speedup):
+        lines.append(f"Dynamic batching on/off at {c.compare_users} users: {report.batching_speedup:.2f}x windows/s.")
+    if not math.isnan(report.ort_ratio):
+        lines.append(f"Served (batching on, {c.compare_users} users) / in-process ORT batch {c.ort_batch}: {report.ort_ratio:.2f}x.")
+    for r in report.runs:
+        for g in r.gate_failures:
+            lines.append(f"- gate failed in {r.scenario} u={r.users}: {g}")
+    lines += ["", f"**{report.headline()}**", ""]
+    return "\n".join(lines)
+
+
+def _plot(report: LoadTestReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    on = [r for r in report.runs if r.scenario == SCENARIO_ON]
+    off = [r for r in report.runs if r.scenario == SCENARIO_OFF]
+    users = [r.users for r in on]
+    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
+        lat.plot(users, [getattr(r, key) for r in on], style, label=f"{key[:3]} (batching on)")
+    for r in off:
+        lat.plot([r.users], [r.p95_ms], "rx", markersize=10, label=f"p95 (batching off, {r.users} users)")
+    lat.set_xlabel("concurrent users")
+    lat.set_ylabel("latency (ms)")
+    lat.set_title("Request latency")
+    lat.legend(fontsize=8)
+    lat.grid(alpha=0.3)
+    thr.plot(users, [r.windows_per_s for r in on], "o-", label="served, batching on")
+    for r in off:
+        thr.plot([r.users], [r.windows_per_s], "rx", markersize=10, label=f"served, batching off ({r.users} users)")
+    if report.ort is not None:
+        thr.axhline(report.ort.windows_per_s, color="gray", linestyle="--", label=f"in-process ORT, batch {report.ort.batch}")
+    thr.set_xlabel("concurrent users")
+    thr.set_ylabel("windows / s")
+    thr.set_title("Throughput")
+    thr.legend(fontsize=8)
+    thr.grid(alpha=0.3)
+    for ax in (lat, thr):
+        if users:
+            ax.set_xticks(sorted(set(users) | {r.users for r in off}))
+    fig.suptitle(f"{report.config.model} over {report.config.protocol}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- the CLI's function ------------------------------------------------------------------------
+
+
+def loadtest(
+    *,
+    repository: str | Path | None = None,
+    url: str | None = None,
+    metrics_url: str | None = None,
+    model: str = DEFAULT_MODEL,
+    protocol: str = "grpc",
+    users: Sequence[int] = (1, 4, 16),
+    run_time_s: int = 10,
+    windows_per_request: int = 1,
+    audio_dir: str | Path | None = None,
+    manifest: str | Path | None = None,
+    partition: str = "test",
+    generated_clips: int = 8,
+    max_p95_ms: float | None = None,
+    max_p99_ms: float | None = None,
+    max_failure_ratio: float | None = None,
+    compare_batching: bool = False,
+    compare_users: int = 16,
+    ort_baseline: bool = False,
+    ort_batch: int = 8,
+    out_dir: str | Path = DEFAULT_OUT,
+    out: TextIO | None = None,
+) -> int:
+    """``ser loadtest``: run :func:`run_loadtest`, print a line per run and the headline.
+
+    Returns:
+        0 when every run passed (no failure, no broken gate), else 1.
+
+    Raises:
+        SerError subclasses (see :func:`run_loadtest`); the CLI prints them on one line.
+    """
+    out = out or sys.stdout
+    config = LoadTestConfig(
+        repository=Path(repository) if repository is not None else None,
+        url=url, metrics_url=metrics_url, model=model, protocol=protocol, users=tuple(users),
+        run_time_s=run_time_s, windows_per_request=windows_per_request,
+        audio=AudioSourceConfig(audio_dir=audio_dir, manifest=manifest, partition=partition, generated_clips=generated_clips),
+        thresholds=Thresholds(max_p95_ms=max_p95_ms, max_p99_ms=max_p99_ms, max_failure_ratio=max_failure_ratio),
+        compare_batching=compare_batching, compare_users=compare_users, ort_baseline=ort_baseline, ort_batch=ort_batch,
+        out_dir=Path(out_dir),
+    )
+    report = run_loadtest(config, progress=out)
+    print(f"report: {report.files['markdown']} (+ .csv, .png, .json)", file=out)
+    print(report.headline(), file=out, flush=True)
+    return 0 if report.passed else 1

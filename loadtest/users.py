@@ -1,0 +1,336 @@
+"""Locust users over tritonclient: transport and timing here, scenarios in the locustfile.
+
+:class:`TritonUser` is abstract (STYLE 12, after locust's ``examples/grpc``): it
+opens its own tritonclient connection (gRPC or HTTP), sends the served model's
+real audio windows, times each call itself and fires Locust's ``request`` event
+with the typed exception on failure. A locustfile subclasses it and only
+declares tasks (``self.infer_next()``).
+
+gRPC inside Locust needs ``grpc.experimental.gevent.init_gevent()`` before any
+channel is made, or every user's call blocks the whole process (users run
+serially and the server never sees concurrent requests to batch): it is called
+when this module is imported, right after locust (which monkey-patches).
+``tritonclient.http`` runs on geventhttpclient and needs nothing.
+
+Options (added by :func:`add_arguments` through Locust's
+``init_command_line_parser`` hook, shown in the web UI too):
+``--model``, ``--protocol``, ``--windows-per-request``, ``--audio-dir`` |
+``--manifest`` [``--partition``] | (neither: generated speech),
+``--generated-clips``, ``--client-timeout-s``, and the gates
+``--max-p95-ms``, ``--max-p99-ms``, ``--max-failure-ratio`` that
+:func:`gate_failures` checks when Locust quits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import locust  # noqa: F401 - monkey-patches the standard library before grpc sets up
+from locust import User
+from locust.exception import StopUser
+
+import grpc.experimental.gevent as grpc_gevent  # isort: skip
+
+grpc_gevent.init_gevent()  # before any channel is created (TRITON_LOCAL.md, "Locust against it")
+
+from client.contract import (  # noqa: E402
+    INPUT_NUM_SAMPLES,
+    INPUT_WAVEFORM,
+    OUTPUT_LOGITS,
+    OUTPUT_PROBABILITIES,
+    ModelContract,
+)
+from client.errors import ConfigError, ContractError, SerError  # noqa: E402
+from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url, translate_error  # noqa: E402
+from loadtest.gates import GATE_PREFIX, Thresholds, evaluate  # noqa: E402
+from loadtest.payload import AudioSourceConfig, build_window_pool  # noqa: E402
+
+log = logging.getLogger("loadtest")
+
+#: Distinct requests prepared per process (cycled by every user).
+REQUESTS_IN_POOL = 32
+
+
+# --- options -------------------------------------------------------------------------
+
+
+def _arg_type(check):
+    def parse(text: str):
+        try:
+            return check(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = getattr(check, "__name__", "value")
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise ConfigError(f"{text!r}: expected an integer") from None
+    if v < 1:
+        raise ConfigError(f"{text!r}: must be >= 1")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"{text!r}: expected a number") from None
+    if not v > 0:
+        raise ConfigError(f"{text!r}: must be > 0")
+    return v
+
+
+def _protocol(text: str) -> str:
+    if text not in PROTOCOLS:
+        raise ConfigError(f"{text!r}: expected one of {list(PROTOCOLS)}")
+    return text
+
+
+def add_arguments(parser) -> None:
+    """Register the load test's options on Locust's parser (``init_command_line_parser`` hook)."""
+    group = parser  # locust's own parser: its ``include_in_web_ui`` keyword is not known to argument groups
+    group.add_argument("--model", default=DEFAULT_MODEL, help="model name in the repository", include_in_web_ui=True)
+    group.add_argument("--protocol", default="grpc", type=_arg_type(_protocol), help="grpc or http", include_in_web_ui=True)
+    group.add_argument(
+        "--windows-per-request", type=_arg_type(_positive_int), default=1,
+        help="windows (batch rows) per request, <= the model's max_batch_size", include_in_web_ui=True,
+    )
+    group.add_argument("--audio-dir", default="", help="folder of audio files (recursive)", include_in_web_ui=True)
+    group.add_argument("--manifest", default="", help="split manifest JSON (training.folds)", include_in_web_ui=True)
+    group.add_argument("--partition", default="test", help="manifest partition (default: test, the held-out actors)")
+    group.add_argument("--generated-clips", type=_arg_type(_positive_int), default=8,
+                       help="synthetic clips when neither --audio-dir nor --manifest is given")
+    group.add_argument("--client-timeout-s", type=_arg_type(_positive_float), default=30.0, help="per-request time limit (s)")
+    group.add_argument("--max-p95-ms", type=_arg_type(lambda t: Thresholds(max_p95_ms=t).max_p95_ms), default=None,
+                       help="fail (exit 1) when p95 latency exceeds this (ms)", include_in_web_ui=True)
+    group.add_argument("--max-p99-ms", type=_arg_type(lambda t: Thresholds(max_p99_ms=t).max_p99_ms), default=None,
+                       help="fail (exit 1) when p99 latency exceeds this (ms)", include_in_web_ui=True)
+    group.add_argument("--max-failure-ratio", type=_arg_type(lambda t: Thresholds(max_failure_ratio=t).max_failure_ratio),
+                       default=None, help="fail (exit 1) when failed/all requests exceeds this", include_in_web_ui=True)
+
+
+def thresholds_from(options: Any) -> Thresholds:
+    """The gates set on the command line (raises ConfigError for a bad combination)."""
+    return Thresholds(
+        max_p95_ms=getattr(options, "max_p95_ms", None),
+        max_p99_ms=getattr(options, "max_p99_ms", None),
+        max_failure_ratio=getattr(options, "max_failure_ratio", None),
+    )
+
+
+def gate_failures(environment) -> list[str]:
+    """Check the run's totals against the gates (``quitting`` hook); sets the exit code to 1 on a breach.
+
+    Returns:
+        One line per broken limit (also logged with :data:`GATE_PREFIX`).
+    """
+    from locust.runners import WorkerRunner  # noqa: PLC0415
+
+    if isinstance(environment.runner, WorkerRunner):
+        return []  # the master judges the aggregated stats
+    try:
+        thresholds = thresholds_from(environment.parsed_options)
+    except ConfigError as exc:
+        broken = [f"bad limits: {exc}"]
+    else:
+        total = environment.stats.total
+        broken = evaluate(
+            thresholds,
+            requests=total.num_requests,
+            failures=total.num_failures,
+            p95_ms=total.get_response_time_percentile(0.95) or 0.0,
+            p99_ms=total.get_response_time_percentile(0.99) or 0.0,
+        )
+    for line in broken:
+        log.error("%s%s", GATE_PREFIX, line)
+    if broken:
+        environment.process_exit_code = 1
+    return broken
+
+
+# --- what every user of one process shares ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Shared:
+    contract: ModelContract
+    max_batch_size: int
+    inputs: list  # per request: ([InferInput, InferInput], [InferRequestedOutput x2], windows)
+    source: str
+
+
+_shared: dict[tuple, _Shared | SerError] = {}
+_shared_lock = threading.Lock()  # a gevent lock once locust has monkey-patched
+
+
+def _tc(protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as tc  # noqa: PLC0415
+    else:
+        import tritonclient.http as tc  # noqa: PLC0415
+    return tc
+
+
+def shared_setup(*, url: str, model: str, protocol: str, windows_per_request: int, source: AudioSourceConfig,
+                 timeout_s: float) -> _Shared:
+    """Read the model's contract from the server and prepare the requests, once per process.
+
+    Raises:
+        ServerUnavailableError, ModelNotFoundError, ContractError: from the server check.
+        CorpusError: the audio source gave nothing usable.
+        ConfigError: ``windows_per_request`` exceeds the model's ``max_batch_size``.
+    """
+    key = (url, model, protocol, windows_per_request, source)
+    with _shared_lock:
+        cached = _shared.get(key)
+        if isinstance(cached, SerError):
+            raise cached
+        if cached is not None:
+            return cached
+        try:
+            with SerClient(url, model=model, protocol=protocol, timeout_s=timeout_s) as client:
+                contract, max_batch = client.contract, client.max_batch_size
+            assert contract is not None
+            if windows_per_request > max_batch:
+                raise ConfigError(
+                    f"windows_per_request={windows_per_request}: model {model!r} takes at most "
+                    f"max_batch_size={max_batch} windows per request"
+                )
+            pool = build_window_pool(source, contract=contract)
+            tc = _tc(protocol)
+            inputs = []
+            for wav, ns in pool.requests(windows_per_request=windows_per_request, count=REQUESTS_IN_POOL):
+                a = tc.InferInput(INPUT_WAVEFORM, list(wav.shape), "FP32")
+                a.set_data_from_numpy(wav)
+                b = tc.InferInput(INPUT_NUM_SAMPLES, list(ns.shape), "INT64")
+                b.set_data_from_numpy(ns)
+                outs = [tc.InferRequestedOutput(OUTPUT_LOGITS), tc.InferRequestedOutput(OUTPUT_PROBABILITIES)]
+                inputs.append(([a, b], outs, wav.shape[0]))
+            shared = _Shared(contract=contract, max_batch_size=max_batch, inputs=inputs, source=pool.source)
+        except SerError as exc:
+            _shared[key] = exc
+            raise
+        _shared[key] = shared
+        return shared
+
+
+# --- the user ---------------------------------------------------------------------------
+
+
+class TritonUser(User):
+    """An abstract Locust user that sends the served model's real windows to Triton.
+
+    Subclasses declare tasks that call :meth:`infer_next`. Class attributes left
+    None are taken from the command-line options.
+
+    Attributes:
+        model: model name (``--model``).
+        protocol: ``grpc`` or ``http`` (``--protocol``).
+        windows_per_request: k, batch rows per request (``--windows-per-request``).
+    """
+
+    abstract = True
+    model: str | None = None
+    protocol: str | None = None
+    windows_per_request: int | None = None
+    _ids = 0
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        opts = environment.parsed_options
+        self.model = self.model or getattr(opts, "model", DEFAULT_MODEL)
+        self.protocol = self.protocol or getattr(opts, "protocol", "grpc")
+        self.windows_per_request = self.windows_per_request or getattr(opts, "windows_per_request", 1)
+        self.timeout_s = float(getattr(opts, "client_timeout_s", 30.0))
+        self.source = AudioSourceConfig(
+            audio_dir=getattr(opts, "audio_dir", "") or None,
+            manifest=getattr(opts, "manifest", "") or None,
+            partition=getattr(opts, "partition", "test"),
+            generated_clips=getattr(opts, "generated_clips", 8),
+        )
+        if not self.host:
+            raise ConfigError("no --host: give the Triton server's HOST:PORT (gRPC or HTTP port to match --protocol)")
+        self.url = normalize_url(self.host, protocol=self.protocol)
+        self._client = None
+        self._shared: _Shared | None = None
+        TritonUser._ids += 1
+        self._next = (TritonUser._ids * 7) % REQUESTS_IN_POOL
+        self.request_name = f"{self.model} x{self.windows_per_request}"
+
+    def on_start(self) -> None:
+        """Prepare the requests (once per process) and open this user's connection."""
+        t0 = time.perf_counter()
+        try:
+            self._shared = shared_setup(
+                url=self.url, model=self.model, protocol=self.protocol, windows_per_request=self.windows_per_request,
+                source=self.source, timeout_s=self.timeout_s,
+            )
+            tc = _tc(self.protocol)
+            if self.protocol == "grpc":
+                self._client = tc.InferenceServerClient(self.url)
+            else:
+                self._client = tc.InferenceServerClient(
+                    self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+                )
+        except SerError as exc:
+            self._fire("setup", t0, 0, exc)
+            raise StopUser() from None
+
+    def on_stop(self) -> None:
+        """Close the connection (an open HTTP keep-alive would hold a stopping server)."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001, S110 - best effort
+                pass
+
+    def _fire(self, name: str, t0: float, length: int, exc: BaseException | None) -> None:
+        self.environment.events.request.fire(
+            request_type=self.protocol,
+            name=name,
+            response_time=(time.perf_counter() - t0) * 1000.0,
+            response_length=length,
+            response=None,
+            context={"model": self.model, "windows": self.windows_per_request},
+            exception=exc,
+            url=self.url,
+        )
+
+    def infer_next(self) -> None:
+        """Send the next prepared request, time it, and report it to Locust.
+
+        A transport or server error is reported as a failure carrying the typed
+        :class:`~client.errors.SerError` (one line, no request id), so Locust
+        groups equal errors; a response lacking the outputs is a ContractError.
+        """
+        if self._client is None or self._shared is None:
+            raise StopUser()
+        inputs, outputs, k = self._shared.inputs[self._next]
+        self._next = (self._next + 1) % len(self._shared.inputs)
+        kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        t0 = time.perf_counter()
+        length, error = 0, None
+        try:
+            result = self._client.infer(self.model, inputs, outputs=outputs, **kw)
+            probs = result.as_numpy(OUTPUT_PROBABILITIES)
+            logits = result.as_numpy(OUTPUT_LOGITS)
+            if probs is None or logits is None or probs.shape != (k, self._shared.contract.num_labels):
+                raise ContractError(
+                    f"model {self.model!r}: response lacks {OUTPUT_PROBABILITIES!r} [{k}, "
+                    f"{self._shared.contract.num_labels}] (got {None if probs is None else list(probs.shape)})"
+                )
+            length = probs.nbytes + logits.nbytes
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, typed
+            error = translate_error(exc, url=self.url, model=self.model, protocol=self.protocol, what="infer")
+        self._fire(self.request_name, t0, length, error)

@@ -1,0 +1,129 @@
+"""Load tests against the real local tritonserver: short, bounded, 127.0.0.1 only.
+
+One module-scoped run serves the tiny int8 model twice (dynamic batching on and
+off, 8 users, 3 s each) and measures in-process ONNX Runtime at batch 8; the
+gate test runs Locust once more against the session server with an impossible
+p95 limit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from loadtest.gates import Thresholds
+from loadtest.metrics import parse_metrics
+from loadtest.runner import SCENARIO_OFF, SCENARIO_ON, LoadTestConfig, loadtest, run_loadtest
+
+pytestmark = pytest.mark.slow
+
+MODEL = "ser_int8"
+USERS = 8
+
+
+@pytest.fixture(scope="module")
+def batching_report(portable_repository, tmp_path_factory):
+    config = LoadTestConfig(
+        repository=portable_repository,
+        model=MODEL,
+        users=(USERS,),
+        run_time_s=3,
+        compare_batching=True,
+        compare_users=USERS,
+        ort_baseline=True,
+        ort_seconds=1.0,
+        thresholds=Thresholds(max_failure_ratio=0.0),
+        out_dir=tmp_path_factory.mktemp("loadtest"),
+    )
+    return run_loadtest(config)
+
+
+def test_a_short_headless_run_completes_with_zero_failures_and_writes_the_report(batching_report):
+    report = batching_report
+    assert report.passed, report.headline()
+    assert [(r.scenario, r.users) for r in report.runs] == [(SCENARIO_ON, USERS), (SCENARIO_OFF, USERS)]
+    for run in report.runs:
+        assert run.requests > 0 and run.failures == 0 and run.exit_code == 0 and not run.gate_failures
+        assert run.p50_ms <= run.p95_ms <= run.p99_ms
+        assert run.stats_csv.is_file()
+    files = report.files
+    assert set(files) == {"csv", "markdown", "plot", "json"}
+    with open(files["csv"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["scenario"], r["users"]) for r in rows] == [(SCENARIO_ON, str(USERS)), (SCENARIO_OFF, str(USERS))]
+    assert {"p50_ms", "p95_ms", "p99_ms", "windows_per_s", "mean_batch_size", "queue_us_per_request"} <= set(rows[0])
+    assert "| batching-on | 8 |" in files["markdown"].read_text()
+    assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads(files["json"].read_text())
+    assert doc["passed"] is True and doc["ort_baseline"]["batch"] == 8
+
+
+def test_the_batching_figures_come_from_the_servers_metrics(batching_report):
+    on = batching_report.run(SCENARIO_ON, USERS).server
+    off = batching_report.run(SCENARIO_OFF, USERS).server
+    assert on is not None and off is not None
+    # Every request Locust counted reached the server (the server also counts those in flight at the stop).
+    assert on.inference_count >= batching_report.run(SCENARIO_ON, USERS).requests > 0
+    assert on.failure == 0 and off.failure == 0
+    # Batching on at 8 users: fewer executions than inferences. Off: exactly one execution per request.
+    assert on.exec_count < on.inference_count
+    assert on.mean_batch_size > 1.5
+    assert off.exec_count == off.inference_count and off.mean_batch_size == 1.0
+    assert on.queue_us > 0 and on.compute_infer_us > 0
+
+
+def test_the_comparison_serves_a_copy_whose_parsed_config_has_no_dynamic_batching(batching_report):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    repos = batching_report.config.out_dir / "repositories"
+    on = text_format.Parse((repos / SCENARIO_ON / MODEL / "config.pbtxt").read_text(), mc.ModelConfig())
+    off = text_format.Parse((repos / SCENARIO_OFF / MODEL / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert on.HasField("dynamic_batching") and not off.HasField("dynamic_batching")
+    assert off.max_batch_size == on.max_batch_size and off.input == on.input and off.parameters == on.parameters
+
+
+def test_the_ratio_against_in_process_onnx_runtime_is_reported(batching_report):
+    ort = batching_report.ort
+    assert ort is not None and ort.batch == 8 and ort.windows_per_s > 0
+    assert batching_report.ort_ratio > 0 and batching_report.batching_speedup > 0
+    assert "served/ORT" in batching_report.headline()
+
+
+def test_an_impossibly_tight_p95_gate_fails_the_run_with_a_non_zero_exit(triton_server, tmp_path, capsys):
+    code = loadtest(
+        url=triton_server.grpc_url,
+        metrics_url=triton_server.metrics_url,
+        model=MODEL,
+        users=(2,),
+        run_time_s=2,
+        max_p95_ms=0.001,
+        out_dir=tmp_path,
+    )
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "exit 1" in out
+    doc = json.loads((tmp_path / "loadtest.json").read_text())
+    (broken,) = doc["gate_failures"].values()
+    assert any(line.startswith("p95 ") and "> 0.001 ms" in line for line in broken)
+    assert doc["runs"][0]["failures"] == 0  # the requests succeeded; only the gate failed the run
+
+
+def test_metrics_text_is_summed_over_versions_for_the_named_model_only():
+    text = "\n".join([
+        "# HELP nv_inference_count Number of inferences performed",
+        "# TYPE nv_inference_count counter",
+        'nv_inference_count{model="ser_int8",version="1"} 120',
+        'nv_inference_count{model="ser_int8",version="2"} 8',
+        'nv_inference_count{model="ser_fp32",version="1"} 999',
+        'nv_inference_exec_count{model="ser_int8",version="1"} 16',
+        'nv_inference_request_success{model="ser_int8",version="1"} 128',
+        'nv_inference_queue_duration_us{model="ser_int8",version="1"} 2.56e+05',
+        'nv_cpu_utilization 0.5',
+    ])
+    c = parse_metrics(text, model="ser_int8")
+    assert (c.inference_count, c.exec_count, c.success) == (128, 16, 128)
+    assert c.mean_batch_size == 8.0 and c.queue_us_per_request == 2000.0
+    assert parse_metrics(text, model="absent").inference_count == 0
