@@ -146,6 +146,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# --- loadtest ---------------------------------------------------------------------
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    """`ser loadtest`: Locust against a started or given server; report + exit code from the gates."""
+    from loadtest.runner import loadtest
+
+    return loadtest(
+        repository=args.repository, url=args.url, metrics_url=args.metrics_url, model=args.model,
+        protocol=args.protocol, users=args.users, run_time_s=args.run_time, windows_per_request=args.windows_per_request,
+        audio_dir=args.audio_dir, manifest=args.manifest, partition=args.partition, generated_clips=args.generated_clips,
+        max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio,
+        compare_batching=args.compare_batching, compare_users=args.compare_users, ort_baseline=args.ort_baseline,
+        ort_batch=args.ort_batch, out_dir=args.out,
+    )
+
+
 # --- demo -------------------------------------------------------------------------
 
 
@@ -224,6 +241,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--timeout-s", type=float, default=30.0)
     pr.add_argument("--json", action="store_true", help="one JSON object per line")
     pr.set_defaults(func=cmd_predict)
+
+    lt = sub.add_parser("loadtest", help="Locust load test: throughput, latency percentiles, executed batch size; gates set the exit code")
+    target = lt.add_mutually_exclusive_group(required=True)
+    target.add_argument("--repository", type=Path, help="start the local tritonserver on this repository for the run")
+    target.add_argument("--url", help="target a running server HOST:PORT instead")
+    lt.add_argument("--metrics-url", default=None, help="HOST:PORT of Triton's metrics endpoint (with --url; default: same host, port 8002)")
+    lt.add_argument("--model", default="ser_int8")
+    lt.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    lt.add_argument("--users", type=lambda t: tuple(_positive_int(x) for x in _csv(t)), default=(1, 4, 16), help="user counts to sweep (default: 1,4,16)")
+    lt.add_argument("--run-time", type=_positive_int, default=10, help="seconds per run (default: 10)")
+    lt.add_argument("--windows-per-request", type=_positive_int, default=1)
+    lt.add_argument("--audio-dir", type=Path, default=None, help="audio to send (default: generated synthetic clips)")
+    lt.add_argument("--manifest", type=Path, default=None, help="split manifest written by `ser train`: send its --partition clips")
+    lt.add_argument("--partition", default="test")
+    lt.add_argument("--generated-clips", type=_positive_int, default=8)
+    lt.add_argument("--max-p95-ms", type=float, default=None, help="gate: fail (exit 1) if p95 latency exceeds this")
+    lt.add_argument("--max-p99-ms", type=float, default=None, help="gate: fail if p99 latency exceeds this")
+    lt.add_argument("--max-failure-ratio", type=float, default=None, help="gate: fail if failed/total exceeds this")
+    lt.add_argument("--compare-batching", action="store_true", help="also run with dynamic batching off at --compare-users (needs --repository)")
+    lt.add_argument("--compare-users", type=_positive_int, default=16)
+    lt.add_argument("--ort-baseline", action="store_true", help="also measure in-process ONNX Runtime at --ort-batch (needs --repository)")
+    lt.add_argument("--ort-batch", type=_positive_int, default=8)
+    lt.add_argument("--out", type=Path, default=Path(".cache/loadtest"), help="report directory (default: .cache/loadtest)")
+    lt.set_defaults(func=cmd_loadtest)
 
     dm = sub.add_parser("demo", help="the whole path on a synthetic corpus, against the real local Triton")
     dm.add_argument("--workdir", type=Path, default=Path(".cache/demo"), help="where the demo keeps its corpus, model and repository")

@@ -40,6 +40,8 @@ class DemoConfig:
         protocol: ``grpc`` (default) or ``http`` for the classification calls.
         model: which served variant classifies (``ser_int8`` or ``ser_fp32``).
         concurrency: requests in flight while classifying (lets the dynamic batcher merge them).
+        loadtest_users: Locust users of the closing load test.
+        loadtest_s: its duration in seconds.
     """
 
     workdir: Path = Path(".cache/demo")
@@ -48,6 +50,8 @@ class DemoConfig:
     protocol: str = "grpc"
     model: str = "ser_int8"
     concurrency: int = 8
+    loadtest_users: int = 8
+    loadtest_s: int = 5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workdir", Path(self.workdir))
@@ -91,7 +95,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
     from training.folds import read_manifest
     from training.train import DEMO, train
 
-    total = 6
+    total = 7
     t_all = time.perf_counter()
     print(HONESTY + "\n", file=out)
 
@@ -141,6 +145,8 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
                     errors.append(f"{clip.path}: {res.error}")
             wall = time.perf_counter() - t0
             stats = client.statistics()
+        _step(out, 7, total, f"short Locust load test: {config.loadtest_users} users for {config.loadtest_s} s on {config.model}")
+        report = _loadtest(config, server, result.manifest)
     leftovers = server.stub_pids() + [str(p) for p in server.shm_regions()]
 
     _print_table(rows, out)
@@ -151,13 +157,29 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
     print(f"served {len(rows)} clips in {wall:.2f} s ({len(rows) / wall:.1f} clips/s); server batching: "
           f"{stats.inference_count} inferences in {stats.execution_count} executions "
           f"(mean batch {stats.mean_batch_size:.2f})", file=out)
+    print(f"load test: {report.headline()}\n           report: {config.workdir / 'loadtest' / 'loadtest.md'}", file=out)
     print(f"server stopped (exit {server.returncode}); "
           + ("no process or /dev/shm region left behind" if not leftovers else f"LEFT BEHIND: {leftovers}"), file=out)
     print(f"done in {time.perf_counter() - t_all:.0f} s. Next: `ser serve --repository {portable}` and "
           f"`ser predict FILE.wav`, or README's GPU section for {config.repository / 'native'}.", file=out)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    return 0 if not errors and not leftovers else 1
+    return 0 if not errors and not leftovers and report.passed else 1
+
+
+def _loadtest(config: DemoConfig, server, manifest: Path):
+    """A few seconds of Locust against the running demo server, on the held-out clips; no failure allowed."""
+    from loadtest.gates import Thresholds
+    from loadtest.payload import AudioSourceConfig
+    from loadtest.runner import LoadTestConfig, run_loadtest
+
+    url = server.grpc_url if config.protocol == "grpc" else server.http_url
+    return run_loadtest(LoadTestConfig(
+        url=url, metrics_url=server.metrics_url, model=config.model, protocol=config.protocol,
+        users=(config.loadtest_users,), run_time_s=config.loadtest_s, compare_users=config.loadtest_users,
+        audio=AudioSourceConfig(manifest=manifest, partition="test"),
+        thresholds=Thresholds(max_failure_ratio=0.0), out_dir=config.workdir / "loadtest",
+    ))
 
 
 def _print_table(rows: list[tuple], out: TextIO) -> None:
