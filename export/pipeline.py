@@ -128,16 +128,21 @@ class ExportResult:
         return "\n".join(lines)
 
 
+def ensure_writable_dir(path: Path, *, what: str) -> None:
+    """Create directory ``path`` if needed; refuse a file there or an unwritable place (ExportError naming ``what``)."""
+    if path.exists() and not path.is_dir():
+        raise ExportError(f"{path}: {what} exists and is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot create the {what}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ExportError(f"{path}: {what} is not writable")
+
+
 def _prepare_out_dir(out_dir: Path, variants: Sequence[str]) -> None:
     """Create ``out_dir`` (refusing files and unwritable places) and refuse clashing variant paths."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"{out_dir}: output directory exists and is a file")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{out_dir}: cannot create the output directory: {exc.strerror or exc}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise ExportError(f"{out_dir}: output directory is not writable")
+    ensure_writable_dir(out_dir, what="output directory")
     for v in variants:
         target = out_dir / v
         if target.exists() and not target.is_dir():

@@ -23,7 +23,6 @@ by :func:`validate_model_dir` before it replaces anything.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from client.contract import (
 )
 from client.errors import ConfigError, ContractError, ExportError, ModelConfigError
 from export.onnx_export import read_signature
+from export.pipeline import ensure_writable_dir, install_dir
 from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, Recipe, sha256_file
 
 RUNTIMES = ("portable", "native")
@@ -218,8 +218,6 @@ def write_repository(
         ConfigError: bad option. ExportError: missing/stale export, unusable ``repo_dir``.
         ModelConfigError: a generated config failed validation (a bug, reported as such).
     """
-    from export.pipeline import install_dir
-
     config = RepositoryConfig(
         runtime=runtime,
         variants=tuple(variants),
@@ -243,14 +241,7 @@ def write_repository(
             raise ExportError(f"{folder / RECIPE_FILENAME}: describes variant {recipe.variant!r}, not {variant!r}")
         recipe.verify_model(folder / MODEL_FILENAME)  # refuse a model.onnx that is not the one the recipe describes
         recipes[variant] = recipe
-    if repo_dir.exists() and not repo_dir.is_dir():
-        raise ExportError(f"{repo_dir}: repository path exists and is a file")
-    try:
-        repo_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{repo_dir}: cannot create the repository: {exc.strerror or exc}") from None
-    if not os.access(repo_dir, os.W_OK | os.X_OK):
-        raise ExportError(f"{repo_dir}: repository directory is not writable")
+    ensure_writable_dir(repo_dir, what="repository path")
 
     written = []
     for variant in config.variants:
@@ -345,6 +336,24 @@ def _field_problems(msg, sig, labels: list[str] | None, model_dir: Path) -> list
     return problems
 
 
+def read_model_config(model_dir: str | Path):
+    """Parse ``<model_dir>/config.pbtxt`` into a ``model_config_pb2.ModelConfig`` (field names and enums only).
+
+    Raises:
+        ModelConfigError: the file is missing or does not parse; names the file.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    path = Path(model_dir) / CONFIG_FILENAME
+    if not path.is_file():
+        raise ModelConfigError(f"{path}: no {CONFIG_FILENAME} (not a model of a Triton repository)")
+    try:
+        return text_format.Parse(path.read_text(), mc.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ModelConfigError(f"{path}: not a valid Triton ModelConfig: {exc}") from None
+
+
 def validate_model_dir(model_dir: str | Path, *, name: str | None = None, check_sha: bool = True):
     """Parse a model's ``config.pbtxt`` back and check it against its ONNX graph and files.
 
@@ -365,18 +374,10 @@ def validate_model_dir(model_dir: str | Path, *, name: str | None = None, check_
     Raises:
         ModelConfigError: naming the config file and every bad field.
     """
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
     model_dir = Path(model_dir)
     name = name or model_dir.name
     path = model_dir / CONFIG_FILENAME
-    if not path.is_file():
-        raise ModelConfigError(f"{path}: no {CONFIG_FILENAME}")
-    try:
-        msg = text_format.Parse(path.read_text(), mc.ModelConfig())
-    except text_format.ParseError as exc:
-        raise ModelConfigError(f"{path}: not a valid Triton ModelConfig: {exc}") from None
+    msg = read_model_config(model_dir)
     problems = []
     if msg.name != name:
         problems.append(f"name: {msg.name!r}, but the folder is {name!r} (Triton requires them equal)")

@@ -315,19 +315,12 @@ def write_scenario_repository(model_dir: str | Path, repo_dir: str | Path, *, dy
         The new model folder ``<repo_dir>/<model>``.
 
     Raises:
-        ConfigError: ``model_dir`` has no config.pbtxt, or it does not parse.
+        ModelConfigError: ``model_dir`` has no config.pbtxt, or it does not parse.
     """
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
+    from export.repository import read_model_config, write_config
 
     model_dir, repo_dir = Path(model_dir), Path(repo_dir)
-    config_path = model_dir / "config.pbtxt"
-    if not config_path.is_file():
-        raise ConfigError(f"{model_dir}: no config.pbtxt (not a model of a Triton repository)")
-    try:
-        message = text_format.Parse(config_path.read_text(), mc.ModelConfig())
-    except text_format.ParseError as exc:
-        raise ConfigError(f"{config_path}: not a valid Triton ModelConfig: {exc}") from None
+    message = read_model_config(model_dir)
     if not dynamic_batching:
         message.ClearField("dynamic_batching")
     if repo_dir.exists():
@@ -338,7 +331,7 @@ def write_scenario_repository(model_dir: str | Path, repo_dir: str | Path, *, dy
         link = target / onnx.relative_to(model_dir)
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(onnx.resolve())
-    (target / "config.pbtxt").write_text(text_format.MessageToString(message))
+    write_config(message, target / "config.pbtxt")
     return target
 
 
@@ -361,17 +354,15 @@ def measure_ort(model_dir: str | Path, pool: WindowPool, *, batch: int = 8, seco
     Returns:
         :class:`OrtBaseline`.
     """
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
     from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM
+    from export.repository import read_model_config
     from export.triton_python_model import THREADS_PARAMETER, default_threads, make_session
 
     model_dir = Path(model_dir)
     onnx_path = model_dir / "1" / "model.onnx"
     if not onnx_path.is_file():
         raise ConfigError(f"{model_dir}: no 1/model.onnx for the in-process baseline")
-    message = text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
+    message = read_model_config(model_dir)
     text = message.parameters[THREADS_PARAMETER].string_value if THREADS_PARAMETER in message.parameters else ""
     threads = int(text) if text.strip().isdigit() else default_threads()
     session = make_session(onnx_path, intra_op_threads=threads)
