@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import soundfile as sf
 
 from client.errors import (
     AudioDecodeError,
@@ -109,6 +108,8 @@ def decode(source: str | Path | bytes, *, name: str | None = None, max_duration_
         AudioDecodeError: missing, truncated or undecodable input.
         AudioTooLongError: longer than ``max_duration_s``.
     """
+    import soundfile as sf  # here, not at the top: hosts that only build models (GPU bench) need not have it
+
     label = _name(source, name)
     if isinstance(source, (str, Path)):
         path = Path(source)

@@ -146,6 +146,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# --- bench ------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """`ser bench`: in-process latency/throughput of shapes x runners x batch sizes, side by side."""
+    from export.bench import config_from_args, run_bench
+
+    run_bench(config_from_args(args))
+    return 0
+
+
 # --- loadtest ---------------------------------------------------------------------
 
 
@@ -241,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--timeout-s", type=float, default=30.0)
     pr.add_argument("--json", action="store_true", help="one JSON object per line")
     pr.set_defaults(func=cmd_predict)
+
+    from export.bench import add_bench_arguments  # argparse only: no torch, numpy or onnxruntime
+
+    add_bench_arguments(sub.add_parser(
+        "bench", help="in-process benchmark: model shapes x runners (ORT fp32/int8 presets, PyTorch fp32/int8/fp16) x batch sizes"
+    )).set_defaults(func=cmd_bench)
 
     lt = sub.add_parser("loadtest", help="Locust load test: throughput, latency percentiles, executed batch size; gates set the exit code")
     target = lt.add_mutually_exclusive_group(required=True)
