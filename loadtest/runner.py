@@ -38,7 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
@@ -53,6 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(".cache/loadtest")
 SCENARIO_ON = "batching-on"
 SCENARIO_OFF = "batching-off"
+SCENARIO_INSTANCES = "instances-{}"  # batching on, N instances of the model
+SCENARIO_MODEL = "model-{}"  # batching on, another model of the same repository (e.g. ser_fp32 vs ser_int8)
 #: Longest single Locust run allowed (s): load tests here are bounded.
 MAX_RUN_TIME_S = 3600
 
@@ -79,7 +81,9 @@ class LoadTestConfig:
         audio: where the requests' audio comes from.
         thresholds: gates; a run that breaks one exits 1 and fails the report.
         compare_batching: also serve a copy without ``dynamic_batching`` (needs ``repository``).
-        compare_users: users of the on/off comparison (added to the sweep if absent).
+        compare_users: users of every comparison run (added to the sweep if absent).
+        compare_instances: also serve a copy with this many instances (>= 2; batching on).
+        compare_model: also serve this other model of the repository (e.g. ``ser_fp32`` against ``ser_int8``).
         ort_baseline: measure in-process ONNX Runtime on the same model (needs ``repository``).
         ort_batch: batch size of the in-process baseline.
         ort_seconds: how long the baseline runs (s).
@@ -99,6 +103,8 @@ class LoadTestConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     compare_batching: bool = False
     compare_users: int = 16
+    compare_instances: int | None = None
+    compare_model: str | None = None
     ort_baseline: bool = False
     ort_batch: int = 8
     ort_seconds: float = 3.0
@@ -132,19 +138,33 @@ class LoadTestConfig:
             raise ConfigError(f"compare_users={self.compare_users}: must be >= 1")
         if self.ort_batch < 1 or not self.ort_seconds > 0:
             raise ConfigError(f"ort_batch={self.ort_batch}, ort_seconds={self.ort_seconds}: need >= 1 and > 0")
-        if (self.compare_batching or self.ort_baseline) and self.repository is None:
+        if self.compare_instances is not None and self.compare_instances < 2:
+            raise ConfigError(f"compare_instances={self.compare_instances}: compare against >= 2 instances")
+        if self.compare_model is not None and self.compare_model == self.model:
+            raise ConfigError(f"compare_model={self.compare_model!r}: must differ from model={self.model!r}")
+        if (self.comparisons or self.ort_baseline) and self.repository is None:
             raise ConfigError(
-                "compare_batching/ort_baseline need repository= (they serve an edited copy of it and "
-                "read its model.onnx); against url= only the sweep runs"
+                "compare_batching/compare_instances/compare_model/ort_baseline need repository= (they serve "
+                "edited copies of it and read its model.onnx); against url= only the sweep runs"
             )
         if self.startup_timeout_s <= 0:
             raise ConfigError(f"startup_timeout_s={self.startup_timeout_s}: must be > 0")
 
+    @property
+    def comparisons(self) -> tuple[str, ...]:
+        """The comparison scenarios asked for, each run at ``compare_users`` against ``batching-on``."""
+        out = [SCENARIO_OFF] if self.compare_batching else []
+        if self.compare_instances:
+            out.append(SCENARIO_INSTANCES.format(self.compare_instances))
+        if self.compare_model:
+            out.append(SCENARIO_MODEL.format(self.compare_model))
+        return tuple(out)
+
     def sweep(self, scenario: str) -> tuple[int, ...]:
         """User counts run in ``scenario``."""
-        if scenario == SCENARIO_OFF:
+        if scenario != SCENARIO_ON:
             return (self.compare_users,)
-        extra = (self.compare_users,) if self.compare_batching else ()
+        extra = (self.compare_users,) if self.comparisons else ()
         return tuple(sorted(set(self.users) | set(extra)))
 
 
@@ -260,11 +280,16 @@ class LoadTestReport:
         """The run of ``scenario`` at ``users``, if made."""
         return next((r for r in self.runs if r.scenario == scenario and r.users == users), None)
 
+    def ratio(self, scenario: str) -> float:
+        """windows/s of ``scenario`` / of ``batching-on`` at ``compare_users`` (NaN if either is missing)."""
+        on, other = self.run(SCENARIO_ON, self.config.compare_users), self.run(scenario, self.config.compare_users)
+        return other.windows_per_s / on.windows_per_s if on and other and on.windows_per_s else math.nan
+
     @property
     def batching_speedup(self) -> float:
         """windows/s with dynamic batching on / off at ``compare_users`` (NaN if not compared)."""
-        on, off = self.run(SCENARIO_ON, self.config.compare_users), self.run(SCENARIO_OFF, self.config.compare_users)
-        return on.windows_per_s / off.windows_per_s if on and off and off.windows_per_s else math.nan
+        off = self.ratio(SCENARIO_OFF)
+        return 1.0 / off if off else math.nan
 
     @property
     def ort_ratio(self) -> float:
@@ -288,6 +313,11 @@ class LoadTestReport:
         if off is not None:
             parts.append(f"batching off: {off.windows_per_s:.1f} windows/s (batch "
                          f"{off.server.mean_batch_size if off.server else math.nan:.2f}), on/off {self.batching_speedup:.2f}x")
+        for scenario in (c for c in self.config.comparisons if c != SCENARIO_OFF):
+            other = self.run(scenario, cu)
+            if other is not None:
+                parts.append(f"{scenario}: {other.windows_per_s:.1f} windows/s, p95 {other.p95_ms:g} ms "
+                             f"({self.ratio(scenario):.2f}x of batching-on)")
         if self.ort is not None:
             parts.append(f"in-process ORT batch {self.ort.batch}: {self.ort.windows_per_s:.1f} windows/s, "
                          f"served/ORT {self.ort_ratio:.2f}x")
@@ -298,7 +328,9 @@ class LoadTestReport:
 # --- repositories for the comparison -------------------------------------------------------
 
 
-def write_scenario_repository(model_dir: str | Path, repo_dir: str | Path, *, dynamic_batching: bool) -> Path:
+def write_scenario_repository(
+    model_dir: str | Path, repo_dir: str | Path, *, dynamic_batching: bool, instances: int | None = None
+) -> Path:
     """Copy one model into a fresh single-model repository, with or without dynamic batching.
 
     The config is parsed into a ``ModelConfig`` message; without batching its
@@ -310,6 +342,7 @@ def write_scenario_repository(model_dir: str | Path, repo_dir: str | Path, *, dy
         model_dir: ``<repository>/<model>`` written by the bundle's repository writer.
         repo_dir: the new repository root (replaced if it exists).
         dynamic_batching: keep (True) or clear (False) the dynamic batcher.
+        instances: set every instance group's count to this (None: as written).
 
     Returns:
         The new model folder ``<repo_dir>/<model>``.
@@ -323,6 +356,9 @@ def write_scenario_repository(model_dir: str | Path, repo_dir: str | Path, *, dy
     message = read_model_config(model_dir)
     if not dynamic_batching:
         message.ClearField("dynamic_batching")
+    if instances is not None:
+        for group in message.instance_group:
+            group.count = instances
     if repo_dir.exists():
         shutil.rmtree(repo_dir)
     target = repo_dir / model_dir.name
@@ -526,17 +562,22 @@ def run_loadtest(config: LoadTestConfig, *, progress: TextIO | None = None) -> L
         from deploy.local_triton import LocalTriton
 
         model_dir = _model_dir(config)
-        scenarios = [SCENARIO_ON] + ([SCENARIO_OFF] if config.compare_batching else [])
-        for scenario in scenarios:
-            repo = write_scenario_repository(model_dir, out / "repositories" / scenario,
-                                             dynamic_batching=scenario == SCENARIO_ON)
+        for scenario in (SCENARIO_ON, *config.comparisons):
+            run_config = config
+            if config.compare_model and scenario == SCENARIO_MODEL.format(config.compare_model):
+                run_config = replace(config, model=config.compare_model, compare_model=None)
+            repo = write_scenario_repository(
+                _model_dir(run_config), out / "repositories" / scenario,
+                dynamic_batching=scenario != SCENARIO_OFF,
+                instances=config.compare_instances if scenario == SCENARIO_INSTANCES.format(config.compare_instances) else None,
+            )
             with LocalTriton(repo.parent, startup_timeout_s=config.startup_timeout_s,
                              log_path=out / f"tritonserver-{scenario}.log") as server:
-                url = server.grpc_url if config.protocol == "grpc" else server.http_url
-                pool = _preflight(config, url)
+                url = server.grpc_url if run_config.protocol == "grpc" else server.http_url
+                pool = _preflight(run_config, url)
                 report.pool_windows, report.pool_clips = len(pool), pool.clips
                 for users in config.sweep(scenario):
-                    runs.append(run_locust(config, scenario=scenario, url=url, users=users,
+                    runs.append(run_locust(run_config, scenario=scenario, url=url, users=users,
                                            metrics=server.metrics_url, out_dir=locust_dir))
                     say(runs[-1])
         if config.ort_baseline:  # servers stopped: the baseline gets the CPU to itself, as each server did
@@ -604,6 +645,9 @@ def _markdown(report: LoadTestReport, rows: list[dict[str, Any]], columns: list[
                      f"({o.ms_per_batch:.1f} ms per batch, {o.runs} runs).")
     if not math.isnan(report.batching_speedup):
         lines.append(f"Dynamic batching on/off at {c.compare_users} users: {report.batching_speedup:.2f}x windows/s.")
+    for scenario in (x for x in c.comparisons if x != SCENARIO_OFF):
+        if not math.isnan(report.ratio(scenario)):
+            lines.append(f"{scenario} / batching-on at {c.compare_users} users: {report.ratio(scenario):.2f}x windows/s.")
     if not math.isnan(report.ort_ratio):
         lines.append(f"Served (batching on, {c.compare_users} users) / in-process ORT batch {c.ort_batch}: {report.ort_ratio:.2f}x.")
     for r in report.runs:
@@ -621,12 +665,12 @@ def _plot(report: LoadTestReport, path: Path) -> None:
 
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
     on = [r for r in report.runs if r.scenario == SCENARIO_ON]
-    off = [r for r in report.runs if r.scenario == SCENARIO_OFF]
+    off = [r for r in report.runs if r.scenario != SCENARIO_ON]
     users = [r.users for r in on]
     for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
         lat.plot(users, [getattr(r, key) for r in on], style, label=f"{key[:3]} (batching on)")
     for r in off:
-        lat.plot([r.users], [r.p95_ms], "rx", markersize=10, label=f"p95 (batching off, {r.users} users)")
+        lat.plot([r.users], [r.p95_ms], "x", markersize=10, label=f"p95 ({r.scenario}, {r.users} users)")
     lat.set_xlabel("concurrent users")
     lat.set_ylabel("latency (ms)")
     lat.set_title("Request latency")
@@ -634,7 +678,7 @@ def _plot(report: LoadTestReport, path: Path) -> None:
     lat.grid(alpha=0.3)
     thr.plot(users, [r.windows_per_s for r in on], "o-", label="served, batching on")
     for r in off:
-        thr.plot([r.users], [r.windows_per_s], "rx", markersize=10, label=f"served, batching off ({r.users} users)")
+        thr.plot([r.users], [r.windows_per_s], "x", markersize=10, label=f"served, {r.scenario} ({r.users} users)")
     if report.ort is not None:
         thr.axhline(report.ort.windows_per_s, color="gray", linestyle="--", label=f"in-process ORT, batch {report.ort.batch}")
     thr.set_xlabel("concurrent users")
@@ -673,6 +717,8 @@ def loadtest(
     max_failure_ratio: float | None = None,
     compare_batching: bool = False,
     compare_users: int = 16,
+    compare_instances: int | None = None,
+    compare_model: str | None = None,
     ort_baseline: bool = False,
     ort_batch: int = 8,
     out_dir: str | Path = DEFAULT_OUT,
@@ -693,7 +739,8 @@ def loadtest(
         run_time_s=run_time_s, windows_per_request=windows_per_request,
         audio=AudioSourceConfig(audio_dir=audio_dir, manifest=manifest, partition=partition, generated_clips=generated_clips),
         thresholds=Thresholds(max_p95_ms=max_p95_ms, max_p99_ms=max_p99_ms, max_failure_ratio=max_failure_ratio),
-        compare_batching=compare_batching, compare_users=compare_users, ort_baseline=ort_baseline, ort_batch=ort_batch,
+        compare_batching=compare_batching, compare_users=compare_users, compare_instances=compare_instances,
+        compare_model=compare_model, ort_baseline=ort_baseline, ort_batch=ort_batch,
         out_dir=Path(out_dir),
     )
     report = run_loadtest(config, progress=out)

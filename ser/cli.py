@@ -169,7 +169,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         protocol=args.protocol, users=args.users, run_time_s=args.run_time, windows_per_request=args.windows_per_request,
         audio_dir=args.audio_dir, manifest=args.manifest, partition=args.partition, generated_clips=args.generated_clips,
         max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio,
-        compare_batching=args.compare_batching, compare_users=args.compare_users, ort_baseline=args.ort_baseline,
+        compare_batching=args.compare_batching, compare_users=args.compare_users,
+        compare_instances=args.compare_instances, compare_model=args.compare_model, ort_baseline=args.ort_baseline,
         ort_batch=args.ort_batch, out_dir=args.out,
     )
 
@@ -277,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--max-p99-ms", type=float, default=None, help="gate: fail if p99 latency exceeds this")
     lt.add_argument("--max-failure-ratio", type=float, default=None, help="gate: fail if failed/total exceeds this")
     lt.add_argument("--compare-batching", action="store_true", help="also run with dynamic batching off at --compare-users (needs --repository)")
-    lt.add_argument("--compare-users", type=_positive_int, default=16)
+    lt.add_argument("--compare-users", type=_positive_int, default=16, help="users of every comparison run (default: 16)")
+    lt.add_argument("--compare-instances", type=_positive_int, default=None, help="also run with N instances of the model (needs --repository)")
+    lt.add_argument("--compare-model", default=None, help="also run another model of the repository, e.g. ser_fp32 (needs --repository)")
     lt.add_argument("--ort-baseline", action="store_true", help="also measure in-process ONNX Runtime at --ort-batch (needs --repository)")
     lt.add_argument("--ort-batch", type=_positive_int, default=8)
     lt.add_argument("--out", type=Path, default=Path(".cache/loadtest"), help="report directory (default: .cache/loadtest)")

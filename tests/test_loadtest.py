@@ -17,6 +17,8 @@ from loadtest.gates import Thresholds
 from loadtest.metrics import parse_metrics
 from loadtest.runner import SCENARIO_OFF, SCENARIO_ON, LoadTestConfig, loadtest, run_loadtest
 
+INSTANCES2, FP32 = "instances-2", "model-ser_fp32"
+
 pytestmark = pytest.mark.slow
 
 MODEL = "ser_int8"
@@ -32,6 +34,8 @@ def batching_report(portable_repository, tmp_path_factory):
         run_time_s=3,
         compare_batching=True,
         compare_users=USERS,
+        compare_instances=2,
+        compare_model="ser_fp32",
         ort_baseline=True,
         ort_seconds=1.0,
         thresholds=Thresholds(max_failure_ratio=0.0),
@@ -43,7 +47,7 @@ def batching_report(portable_repository, tmp_path_factory):
 def test_a_short_headless_run_completes_with_zero_failures_and_writes_the_report(batching_report):
     report = batching_report
     assert report.passed, report.headline()
-    assert [(r.scenario, r.users) for r in report.runs] == [(SCENARIO_ON, USERS), (SCENARIO_OFF, USERS)]
+    assert [(r.scenario, r.users) for r in report.runs] == [(s, USERS) for s in (SCENARIO_ON, SCENARIO_OFF, INSTANCES2, FP32)]
     for run in report.runs:
         assert run.requests > 0 and run.failures == 0 and run.exit_code == 0 and not run.gate_failures
         assert run.p50_ms <= run.p95_ms <= run.p99_ms
@@ -52,7 +56,7 @@ def test_a_short_headless_run_completes_with_zero_failures_and_writes_the_report
     assert set(files) == {"csv", "markdown", "plot", "json"}
     with open(files["csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["scenario"], r["users"]) for r in rows] == [(SCENARIO_ON, str(USERS)), (SCENARIO_OFF, str(USERS))]
+    assert [(r["scenario"], r["users"]) for r in rows] == [(s, str(USERS)) for s in (SCENARIO_ON, SCENARIO_OFF, INSTANCES2, FP32)]
     assert {"p50_ms", "p95_ms", "p99_ms", "windows_per_s", "mean_batch_size", "queue_us_per_request"} <= set(rows[0])
     assert "| batching-on | 8 |" in files["markdown"].read_text()
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -83,6 +87,20 @@ def test_the_comparison_serves_a_copy_whose_parsed_config_has_no_dynamic_batchin
     off = text_format.Parse((repos / SCENARIO_OFF / MODEL / "config.pbtxt").read_text(), mc.ModelConfig())
     assert on.HasField("dynamic_batching") and not off.HasField("dynamic_batching")
     assert off.max_batch_size == on.max_batch_size and off.input == on.input and off.parameters == on.parameters
+
+
+def test_the_instance_and_variant_comparisons_serve_what_they_say(batching_report):
+    repos = batching_report.config.out_dir / "repositories"
+    from export.repository import read_model_config
+
+    two = read_model_config(repos / INSTANCES2 / MODEL)
+    assert [g.count for g in two.instance_group] == [2] and two.HasField("dynamic_batching")
+    fp32 = read_model_config(repos / FP32 / "ser_fp32")
+    assert fp32.parameters["ser.variant"].string_value == "fp32"
+    for scenario in (INSTANCES2, FP32):
+        run = batching_report.run(scenario, USERS)
+        assert run.failures == 0 and run.server is not None and run.server.inference_count >= run.requests > 0
+        assert batching_report.ratio(scenario) > 0 and f"{scenario}:" in batching_report.headline()
 
 
 def test_the_ratio_against_in_process_onnx_runtime_is_reported(batching_report):
