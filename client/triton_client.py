@@ -26,18 +26,20 @@ the client alone); ``tests/test_client_server.py`` checks that in a subprocess.
 
 from __future__ import annotations
 
+import random
 import re
+import ssl as _ssl
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from client.audio import AudioConfig, AudioSource, aggregate, load_audio, make_windows
+from client.audio import AudioConfig, AudioSource, Windows, aggregate, load_audio, make_windows
 from client.contract import (
     INPUT_NUM_SAMPLES,
     INPUT_WAVEFORM,
@@ -72,6 +74,14 @@ class Prediction:
             the valid-sample-weighted mean of the window probabilities.
         window_probabilities: ``[k, C]`` float32, one row per window sent.
         latency_s: wall time of the whole call (decode, windows, requests), seconds.
+        window_offsets: ``[k]`` int64, start of each window in the 16 kHz clip (samples);
+            None when the windows were sent directly.
+        window_num_samples: ``[k]`` int64, valid samples of each window (the aggregation weights).
+        top_k: with ``top_k=k``: the k most probable ``(label, probability)`` of the clip, best first.
+        window_top_k: with ``top_k=k``: per window, Triton's classification extension's
+            ``(label, logit score)`` pairs, best first (``class_count`` on ``logits``).
+        preprocess_s: seconds spent decoding, resampling and windowing.
+        infer_s: seconds spent in requests (including retries).
     """
 
     source: str
@@ -80,6 +90,12 @@ class Prediction:
     probabilities: dict[str, float]
     window_probabilities: np.ndarray
     latency_s: float
+    window_offsets: np.ndarray | None = None
+    window_num_samples: np.ndarray | None = None
+    top_k: tuple[tuple[str, float], ...] = ()
+    window_top_k: tuple[tuple[tuple[str, float], ...], ...] = ()
+    preprocess_s: float = 0.0
+    infer_s: float = 0.0
 
     @property
     def num_windows(self) -> int:
@@ -138,6 +154,185 @@ class ModelStats:
         return self.inference_count / self.execution_count if self.execution_count else 0.0
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries with exponential backoff and jitter, for transport failures only.
+
+    A call is retried only when the server could not be reached or went away
+    (gRPC ``UNAVAILABLE``, connection refused/reset/closed): never on
+    ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``INTERNAL`` or a time-out (the time-out
+    is the caller's budget). Retry ``r`` (1, 2, ...) waits
+    ``min(max_backoff_s, initial_backoff_s * multiplier**(r-1))`` times a uniform
+    factor in ``[1 - jitter, 1 + jitter]``.
+
+    Attributes:
+        max_attempts: attempts per call, the first included (1 = no retries).
+        initial_backoff_s: wait before the first retry, seconds.
+        max_backoff_s: cap on one wait, seconds.
+        multiplier: growth of the wait per retry (>= 1).
+        jitter: relative spread of each wait, in [0, 1).
+    """
+
+    max_attempts: int = 3
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if int(self.max_attempts) != self.max_attempts or self.max_attempts < 1:
+            raise ConfigError(f"max_attempts={self.max_attempts}: must be an integer >= 1 (1 = no retries)")
+        if not 0 <= self.initial_backoff_s <= self.max_backoff_s:
+            raise ConfigError(
+                f"initial_backoff_s={self.initial_backoff_s}, max_backoff_s={self.max_backoff_s}: "
+                "need 0 <= initial_backoff_s <= max_backoff_s"
+            )
+        if not self.multiplier >= 1:
+            raise ConfigError(f"multiplier={self.multiplier}: must be >= 1 (backoff never shrinks)")
+        if not 0 <= self.jitter < 1:
+            raise ConfigError(f"jitter={self.jitter}: must be in [0, 1)")
+
+    @classmethod
+    def none(cls) -> "RetryPolicy":
+        """One attempt, no retries."""
+        return cls(max_attempts=1)
+
+    def backoff_s(self, retry: int, *, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based), jitter included."""
+        base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** max(retry - 1, 0))
+        return base * (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """How the client talks to the server: TLS, extra headers, time limits.
+
+    One description for both protocols: gRPC gets ``ssl``/``root_certificates``/
+    ``private_key``/``certificate_chain`` as tritonclient takes them (file paths);
+    HTTP gets ``ssl`` and ``ssl_options`` ``{ca_certs, keyfile, certfile}`` from
+    the same files, and ``insecure`` (no certificate check) if asked.
+
+    Attributes:
+        headers: extra request headers sent with every call (auth tokens, routing).
+        ssl: use TLS (gRPC ``ssl=True``, HTTPS).
+        root_certificates: PEM file of the CA(s) to trust; None uses the system's.
+        private_key: PEM client key (mutual TLS; needs ``certificate_chain``).
+        certificate_chain: PEM client certificate chain (mutual TLS; needs ``private_key``).
+        insecure: HTTP only: do not verify the server's certificate.
+        connection_timeout_s: HTTP: time limit to connect; None = the client's ``timeout_s``.
+        network_timeout_s: HTTP: time limit of one socket read/write; None = ``timeout_s``.
+        request_timeout_s: gRPC: time limit of one call (``client_timeout``); None = ``timeout_s``.
+    """
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ssl: bool = False
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
+    insecure: bool = False
+    connection_timeout_s: float | None = None
+    network_timeout_s: float | None = None
+    request_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        headers = dict(self.headers)
+        for key, value in headers.items():
+            if not isinstance(key, str) or not _HEADER_NAME.fullmatch(key):
+                raise ConfigError(f"header name {key!r}: must be a non-empty token (letters, digits, -_.)")
+            if not isinstance(value, str) or "\n" in value or "\r" in value:
+                raise ConfigError(f"header {key!r}={value!r}: value must be a single-line string")
+        object.__setattr__(self, "headers", headers)
+        files = {"root_certificates": self.root_certificates, "private_key": self.private_key,
+                 "certificate_chain": self.certificate_chain}
+        for name, path in files.items():
+            if path is None:
+                continue
+            object.__setattr__(self, name, Path(path))
+            if not self.ssl:
+                raise ConfigError(f"{name}={str(path)!r} with ssl=False: TLS files need ssl=True")
+            if not Path(path).is_file():
+                raise ConfigError(f"{name}={str(path)!r}: no such file")
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ConfigError(
+                "private_key and certificate_chain go together (mutual TLS): "
+                f"got private_key={self.private_key}, certificate_chain={self.certificate_chain}"
+            )
+        if self.insecure and not self.ssl:
+            raise ConfigError("insecure=True with ssl=False: insecure only skips the certificate check of TLS")
+        for name in ("connection_timeout_s", "network_timeout_s", "request_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name}={value}: must be positive (seconds) or None")
+
+    def grpc_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``tritonclient.grpc[.aio].InferenceServerClient``."""
+        kw: dict[str, Any] = {"ssl": self.ssl}
+        for name in ("root_certificates", "private_key", "certificate_chain"):
+            if getattr(self, name) is not None:
+                kw[name] = str(getattr(self, name))
+        return kw
+
+    def http_client_kwargs(self, *, timeout_s: float) -> dict[str, Any]:
+        """Keyword arguments of ``tritonclient.http.InferenceServerClient`` (``timeout_s``: the default limit)."""
+        kw: dict[str, Any] = {
+            "connection_timeout": self.connection_timeout_s or timeout_s,
+            "network_timeout": self.network_timeout_s or timeout_s,
+        }
+        if self.ssl:
+            kw["ssl"] = True
+            kw["insecure"] = self.insecure
+            options = {"ca_certs": self.root_certificates, "keyfile": self.private_key, "certfile": self.certificate_chain}
+            kw["ssl_options"] = {k: str(v) for k, v in options.items() if v is not None}
+        return kw
+
+    def ssl_context(self) -> _ssl.SSLContext | None:
+        """An :class:`ssl.SSLContext` from the same files (``tritonclient.http.aio``), or None without TLS."""
+        if not self.ssl:
+            return None
+        ctx = _ssl.create_default_context(cafile=str(self.root_certificates) if self.root_certificates else None)
+        if self.certificate_chain is not None:
+            ctx.load_cert_chain(str(self.certificate_chain), str(self.private_key))
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = _ssl.CERT_NONE
+        return ctx
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+#: Exception type names (aiohttp, geventhttpclient, http.client) that mean the connection failed or broke.
+_CONNECTION_ERRORS = (
+    "HTTPConnectionClosed",
+    "RemoteDisconnected",
+    "ServerDisconnectedError",
+    "ClientConnectorError",
+    "ClientOSError",
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failed call may be retried: the server was unreachable or went away.
+
+    True for gRPC ``UNAVAILABLE`` and connection refused/reset/closed errors;
+    False for time-outs (``DEADLINE_EXCEEDED``, socket time-outs), for every
+    answer the server gave (``INVALID_ARGUMENT``, ``NOT_FOUND``, ``INTERNAL``,
+    HTTP 4xx/5xx) and for the bundle's own errors.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(exc, SerError):
+        return False
+    if isinstance(exc, InferenceServerException):
+        status = str(exc.status() or "").replace("StatusCode.", "")
+        if status == "UNAVAILABLE":
+            return True
+        text = str(exc.message() or exc).lower()
+        return not status and any(s in text for s in ("connection refused", "connection reset", "connection closed"))
+    if isinstance(exc, TimeoutError) or type(exc).__name__ == "Timeout":
+        return False
+    return isinstance(exc, ConnectionError) or type(exc).__name__ in _CONNECTION_ERRORS
+
+
 def normalize_url(url: str, *, protocol: str) -> str:
     """``host:port`` from ``host:port``, ``grpc://host:port`` or ``http://host:port[/]``.
 
@@ -194,9 +389,8 @@ def translate_error(exc: BaseException, *, url: str, model: str, protocol: str, 
         code = f"{status}: " if status else ""
         return InferenceError(f"model {model!r} at {url}: {what} failed ({code}{message})")
     if isinstance(exc, (OSError, ConnectionError, TimeoutError)) or type(exc).__name__ in (
-        "HTTPConnectionClosed",
         "Timeout",
-        "RemoteDisconnected",
+        *_CONNECTION_ERRORS,
     ):
         return ServerUnavailableError(
             f"{url}: Triton server unavailable over {protocol} during {what} ({type(exc).__name__}: {_one_line(exc)})"
@@ -204,28 +398,8 @@ def translate_error(exc: BaseException, *, url: str, model: str, protocol: str, 
     return InferenceError(f"model {model!r} at {url}: {what} failed ({type(exc).__name__}: {_one_line(exc)})")
 
 
-class SerClient:
-    """A speech-emotion client for one model on one Triton server: a context manager.
-
-    Args:
-        url: ``host:port`` of the server's gRPC or HTTP endpoint; None gives
-            ``127.0.0.1:8001`` for gRPC, ``127.0.0.1:8000`` for HTTP.
-        model: model name in the repository (``ser_int8``, ``ser_fp32``, ...).
-        protocol: ``grpc`` or ``http``.
-        timeout_s: per-call time limit (connection and request), seconds.
-        audio: refusal thresholds (max duration, silence); its ``sample_rate`` is
-            replaced by the served model's (read from the contract).
-        model_version: a version string; ``""`` lets the server pick.
-
-    Attributes:
-        contract: the served model's :class:`ModelContract` (after open).
-        max_batch_size: the model's ``max_batch_size`` (after open).
-        config: the model config as a JSON-like dict (after open).
-
-    Example:
-        >>> with SerClient("127.0.0.1:8001", model="ser_int8") as client:  # doctest: +SKIP
-        ...     print(client.classify("clip.wav").label)
-    """
+class _ClientBase:
+    """What the sync and async clients share: options, contract checks, requests, results."""
 
     def __init__(
         self,
@@ -236,6 +410,9 @@ class SerClient:
         timeout_s: float = 30.0,
         audio: AudioConfig | None = None,
         model_version: str = "",
+        retry: RetryPolicy | None = None,
+        transport: TransportOptions | None = None,
+        on_attempt: Callable[[str, int], None] | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ConfigError(f"protocol={protocol!r}: expected one of {PROTOCOLS}")
@@ -243,6 +420,10 @@ class SerClient:
             raise ConfigError(f"timeout_s={timeout_s}: must be positive (seconds)")
         if not model:
             raise ConfigError("model='': a model name is required")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"retry={retry!r}: expected a RetryPolicy")
+        if transport is not None and not isinstance(transport, TransportOptions):
+            raise ConfigError(f"transport={transport!r}: expected a TransportOptions")
         if url is None:
             url = DEFAULT_GRPC_URL if protocol == "grpc" else DEFAULT_HTTP_URL
         self.url = normalize_url(url, protocol=protocol)
@@ -250,111 +431,44 @@ class SerClient:
         self.protocol = protocol
         self.timeout_s = float(timeout_s)
         self.model_version = model_version
+        self.retry = retry or RetryPolicy()
+        self.transport = transport or TransportOptions()
+        self.on_attempt = on_attempt
         self._audio_in = audio or AudioConfig()
         self.audio: AudioConfig = self._audio_in
         self.contract: ModelContract | None = None
         self.max_batch_size: int = 0
         self.config: dict[str, Any] = {}
-        self._client = None
-        self._owner = threading.get_ident()
-        self._local = threading.local()
-        self._extra_clients: list[tuple[threading.Thread, Any]] = []
-        self._extra_lock = threading.Lock()
 
-    # --- connection ---------------------------------------------------------
-
-    def _new_transport(self):
-        if self.protocol == "grpc":
-            import tritonclient.grpc as grpcclient
-
-            return grpcclient.InferenceServerClient(self.url)
-        import tritonclient.http as httpclient
-
-        return httpclient.InferenceServerClient(
-            self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-        )
-
-    def _transport(self):
-        """The tritonclient for this thread (gRPC clients are shared; HTTP ones are not thread-safe)."""
-        if self._client is None:
-            raise ConfigError(f"SerClient({self.url!r}, model={self.model!r}) is not open: use it as a context manager")
-        if self.protocol == "grpc" or threading.get_ident() == self._owner:
-            return self._client
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._new_transport()
-            self._local.client = client
-            with self._extra_lock:
-                self._extra_clients.append((threading.current_thread(), client))
-        return client
-
-    def _close_clients_of_finished_threads(self) -> None:
-        with self._extra_lock:
-            done = [(t, c) for t, c in self._extra_clients if not t.is_alive()]
-            self._extra_clients = [(t, c) for t, c in self._extra_clients if t.is_alive()]
-        for _, client in done:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001, S110 - closing is best effort
-                pass
-
-    def _call(self, what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
-            raise translate_error(exc, url=self.url, model=self.model, protocol=self.protocol, what=what) from None
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, model={self.model!r}, protocol={self.protocol!r})"
 
     def _kw(self) -> dict[str, Any]:
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-
-    def open(self) -> "SerClient":
-        """Connect, check liveness and readiness, read and check the model's contract.
-
-        Raises:
-            ServerUnavailableError: nothing answers at ``url``.
-            ModelNotFoundError: the model is not ready; the message lists the ready ones.
-            ContractError: the config lacks the ``ser.*`` parameters or the tensors
-                ``waveform``/``num_samples`` -> ``logits``/``probabilities``.
-        """
-        if self._client is not None:
-            return self
-        try:
-            self._client = self._call("connect", self._new_transport)
-            self._owner = threading.get_ident()
-            live = self._call("liveness check", self._client.is_server_live, **self._kw())
-            if not live:
-                raise ServerUnavailableError(f"{self.url}: Triton server answers over {self.protocol} but is not live")
-            ready = self._call(
-                "readiness check", self._client.is_model_ready, self.model, self.model_version, **self._kw()
-            )
-            if not ready:
-                raise ModelNotFoundError(self._not_ready_message())
-            self.config = self._read_config()
-            self.contract = ModelContract.from_parameters(_string_parameters(self.config), model=self.model)
-            self._check_tensors()
-            self.audio = replace(self._audio_in, sample_rate=self.contract.sample_rate)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def _not_ready_message(self) -> str:
-        try:
-            index = self.repository_index()
-        except SerError:
-            index = {}
-        ready = sorted(name for name, state in index.items() if state == "READY")
-        state = index.get(self.model)
-        where = f"is {state}" if state else "is not in the repository"
-        return f"model {self.model!r} {where} at {self.url}; ready models: {ready}"
-
-    def _read_config(self) -> dict[str, Any]:
+        """Per-call keyword arguments: headers, and gRPC's per-call time limit."""
+        kw: dict[str, Any] = {"headers": dict(self.transport.headers)} if self.transport.headers else {}
         if self.protocol == "grpc":
-            raw = self._call(
-                "model config", self._client.get_model_config, self.model, self.model_version, as_json=True, **self._kw()
-            )
-            return dict(raw.get("config", raw))
-        return dict(self._call("model config", self._client.get_model_config, self.model, self.model_version))
+            kw["client_timeout"] = self.transport.request_timeout_s or self.timeout_s
+        return kw
+
+    def _translate(self, exc: BaseException, what: str) -> SerError:
+        return translate_error(exc, url=self.url, model=self.model, protocol=self.protocol, what=what)
+
+    def _attempt(self, what: str, attempt: int) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(what, attempt)
+
+    def _retry_delay(self, exc: BaseException, attempt: int) -> float | None:
+        """Seconds to wait before retrying after ``exc`` on attempt ``attempt``, or None to give up."""
+        if attempt < self.retry.max_attempts and is_retryable(exc):
+            return self.retry.backoff_s(attempt)
+        return None
+
+    def _accept_config(self, config: dict[str, Any]) -> None:
+        """Rebuild the contract from the model config and check its tensors (on open)."""
+        self.config = config
+        self.contract = ModelContract.from_parameters(_string_parameters(config), model=self.model)
+        self._check_tensors()
+        self.audio = replace(self._audio_in, sample_rate=self.contract.sample_rate)
 
     def _check_tensors(self) -> None:
         assert self.contract is not None
@@ -383,6 +497,249 @@ class SerClient:
                 f"{self.contract.num_labels} labels in ser.labels"
             )
 
+    def _config_from_raw(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(raw.get("config", raw)) if self.protocol == "grpc" else dict(raw)
+
+    def _check_top_k(self, top_k: int | None) -> int:
+        if top_k is None:
+            return 0
+        assert self.contract is not None
+        if int(top_k) != top_k or not 1 <= top_k <= self.contract.num_labels:
+            raise ConfigError(f"top_k={top_k}: must be an integer in [1, {self.contract.num_labels}] (the model's classes)")
+        return int(top_k)
+
+    def _check_windows(self, waveforms: np.ndarray, num_samples: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(waveforms, dtype=np.float32)
+        n = np.ascontiguousarray(np.asarray(num_samples, dtype=np.int64).reshape(-1, 1))
+        if x.ndim != 2 or x.shape[0] == 0 or n.shape[0] != x.shape[0]:
+            raise InferenceError(
+                f"model {self.model!r}: waveforms {tuple(x.shape)} and num_samples {tuple(np.shape(num_samples))}: "
+                "expected [k, W] and [k] or [k, 1] with k >= 1"
+            )
+        return x, n
+
+    def _request(self, x: np.ndarray, n: np.ndarray, top_k: int) -> tuple[list, list, Any]:
+        """``(inputs, outputs, tritonclient module)`` of one batched request."""
+        if self.protocol == "grpc":
+            import tritonclient.grpc as tc
+        else:
+            import tritonclient.http as tc
+        wav = tc.InferInput(INPUT_WAVEFORM, list(x.shape), "FP32")
+        ns = tc.InferInput(INPUT_NUM_SAMPLES, list(n.shape), "INT64")
+        wav.set_data_from_numpy(x)
+        ns.set_data_from_numpy(n)
+        outputs = [tc.InferRequestedOutput(OUTPUT_LOGITS, class_count=top_k), tc.InferRequestedOutput(OUTPUT_PROBABILITIES)]
+        return [wav, ns], outputs, tc
+
+    def _response(self, result: Any, batch: int, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits [b, C] float32 or classes [b, k] object, probabilities [b, C] float32)``."""
+        logits, probs = result.as_numpy(OUTPUT_LOGITS), result.as_numpy(OUTPUT_PROBABILITIES)
+        if logits is None or probs is None or probs.shape[0] != batch:
+            raise ContractError(
+                f"model {self.model!r} at {self.url}: response lacks {OUTPUT_LOGITS!r}/{OUTPUT_PROBABILITIES!r} "
+                f"of batch {batch}"
+            )
+        if top_k:
+            return logits.reshape(batch, -1), probs.astype(np.float32, copy=False)
+        return logits.astype(np.float32, copy=False), probs.astype(np.float32, copy=False)
+
+    def _prepare(self, source: AudioSource, sample_rate: int | None, name: str | None) -> tuple[str | None, Windows]:
+        assert self.contract is not None
+        label = name or (str(source) if isinstance(source, (str, Path)) else None)
+        y = load_audio(source, sample_rate=sample_rate, config=self.audio, name=label)
+        windows = make_windows(y, window_samples=self.contract.window_samples, hop_samples=self.contract.hop_samples)
+        return label, windows
+
+    def _prediction(
+        self, source: AudioSource, label: str | None, windows: Windows, probs: np.ndarray, classes: np.ndarray | None,
+        *, top_k: int, t0: float, t_pre: float,
+    ) -> Prediction:
+        assert self.contract is not None
+        p = aggregate(probs, windows.num_samples)
+        best = int(np.argmax(p))
+        labels = self.contract.labels
+        order = np.argsort(-p, kind="stable")[:top_k] if top_k else []
+        now = time.perf_counter()
+        return Prediction(
+            source=label or ("<bytes>" if isinstance(source, bytes) else "<array>"),
+            label=labels[best],
+            confidence=float(p[best]),
+            probabilities={lab: float(v) for lab, v in zip(labels, p, strict=True)},
+            window_probabilities=probs,
+            latency_s=now - t0,
+            window_offsets=windows.offsets,
+            window_num_samples=windows.num_samples,
+            top_k=tuple((labels[int(i)], float(p[int(i)])) for i in order),
+            window_top_k=tuple(parse_classification(row, model=self.model) for row in classes) if classes is not None else (),
+            preprocess_s=t_pre - t0,
+            infer_s=now - t_pre,
+        )
+
+    @staticmethod
+    def _source_name(index: int, source: AudioSource) -> str:
+        return str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__} #{index}>"
+
+    @staticmethod
+    def _failed(index: int, name: str, exc: BaseException) -> ClassifyResult:
+        if isinstance(exc, SerError):
+            return ClassifyResult(index, name, error=exc)
+        return ClassifyResult(index, name, error=InferenceError(f"{name}: {type(exc).__name__}: {_one_line(exc)}"))
+
+
+def parse_classification(row: Iterable[Any], *, model: str = "model") -> tuple[tuple[str, float], ...]:
+    """Parse one window's classification-extension strings ``b"score:index:label"`` into ``(label, score)``.
+
+    Raises:
+        ContractError: an entry is not ``score:index:label`` (the label may contain ``:``).
+    """
+    out = []
+    for entry in row:
+        text = entry.decode("utf-8") if isinstance(entry, bytes) else str(entry)
+        score, _, rest = text.partition(":")
+        _, _, label = rest.partition(":")
+        try:
+            out.append((label, float(score)))
+        except ValueError:
+            raise ContractError(f"model {model!r}: classification entry {text!r} is not 'score:index:label'") from None
+        if not label:
+            raise ContractError(f"model {model!r}: classification entry {text!r} has no label (label_filename unset?)")
+    return tuple(out)
+
+
+class SerClient(_ClientBase):
+    """A speech-emotion client for one model on one Triton server: a context manager.
+
+    Args:
+        url: ``host:port`` of the server's gRPC or HTTP endpoint; None gives
+            ``127.0.0.1:8001`` for gRPC, ``127.0.0.1:8000`` for HTTP.
+        model: model name in the repository (``ser_int8``, ``ser_fp32``, ...).
+        protocol: ``grpc`` or ``http``.
+        timeout_s: per-call time limit (connection and request), seconds; the
+            ``transport`` time limits override it where set.
+        audio: refusal thresholds (max duration, silence); its ``sample_rate`` is
+            replaced by the served model's (read from the contract).
+        model_version: a version string; ``""`` lets the server pick.
+        retry: retries on UNAVAILABLE/connection errors (default ``RetryPolicy()``:
+            3 attempts, 0.1 s then 0.2 s backoff, ±20 % jitter); ``RetryPolicy.none()`` turns them off.
+        transport: TLS, extra headers and time limits (:class:`TransportOptions`).
+        on_attempt: called as ``on_attempt(what, attempt)`` before every attempt of
+            every call (``what``: ``"infer"``, ``"liveness check"``...; attempt 1, 2...).
+
+    Attributes:
+        contract: the served model's :class:`ModelContract` (after open).
+        max_batch_size: the model's ``max_batch_size`` (after open).
+        config: the model config as a JSON-like dict (after open).
+
+    Example:
+        >>> with SerClient("127.0.0.1:8001", model="ser_int8") as client:  # doctest: +SKIP
+        ...     print(client.classify("clip.wav").label)
+    """
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._client = None
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self._extra_clients: list[tuple[threading.Thread, Any]] = []
+        self._extra_lock = threading.Lock()
+
+    # --- connection ---------------------------------------------------------
+
+    def _new_transport(self):
+        if self.protocol == "grpc":
+            import tritonclient.grpc as grpcclient
+
+            return grpcclient.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs())
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(self.url, **self.transport.http_client_kwargs(timeout_s=self.timeout_s))
+
+    def _transport(self):
+        """The tritonclient for this thread (gRPC clients are shared; HTTP ones are not thread-safe)."""
+        if self._client is None:
+            raise ConfigError(f"SerClient({self.url!r}, model={self.model!r}) is not open: use it as a context manager")
+        if self.protocol == "grpc" or threading.get_ident() == self._owner:
+            return self._client
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._new_transport()
+            self._local.client = client
+            with self._extra_lock:
+                self._extra_clients.append((threading.current_thread(), client))
+        return client
+
+    def _close_clients_of_finished_threads(self) -> None:
+        with self._extra_lock:
+            done = [(t, c) for t, c in self._extra_clients if not t.is_alive()]
+            self._extra_clients = [(t, c) for t, c in self._extra_clients if t.is_alive()]
+        for _, client in done:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001, S110 - closing is best effort
+                pass
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, retried per :attr:`retry` on transport failures, errors translated."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self._attempt(what, attempt)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
+                delay = self._retry_delay(exc, attempt)
+                if delay is None:
+                    raise self._translate(exc, what) from None
+            time.sleep(delay)
+
+    def open(self) -> "SerClient":
+        """Connect, check liveness and readiness, read and check the model's contract.
+
+        Connection failures are retried per :attr:`retry` (a server still starting is waited for).
+
+        Raises:
+            ServerUnavailableError: nothing answers at ``url``.
+            ModelNotFoundError: the model is not ready; the message lists the ready ones.
+            ContractError: the config lacks the ``ser.*`` parameters or the tensors
+                ``waveform``/``num_samples`` -> ``logits``/``probabilities``.
+        """
+        if self._client is not None:
+            return self
+        try:
+            try:
+                self._client = self._new_transport()
+            except Exception as exc:  # noqa: BLE001 - bad TLS files and the like
+                raise self._translate(exc, "connect") from None
+            self._owner = threading.get_ident()
+            live = self._call("liveness check", self._client.is_server_live, **self._kw())
+            if not live:
+                raise ServerUnavailableError(f"{self.url}: Triton server answers over {self.protocol} but is not live")
+            ready = self._call(
+                "readiness check", self._client.is_model_ready, self.model, self.model_version, **self._kw()
+            )
+            if not ready:
+                raise ModelNotFoundError(self._not_ready_message())
+            self._accept_config(self._read_config())
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _not_ready_message(self) -> str:
+        try:
+            index = self.repository_index()
+        except SerError:
+            index = {}
+        ready = sorted(name for name, state in index.items() if state == "READY")
+        state = index.get(self.model)
+        where = f"is {state}" if state else "is not in the repository"
+        return f"model {self.model!r} {where} at {self.url}; ready models: {ready}"
+
+    def _read_config(self) -> dict[str, Any]:
+        extra = {"as_json": True} if self.protocol == "grpc" else {}
+        raw = self._call("model config", self._client.get_model_config, self.model, self.model_version, **extra, **self._kw())
+        return self._config_from_raw(raw)
+
     def close(self) -> None:
         """Close the connections; safe to call twice.
 
@@ -406,9 +763,6 @@ class SerClient:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"SerClient({self.url!r}, model={self.model!r}, protocol={self.protocol!r})"
-
     # --- server information ---------------------------------------------------
 
     def repository_index(self) -> dict[str, str]:
@@ -419,7 +773,7 @@ class SerClient:
                 raw = self._call("repository index", client.get_model_repository_index, as_json=True, **self._kw())
                 models = raw.get("models", [])
             else:
-                models = self._call("repository index", client.get_model_repository_index)
+                models = self._call("repository index", client.get_model_repository_index, **self._kw())
             return {m["name"]: m.get("state", "") for m in models}
         finally:
             if client is not self._client:
@@ -428,10 +782,8 @@ class SerClient:
     def statistics(self) -> ModelStats:
         """Cumulative inference statistics of the model (all versions summed)."""
         client = self._transport()
-        if self.protocol == "grpc":
-            raw = self._call("statistics", client.get_inference_statistics, self.model, as_json=True, **self._kw())
-        else:
-            raw = self._call("statistics", client.get_inference_statistics, self.model)
+        extra = {"as_json": True} if self.protocol == "grpc" else {}
+        raw = self._call("statistics", client.get_inference_statistics, self.model, **extra, **self._kw())
         return _model_stats(self.model, raw)
 
     # --- inference -------------------------------------------------------------
@@ -450,46 +802,35 @@ class SerClient:
 
         Raises:
             InferenceError: the server refused (shape, dtype...) or failed the request.
-            ServerUnavailableError: the server went away.
+            ServerUnavailableError: the server went away (after the retries).
         """
         self._transport()  # raises if not open
-        x = np.ascontiguousarray(waveforms, dtype=np.float32)
-        n = np.ascontiguousarray(np.asarray(num_samples, dtype=np.int64).reshape(-1, 1))
-        if x.ndim != 2 or x.shape[0] == 0 or n.shape[0] != x.shape[0]:
-            raise InferenceError(
-                f"model {self.model!r}: waveforms {tuple(x.shape)} and num_samples {tuple(np.shape(num_samples))}: "
-                "expected [k, W] and [k] or [k, 1] with k >= 1"
-            )
-        logits, probs = [], []
+        return self._infer_all(*self._check_windows(waveforms, num_samples), top_k=0)
+
+    def _infer_all(self, x: np.ndarray, n: np.ndarray, *, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        first, probs = [], []
         for start in range(0, x.shape[0], self.max_batch_size):
-            lg, pr = self._infer_batch(x[start : start + self.max_batch_size], n[start : start + self.max_batch_size])
-            logits.append(lg)
-            probs.append(pr)
-        return np.concatenate(logits), np.concatenate(probs)
+            a, b = self._infer_batch(x[start : start + self.max_batch_size], n[start : start + self.max_batch_size], top_k)
+            first.append(a)
+            probs.append(b)
+        return np.concatenate(first), np.concatenate(probs)
 
-    def _infer_batch(self, x: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _infer_batch(self, x: np.ndarray, n: np.ndarray, top_k: int = 0) -> tuple[np.ndarray, np.ndarray]:
         client = self._transport()
-        if self.protocol == "grpc":
-            import tritonclient.grpc as tc
-        else:
-            import tritonclient.http as tc
-        wav = tc.InferInput(INPUT_WAVEFORM, list(x.shape), "FP32")
-        ns = tc.InferInput(INPUT_NUM_SAMPLES, list(n.shape), "INT64")
-        wav.set_data_from_numpy(x)
-        ns.set_data_from_numpy(n)
-        outputs = [tc.InferRequestedOutput(OUTPUT_LOGITS), tc.InferRequestedOutput(OUTPUT_PROBABILITIES)]
+        inputs, outputs, _ = self._request(x, n, top_k)
         result = self._call(
-            "infer", client.infer, self.model, [wav, ns], model_version=self.model_version, outputs=outputs, **self._kw()
+            "infer", client.infer, self.model, inputs, model_version=self.model_version, outputs=outputs, **self._kw()
         )
-        logits, probs = result.as_numpy(OUTPUT_LOGITS), result.as_numpy(OUTPUT_PROBABILITIES)
-        if logits is None or probs is None or probs.shape[0] != x.shape[0]:
-            raise ContractError(
-                f"model {self.model!r} at {self.url}: response lacks {OUTPUT_LOGITS!r}/{OUTPUT_PROBABILITIES!r} "
-                f"of batch {x.shape[0]}"
-            )
-        return logits.astype(np.float32, copy=False), probs.astype(np.float32, copy=False)
+        return self._response(result, x.shape[0], top_k)
 
-    def classify(self, source: AudioSource, *, sample_rate: int | None = None, name: str | None = None) -> Prediction:
+    def classify(
+        self,
+        source: AudioSource,
+        *,
+        sample_rate: int | None = None,
+        name: str | None = None,
+        top_k: int | None = None,
+    ) -> Prediction:
         """Classify one clip.
 
         Args:
@@ -497,6 +838,8 @@ class SerClient:
                 ``[n, channels]`` (float in [-1, 1] or integer PCM).
             sample_rate: the array's rate in Hz (arrays only).
             name: how results and errors refer to the source (default: the path).
+            top_k: also ask Triton's classification extension for the k best classes of
+                each window (``Prediction.window_top_k``) and fill ``Prediction.top_k``.
 
         Returns:
             :class:`Prediction`.
@@ -504,25 +847,15 @@ class SerClient:
         Raises:
             AudioError: the audio is unreadable, empty, non-finite, silent or too long.
             InferenceError, ServerUnavailableError: the request failed.
+            ConfigError: ``top_k`` outside ``[1, C]``.
         """
         self._transport()  # raises if not open
-        assert self.contract is not None
+        k = self._check_top_k(top_k)
         t0 = time.perf_counter()
-        label = name or (str(source) if isinstance(source, (str, Path)) else None)
-        y = load_audio(source, sample_rate=sample_rate, config=self.audio, name=label)
-        windows = make_windows(y, window_samples=self.contract.window_samples, hop_samples=self.contract.hop_samples)
-        _, probs = self.infer_windows(windows.waveforms, windows.num_samples)
-        p = aggregate(probs, windows.num_samples)
-        best = int(np.argmax(p))
-        labels = self.contract.labels
-        return Prediction(
-            source=label or ("<bytes>" if isinstance(source, bytes) else "<array>"),
-            label=labels[best],
-            confidence=float(p[best]),
-            probabilities={lab: float(v) for lab, v in zip(labels, p, strict=True)},
-            window_probabilities=probs,
-            latency_s=time.perf_counter() - t0,
-        )
+        label, windows = self._prepare(source, sample_rate, name)
+        t_pre = time.perf_counter()
+        first, probs = self._infer_all(*self._check_windows(windows.waveforms, windows.num_samples), top_k=k)
+        return self._prediction(source, label, windows, probs, first if k else None, top_k=k, t0=t0, t_pre=t_pre)
 
     def classify_many(
         self,
@@ -530,6 +863,7 @@ class SerClient:
         *,
         concurrency: int = 8,
         sample_rate: int | None = None,
+        top_k: int | None = None,
     ) -> Iterator[ClassifyResult]:
         """Classify many clips with up to ``concurrency`` requests in flight.
 
@@ -542,20 +876,22 @@ class SerClient:
             sources: paths, encoded bytes or arrays (arrays need ``sample_rate``).
             concurrency: worker threads, each with one request in flight (>= 1).
             sample_rate: the arrays' rate in Hz.
+            top_k: as in :meth:`classify`.
 
         Returns:
             An iterator of :class:`ClassifyResult`, one per source, in input order.
 
         Raises:
-            ConfigError: ``concurrency < 1`` or the client is not open (raised at once).
+            ConfigError: ``concurrency < 1``, a bad ``top_k`` or the client is not open (raised at once).
         """
         if concurrency < 1:
             raise ConfigError(f"concurrency={concurrency}: must be >= 1")
         self._transport()  # raises now, not at the first next(), if not open
-        return self._classify_many(iter(enumerate(sources)), concurrency=concurrency, sample_rate=sample_rate)
+        self._check_top_k(top_k)
+        return self._classify_many(iter(enumerate(sources)), concurrency=concurrency, sample_rate=sample_rate, top_k=top_k)
 
     def _classify_many(
-        self, it: Iterator[tuple[int, AudioSource]], *, concurrency: int, sample_rate: int | None
+        self, it: Iterator[tuple[int, AudioSource]], *, concurrency: int, sample_rate: int | None, top_k: int | None
     ) -> Iterator[ClassifyResult]:
         pending: deque[Future] = deque()
         try:
@@ -566,7 +902,7 @@ class SerClient:
                         i, src = next(it)
                     except StopIteration:
                         return False
-                    pending.append(pool.submit(self._classify_result, i, src, sample_rate))
+                    pending.append(pool.submit(self._classify_result, i, src, sample_rate, top_k))
                     return True
 
                 try:
@@ -583,14 +919,179 @@ class SerClient:
         finally:
             self._close_clients_of_finished_threads()  # the HTTP clients of the pool's threads
 
-    def _classify_result(self, index: int, source: AudioSource, sample_rate: int | None) -> ClassifyResult:
-        name = str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__} #{index}>"
+    def _classify_result(self, index: int, source: AudioSource, sample_rate: int | None, top_k: int | None = None) -> ClassifyResult:
+        name = self._source_name(index, source)
         try:
-            return ClassifyResult(index, name, prediction=self.classify(source, sample_rate=sample_rate, name=name))
-        except SerError as exc:
-            return ClassifyResult(index, name, error=exc)
+            return ClassifyResult(index, name, prediction=self.classify(source, sample_rate=sample_rate, name=name, top_k=top_k))
         except Exception as exc:  # noqa: BLE001 - reported per file, never kills the batch
-            return ClassifyResult(index, name, error=InferenceError(f"{name}: {type(exc).__name__}: {_one_line(exc)}"))
+            return self._failed(index, name, exc)
+
+
+class AsyncSerClient(_ClientBase):
+    """The asyncio twin of :class:`SerClient` (``tritonclient.grpc.aio`` / ``tritonclient.http.aio``).
+
+    Same arguments, contract checks, retries and results; ``open``, ``close``,
+    ``classify``, ``classify_many``, ``infer_windows`` and ``statistics`` are
+    coroutines, and it is an async context manager. Decoding and resampling run
+    in worker threads (``asyncio.to_thread``) so they do not block the event loop.
+
+    Example:
+        >>> async with AsyncSerClient("127.0.0.1:8001") as client:  # doctest: +SKIP
+        ...     results = await client.classify_many(paths, concurrency=16)
+    """
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._client = None
+
+    def _new_transport(self):
+        if self.protocol == "grpc":
+            import tritonclient.grpc.aio as grpcaio
+
+            return grpcaio.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs())
+        import tritonclient.http.aio as httpaio
+
+        return httpaio.InferenceServerClient(
+            self.url,
+            conn_timeout=self.transport.connection_timeout_s or self.timeout_s,
+            ssl=self.transport.ssl,
+            ssl_context=self.transport.ssl_context(),
+        )
+
+    def _require_open(self):
+        if self._client is None:
+            raise ConfigError(f"AsyncSerClient({self.url!r}, model={self.model!r}) is not open: use `async with`")
+        return self._client
+
+    async def _call(self, what: str, fn, *args, **kwargs):
+        import asyncio
+
+        attempt = 0
+        while True:
+            attempt += 1
+            self._attempt(what, attempt)
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
+                delay = self._retry_delay(exc, attempt)
+                if delay is None:
+                    raise self._translate(exc, what) from None
+            await asyncio.sleep(delay)
+
+    async def open(self) -> "AsyncSerClient":
+        """As :meth:`SerClient.open`."""
+        if self._client is not None:
+            return self
+        try:
+            try:
+                self._client = self._new_transport()
+            except Exception as exc:  # noqa: BLE001
+                raise self._translate(exc, "connect") from None
+            if not await self._call("liveness check", self._client.is_server_live, **self._kw()):
+                raise ServerUnavailableError(f"{self.url}: Triton server answers over {self.protocol} but is not live")
+            if not await self._call("readiness check", self._client.is_model_ready, self.model, self.model_version, **self._kw()):
+                raise ModelNotFoundError(f"model {self.model!r} is not ready at {self.url}")
+            extra = {"as_json": True} if self.protocol == "grpc" else {}
+            raw = await self._call("model config", self._client.get_model_config, self.model, self.model_version, **extra, **self._kw())
+            self._accept_config(self._config_from_raw(raw))
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001, S110 - closing is best effort
+                pass
+
+    async def __aenter__(self) -> "AsyncSerClient":
+        return await self.open()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def statistics(self) -> ModelStats:
+        """As :meth:`SerClient.statistics`."""
+        client = self._require_open()
+        extra = {"as_json": True} if self.protocol == "grpc" else {}
+        raw = await self._call("statistics", client.get_inference_statistics, self.model, **extra, **self._kw())
+        return _model_stats(self.model, raw)
+
+    async def infer_windows(self, waveforms: np.ndarray, num_samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`SerClient.infer_windows`; the batches of one call are sent concurrently."""
+        self._require_open()
+        return await self._infer_all(*self._check_windows(waveforms, num_samples), top_k=0)
+
+    async def _infer_all(self, x: np.ndarray, n: np.ndarray, *, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        import asyncio
+
+        step = self.max_batch_size
+        parts = await asyncio.gather(*(self._infer_batch(x[s : s + step], n[s : s + step], top_k) for s in range(0, x.shape[0], step)))
+        return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+
+    async def _infer_batch(self, x: np.ndarray, n: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        client = self._require_open()
+        inputs, outputs, _ = self._request(x, n, top_k)
+        result = await self._call(
+            "infer", client.infer, self.model, inputs, model_version=self.model_version, outputs=outputs, **self._kw()
+        )
+        return self._response(result, x.shape[0], top_k)
+
+    async def classify(
+        self,
+        source: AudioSource,
+        *,
+        sample_rate: int | None = None,
+        name: str | None = None,
+        top_k: int | None = None,
+    ) -> Prediction:
+        """As :meth:`SerClient.classify`."""
+        import asyncio
+
+        self._require_open()
+        k = self._check_top_k(top_k)
+        t0 = time.perf_counter()
+        label, windows = await asyncio.to_thread(self._prepare, source, sample_rate, name)
+        t_pre = time.perf_counter()
+        first, probs = await self._infer_all(*self._check_windows(windows.waveforms, windows.num_samples), top_k=k)
+        return self._prediction(source, label, windows, probs, first if k else None, top_k=k, t0=t0, t_pre=t_pre)
+
+    async def classify_many(
+        self,
+        sources: Iterable[AudioSource],
+        *,
+        concurrency: int = 8,
+        sample_rate: int | None = None,
+        top_k: int | None = None,
+    ) -> list[ClassifyResult]:
+        """Classify many clips with up to ``concurrency`` clips in flight (a semaphore over ``asyncio.gather``).
+
+        Returns:
+            One :class:`ClassifyResult` per source, in input order; failures are
+            reported in the result, not raised.
+        """
+        import asyncio
+
+        if concurrency < 1:
+            raise ConfigError(f"concurrency={concurrency}: must be >= 1")
+        self._require_open()
+        self._check_top_k(top_k)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(index: int, source: AudioSource) -> ClassifyResult:
+            name = self._source_name(index, source)
+            async with gate:
+                try:
+                    pred = await self.classify(source, sample_rate=sample_rate, name=name, top_k=top_k)
+                except Exception as exc:  # noqa: BLE001 - reported per file
+                    return self._failed(index, name, exc)
+            return ClassifyResult(index, name, prediction=pred)
+
+        return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(sources))))
 
 
 def _string_parameters(config: Mapping[str, Any]) -> dict[str, str]:
@@ -629,10 +1130,15 @@ def _model_stats(model: str, raw: Mapping[str, Any]) -> ModelStats:
 
 
 __all__ = [
+    "AsyncSerClient",
     "ClassifyResult",
     "ModelStats",
     "Prediction",
+    "RetryPolicy",
     "SerClient",
+    "TransportOptions",
+    "is_retryable",
     "normalize_url",
+    "parse_classification",
     "translate_error",
 ]

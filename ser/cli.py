@@ -10,7 +10,6 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -124,26 +123,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """`ser predict`: classify files through a server; exit 1 if any failed."""
-    from client.triton_client import SerClient
+    """`ser predict`: classify files and directories through a server; exit 1 if any file failed."""
+    from client.audio import AudioConfig
+    from client.batch import find_audio, predict_files
+    from client.errors import ConfigError
+    from client.triton_client import RetryPolicy, SerClient, TransportOptions
 
-    failures = 0
-    with SerClient(args.url, model=args.model, protocol=args.protocol, timeout_s=args.timeout_s) as client:
-        for path in args.files:
-            try:
-                pred = client.classify(path)
-            except SerError as exc:
-                failures += 1
-                print(f"error: {exc}", file=sys.stderr)
-                continue
-            if args.json:
-                print(json.dumps({"file": str(path), "label": pred.label, "confidence": round(pred.confidence, 6),
-                                  "probabilities": {k: round(v, 6) for k, v in pred.probabilities.items()},
-                                  "windows": int(len(pred.window_probabilities)), "latency_s": round(pred.latency_s, 6)}))
-            else:
-                top = ", ".join(f"{k}={v:.2f}" for k, v in sorted(pred.probabilities.items(), key=lambda kv: -kv[1])[:3])
-                print(f"{path}\t{pred.label}\t{pred.confidence:.3f}\t[{top}]")
-    return 1 if failures else 0
+    headers = {}
+    for item in args.header:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--header {item!r}: expected KEY=VALUE")
+        headers[key.strip()] = value
+    transport = TransportOptions(
+        headers=headers, ssl=args.tls, root_certificates=args.tls_root_certs, private_key=args.tls_private_key,
+        certificate_chain=args.tls_cert_chain, insecure=args.tls_insecure, request_timeout_s=args.request_timeout_s,
+        network_timeout_s=args.request_timeout_s,
+    )
+    retry = RetryPolicy(max_attempts=args.retries + 1, initial_backoff_s=args.retry_backoff_s,
+                        max_backoff_s=max(args.retry_backoff_s, args.retry_max_backoff_s))
+    fmt = "jsonl" if args.json and args.format is None else args.format
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    files = find_audio(args.files)
+    with SerClient(args.url, model=args.model, protocol=args.protocol, timeout_s=args.timeout_s, retry=retry,
+                   transport=transport, audio=AudioConfig(max_duration_s=args.max_duration_s)) as client:
+        summary = predict_files(client, files, output=args.output, fmt=fmt, resume=args.resume,
+                                concurrency=args.concurrency, top_k=args.top_k, progress=progress)
+    if summary.failed:
+        print(f"error: {summary.failed} of {summary.total} files failed"
+              + (f" (rows with ok=false in {args.output})" if args.output else ""), file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 # --- bench ------------------------------------------------------------------------
@@ -154,6 +163,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from export.bench import config_from_args, run_bench
 
     run_bench(config_from_args(args))
+    return 0
+
+
+# --- bench-client -----------------------------------------------------------------
+
+
+def cmd_bench_client(args: argparse.Namespace) -> int:
+    """`ser bench-client`: preprocessing vs served latency, directory-mode clips/s (starts a server with --repository)."""
+    import contextlib
+
+    from client.bench import config_from_args, run_client_bench
+    from client.triton_client import SerClient
+
+    config = config_from_args(args)
+    with contextlib.ExitStack() as stack:
+        url = args.url
+        if args.repository is not None:
+            from deploy.local_triton import LocalTriton
+
+            server = stack.enter_context(LocalTriton(args.repository))
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+        client = stack.enter_context(SerClient(url, model=args.model, protocol=args.protocol))
+        run_client_bench(client, config)
     return 0
 
 
@@ -245,13 +277,30 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--metrics-port", type=int, default=8002)
     sv.set_defaults(func=cmd_serve)
 
-    pr = sub.add_parser("predict", help="classify audio files through a running Triton server")
-    pr.add_argument("files", nargs="+", type=Path, help="audio files (wav, flac, ogg; others with ffmpeg)")
+    pr = sub.add_parser("predict", help="classify audio files and directories through a running Triton server")
+    pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with ffmpeg)")
     pr.add_argument("--url", default=None, help="server address HOST:PORT (default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
     pr.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     pr.add_argument("--model", default="ser_int8", help="model name (default: ser_int8)")
-    pr.add_argument("--timeout-s", type=float, default=30.0)
-    pr.add_argument("--json", action="store_true", help="one JSON object per line")
+    pr.add_argument("--timeout-s", type=float, default=30.0, help="time limit of each call, s (default: 30)")
+    pr.add_argument("--request-timeout-s", type=float, default=None, help="per-request limit (gRPC client_timeout, HTTP network timeout); default: --timeout-s")
+    pr.add_argument("--json", action="store_true", help="same as --format jsonl")
+    pr.add_argument("--format", choices=["jsonl", "csv", "text"], default=None, help="default: text on stdout; csv for --output *.csv, else jsonl")
+    pr.add_argument("--output", "-o", type=Path, default=None, help="write rows here (flushed per row) instead of stdout")
+    pr.add_argument("--resume", action="store_true", help="keep the rows already in --output and classify only the missing files")
+    pr.add_argument("--concurrency", type=_positive_int, default=4, help="files in flight (default: 4); the server's dynamic batcher merges them")
+    pr.add_argument("--top-k", type=_positive_int, default=None, help="add the k best classes (Triton's classification extension)")
+    pr.add_argument("--max-duration-s", type=float, default=600.0, help="refuse longer files, checked before decoding (default: 600)")
+    pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: when stderr is a terminal)")
+    pr.add_argument("--retries", type=int, default=2, help="retries on UNAVAILABLE/connection errors, never on refused requests (default: 2)")
+    pr.add_argument("--retry-backoff-s", type=float, default=0.1, help="first retry wait, doubled each retry, ±20%% jitter (default: 0.1)")
+    pr.add_argument("--retry-max-backoff-s", type=float, default=2.0, help="cap on one retry wait (default: 2)")
+    pr.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="extra request header (repeatable)")
+    pr.add_argument("--tls", action="store_true", help="use TLS (gRPC ssl / HTTPS)")
+    pr.add_argument("--tls-root-certs", type=Path, default=None, help="PEM CA file to trust (with --tls)")
+    pr.add_argument("--tls-private-key", type=Path, default=None, help="PEM client key for mutual TLS (with --tls-cert-chain)")
+    pr.add_argument("--tls-cert-chain", type=Path, default=None, help="PEM client certificate chain for mutual TLS")
+    pr.add_argument("--tls-insecure", action="store_true", help="HTTP: skip the server certificate check")
     pr.set_defaults(func=cmd_predict)
 
     from export.bench import add_bench_arguments  # argparse only: no torch, numpy or onnxruntime
@@ -259,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(sub.add_parser(
         "bench", help="in-process benchmark: model shapes x runners (ORT fp32/int8 presets, PyTorch fp32/int8/fp16) x batch sizes"
     )).set_defaults(func=cmd_bench)
+
+    from client.bench import add_arguments as add_client_bench_arguments  # numpy only, no server
+
+    bc = add_client_bench_arguments(sub.add_parser(
+        "bench-client", help="client benchmark: preprocessing cost vs served latency per 2.5 s clip, directory-mode clips/s"
+    ))
+    bc.add_argument("--repository", type=Path, default=None, help="start the local tritonserver on this repository for the run (instead of --url)")
+    bc.set_defaults(func=cmd_bench_client)
 
     lt = sub.add_parser("loadtest", help="Locust load test: throughput, latency percentiles, executed batch size; gates set the exit code")
     target = lt.add_mutually_exclusive_group(required=True)

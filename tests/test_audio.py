@@ -129,3 +129,20 @@ def test_the_client_package_imports_neither_torch_nor_transformers():
         "sys.exit(1 if bad else 0)\n"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_mp3_decodes_through_libsndfile_without_ffmpeg(tmp_path):
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile has no MP3 support")
+    y = tone(0.5, sr=44_100)
+    sf.write(tmp_path / "x.mp3", y, 44_100, format="MP3")
+    out = load_audio(tmp_path / "x.mp3")
+    assert abs(len(out) - SR // 2) < 0.05 * SR and 0.3 < np.abs(out).max() < 0.7
+
+
+@pytest.mark.skipif(__import__("shutil").which("ffmpeg") is None, reason="needs ffmpeg (not installed by make/CI)")
+def test_m4a_decodes_through_ffmpeg_when_it_is_present(tmp_path):
+    sf.write(tmp_path / "x.wav", tone(0.5), SR)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(tmp_path / "x.wav"), str(tmp_path / "x.m4a")], check=True)
+    out = load_audio(tmp_path / "x.m4a")
+    assert abs(len(out) - SR // 2) < 0.1 * SR and 0.3 < np.abs(out).max() < 0.7

@@ -108,3 +108,13 @@ def test_every_audio_error_is_a_ser_error_with_a_one_line_message(tmp_path):
     with pytest.raises(SerError) as info:
         load_audio(path)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(__import__("shutil").which("ffmpeg") is not None, reason="ffmpeg is installed: the decoder is not missing")
+def test_an_m4a_without_ffmpeg_names_the_missing_decoder(tmp_path):
+    path = tmp_path / "voice.m4a"
+    path.write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A isommp42" + bytes(512))  # an MP4 header, no decoder here
+    with pytest.raises(AudioDecodeError) as info:
+        load_audio(path)
+    text = str(info.value)
+    assert str(path) in text and "no decoder" in text and "ffmpeg" in text and "\n" not in text

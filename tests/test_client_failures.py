@@ -205,3 +205,64 @@ def test_tritonclient_errors_map_onto_the_hierarchy():
     err = translate_error(InferenceServerException("a\nb", status="StatusCode.INTERNAL"), url="h:1", model="m", protocol="grpc", what="infer")
     assert isinstance(err, SerError) and "\n" not in str(err)
     assert issubclass(AudioDecodeError, AudioError)
+
+
+# --- retry, transport and directory-mode options ----------------------------------------
+
+
+def test_bad_retry_and_transport_options_are_config_errors_naming_the_value(tmp_path):
+    from client.triton_client import RetryPolicy, TransportOptions
+
+    for kwargs, match in (
+        (dict(max_attempts=0), "max_attempts=0"),
+        (dict(max_attempts=2.5), "max_attempts=2.5"),
+        (dict(initial_backoff_s=3, max_backoff_s=1), "initial_backoff_s=3"),
+        (dict(multiplier=0.5), "multiplier=0.5"),
+        (dict(jitter=1.0), "jitter=1.0"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            RetryPolicy(**kwargs)
+    key = tmp_path / "key.pem"
+    key.write_text("x")
+    for kwargs, match in (
+        (dict(root_certificates=key), "ssl=False"),
+        (dict(ssl=True, root_certificates=tmp_path / "nope.pem"), "nope.pem.*no such file"),
+        (dict(ssl=True, private_key=key), "go together"),
+        (dict(insecure=True), "insecure"),
+        (dict(headers={"bad header": "v"}), "header name"),
+        (dict(headers={"x-a": "line\nbreak"}), "single-line"),
+        (dict(request_timeout_s=0), "request_timeout_s=0"),
+    ):
+        with pytest.raises(ConfigError, match=match) as info:
+            TransportOptions(**kwargs)
+        _one_line(info.value)
+    with pytest.raises(ConfigError, match="RetryPolicy"):
+        SerClient("127.0.0.1:8001", retry=3)
+
+
+def test_directory_mode_refuses_what_it_cannot_resume_or_find(int8_client, tmp_path):
+    from client.batch import find_audio, predict_files
+
+    with pytest.raises(ConfigError, match="no audio files"):
+        find_audio([tmp_path])
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(b"")
+    with pytest.raises(ConfigError, match="needs an output file"):
+        predict_files(int8_client, [clip], resume=True)
+    bad = tmp_path / "out.jsonl"
+    bad.write_text("this is not json\n")
+    with pytest.raises(ConfigError, match="line 1 is not a JSON row"):
+        predict_files(int8_client, [clip], output=bad, resume=True)
+    other = tmp_path / "out.csv"
+    other.write_text("file,ok,label\n")
+    with pytest.raises(ConfigError, match="CSV columns"):
+        predict_files(int8_client, [clip], output=other, resume=True)
+    with pytest.raises(ConfigError, match="format='text'"):
+        predict_files(int8_client, [clip], output=tmp_path / "x.txt", fmt="text")
+
+
+def test_the_cli_refuses_a_malformed_header_in_one_line(serving_clips):
+    from tests.test_cli import assert_one_line_error, ser
+
+    proc = ser("predict", str(serving_clips["short"]), "--header", "no-equals-sign")
+    assert_one_line_error(proc, "--header 'no-equals-sign': expected KEY=VALUE")

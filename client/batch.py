@@ -1,0 +1,250 @@
+"""Directory mode: classify many files, write results incrementally, resume after an interruption.
+
+What ``ser predict DIR_OR_FILES --concurrency N --output FILE [--resume]`` runs:
+
+* :func:`find_audio` expands directories recursively into audio files (sorted, by suffix);
+* :func:`predict_files` sends them through :meth:`SerClient.classify_many` (N in flight,
+  so the server's dynamic batcher merges them) and writes one row per file, in input order,
+  flushed as it is written: JSON lines or CSV;
+* a file that fails (bad audio, refused request) is a row with ``ok=false``, its error type
+  and one-line message; the summary counts it;
+* losing the server (UNAVAILABLE after the retries, model gone) stops the run with a
+  :class:`~client.errors.ServerUnavailableError`: every row written is complete, the
+  failing file is not written, and ``resume=True`` later skips exactly the files already in
+  the output (a partial last line, from a kill mid-write, is cut off first).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TextIO
+
+from client.errors import ConfigError, ModelNotFoundError, ServerUnavailableError
+from client.triton_client import ClassifyResult, SerClient
+
+#: Suffixes :func:`find_audio` picks up in directories (files named explicitly are always taken).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au", ".w64", ".caf", ".webm")
+FORMATS = ("jsonl", "csv", "text")
+#: CSV columns before the one-per-label ``p_<label>`` columns.
+CSV_COLUMNS = ("file", "ok", "label", "confidence", "windows", "latency_s", "top_k", "error_type", "error")
+
+
+def find_audio(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files named as given; directories searched recursively for :data:`AUDIO_SUFFIXES` (sorted).
+
+    Raises:
+        ConfigError: nothing to classify (no inputs, or directories without audio).
+    """
+    out: list[Path] = []
+    given = [Path(p) for p in inputs]
+    for path in given:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
+        else:
+            out.append(path)  # a missing file becomes a per-file error, not a crash
+    if not out:
+        raise ConfigError(f"no audio files in {[str(p) for p in given]} (looked for {', '.join(AUDIO_SUFFIXES)})")
+    return list(dict.fromkeys(out))
+
+
+def format_for(output: Path | None, fmt: str | None) -> str:
+    """The output format: ``fmt`` if given, else ``csv`` for ``*.csv``, ``jsonl`` for other files, ``text`` for stdout."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"format={fmt!r}: expected one of {FORMATS}")
+        return fmt
+    if output is None:
+        return "text"
+    return "csv" if output.suffix.lower() == ".csv" else "jsonl"
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What a :func:`predict_files` run did.
+
+    Attributes:
+        total: files asked for.
+        skipped: files already in the output (``resume``).
+        ok: files classified in this run.
+        failed: files whose row records an error in this run.
+        elapsed_s: wall time of this run's classification, seconds.
+    """
+
+    total: int
+    skipped: int
+    ok: int
+    failed: int
+    elapsed_s: float
+
+    @property
+    def clips_per_s(self) -> float:
+        """Files handled per second in this run."""
+        done = self.ok + self.failed
+        return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def row_of(result: ClassifyResult) -> dict:
+    """The output row of one result (JSON-ready)."""
+    if result.ok:
+        pred = result.prediction
+        assert pred is not None
+        row = {"file": result.source, "ok": True, "label": pred.label, "confidence": round(pred.confidence, 6),
+               "probabilities": {k: round(v, 6) for k, v in pred.probabilities.items()},
+               "windows": pred.num_windows, "latency_s": round(pred.latency_s, 6)}
+        if pred.top_k:
+            row["top_k"] = [[lab, round(p, 6)] for lab, p in pred.top_k]
+        return row
+    return {"file": result.source, "ok": False, "error_type": type(result.error).__name__, "error": str(result.error)}
+
+
+def done_files(output: Path, fmt: str) -> set[str]:
+    """Files already recorded in ``output``; a partial last line (interrupted write) is cut off the file.
+
+    Raises:
+        ConfigError: a complete line is not a row of this format.
+    """
+    if not output.exists():
+        return set()
+    data = output.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    if cut < len(data):
+        with open(output, "r+b") as fh:
+            fh.truncate(cut)
+    text = data[:cut].decode("utf-8", errors="replace")
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if text and (reader.fieldnames is None or "file" not in reader.fieldnames):
+            raise ConfigError(f"{output}: not a CSV written by ser predict (no 'file' column); cannot resume")
+        return {row["file"] for row in reader}
+    done = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            done.add(json.loads(line)["file"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{output}: line {number} is not a JSON row with a 'file' key; cannot resume") from None
+    return done
+
+
+class _Writer:
+    """Writes rows in one format, flushing each."""
+
+    def __init__(self, stream: TextIO, fmt: str, labels: Sequence[str], *, header: bool) -> None:
+        self.stream, self.fmt, self.labels = stream, fmt, tuple(labels)
+        self.columns = (*CSV_COLUMNS, *(f"p_{lab}" for lab in self.labels))
+        self._csv = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n") if fmt == "csv" else None
+        if self._csv is not None and header:
+            self._csv.writeheader()
+            stream.flush()
+
+    def write(self, row: dict) -> None:
+        if self.fmt == "jsonl":
+            self.stream.write(json.dumps(row) + "\n")
+        elif self.fmt == "csv":
+            assert self._csv is not None
+            flat = {k: row.get(k, "") for k in CSV_COLUMNS}
+            flat["top_k"] = ";".join(f"{lab}:{p}" for lab, p in row.get("top_k", []))
+            flat.update({f"p_{lab}": row.get("probabilities", {}).get(lab, "") for lab in self.labels})
+            self._csv.writerow(flat)
+        elif row["ok"]:
+            top = ", ".join(f"{k}={v:.2f}" for k, v in sorted(row["probabilities"].items(), key=lambda kv: -kv[1])[:3])
+            self.stream.write(f"{row['file']}\t{row['label']}\t{row['confidence']:.3f}\t[{top}]\n")
+        self.stream.flush()
+
+
+def predict_files(
+    client: SerClient,
+    files: Sequence[str | Path],
+    *,
+    output: Path | None = None,
+    fmt: str | None = None,
+    resume: bool = False,
+    concurrency: int = 4,
+    top_k: int | None = None,
+    progress: bool = False,
+    stdout: TextIO | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> PredictSummary:
+    """Classify ``files`` through an open ``client``, writing one row per file as it completes (in input order).
+
+    Args:
+        client: an open :class:`SerClient`.
+        files: audio paths (expand directories with :func:`find_audio` first).
+        output: file to write; None writes to ``stdout``. Without ``resume`` it is overwritten.
+        fmt: ``jsonl``, ``csv`` or ``text`` (stdout only); None chooses by :func:`format_for`.
+        resume: keep the rows already in ``output`` and classify only the other files.
+        concurrency: files in flight (>= 1).
+        top_k: add the k best classes to each row.
+        progress: show a tqdm progress bar on stderr.
+        stdout: where rows go without ``output`` (default ``sys.stdout``).
+        on_row: called with each row after it is written (tests, progress hooks).
+
+    Returns:
+        :class:`PredictSummary`.
+
+    Raises:
+        ServerUnavailableError: the server went away mid-run (rows written so far are
+            complete; run again with ``resume=True``). ModelNotFoundError likewise.
+        ConfigError: bad options, or an output that cannot be resumed.
+    """
+    fmt = format_for(output, fmt)
+    if resume and output is None:
+        raise ConfigError("resume=True needs an output file (--output FILE) to resume from")
+    if fmt == "text" and output is not None:
+        raise ConfigError(f"format='text' is for the terminal; write {output} as jsonl or csv")
+    assert client.contract is not None, "client must be open"
+    names = [str(f) for f in files]
+    done = done_files(output, fmt) if (resume and output is not None) else set()
+    todo = [n for n in names if n not in done]
+    header = fmt == "csv" and (output is None or not resume or not output.exists() or output.stat().st_size == 0)
+    if fmt == "csv" and not header:
+        _check_csv_header(output, client.contract.labels)
+    from tqdm import tqdm
+
+    ok = failed = 0
+    t0 = time.perf_counter()
+    stream = open(output, "a" if resume else "w", encoding="utf-8", newline="") if output is not None else (stdout or sys.stdout)  # noqa: SIM115
+    try:
+        writer = _Writer(stream, fmt, client.contract.labels, header=header)
+        with tqdm(total=len(names), initial=len(names) - len(todo), file=sys.stderr, unit="file",
+                  disable=not progress, dynamic_ncols=True, desc="predict") as bar:
+            for result in client.classify_many(todo, concurrency=concurrency, top_k=top_k):
+                if isinstance(result.error, (ServerUnavailableError, ModelNotFoundError)):
+                    written = len(done) + ok + failed
+                    raise type(result.error)(
+                        f"{result.error}; stopped after {written} of {len(names)} files"
+                        + (f" (rerun with --resume to finish {output})" if output is not None else "")
+                    ) from None
+                row = row_of(result)
+                writer.write(row)
+                if result.ok:
+                    ok += 1
+                else:
+                    failed += 1
+                    bar.write(f"error: {result.error}", file=sys.stderr)
+                bar.update(1)
+                if on_row is not None:
+                    on_row(row)
+    finally:
+        if output is not None:
+            stream.close()
+    return PredictSummary(total=len(names), skipped=len(names) - len(todo), ok=ok, failed=failed,
+                          elapsed_s=time.perf_counter() - t0)
+
+
+def _check_csv_header(output: Path, labels: Sequence[str]) -> None:
+    with open(output, encoding="utf-8", newline="") as fh:
+        header = next(csv.reader(fh), [])
+    expected = [*CSV_COLUMNS, *(f"p_{lab}" for lab in labels)]
+    if header != expected:
+        raise ConfigError(f"{output}: its CSV columns {header} differ from this model's {expected}; cannot resume into it")
+
+
+__all__ = ["AUDIO_SUFFIXES", "FORMATS", "PredictSummary", "done_files", "find_audio", "format_for", "predict_files", "row_of"]
