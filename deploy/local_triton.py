@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Sequence
 
 from client.errors import ConfigError, ServerError, ServerStartError
+from deploy.flags import ADMIN_HEADER, SUMMARY_LATENCIES, GrpcTls, restricted_args
 
 #: Where the python backend puts its shared-memory regions.
 SHM_DIR = Path("/dev/shm")
@@ -228,8 +229,12 @@ class LocalTriton:
             in-flight requests on SIGTERM (s); :meth:`stop` SIGKILLs after this plus a grace.
         log_path: where the server log is written; None keeps it in the temporary
             folder (read it with :meth:`log_text`; the last text survives :meth:`stop`).
-        model_control: ``none`` (load all at start), ``explicit`` or ``poll``.
+        model_control: ``explicit`` (default, as on GPU nodes: ``load_models`` load at
+            start, reloadable later through the repository API), ``none`` or ``poll``.
         load_models: with ``explicit``, the models to load at start (default: all).
+        admin_key: guard the repository, shared-memory, trace and logging APIs with this
+            key (:func:`deploy.flags.restricted_args`); None leaves them open.
+        grpc_tls: serve gRPC over TLS (:class:`deploy.flags.GrpcTls`); None: plaintext.
         extra_args: further tritonserver flags, appended last (they win).
 
     Attributes:
@@ -249,8 +254,10 @@ class LocalTriton:
         startup_timeout_s: float = 60.0,
         exit_timeout_s: int = 5,
         log_path: str | Path | None = None,
-        model_control: str = "none",
+        model_control: str = "explicit",
         load_models: Sequence[str] = (),
+        admin_key: str | None = None,
+        grpc_tls: GrpcTls | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.repository = Path(repository).expanduser().resolve()
@@ -279,6 +286,11 @@ class LocalTriton:
         self.model_control = model_control
         self.load_models = tuple(load_models)
         self.extra_args = tuple(extra_args)
+        self._restricted = restricted_args(admin_key) if admin_key is not None else []
+        self._admin_key = admin_key
+        if grpc_tls is not None and not isinstance(grpc_tls, GrpcTls):
+            raise ConfigError(f"grpc_tls={grpc_tls!r}: expected a deploy.flags.GrpcTls")
+        self.grpc_tls = grpc_tls
         self._user_log_path = Path(log_path).expanduser().resolve() if log_path else None
         self.shm_prefix = f"ser_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self._proc: subprocess.Popen | None = None
@@ -361,6 +373,9 @@ class LocalTriton:
             "--log-info=true",
             "--log-warning=true",
             "--log-error=true",
+            SUMMARY_LATENCIES,
+            *self._restricted,
+            *(self.grpc_tls.args() if self.grpc_tls is not None else []),
         ]
         if self.model_control == "explicit":
             args += [f"--load-model={m}" for m in (self.load_models or ("*",))]
@@ -524,9 +539,10 @@ class LocalTriton:
 
     def models(self) -> dict[str, str]:
         """``{model name: state}`` from the repository index (``READY``, ``UNAVAILABLE``, ...)."""
-        req = urllib.request.Request(
-            f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST", headers={"Connection": "close"}
-        )
+        headers = {"Connection": "close"}
+        if self._admin_key is not None:
+            headers[ADMIN_HEADER] = self._admin_key
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST", headers=headers)
         with urllib.request.urlopen(req, timeout=5.0) as resp:
             index = json.loads(resp.read())
         return {m["name"]: m.get("state", "") for m in index}
@@ -551,12 +567,17 @@ def serve_forever(
     startup_timeout_s: float = 120.0,
     exit_timeout_s: int = 5,
     log_path: str | Path | None = None,
+    admin_key: str | None = None,
+    grpc_tls: GrpcTls | None = None,
     out=None,
 ) -> int:
     """Serve ``repository`` on 127.0.0.1 until Ctrl-C or SIGTERM, then stop cleanly (``ser serve``).
 
     Prints one line when ready (addresses and models) and one when stopped, on
     ``out`` (default stderr); the server log goes to ``log_path`` if given.
+    The production choices of :mod:`deploy.flags` apply (explicit model control,
+    strict readiness, latency summaries); ``admin_key`` guards the repository,
+    shared-memory, trace and logging APIs, ``grpc_tls`` serves gRPC over TLS.
 
     Returns:
         0 after a requested stop.
@@ -584,6 +605,8 @@ def serve_forever(
         startup_timeout_s=startup_timeout_s,
         exit_timeout_s=exit_timeout_s,
         log_path=log_path,
+        admin_key=admin_key,
+        grpc_tls=grpc_tls,
     )
     try:
         server.start()

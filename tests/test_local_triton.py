@@ -166,7 +166,9 @@ def test_the_gpu_run_script_agrees_with_the_client_cli_and_repository_defaults()
     from ser.cli import build_parser
 
     text = RUN_TRITON.read_text()
-    assert _script_default("TRITON_TAG") == "24.10"  # tritonserver 2.51, as the local runtime
+    tag = re.search(r"^TRITON_TAG=(\S+)$", (REPO_ROOT / "deploy" / "triton.env").read_text(), re.M).group(1)
+    assert tag == "24.10"  # tritonserver 2.51, as the local runtime; named once, in deploy/triton.env
+    assert 'source "${TRITON_ENV}"' in text
     assert 'DEFAULT_REPOSITORY="model_repository/native"' in text
     assert "native/" in (REPO_ROOT / "model_repository" / "README.md").read_text()
     ports = {k: _script_default(f"{k.upper()}_PORT") for k in ("http", "grpc", "metrics")}

@@ -10,18 +10,27 @@
 # Settings (environment):
 #   REPOSITORY   native repository written by `ser repository --runtime native`
 #                (default: <repo root>/model_repository/native); mounted read-only at /models
-#   TRITON_TAG   NGC release; 24.10 ships tritonserver 2.51, the version the local runtime uses
+#   TRITON_TAG   NGC release (default: deploy/triton.env, the one place it is named; 24.10 = tritonserver 2.51)
 #   NAME         container name (default: ser-triton)
 #   GPUS         value of --gpus (default: all; e.g. '"device=0"')
 #   SHM_SIZE     --shm-size (default: 1g; the python backend and pinned buffers use /dev/shm)
 #   HTTP_PORT, GRPC_PORT, METRICS_PORT   host ports (defaults 8000, 8001, 8002)
 #   READY_TIMEOUT_S                      seconds to wait for readiness (default 300)
 #   BIND_ADDRESS                         host address the ports are published on (default 0.0.0.0)
+#   MODELS       models to load at start, space-separated (default: every model in REPOSITORY)
+#   EXIT_TIMEOUT_S  seconds in-flight requests get on stop (default 30, deploy/flags.py)
+#   ADMIN_KEY_FILE  key guarding load/unload, repository index, shared memory, trace, logging
+#                (default: ~/.config/ser-triton/admin-key, created with a random key, mode 600)
+#   GRPC_TLS_DIR    if set: gRPC over TLS with DIR/tls.crt + DIR/tls.key (+ DIR/ca.crt: mutual)
 set -euo pipefail
 
-TRITON_TAG="${TRITON_TAG:-24.10}"
-IMAGE="nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TRITON_ENV="${ROOT}/deploy/triton.env"
+_tag_override="${TRITON_TAG:-}"
+# shellcheck source=../triton.env
+source "${TRITON_ENV}"
+TRITON_TAG="${_tag_override:-${TRITON_TAG}}"
+IMAGE="nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3"
 DEFAULT_REPOSITORY="model_repository/native"
 REPOSITORY="${REPOSITORY:-${ROOT}/${DEFAULT_REPOSITORY}}"
 NAME="${NAME:-ser-triton}"
@@ -32,6 +41,13 @@ HTTP_PORT="${HTTP_PORT:-8000}"
 GRPC_PORT="${GRPC_PORT:-8001}"
 METRICS_PORT="${METRICS_PORT:-8002}"
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-300}"
+EXIT_TIMEOUT_S="${EXIT_TIMEOUT_S:-30}"
+ADMIN_KEY_FILE="${ADMIN_KEY_FILE:-${HOME}/.config/ser-triton/admin-key}"
+GRPC_TLS_DIR="${GRPC_TLS_DIR:-}"
+MODELS="${MODELS:-}"
+# Guarded APIs and the key's header: as deploy/flags.py (RESTRICTED_APIS, ADMIN_HEADER).
+RESTRICTED_APIS="model-repository,shared-memory,trace,logging"
+ADMIN_HEADER="admin-key"
 # Ports inside the container: Triton's defaults.
 CONTAINER_HTTP_PORT=8000
 CONTAINER_GRPC_PORT=8001
@@ -48,31 +64,70 @@ models() {
   return 0
 }
 
+# Production flags (why each: deploy/flags.py and deploy/gpu/README.md). The admin key is not on
+# the docker command line: `-e TRITON_ADMIN_KEY` passes it from this script's environment, and
+# the container's shell expands it into the restricted-API flags.
+server_args() {
+  local m
+  printf '%s\n' \
+    --model-repository=/models \
+    --model-control-mode=explicit \
+    --strict-readiness=true \
+    --exit-on-error=true \
+    --disable-auto-complete-config \
+    "--exit-timeout-secs=${EXIT_TIMEOUT_S}" \
+    --log-verbose=0 \
+    --allow-metrics=true \
+    --allow-gpu-metrics=true \
+    --allow-cpu-metrics=true \
+    --metrics-config=summary_latencies=true
+  for m in ${MODELS:-$(models)}; do printf '%s\n' "--load-model=${m}"; done
+  if [[ -n "${GRPC_TLS_DIR}" ]]; then
+    printf '%s\n' --grpc-use-ssl=true --grpc-server-cert=/tls/tls.crt --grpc-server-key=/tls/tls.key
+    [[ -f "${GRPC_TLS_DIR}/ca.crt" ]] && printf '%s\n' --grpc-use-ssl-mutual=true --grpc-root-cert=/tls/ca.crt
+  fi
+  return 0
+}
+
 docker_args() {
   printf '%s\n' run -d --name "${NAME}" \
     --gpus "${GPUS}" \
     --shm-size "${SHM_SIZE}" \
     --ulimit memlock=-1 --ulimit stack=67108864 \
+    --stop-timeout "$((EXIT_TIMEOUT_S + 5))" \
+    -e TRITON_ADMIN_KEY \
     -p "${BIND_ADDRESS}:${HTTP_PORT}:${CONTAINER_HTTP_PORT}" \
     -p "${BIND_ADDRESS}:${GRPC_PORT}:${CONTAINER_GRPC_PORT}" \
     -p "${BIND_ADDRESS}:${METRICS_PORT}:${CONTAINER_METRICS_PORT}" \
-    -v "${REPOSITORY}:/models:ro" \
-    "${IMAGE}" \
-    tritonserver \
-    --model-repository=/models \
-    --strict-readiness=true \
-    --exit-on-error=true \
-    --exit-timeout-secs=30 \
-    --log-verbose=0 \
-    --allow-metrics=true \
-    --allow-gpu-metrics=true \
-    --metrics-config=summary_latencies=true
+    -v "${REPOSITORY}:/models:ro"
+  [[ -n "${GRPC_TLS_DIR}" ]] && printf '%s\n' -v "${GRPC_TLS_DIR}:/tls:ro"
+  printf '%s\n' "${IMAGE}" \
+    sh -c "exec tritonserver \"\$@\" --http-restricted-api=${RESTRICTED_APIS}:${ADMIN_HEADER}=\"\${TRITON_ADMIN_KEY}\" --grpc-restricted-protocol=${RESTRICTED_APIS}:${ADMIN_HEADER}=\"\${TRITON_ADMIN_KEY}\"" \
+    tritonserver
+  server_args
+}
+
+admin_key() {  # the key from ADMIN_KEY_FILE, created (random, mode 600) on first use
+  if [[ ! -s "${ADMIN_KEY_FILE}" ]]; then
+    mkdir -p "$(dirname "${ADMIN_KEY_FILE}")"
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "${ADMIN_KEY_FILE}")
+    echo "created admin key ${ADMIN_KEY_FILE}" >&2
+  fi
+  tr -d ' \n\t' < "${ADMIN_KEY_FILE}"
 }
 
 check_repository() {
   [[ -d "${REPOSITORY}" ]] || die "${REPOSITORY}: no such repository (write it with: ser repository EXPORT_DIR --runtime native --out ${DEFAULT_REPOSITORY})"
   [[ -n "$(models)" ]] || die "${REPOSITORY}: no <model>/config.pbtxt inside"
   REPOSITORY="$(cd "${REPOSITORY}" && pwd)"
+  local m
+  for m in ${MODELS}; do
+    [[ -f "${REPOSITORY}/${m}/config.pbtxt" ]] || die "MODELS: ${m} is not in ${REPOSITORY}"
+  done
+  if [[ -n "${GRPC_TLS_DIR}" ]]; then
+    [[ -f "${GRPC_TLS_DIR}/tls.crt" && -f "${GRPC_TLS_DIR}/tls.key" ]] || die "GRPC_TLS_DIR=${GRPC_TLS_DIR}: needs tls.crt and tls.key"
+    GRPC_TLS_DIR="$(cd "${GRPC_TLS_DIR}" && pwd)"
+  fi
 }
 
 ready_code() {  # HTTP status of a readiness URL path, 000 when nothing answers
@@ -109,7 +164,7 @@ cmd_start() {
   fi
   local args=()
   mapfile -t args < <(docker_args)
-  docker "${args[@]}" >/dev/null
+  TRITON_ADMIN_KEY="$(admin_key)" docker "${args[@]}" >/dev/null
   echo "started ${NAME} (${IMAGE}) serving ${REPOSITORY}; waiting for readiness..."
   wait_ready
   cmd_status
@@ -117,7 +172,7 @@ cmd_start() {
 }
 
 cmd_stop() {
-  docker stop --time 35 "${NAME}" >/dev/null 2>&1 || true
+  docker stop --time "$((EXIT_TIMEOUT_S + 5))" "${NAME}" >/dev/null 2>&1 || true
   docker rm -f "${NAME}" >/dev/null 2>&1 || true
   echo "stopped ${NAME}"
 }
@@ -131,6 +186,7 @@ cmd_print() {
   printf '\n'
   echo "models: $(models | tr '\n' ' ')"
   echo "ports: http=${HTTP_PORT} grpc=${GRPC_PORT} metrics=${METRICS_PORT}"
+  echo "admin key: ${ADMIN_KEY_FILE} (header ${ADMIN_HEADER}; gRPC triton-grpc-protocol-${ADMIN_HEADER})"
 }
 
 case "${1:-start}" in
@@ -139,6 +195,6 @@ case "${1:-start}" in
   logs) exec docker logs -f "${NAME}" ;;
   status) cmd_status ;;
   print) cmd_print ;;
-  -h|--help|help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$1' (start, stop, logs, status, print)" ;;
 esac
