@@ -728,8 +728,8 @@ class SerClient(_ClientBase):
     def _not_ready_message(self) -> str:
         try:
             index = self.repository_index()
-        except SerError:
-            index = {}
+        except SerError:  # e.g. a production server restricting the repository API to an admin key
+            return f"model {self.model!r} is not ready at {self.url} (the repository index is not readable here)"
         ready = sorted(name for name, state in index.items() if state == "READY")
         state = index.get(self.model)
         where = f"is {state}" if state else "is not in the repository"
