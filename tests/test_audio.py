@@ -81,7 +81,7 @@ def test_long_audio_is_cut_into_full_overlapping_windows_covering_every_sample()
     assert w.offsets.tolist() == [0, 8000, 16000, int(2.3 * SR) - SR]
     assert (w.num_samples == SR).all()
     assert w.waveforms[-1, -1] == y[-1]
-    for off, win in zip(w.offsets, w.waveforms):
+    for off, win in zip(w.offsets, w.waveforms, strict=True):
         np.testing.assert_array_equal(win, y[off : off + SR])
 
 

@@ -153,3 +153,124 @@ def test_a_missing_or_malformed_manifest_raises_corpus_error(tmp_path):
     bad.write_text('{"clips": [{"path": "x.wav"}]}')
     with pytest.raises(CorpusError, match="malformed"):
         read_manifest(bad, root=tmp_path)
+
+
+# --- CREMA-D, class sets, combined corpora ----------------------------------------------
+
+from training.corpus import (  # noqa: E402
+    CLASS_SETS,
+    apply_class_set,
+    label_code,
+    parse_crema_d_name,
+    read_corpora,
+    read_corpus,
+    read_crema_d,
+)
+from training.folds import actor_kfold  # noqa: E402
+
+CREMA = ["AudioWAV/1001_DFA_ANG_XX.wav", "AudioWAV/1001_IEO_HAP_HI.wav", "AudioWAV/1002_IEO_NEU_XX.wav",
+         "AudioWAV/1091_TSI_SAD_XX.wav", "AudioWAV/1002_KIT_FEA_XX.wav", "AudioWAV/1002_MTI_DIS_XX.wav"]
+CREMA_SKIPPED = [
+    "AudioWAV/1001_DFA_SUR_XX.wav",   # no such emotion
+    "AudioWAV/1092_DFA_ANG_XX.wav",   # actor out of range
+    "AudioWAV/1001_ABC_ANG_XX.wav",   # no such sentence
+    "AudioWAV/1001_DFA_ANG_ZZ.wav",   # no such level
+    "AudioWAV/1001_DFA_ANG.wav",      # malformed
+    "VideoDemographics.csv",          # not audio
+]
+
+
+def test_crema_d_reader_labels_clips_and_skips_the_rest_with_one_warning(tmp_path):
+    root = _tree(tmp_path, CREMA + CREMA_SKIPPED)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clips = read_crema_d(root)
+    got = {(c.path.name, c.actor, c.label, c.statement, c.intensity, c.corpus) for c in clips}
+    assert got == {
+        ("1001_DFA_ANG_XX.wav", 1001, "angry", 1, 0, "crema-d"), ("1001_IEO_HAP_HI.wav", 1001, "happy", 2, 3, "crema-d"),
+        ("1002_IEO_NEU_XX.wav", 1002, "neutral", 2, 0, "crema-d"), ("1091_TSI_SAD_XX.wav", 1091, "sad", 12, 0, "crema-d"),
+        ("1002_KIT_FEA_XX.wav", 1002, "fearful", 8, 0, "crema-d"), ("1002_MTI_DIS_XX.wav", 1002, "disgust", 9, 0, "crema-d"),
+    }
+    ours = [w for w in caught if issubclass(w.category, CorpusWarning)]
+    assert len(ours) == 1 and "skipped 6 file(s)" in str(ours[0].message)
+    assert "5 name not AAAA_SSS_EMO_LVL.wav" in str(ours[0].message) and "1 not audio" in str(ours[0].message)
+
+
+def test_crema_d_reader_reads_a_synthetic_corpus_completely(crema_corpus_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorpusWarning)
+        clips = read_corpus(crema_corpus_dir, layout="crema-d")
+    assert len(clips) == 6 * 24 and {c.actor for c in clips} == set(range(1001, 1007))
+
+
+@pytest.mark.parametrize("name", ["1001_DFA_ANG_XX.wav", "1091_IEO_SAD_LO.wav"])
+def test_crema_d_name_parser_accepts_valid_names(name):
+    assert parse_crema_d_name(name) is not None
+
+
+def test_class_sets_drop_or_merge_calm_and_take_surprised_only_from_ravdess(tmp_path):
+    ravdess = read_ravdess(_tree(tmp_path / "r", SPEECH))  # neutral, angry, sad, surprised, calm
+    crema = read_crema_d(_tree(tmp_path / "c", CREMA))
+    both = read_corpora({"ravdess": tmp_path / "r", "crema-d": tmp_path / "c"})
+    assert len(both) == len(ravdess) + len(crema)
+    assert [c.label for c in apply_class_set(ravdess, "ravdess8")].count("calm") == 1
+    assert "calm" not in {c.label for c in apply_class_set(ravdess, "ravdess7")}
+    merged = apply_class_set(ravdess, "ravdess7", calm_as_neutral=True)
+    assert len(merged) == 5 and [c.label for c in merged].count("neutral") == 2
+    assert len(apply_class_set(both, "crema6")) == len(crema), "crema6 reads CREMA-D only"
+    combined = apply_class_set(both, "combined7")
+    assert len(combined) == len(both) - 1 and {c.corpus for c in combined if c.label == "surprised"} == {"ravdess"}
+    assert CLASS_SETS["combined7"] == ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+    assert (label_code("angry", corpus="ravdess"), label_code("angry", corpus="crema-d")) == ("05", "ANG")
+    with pytest.raises(ConfigError, match="surprised"):
+        label_code("surprised", corpus="crema-d")
+
+
+def _two_corpora(tmp_path: Path) -> tuple[Path, Path]:
+    r = _corpus(tmp_path, actors=10)
+    c = _tree(tmp_path / "crema", [f"AudioWAV/{a}_DFA_{e}_XX.wav" for a in range(1001, 1016) for e in ("ANG", "SAD")])
+    return r, c
+
+
+def test_k_folds_test_every_actor_exactly_once_and_never_share_an_actor(tmp_path):
+    r, c = _two_corpora(tmp_path)
+    clips = read_corpora({"ravdess": r, "crema-d": c})
+    folds = actor_kfold(clips, k=5, val_actors=1, seed=0)
+    tested = [a for f in folds for a in f.actors("test")]
+    assert sorted(tested) == sorted({c.actor for c in clips}), "each actor in exactly one test fold"
+    for f in folds:
+        parts = [set(f.actors(p)) for p in ("train", "val", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert sum(len(p) for p in f) == len(clips)
+        assert {cl.corpus for cl in f.test} == {"ravdess", "crema-d"}, "stratified: both corpora in every test fold"
+        assert len(f.val) and {cl.corpus for cl in f.val} == {"ravdess", "crema-d"}
+        ravdess_test = [a for a in f.actors("test") if a < 1000]
+        assert len(ravdess_test) == 2  # 10 RAVDESS actors / 5 folds
+        assert {a % 2 for a in ravdess_test} == {0, 1}, "each fold's two RAVDESS actors: one male, one female"
+
+
+def test_fold_manifests_reproduce_for_the_same_seed_and_a_corpus_folds_the_same_alone(tmp_path):
+    r, c = _two_corpora(tmp_path)
+    roots = {"ravdess": r, "crema-d": c}
+    both = read_corpora(roots)
+    a = write_manifest(actor_kfold(both, k=5, seed=3)[2], tmp_path / "a.json", root=roots)
+    b = write_manifest(actor_kfold(list(reversed(both)), k=5, seed=3)[2], tmp_path / "b.json", root=roots)
+    assert a.read_text() == b.read_text()
+    back = read_manifest(a)
+    assert back.extra == {"fold": 2, "folds": 5} and all(cl.path.is_file() for part in back for cl in part)
+    assert {cl.corpus for cl in back.test} == {"ravdess", "crema-d"}
+    alone = actor_kfold(read_ravdess(r), k=5, seed=3)[2]
+    assert alone.actors("test") == back.only("ravdess").actors("test")
+    assert actor_kfold(both, k=5, seed=4)[2].actors("test") != back.actors("test")
+
+
+@pytest.mark.parametrize("bad", [dict(k=1), dict(k=11), dict(k=5, val_actors=-1), dict(k=2, val_actors=5)])
+def test_impossible_folds_raise_config_error(bad, tmp_path):
+    with pytest.raises(ConfigError, match="k=|val_actors="):
+        actor_kfold(read_ravdess(_corpus(tmp_path, actors=10)), **bad)
+
+
+def test_an_unknown_layout_among_combined_corpora_raises_config_error(tmp_path):
+    _tree(tmp_path / "a", SPEECH)
+    with pytest.raises(ConfigError, match="layout='opera'"):
+        read_corpora({"ravdess": tmp_path / "a", "opera": tmp_path / "a"})

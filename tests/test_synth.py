@@ -86,3 +86,43 @@ def test_bad_synth_options_raise_config_error_naming_the_value(bad, tmp_path):
     key = next(iter(bad))
     assert key in str(err.value)
     assert not (tmp_path / "x").exists()
+
+
+# --- CREMA-D layout --------------------------------------------------------------------
+
+CREMA_SMALL = dict(layout="crema-d", actors=2, emotions=("neutral", "angry"), sentences=("DFA", "IEO"))
+
+
+def test_crema_d_files_follow_the_exact_audiowav_naming_with_levels_only_on_ieo(tmp_path):
+    summary = synthesize_corpus(tmp_path / "crema", seed=3, **CREMA_SMALL)
+    names = set(_digests(summary.root))
+    expected = {f"AudioWAV/{a}_{s}_{e}_XX.wav" for a in (1001, 1002) for s in ("DFA", "IEO") for e in ("NEU", "ANG")}
+    expected -= {f"AudioWAV/{a}_IEO_ANG_XX.wav" for a in (1001, 1002)}  # IEO angry comes in LO, MD, HI instead
+    expected |= {f"AudioWAV/{a}_IEO_ANG_{lvl}.wav" for a in (1001, 1002) for lvl in ("LO", "MD", "HI")}
+    assert names == expected
+    info = sf.info(str(summary.root / "AudioWAV/1001_DFA_ANG_XX.wav"))
+    assert (info.subtype, info.samplerate) == ("PCM_16", 16_000), "CREMA-D ships 16 kHz; so does its twin by default"
+
+
+def test_crema_d_is_deterministic_and_a_smaller_corpus_is_a_subset(tmp_path):
+    big = _digests(synthesize_corpus(tmp_path / "a", seed=3, **CREMA_SMALL).root)
+    one = _digests(synthesize_corpus(tmp_path / "b", seed=3, layout="crema-d", actors=(1002,), emotions=("angry",),
+                                     sentences=("IEO",), levels=("HI",)).root)
+    assert one == {"AudioWAV/1002_IEO_ANG_HI.wav": big["AudioWAV/1002_IEO_ANG_HI.wav"]}
+
+
+def test_default_crema_d_counts_match_the_corpus_design():
+    from training.synth import SynthConfig, clip_specs
+
+    specs = clip_specs(SynthConfig(layout="crema-d", actors=91))
+    assert len(specs) == 91 * 82 == 7462  # 11 sentences x 6 emotions + IEO (5 emotions x 3 levels + neutral XX)
+    assert {s.actor for s in specs} == set(range(1001, 1092))
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(actors=92), dict(actors=(1, 2)), dict(emotions=("calm",)), dict(sentences=("XYZ",)), dict(levels=("XX",))],
+)
+def test_bad_crema_d_options_raise_config_error_naming_the_value(bad, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        synthesize_corpus(tmp_path / "x", layout="crema-d", **bad)
+    assert next(iter(bad)) in str(err.value)

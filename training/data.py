@@ -105,7 +105,9 @@ class WindowDataset(Dataset):
     """One fixed window per clip, as the model sees it.
 
     Training (``train=True``): a clip longer than W gives a random W-sample crop
-    each time it is drawn (fresh augmentation every epoch); shorter clips are
+    each time it is drawn (fresh augmentation every epoch, seeded by
+    ``(seed, epoch, clip index)`` so a resumed run crops exactly as an
+    uninterrupted one; the trainer calls :meth:`set_epoch`); shorter clips are
     zero-padded. Evaluation: the window starting at sample 0 (use
     :meth:`windows` and :func:`client.audio.aggregate` for the full clip).
 
@@ -121,7 +123,12 @@ class WindowDataset(Dataset):
         self.window_samples = int(window_samples)
         self.hop_samples = int(hop_samples)
         self.train = train
-        self._rng = np.random.default_rng(seed)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the crops of epoch ``epoch`` (0-based)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.loaded)
@@ -134,7 +141,8 @@ class WindowDataset(Dataset):
         y = self.loaded[i].audio
         w = self.window_samples
         if self.train and y.shape[0] > w:
-            start = int(self._rng.integers(0, y.shape[0] - w + 1))
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            start = int(rng.integers(0, y.shape[0] - w + 1))
             y = y[start : start + w]
         win = make_windows(y, window_samples=w, hop_samples=self.hop_samples)
         return {

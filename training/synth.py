@@ -2,9 +2,12 @@
 
 No corpus can be downloaded here, so the training, export and serving code paths
 run on generated speech-like audio written exactly as RAVDESS lays it out
-(``Actor_XX/03-01-EE-II-SS-RR-AA.wav``, 16-bit PCM). Everything is deterministic
-for a seed, and each clip's randomness is seeded from its own file-name fields,
-so a smaller corpus is a subset of a bigger one made with the same seed.
+(``Actor_XX/03-01-EE-II-SS-RR-AA.wav``, 16-bit PCM, 48 kHz) or as CREMA-D does
+(``AudioWAV/1001_DFA_ANG_XX.wav``, 16-bit PCM, 16 kHz; 91 actors 1001..1091, 12
+sentences, 6 emotions; only sentence IEO is spoken at levels LO/MD/HI, the rest
+and IEO-neutral are XX). Everything is deterministic for a seed, and each clip's
+randomness is seeded from its own file-name fields, so a smaller corpus is a
+subset of a bigger one made with the same seed.
 
 How a clip is made (source-filter, additive synthesis at 16 kHz, then resampled
 to the requested rate with soxr):
@@ -16,7 +19,7 @@ to the requested rate with soxr):
   rising, bouncing, arched, final rise) and range in semitones, vibrato/tremolo,
   jitter (roughness), creak (sub-harmonics), breathiness (noise), spectral tilt
   (bright/dark), syllable rate and attack sharpness. ``strong`` intensity
-  exaggerates the deviations from neutral.
+  exaggerates the deviations from neutral (CREMA-D: LO 0.7x, MD and XX 1x, HI 1.5x).
 * **Level cues are deliberately weak**: the contour is centred on the
   speaker's pitch (emotion offsets are at most +-0.5 semitone against a speaker
   spread of ~18), per-clip loudness varies +-3 dB on top of the speaker's +-6 dB (emotion offsets +-0.5 dB),
@@ -36,10 +39,16 @@ from typing import Sequence
 import numpy as np
 
 from client.errors import ConfigError
+from training.corpus import CREMA6 as CREMA_D_EMOTIONS  # ANG DIS FEA HAP NEU SAD, in code order
+from training.corpus import CREMA_D_EMOTIONS as _CREMA_CODES
+from training.corpus import CREMA_D_LEVELS, CREMA_D_SENTENCES, LAYOUTS
 from training.corpus import RAVDESS8 as RAVDESS_EMOTIONS  # emotion codes 01..08, in code order
 
 RAVDESS_STATEMENTS = ("Kids are talking by the door", "Dogs are sitting by the door")
-LAYOUTS = ("ravdess",)  # "crema-d" is the next one: a writer function and a file-name formatter
+#: Default rate of the written files per layout (what the real corpora ship).
+DEFAULT_SAMPLE_RATES = {"ravdess": 48_000, "crema-d": 16_000}
+#: Style factor of each CREMA-D level (``Clip.intensity`` index order: XX LO MD HI).
+_CREMA_LEVEL_FACTOR = {0: 1.0, 1: 0.7, 2: 1.0, 3: 1.5}
 INTERNAL_SR = 16_000
 _MAX_HARMONIC_HZ = 7_000.0
 
@@ -54,6 +63,21 @@ _STATEMENT_VOWELS = {
     1: ("I", "a", "o", "I", "a", "I", "o"),      # kids are talk-ing by the door
     2: ("a", "a", "I", "I", "a", "A", "o"),      # dogs are sit-ting by the door
 }
+#: Vowel sequence per CREMA-D sentence code.
+_SENTENCE_VOWELS = {
+    "DFA": ("o", "er", "e", "A", "ae", "I"),            # don't for-get a jack-et
+    "IEO": ("I", "I", "e", "A", "A", "o"),              # it's e-lev-en o'-clock
+    "IOM": ("a", "a", "a", "e", "u", "A", "i", "I"),    # I'm on my way to the meet-ing
+    "ITH": ("a", "I", "a", "ae", "A", "a", "er", "A", "o", "A"),
+    "ITS": ("a", "I", "a", "i", "I", "I", "o"),         # I think I've seen this be-fore
+    "IWL": ("a", "u", "a", "A", "u", "A", "a", "o"),    # I would like a new a-larm clock
+    "IWW": ("a", "A", "er", "A", "I", "I", "A", "a"),   # I won-der what this is a-bout
+    "KIT": _STATEMENT_VOWELS[1],                        # kids are talk-ing by the door
+    "MTI": ("e", "i", "A", "o", "u", "I", "I", "i", "o"),
+    "TAI": ("ae", "I", "I", "ae", "i", "A", "ae", "A"),  # that is ex-act-ly what hap-pened
+    "TIE": ("A", "e", "e", "I", "o", "o", "u"),         # the air-plane is al-most full
+    "TSI": ("A", "er", "A", "I", "I"),                  # the sur-face is slick
+}
 
 
 @dataclass(frozen=True)
@@ -61,7 +85,7 @@ class Speaker:
     """One synthetic actor's voice.
 
     Attributes:
-        actor: 1..24 (odd male, even female, as in RAVDESS).
+        actor: 1..24 (RAVDESS) or 1001..1091 (CREMA-D); odd male, even female (RAVDESS convention).
         f0_hz: base pitch (Hz).
         gain_db: loudness offset (dB).
         rate_sps: syllables per second when neutral.
@@ -168,43 +192,62 @@ class SynthConfig:
     """Which clips a synthetic corpus holds, and how they are written.
 
     Attributes:
-        layout: on-disk layout to imitate; only ``"ravdess"`` so far.
-        actors: number of actors (1..24, numbered 1..n) or explicit actor ids.
-        emotions: emotion names (subset of :data:`RAVDESS_EMOTIONS`).
-        statements: statement codes to write (subset of (1, 2)).
-        repetitions: repetition codes to write (subset of (1, 2)).
-        intensities: intensity codes (1 normal, 2 strong; neutral only ever gets 1).
-        sample_rate: Hz of the written 16-bit PCM files.
+        layout: on-disk layout to imitate: ``"ravdess"`` or ``"crema-d"``.
+        actors: number of actors (RAVDESS 1..24, numbered 1..n; CREMA-D 1..91,
+            numbered 1001..1000+n) or explicit actor ids.
+        emotions: emotion names (subset of :data:`RAVDESS_EMOTIONS` or
+            :data:`CREMA_D_EMOTIONS`); ``None``: all of the layout's.
+        statements: RAVDESS statement codes to write (subset of (1, 2)).
+        repetitions: RAVDESS repetition codes to write (subset of (1, 2)).
+        intensities: RAVDESS intensity codes (1 normal, 2 strong; neutral only ever gets 1).
+        sentences: CREMA-D sentence codes (subset of :data:`CREMA_D_SENTENCES`).
+        levels: CREMA-D levels of sentence IEO (subset of LO MD HI; the other
+            sentences, and IEO neutral, are always XX).
+        sample_rate: Hz of the written 16-bit PCM files; ``None``: the layout's
+            own (:data:`DEFAULT_SAMPLE_RATES`).
         seed: corpus seed.
     """
 
     layout: str = "ravdess"
     actors: int | tuple[int, ...] = 24
-    emotions: tuple[str, ...] = RAVDESS_EMOTIONS
+    emotions: tuple[str, ...] | None = None
     statements: tuple[int, ...] = (1, 2)
     repetitions: tuple[int, ...] = (1, 2)
     intensities: tuple[int, ...] = (1, 2)
-    sample_rate: int = 48_000
+    sentences: tuple[str, ...] = CREMA_D_SENTENCES
+    levels: tuple[str, ...] = ("LO", "MD", "HI")
+    sample_rate: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ConfigError(f"layout={self.layout!r}: expected one of {list(LAYOUTS)}")
+        crema = self.layout == "crema-d"
+        first, most = (1001, 91) if crema else (1, 24)
+        last = first + most - 1
         if isinstance(self.actors, (int, np.integer)) and not isinstance(self.actors, bool):
-            if not 1 <= int(self.actors) <= 24:
-                raise ConfigError(f"actors={self.actors}: RAVDESS numbers actors 1..24")
-            ids: tuple[int, ...] = tuple(range(1, int(self.actors) + 1))
+            if not 1 <= int(self.actors) <= most:
+                raise ConfigError(f"actors={self.actors}: {self.layout} has 1..{most} actors")
+            ids: tuple[int, ...] = tuple(range(first, first + int(self.actors)))
         else:
             ids = tuple(int(a) for a in self.actors)
-            bad = [a for a in ids if not 1 <= a <= 24]
+            bad = [a for a in ids if not first <= a <= last]
             if not ids or bad or len(set(ids)) != len(ids):
-                raise ConfigError(f"actors={self.actors!r}: need distinct actor ids in 1..24")
+                raise ConfigError(f"actors={self.actors!r}: need distinct {self.layout} actor ids in {first}..{last}")
         object.__setattr__(self, "actors", ids)
-        emos = tuple(self.emotions)
-        unknown = [e for e in emos if e not in RAVDESS_EMOTIONS]
+        vocabulary = CREMA_D_EMOTIONS if crema else RAVDESS_EMOTIONS
+        emos = vocabulary if self.emotions is None else tuple(self.emotions)
+        unknown = [e for e in emos if e not in vocabulary]
         if not emos or unknown or len(set(emos)) != len(emos):
-            raise ConfigError(f"emotions={list(emos)!r}: need distinct names from {list(RAVDESS_EMOTIONS)}")
+            raise ConfigError(f"emotions={list(emos)!r}: need distinct {self.layout} names from {list(vocabulary)}")
         object.__setattr__(self, "emotions", emos)
+        for name, allowed in (("sentences", CREMA_D_SENTENCES), ("levels", ("LO", "MD", "HI"))):
+            vals = tuple(str(v) for v in getattr(self, name))
+            if not vals or any(v not in allowed for v in vals) or len(set(vals)) != len(vals):
+                raise ConfigError(f"{name}={list(vals)!r}: need a non-empty subset of {list(allowed)}")
+            object.__setattr__(self, name, vals)
+        if self.sample_rate is None:
+            object.__setattr__(self, "sample_rate", DEFAULT_SAMPLE_RATES[self.layout])
         for name, allowed in (("statements", (1, 2)), ("repetitions", (1, 2)), ("intensities", (1, 2))):
             vals = tuple(int(v) for v in getattr(self, name))
             if not vals or any(v not in allowed for v in vals) or len(set(vals)) != len(vals):
@@ -216,7 +259,12 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """One clip to synthesise: the RAVDESS file-name fields."""
+    """One clip to synthesise: the file-name fields (as :class:`training.corpus.Clip` numbers them).
+
+    For ``layout="crema-d"``: ``statement`` is the sentence's 1-based index in
+    :data:`CREMA_D_SENTENCES`, ``intensity`` the level's index in ``CREMA_D_LEVELS``
+    (0 XX, 1 LO, 2 MD, 3 HI), ``repetition`` 1.
+    """
 
     actor: int
     emotion: str
@@ -225,20 +273,40 @@ class ClipSpec:
     repetition: int
     modality: int = 3
     channel: int = 1
+    layout: str = "ravdess"
 
     @property
     def emotion_code(self) -> int:
-        """01..08."""
+        """01..08 (the RAVDESS code of the emotion name; seeds CREMA-D clips too)."""
         return RAVDESS_EMOTIONS.index(self.emotion) + 1
 
+    @property
+    def style_factor(self) -> float:
+        """How much the emotion's deviations from neutral are scaled (strong / HI > 1, LO < 1)."""
+        if self.layout == "crema-d":
+            return _CREMA_LEVEL_FACTOR[self.intensity]
+        return 1.5 if self.intensity == 2 else 1.0
+
+    @property
+    def vowels(self) -> tuple[str, ...]:
+        """Vowel sequence of the spoken sentence."""
+        if self.layout == "crema-d":
+            return _SENTENCE_VOWELS[CREMA_D_SENTENCES[self.statement - 1]]
+        return _STATEMENT_VOWELS[self.statement]
+
     def filename(self) -> str:
-        """``03-01-EE-II-SS-RR-AA.wav``."""
+        """``03-01-EE-II-SS-RR-AA.wav`` (RAVDESS) or ``1001_DFA_ANG_XX.wav`` (CREMA-D)."""
+        if self.layout == "crema-d":
+            code = {v: k for k, v in _CREMA_CODES.items()}[self.emotion]
+            return f"{self.actor}_{CREMA_D_SENTENCES[self.statement - 1]}_{code}_{CREMA_D_LEVELS[self.intensity]}.wav"
         fields = (self.modality, self.channel, self.emotion_code, self.intensity,
                   self.statement, self.repetition, self.actor)
         return "-".join(f"{v:02d}" for v in fields) + ".wav"
 
     def relpath(self) -> str:
-        """``Actor_XX/<filename>``."""
+        """``Actor_XX/<filename>`` (RAVDESS) or ``AudioWAV/<filename>`` (CREMA-D)."""
+        if self.layout == "crema-d":
+            return f"AudioWAV/{self.filename()}"
         return f"Actor_{self.actor:02d}/{self.filename()}"
 
 
@@ -285,6 +353,29 @@ def ravdess_clip_specs(config: SynthConfig) -> list[ClipSpec]:
                     for repetition in config.repetitions:
                         specs.append(ClipSpec(actor, emotion, intensity, statement, repetition))
     return specs
+
+
+def crema_d_clip_specs(config: SynthConfig) -> list[ClipSpec]:
+    """Every clip of a CREMA-D ``config`` (actor, sentence, emotion, level order).
+
+    Sentence IEO is spoken at ``config.levels`` (neutral: XX only); every other
+    sentence at XX. The full corpus: 91 x (11 x 6 + 5 x 3 + 1) = 7462 clips
+    (the real one has 7442: 20 recordings are missing).
+    """
+    specs = []
+    for actor in config.actors:
+        for sentence in config.sentences:
+            for emotion in config.emotions:
+                levels = config.levels if sentence == "IEO" and emotion != "neutral" else ("XX",)
+                for level in levels:
+                    specs.append(ClipSpec(actor, emotion, CREMA_D_LEVELS.index(level), CREMA_D_SENTENCES.index(sentence) + 1,
+                                          1, layout="crema-d"))
+    return specs
+
+
+def clip_specs(config: SynthConfig) -> list[ClipSpec]:
+    """Every clip of ``config`` in its layout's order."""
+    return crema_d_clip_specs(config) if config.layout == "crema-d" else ravdess_clip_specs(config)
 
 
 # --- synthesis ------------------------------------------------------------------------
@@ -346,8 +437,8 @@ def synthesize_clip(spec: ClipSpec, *, speaker: Speaker, seed: int, sample_rate:
         [seed, spec.actor, spec.emotion_code, spec.intensity, spec.statement, spec.repetition, 0xC11]))
     sr = INTERNAL_SR
     style = EMOTION_STYLES[spec.emotion]
-    if spec.intensity == 2:
-        style = style.exaggerated(1.5, EMOTION_STYLES["neutral"])
+    if spec.style_factor != 1.0:
+        style = style.exaggerated(spec.style_factor, EMOTION_STYLES["neutral"])
 
     voiced_s = rng.uniform(1.2, 2.9)
     lead_s, trail_s = rng.uniform(0.1, 0.35, size=2)
@@ -373,7 +464,7 @@ def synthesize_clip(spec: ClipSpec, *, speaker: Speaker, seed: int, sample_rate:
     phase = 2 * np.pi * np.cumsum(f0) / sr
 
     # Spectral envelope: vowel formants (interpolated between syllables) x source tilt.
-    vowels = _STATEMENT_VOWELS[spec.statement]
+    vowels = spec.vowels
     table = np.array([_VOWELS[vowels[i % len(vowels)]] for i in range(n_syl)], dtype=np.float64)
     centres = np.clip(syl_idx + syl_phase - 0.5, 0, n_syl - 1)
     lo = np.floor(centres).astype(np.int64)
@@ -439,11 +530,13 @@ def synthesize_corpus(
     *,
     layout: str = "ravdess",
     actors: int | Sequence[int] = 24,
-    emotions: Sequence[str] = RAVDESS_EMOTIONS,
+    emotions: Sequence[str] | None = None,
     statements: Sequence[int] = (1, 2),
     repetitions: Sequence[int] = (1, 2),
     intensities: Sequence[int] = (1, 2),
-    sample_rate: int = 48_000,
+    sentences: Sequence[str] = CREMA_D_SENTENCES,
+    levels: Sequence[str] = ("LO", "MD", "HI"),
+    sample_rate: int | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> SynthSummary:
@@ -451,18 +544,23 @@ def synthesize_corpus(
 
     With the defaults this is RAVDESS's speech part: 24 actors x 60 clips
     (neutral: 1 intensity x 2 statements x 2 repetitions; the 7 others: 2 x 2 x 2).
-    Fewer actors, emotions, statements, repetitions or intensities give a smaller
-    corpus whose clips are identical to the same clips of the full one.
+    With ``layout="crema-d"`` it is CREMA-D: 91 actors (1001..1091) x 82 clips
+    (11 sentences x 6 emotions at XX, plus IEO: 5 emotions x LO/MD/HI and neutral XX).
+    Fewer actors, emotions, statements, repetitions, intensities, sentences or
+    levels give a smaller corpus whose clips are identical to the same clips of the full one.
 
     Args:
         out_dir: corpus root (created; existing files of the same names are overwritten).
-        layout: ``"ravdess"`` (``Actor_XX/03-01-EE-II-SS-RR-AA.wav``).
-        actors: how many actors (1..n) or which actor ids (1..24).
-        emotions: emotion names to include (ravdess8 order is kept in file codes).
-        statements: statement codes (1, 2).
-        repetitions: repetition codes (1, 2).
-        intensities: intensity codes (1 normal, 2 strong).
-        sample_rate: Hz of the 16-bit PCM wav files.
+        layout: ``"ravdess"`` (``Actor_XX/03-01-EE-II-SS-RR-AA.wav``) or
+            ``"crema-d"`` (``AudioWAV/1001_DFA_ANG_XX.wav``).
+        actors: how many actors (numbered from 1, or from 1001 for CREMA-D) or which actor ids.
+        emotions: emotion names to include (``None``: all of the layout's).
+        statements: RAVDESS statement codes (1, 2).
+        repetitions: RAVDESS repetition codes (1, 2).
+        intensities: RAVDESS intensity codes (1 normal, 2 strong).
+        sentences: CREMA-D sentence codes.
+        levels: CREMA-D levels of sentence IEO (LO, MD, HI).
+        sample_rate: Hz of the 16-bit PCM wav files (``None``: 48000 RAVDESS, 16000 CREMA-D).
         seed: corpus seed.
         progress: show a tqdm bar.
 
@@ -476,12 +574,13 @@ def synthesize_corpus(
     from tqdm.auto import tqdm
 
     config = SynthConfig(
-        layout=layout, actors=actors if isinstance(actors, int) else tuple(actors), emotions=tuple(emotions),
-        statements=tuple(statements), repetitions=tuple(repetitions), intensities=tuple(intensities),
-        sample_rate=sample_rate, seed=seed,
+        layout=layout, actors=actors if isinstance(actors, int) else tuple(actors),
+        emotions=None if emotions is None else tuple(emotions), statements=tuple(statements),
+        repetitions=tuple(repetitions), intensities=tuple(intensities), sentences=tuple(sentences),
+        levels=tuple(levels), sample_rate=sample_rate, seed=seed,
     )
     root = Path(out_dir)
-    specs = ravdess_clip_specs(config)
+    specs = clip_specs(config)
     speakers = {a: Speaker.sample(a, seed=config.seed) for a in config.actors}
     total = 0.0
     for spec in tqdm(specs, desc="synth", unit="clip", disable=not progress):

@@ -2,11 +2,23 @@
 
 One function, :func:`train`, over one self-checking config, :class:`TrainConfig`:
 
-    corpus dir --read_ravdess--> clips --actor_split--> train/val/test (+ split.json)
+    corpus dir(s) --read_corpora + apply_class_set--> clips
+      --actor_split, or fold i of actor_kfold--> train/val/test (+ split.json)
       --load_clips (client.audio: mono, 16 kHz)--> WindowDataset (one W-sample window per clip)
       --HF Trainer over WaveformClassifier (normalisation inside)--> weights
       --score_clips (all windows, client.audio.aggregate)--> held-out accuracy
-      --save_checkpoint--> out/{config.json, model.safetensors, ser_checkpoint.json, split.json}
+      --save_checkpoint--> out/{config.json, model.safetensors, ser_checkpoint.json, split.json,
+                                metrics.csv, predictions.{csv,json}}
+
+Options: class-weighted cross-entropy, validation every ``eval_steps`` (clip-level,
+as served) with early stopping on validation weighted F1 (the best weights are
+kept), Trainer checkpoints every ``save_steps`` and ``resume`` from the last one
+after an interruption (crops are seeded per epoch and clip, so a resumed run
+sees the same data as an uninterrupted one), gradient checkpointing, fp16/bf16.
+
+Several processes: ``torchrun --nproc_per_node N -m ser.cli train ...`` or
+``accelerate launch -m ser.cli train ...``; the HF Trainer shards batches over
+the processes (gloo on CPUs, NCCL on GPUs).
 
 If ``out`` already holds a checkpoint made from an identical config and corpus
 (same ``config_hash``), training is skipped and the stored result returned.
@@ -24,13 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from client.errors import CheckpointError, ConfigError, CorpusError
-from training.corpus import CLASS_SETS, read_ravdess
+from training.corpus import CLASS_SET_LAYOUTS, CLASS_SETS, LAYOUTS, apply_class_set, read_corpora
 
 log = logging.getLogger(__name__)
 
 #: Bump when the training recipe changes in a way that invalidates cached checkpoints.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 MANIFEST_NAME = "split.json"
+METRICS_LOG = "metrics.csv"
+PRECISIONS = ("fp32", "fp16", "bf16")
+_METRICS_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "val_accuracy", "val_balanced_accuracy",
+                    "val_weighted_f1", "val_macro_f1")
 
 #: Hyper-parameter defaults by kind of base. From-scratch presets need a high
 #: learning rate; pretrained encoders are fine-tuned gently.
@@ -54,7 +70,7 @@ class TrainConfig:
     ``None`` means "the default for this base" (see :meth:`resolved`).
 
     Attributes:
-        corpus: RAVDESS-layout corpus root.
+        corpus: corpus root, or several roots (combined corpora), one per ``layout``.
         out: checkpoint directory to write.
         base: a preset of ``training.model.MODEL_PRESETS`` (``tiny``, ``base``,
             ``xlsr-large``: random weights, trained from scratch) or a hub name /
@@ -74,14 +90,29 @@ class TrainConfig:
         test_actors: actors held out for the test partition.
         val_actors: actors held out for validation (0 for none).
         manifest: reuse this split manifest instead of drawing a new split.
-        class_set: ``"ravdess8"``; the model's labels are the class set's labels
-            present in the training clips, in the class set's order.
+        class_set: ``ravdess8``, ``ravdess7``, ``crema6`` or ``combined7``; the model's
+            labels are the class set's labels present in the training clips, in the class set's order.
         warmup_ratio: fraction of steps with linear warm-up.
         weight_decay: AdamW weight decay.
         cache: skip training when ``out`` holds a checkpoint of an identical config.
+        layout: each corpus root's layout (``"ravdess"``, ``"crema-d"``), in ``corpus`` order.
+        calm_as_neutral: ``ravdess7``/``combined7``: relabel calm as neutral instead of dropping it.
+        include_song: RAVDESS: also read song clips (vocal channel 02).
+        fold: train on fold ``fold`` of ``folds`` actor-grouped folds
+            (:func:`training.folds.actor_kfold`) instead of one ``test_actors`` split.
+        folds: k of the folds.
+        class_weighted: weight the cross-entropy by inverse class frequency of the training clips.
+        early_stopping_patience: stop after this many validations without a better
+            validation weighted F1, and keep the best weights (needs validation actors).
+        eval_steps: validate every this many steps (default: a tenth of the steps
+            when early stopping, else no validation during training).
+        save_steps: write a Trainer checkpoint every this many steps (for ``resume``).
+        resume: continue from the last Trainer checkpoint under ``out/trainer`` if there is one.
+        gradient_checkpointing: recompute activations in the backward pass (less memory).
+        precision: ``fp32``, or ``fp16``/``bf16`` mixed precision (GPU only).
     """
 
-    corpus: Path
+    corpus: Path | tuple[Path, ...]
     out: Path
     base: str = "tiny"
     epochs: float | None = None
@@ -98,13 +129,32 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     cache: bool = True
+    layout: str | tuple[str, ...] = "ravdess"
+    calm_as_neutral: bool = False
+    include_song: bool = False
+    fold: int | None = None
+    folds: int = 5
+    class_weighted: bool = False
+    early_stopping_patience: int | None = None
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    resume: bool = False
+    gradient_checkpointing: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        for name in ("corpus", "out"):
-            value = getattr(self, name)
-            if value is None or str(value) == "":
-                raise ConfigError(f"{name}={value!r}: a directory path is required")
-            object.__setattr__(self, name, Path(value))
+        corpora = self.corpus if isinstance(self.corpus, (tuple, list)) else (self.corpus,)
+        layouts = self.layout if isinstance(self.layout, (tuple, list)) else (self.layout,)
+        if not corpora or any(c is None or str(c) == "" for c in corpora):
+            raise ConfigError(f"corpus={self.corpus!r}: a directory path is required")
+        if len(layouts) != len(corpora) or any(lay not in LAYOUTS for lay in layouts) or len(set(layouts)) != len(layouts):
+            raise ConfigError(f"layout={self.layout!r}: need one distinct layout of {list(LAYOUTS)} per corpus root "
+                              f"({len(corpora)} given)")
+        object.__setattr__(self, "corpus", Path(corpora[0]) if len(corpora) == 1 else tuple(Path(c) for c in corpora))
+        object.__setattr__(self, "layout", layouts[0] if len(layouts) == 1 else tuple(layouts))
+        if self.out is None or str(self.out) == "":
+            raise ConfigError(f"out={self.out!r}: a directory path is required")
+        object.__setattr__(self, "out", Path(self.out))
         if self.manifest is not None:
             object.__setattr__(self, "manifest", Path(self.manifest))
         if not isinstance(self.base, str) or not self.base.strip():
@@ -126,10 +176,43 @@ class TrainConfig:
             raise ConfigError(f"val_actors={self.val_actors}: must be an integer >= 0")
         if self.class_set not in CLASS_SETS:
             raise ConfigError(f"class_set={self.class_set!r}: expected one of {sorted(CLASS_SETS)}")
+        unread = [lay for lay in layouts if lay not in CLASS_SET_LAYOUTS[self.class_set]]
+        if unread:
+            raise ConfigError(f"class_set={self.class_set!r} reads {list(CLASS_SET_LAYOUTS[self.class_set])}, "
+                              f"not layout {unread[0]!r}: pick a class set for that corpus (see training.corpus.CLASS_SETS)")
+        if self.calm_as_neutral and self.class_set not in ("ravdess7", "combined7"):
+            raise ConfigError(f"calm_as_neutral=True with class_set={self.class_set!r}: only ravdess7 and combined7 merge calm")
+        if isinstance(self.folds, bool) or int(self.folds) != self.folds or self.folds < 2:
+            raise ConfigError(f"folds={self.folds}: need an integer >= 2")
+        if self.fold is not None:
+            if isinstance(self.fold, bool) or int(self.fold) != self.fold or not 0 <= self.fold < self.folds:
+                raise ConfigError(f"fold={self.fold}: need an integer in 0..{self.folds - 1} (folds={self.folds})")
+            if self.manifest is not None:
+                raise ConfigError(f"fold={self.fold} and manifest={self.manifest}: give one, not both")
+        for name in ("early_stopping_patience", "eval_steps", "save_steps"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+                raise ConfigError(f"{name}={v}: must be a positive integer (or None)")
+        if self.early_stopping_patience is not None and self.val_actors < 1 and self.manifest is None:
+            raise ConfigError(f"early_stopping_patience={self.early_stopping_patience} with val_actors=0: "
+                              "early stopping needs validation actors")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}: expected one of {list(PRECISIONS)}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
         if not 0 <= self.weight_decay < 1:
             raise ConfigError(f"weight_decay={self.weight_decay}: must be in [0, 1)")
+
+    def roots(self) -> dict[str, Path]:
+        """``{layout: corpus root}``."""
+        corpora = self.corpus if isinstance(self.corpus, tuple) else (self.corpus,)
+        layouts = self.layout if isinstance(self.layout, tuple) else (self.layout,)
+        return dict(zip(layouts, corpora, strict=True))
+
+    def manifest_root(self):
+        """The root argument of the manifest functions: one path, or ``{layout: root}`` for combined corpora."""
+        roots = self.roots()
+        return next(iter(roots.values())) if len(roots) == 1 else roots
 
     @property
     def is_preset(self) -> bool:
@@ -151,7 +234,10 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict of the fields (paths as strings)."""
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+        def plain(v: Any) -> Any:
+            return str(v) if isinstance(v, Path) else [plain(x) for x in v] if isinstance(v, tuple) else v
+
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -202,7 +288,7 @@ def _corpus_fingerprint(clips) -> str:
 def config_hash(config: TrainConfig, *, corpus_fingerprint: str) -> str:
     """Digest of everything that determines the trained weights (not ``out`` or ``cache``)."""
     d = config.to_json()
-    for k in ("out", "cache", "corpus"):
+    for k in ("out", "cache", "corpus", "resume", "save_steps"):
         d.pop(k)
     d.update(config.resolved())
     d["manifest"] = (hashlib.sha256(config.manifest.read_bytes()).hexdigest()[:16]
@@ -245,7 +331,8 @@ class _LossModule:
     """Factory for the Trainer-facing module (keeps the torch import lazy)."""
 
     @staticmethod
-    def wrap(classifier):
+    def wrap(classifier, *, class_weights=None):
+        """``classifier`` + cross-entropy (weighted by ``class_weights [C]`` float32 if given)."""
         import torch
         from torch import nn
 
@@ -255,39 +342,93 @@ class _LossModule:
             def __init__(self, inner):
                 super().__init__()
                 self.classifier = inner
+                self.register_buffer("class_weights", None if class_weights is None
+                                     else torch.as_tensor(class_weights, dtype=torch.float32), persistent=False)
 
             def forward(self, waveform, num_samples, labels=None):
                 logits, _ = self.classifier(waveform, num_samples)
                 out = {"logits": logits}
                 if labels is not None:
-                    out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+                    out["loss"] = torch.nn.functional.cross_entropy(logits.float(), labels, weight=self.class_weights)
                 return out
 
         return WithLoss(classifier)
 
 
+def class_weights(label_ids, num_classes: int):
+    """Inverse-frequency weights ``n / (C * count_c)`` (``[C]`` float32; 0 for absent classes)."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    w = np.divide(counts.sum(), num_classes * counts, out=np.zeros_like(counts), where=counts > 0)
+    return w.astype(np.float32)
+
+
 def _split(config: TrainConfig, clips):
-    from training.folds import actor_split, read_manifest, write_manifest
+    from training.folds import actor_kfold, actor_split, read_manifest, write_manifest
 
     manifest_out = config.out / MANIFEST_NAME
+    root = config.manifest_root()
     if config.manifest is not None:
-        split = read_manifest(config.manifest, root=config.corpus)
+        split = read_manifest(config.manifest, root=root)
         missing = [str(c.path) for part in split for c in part if not Path(c.path).is_file()]
         if missing:
             raise CorpusError(f"{config.manifest}: {len(missing)} clip(s) missing under {config.corpus}, e.g. {missing[0]}")
+    elif config.fold is not None:
+        split = actor_kfold(clips, k=config.folds, val_actors=config.val_actors, seed=config.seed)[config.fold]
     else:
         split = actor_split(clips, test_actors=config.test_actors, val_actors=config.val_actors, seed=config.seed)
-    write_manifest(split, manifest_out, root=config.corpus)
+    write_manifest(split, manifest_out, root=root)
     return split, manifest_out
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
+def read_training_clips(config: TrainConfig):
+    """The clips ``config`` trains on: its corpora read, filtered and relabelled by its class set.
+
+    Raises:
+        CorpusError: a missing corpus root, or no clip of the class set.
+    """
+    for root in config.roots().values():
+        if not root.is_dir():
+            raise CorpusError(f"{root}: corpus directory does not exist" if not root.exists()
+                              else f"{root}: not a directory")
+    clips = apply_class_set(read_corpora(config.roots(), include_song=config.include_song), config.class_set,
+                            calm_as_neutral=config.calm_as_neutral)
+    if not clips:
+        raise CorpusError(f"{config.corpus}: no clips of class set {config.class_set!r}")
+    return clips
+
+
+def _write_metrics_log(path: Path, rows: list[dict[str, float]]) -> None:
+    """Rewrite the metrics CSV (one row per log or validation event, :data:`_METRICS_COLUMNS`)."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(_METRICS_COLUMNS), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _read_metrics_log(path: Path, *, up_to_step: int) -> list[dict[str, float]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        rows = [{k: int(float(v)) if k == "step" else float(v) for k, v in r.items() if v not in ("", None)}
+                for r in csv.DictReader(f)]
+    return [r for r in rows if r.get("step", 0) <= up_to_step]
+
+
+def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) -> TrainResult:
     """Train a classifier as ``config`` says and save it as a bundle checkpoint.
 
     Args:
         config: a :class:`TrainConfig`.
         progress: show tqdm bars (loading, training) and the Trainer's log lines;
             without it, metrics go to the ``training.train`` logger only.
+        callbacks: extra ``transformers.TrainerCallback`` objects (tests use one to
+            interrupt a run).
 
     Returns:
         :class:`TrainResult` with the held-out-actor accuracy (all windows of each
@@ -298,12 +439,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         ConfigError: bad values, or too few actors for the split.
         CheckpointError: a pretrained base that cannot be loaded.
     """
-    if not config.corpus.is_dir():
-        raise CorpusError(f"{config.corpus}: corpus directory does not exist" if not config.corpus.exists()
-                          else f"{config.corpus}: not a directory")
     if config.out.exists() and not config.out.is_dir():
         raise ConfigError(f"out={config.out}: exists and is not a directory")
-    clips = read_ravdess(config.corpus)
+    clips = read_training_clips(config)
     digest = config_hash(config, corpus_fingerprint=_corpus_fingerprint(clips))
     cached = _cached_result(config, digest)
     if cached is not None:
@@ -311,11 +449,16 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         return cached
     if not config.is_preset:  # fail on a bad base before any expensive step
         _check_base_name(config)
+    import torch
+
+    gpu = torch.cuda.is_available()
+    if config.precision != "fp32" and not gpu:
+        raise ConfigError(f"precision={config.precision!r}: mixed precision needs a GPU (none is visible); use fp32")
 
     import numpy as np
-    import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_utils import get_last_checkpoint
 
     from training.data import WindowDataset, choose_window_samples, collate, load_clips
     from training.evaluate import score_clips
@@ -333,6 +476,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     unseen = sorted({c.label for part in (split.val, split.test) for c in part} - present)
     if unseen:
         raise CorpusError(f"{config.corpus}: classes {unseen} occur in val/test but not in training")
+    if config.early_stopping_patience is not None and not split.val:
+        raise ConfigError(f"early_stopping_patience={config.early_stopping_patience}: the split has no validation clips")
 
     # The model first: a bad base fails before minutes of audio loading.
     torch.manual_seed(config.seed)
@@ -351,11 +496,15 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     hop = window // 2
 
     classifier = WaveformClassifier(hf_model)
-    module = _LossModule.wrap(classifier)
+    weights = class_weights([lc.label_id for lc in train_loaded], len(labels)) if config.class_weighted else None
+    module = _LossModule.wrap(classifier, class_weights=weights)
     train_ds = WindowDataset(train_loaded, window_samples=window, hop_samples=hop, train=True, seed=config.seed)
 
     steps_per_epoch = max(1, len(train_ds) // hp["batch_size"])
     total_steps = hp["max_steps"] or max(1, int(math.ceil(hp["epochs"] * steps_per_epoch)))
+    eval_steps = config.eval_steps or (max(1, total_steps // 10) if config.early_stopping_patience else None)
+    trainer_dir = config.out / "trainer"
+    resume_from = get_last_checkpoint(str(trainer_dir)) if config.resume and trainer_dir.is_dir() else None
     args = TrainingArguments(
         output_dir=str(config.out / "trainer"),
         per_device_train_batch_size=hp["batch_size"],
@@ -366,40 +515,107 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         lr_scheduler_type="linear",
         max_grad_norm=1.0,
         logging_steps=max(1, total_steps // 10),
-        save_strategy="no",
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
         eval_strategy="no",
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
-        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=config.gradient_checkpointing,
+        fp16=config.precision == "fp16",
+        bf16=config.precision == "bf16",
+        use_cpu=not gpu,
         dataloader_num_workers=0,
         dataloader_drop_last=True,
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=not progress,
     )
-    history: list[dict[str, float]] = []
+    metrics_log = config.out / METRICS_LOG
+    resumed_step = int(Path(resume_from).name.rsplit("-", 1)[-1]) if resume_from else 0
+    history: list[dict[str, float]] = _read_metrics_log(metrics_log, up_to_step=resumed_step) if resume_from else []
+    best_path, state_name = trainer_dir / "best.pt", "ser_validation.json"
+    validation: dict[str, Any] = {"best_f1": -1.0, "best_step": 0, "bad": 0}
+    if resume_from and (Path(resume_from) / state_name).is_file():
+        validation = json.loads((Path(resume_from) / state_name).read_text())
+        if (Path(resume_from) / "best.pt").is_file():
+            import shutil
+
+            shutil.copyfile(Path(resume_from) / "best.pt", best_path)
 
     class _Log(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            train_ds.set_epoch(state.global_step // steps_per_epoch)  # also right when resuming mid-epoch
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
-                history.append({"step": state.global_step, **{k: float(v) for k, v in logs.items()
-                                                              if isinstance(v, (int, float))}})
+                history.append({"step": state.global_step, "epoch": float(state.epoch or 0),
+                                **{k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}})
+                _write_metrics_log(metrics_log, history)
                 log.info("step %d: %s", state.global_step, logs)
 
-    trainer = Trainer(model=module, args=args, data_collator=collate, train_dataset=train_ds, callbacks=[_Log()])
+    class _Validate(TrainerCallback):
+        """Clip-level validation every ``eval_steps``; early stopping on weighted F1; best weights kept."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step = state.global_step
+            if eval_steps is None or not val_loaded or (step % eval_steps and step != state.max_steps):
+                return
+            m = score_clips(classifier, val_loaded, labels=labels, window_samples=window, hop_samples=hop).metrics()
+            history.append({"step": step, "epoch": float(state.epoch or 0),
+                            **{f"val_{k}": v for k, v in m.scalars().items()}})
+            _write_metrics_log(metrics_log, history)
+            if m.weighted_f1 > validation["best_f1"]:
+                validation.update(best_f1=m.weighted_f1, best_step=step, bad=0)
+                trainer_dir.mkdir(parents=True, exist_ok=True)
+                torch.save(classifier.state_dict(), best_path)
+            else:
+                validation["bad"] += 1
+                if config.early_stopping_patience and validation["bad"] >= config.early_stopping_patience:
+                    log.info("early stop at step %d: best validation weighted F1 %.3f at step %d",
+                             step, validation["best_f1"], validation["best_step"])
+                    control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kwargs):
+            ckpt = trainer_dir / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                (ckpt / state_name).write_text(json.dumps(validation))
+                if best_path.is_file():
+                    import shutil
+
+                    shutil.copyfile(best_path, ckpt / "best.pt")
+
+    trainer = Trainer(model=module, args=args, data_collator=collate, train_dataset=train_ds,
+                      callbacks=[_Log(), _Validate(), *callbacks])
     trainer.remove_callback(PrinterCallback)
     if not progress:
         trainer.remove_callback(ProgressCallback)
+    if resume_from:
+        log.info("resuming from %s", resume_from)
     t0 = time.perf_counter()
-    out = trainer.train()
+    out = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - t0
+    if config.early_stopping_patience and best_path.is_file():
+        classifier.load_state_dict(torch.load(best_path, weights_only=True))
+    if not trainer.is_world_process_zero():  # other ranks of a distributed run stop here
+        return TrainResult(checkpoint=config.out, manifest=manifest_path.resolve(), labels=labels,
+                           window_samples=window, test_accuracy=float("nan"), val_accuracy=float("nan"),
+                           steps=int(out.global_step), train_seconds=train_seconds)
+
+    from training.metrics import save_predictions
 
     test = score_clips(classifier, test_loaded, labels=labels, window_samples=window, hop_samples=hop)
     val = score_clips(classifier, val_loaded, labels=labels, window_samples=window, hop_samples=hop)
+    if test_loaded:
+        save_predictions(test.predictions_of(test_loaded), config.out)
     result_metrics = {
         "test_accuracy": test.accuracy,
         "val_accuracy": val.accuracy,
+        "test_metrics": test.metrics().scalars() if test_loaded else {},
+        "val_metrics": val.metrics().scalars() if val_loaded else {},
+        "best_val_weighted_f1": validation["best_f1"] if validation["best_step"] else None,
+        "best_step": validation["best_step"] or None,
+        "fold": split.extra.get("fold"),
         "steps": int(out.global_step),
         "train_seconds": round(train_seconds, 2),
         "train_loss": float(out.training_loss),
@@ -416,7 +632,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         sample_rate=sr,
         hop_samples=hop,
         base=config.base,
-        corpus=f"ravdess:{config.corpus.resolve()} ({config.class_set}, {len(clips)} clips)",
+        corpus=" + ".join(f"{lay}:{root.resolve()}" for lay, root in config.roots().items())
+        + f" ({config.class_set}, {len(clips)} clips)",
         extra={
             "split_manifest": str(manifest_path.resolve()),
             "config_hash": digest,
@@ -437,7 +654,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    _remove_trainer_dir(config.out / "trainer")
+    _remove_trainer_dir(trainer_dir)
     return TrainResult(
         checkpoint=config.out, manifest=manifest_path.resolve(), labels=labels, window_samples=window,
         test_accuracy=test.accuracy, val_accuracy=val.accuracy, steps=int(out.global_step),
@@ -471,15 +688,43 @@ class Recipe:
         synth: keyword options of :func:`training.synth.synthesize_corpus`.
         train: keyword options of :class:`TrainConfig` (besides ``corpus`` and ``out``).
         note: what it is for, with the figures measured for it.
+        expected: figures the recipe is meant to reach (the reference's, for the XLSR-53 recipes).
+        wall_time: expected wall time and the hardware it assumes.
     """
 
     synth: dict[str, Any]
     train: dict[str, Any]
     note: str = ""
+    expected: dict[str, Any] = field(default_factory=dict)
+    wall_time: str = ""
 
-    def config(self, *, corpus: str | Path, out: str | Path, **overrides: Any) -> TrainConfig:
-        """The :class:`TrainConfig` of this recipe for a corpus and output directory."""
-        return TrainConfig(corpus=Path(corpus), out=Path(out), **{**self.train, **overrides})
+    def __post_init__(self) -> None:
+        known = [f.name for f in fields(TrainConfig) if f.name not in ("corpus", "out")]
+        unknown = sorted(set(self.train) - set(known))
+        if unknown:
+            raise ConfigError(f"recipe train options {unknown}: not TrainConfig fields (corpus and out are given "
+                              f"per run); known: {known}")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Recipe":
+        """Read a recipe file (``{"train": {...}, "note", "expected", "wall_time", "synth"}``).
+
+        Raises:
+            ConfigError: missing or malformed file, or unknown train options (names them).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe {path}: no such file")
+        try:
+            d = json.loads(path.read_text())
+            return cls(synth=dict(d.get("synth", {})), train=dict(d["train"]), note=str(d.get("note", "")),
+                       expected=dict(d.get("expected", {})), wall_time=str(d.get("wall_time", "")))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"recipe {path}: malformed: {exc!r}") from None
+
+    def config(self, *, corpus: str | Path | tuple[str | Path, ...], out: str | Path, **overrides: Any) -> TrainConfig:
+        """The :class:`TrainConfig` of this recipe for a corpus (or corpora) and output directory."""
+        return TrainConfig(corpus=corpus, out=Path(out), **{**self.train, **overrides})
 
 
 #: The demo: 10 synthetic actors x 60 clips (8 emotions), tiny model from scratch,
@@ -502,6 +747,26 @@ TEST = Recipe(
 )
 
 RECIPES: dict[str, Recipe] = {"demo": DEMO, "test": TEST}
+#: Folder of the reference recipes (``ravdess8.json``, ``ravdess7.json``, ``crema6.json``, ``combined7.json``).
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A recipe by name (:data:`RECIPES`, then ``training/recipes/<name>.json``) or from a JSON file.
+
+    Raises:
+        ConfigError: no such recipe (lists the known names).
+    """
+    name = str(name_or_path)
+    if name in RECIPES:
+        return RECIPES[name]
+    path = RECIPE_DIR / f"{name}.json"
+    if path.is_file():
+        return Recipe.from_json(path)
+    if name.endswith(".json") or Path(name).is_file():
+        return Recipe.from_json(name)
+    known = sorted(RECIPES) + sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
+    raise ConfigError(f"recipe {name!r}: not a known recipe {known} or a recipe JSON file")
 
 
 def config_fields() -> list[str]:
@@ -509,4 +774,5 @@ def config_fields() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
 
 
-__all__ = ["TrainConfig", "TrainResult", "Recipe", "DEMO", "TEST", "RECIPES", "train", "config_hash"]
+__all__ = ["TrainConfig", "TrainResult", "Recipe", "DEMO", "TEST", "RECIPES", "train", "config_hash", "load_recipe",
+           "class_weights", "read_training_clips"]
