@@ -804,7 +804,10 @@ def ensure_int8_onnx(fp32_path: Path, preset: str, *, out: TextIO | None = None)
     from export.quantize import quantize_int8
 
     path = fp32_path.parent / f"int8-{preset}.onnx"
-    if path.is_file() and path.stat().st_mtime >= fp32_path.stat().st_mtime:
+    options_path = path.with_suffix(".json")  # the preset's options: a changed preset is re-quantized
+    options = json.dumps(QUANTIZATION_PRESETS[preset].to_json(), sort_keys=True)
+    if path.is_file() and path.stat().st_mtime >= fp32_path.stat().st_mtime and options_path.is_file() \
+            and options_path.read_text() == options:
         return path
     if out is not None:
         print(f"[bench] quantizing {fp32_path.parent.name} with preset {preset} ...", file=out, flush=True)
@@ -812,6 +815,7 @@ def ensure_int8_onnx(fp32_path: Path, preset: str, *, out: TextIO | None = None)
     tmp = fp32_path.parent / f".int8-{preset}.onnx.tmp"
     quantize_int8(fp32_path, tmp, config=QUANTIZATION_PRESETS[preset])
     os.replace(tmp, path)
+    options_path.write_text(options)
     if out is not None:
         print(f"[bench]   {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s", file=out, flush=True)
     return path

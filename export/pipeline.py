@@ -19,20 +19,22 @@ import os
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from client.errors import ConfigError, ExportError
 from export.onnx_export import DEFAULT_OPSET, OnnxExportConfig
 from export.parity import ParityConfig, ParityReport
-from export.quantize import QuantizationConfig, resolve_preset
+from export.quantize import PRESET_EVIDENCE, Fp16Config, QuantizationConfig, resolve_preset
 from export.recipe import MODEL_FILENAME, RECIPE_FILENAME
 
-#: Variants this version can produce.
-VARIANTS = ("fp32", "int8")
+#: Variants this version can produce: fp32 (the reference), int8 (CPU instances), fp16 (GPU instances).
+VARIANTS = ("fp32", "int8", "fp16")
+#: What ``ser export`` writes when no variant is named.
+DEFAULT_VARIANTS = ("fp32", "int8")
 #: Variants named in the design but not implemented yet (refused with a clear message).
-PLANNED_VARIANTS = ("fp16",)
+PLANNED_VARIANTS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,18 @@ class ExportConfig:
     """Everything :func:`export_checkpoint` does, validated up front.
 
     Attributes:
-        variants: which models to write (``fp32``, ``int8``), unique, in order.
+        variants: which models to write (``fp32``, ``int8``, ``fp16``), unique, in order.
         preset: int8 quantization preset name (``None``: the default preset).
         quantization: explicit int8 options instead of a preset.
+        fp16: fp16 conversion options (ops kept in fp32).
         onnx: exporter options.
         parity: parity batches and tolerances.
     """
 
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     preset: str | None = None
     quantization: QuantizationConfig | None = None
+    fp16: Fp16Config = field(default_factory=Fp16Config)
     onnx: OnnxExportConfig = field(default_factory=OnnxExportConfig)
     parity: ParityConfig = field(default_factory=ParityConfig)
 
@@ -128,6 +132,15 @@ class ExportResult:
         return "\n".join(lines)
 
 
+def _converter_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return f"onnxconverter-common {md.version('onnxconverter-common')}"
+    except md.PackageNotFoundError:  # pragma: no cover - convert_fp16 would have failed first
+        return "onnxconverter-common (unknown version)"
+
+
 def ensure_writable_dir(path: Path, *, what: str) -> None:
     """Create directory ``path`` if needed; refuse a file there or an unwritable place (ExportError naming ``what``)."""
     if path.exists() and not path.is_dir():
@@ -169,9 +182,10 @@ def export_checkpoint(
     checkpoint: str | Path,
     out_dir: str | Path,
     *,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] = DEFAULT_VARIANTS,
     preset: str | None = None,
     quantization: QuantizationConfig | None = None,
+    fp16: Fp16Config | None = None,
     opset: int = DEFAULT_OPSET,
     parity: ParityConfig | None = None,
     progress: bool = True,
@@ -181,9 +195,10 @@ def export_checkpoint(
     Args:
         checkpoint: directory written by ``ser train`` (HF files + ``ser_checkpoint.json``).
         out_dir: export directory; ``<out_dir>/<variant>/{model.onnx, recipe.json}``.
-        variants: ``fp32`` and/or ``int8``.
+        variants: ``fp32``, ``int8`` and/or ``fp16``.
         preset: int8 quantization preset (:data:`export.quantize.QUANTIZATION_PRESETS`).
         quantization: explicit int8 options instead of ``preset``.
+        fp16: fp16 conversion options (default :class:`export.quantize.Fp16Config`).
         opset: ONNX opset.
         parity: batches and tolerances of the checks.
         progress: show a tqdm bar of the steps.
@@ -201,13 +216,14 @@ def export_checkpoint(
 
     from export.onnx_export import export_onnx, load_classifier
     from export.parity import check_onnx_parity, check_variant_agreement
-    from export.quantize import quantize_int8
+    from export.quantize import convert_fp16, quantize_int8
     from export.recipe import Recipe, checkpoint_weights_sha256, library_versions, sha256_file
 
     config = ExportConfig(
         variants=tuple(variants),
         preset=preset,
         quantization=quantization,
+        fp16=fp16 or Fp16Config(),
         onnx=OnnxExportConfig(opset=opset),
         parity=parity or ParityConfig(),
     )
@@ -218,7 +234,8 @@ def export_checkpoint(
     source_sha = checkpoint_weights_sha256(checkpoint)
     versions = library_versions(opset=config.onnx.opset)
     W = info.window_samples
-    steps = ["export fp32", "parity fp32"] + (["quantize int8", "agreement int8"] if "int8" in config.variants else []) + ["install"]
+    steps = ["export fp32", "parity fp32"] + [f"{step} {v}" for v in ("int8", "fp16") if v in config.variants
+                                              for step in ("convert", "agreement")] + ["install"]
     bar = tqdm(total=len(steps), desc=f"export {checkpoint.name}", unit="step", disable=not progress)
     results: dict[str, VariantResult] = {}
     try:
@@ -280,7 +297,24 @@ def export_checkpoint(
                 bar.update()
                 parity_json["int8"] = {"int8_vs_fp32": int8_report.to_json(), "fp32_vs_pytorch": fp32_report.to_json()}
                 stage("int8", name, {**fp32_options, "quantization": qconfig.to_json(),
+                                     "preset_evidence": PRESET_EVIDENCE.get(name, "custom config: no recorded evidence"),
                                      "reference_sha256": results["fp32"].sha256}, int8_report)
+
+            if "fp16" in config.variants:
+                bar.set_postfix_str("fp16: convert_float_to_float16")
+                (work / "fp16").mkdir()
+                fp16_path = work / "fp16" / MODEL_FILENAME
+                convert_fp16(fp32_path, fp16_path, config=config.fp16)
+                bar.update()
+                bar.set_postfix_str("fp16: agreement with fp32")
+                fp16_parity = replace(config.parity, prob_atol=config.parity.fp16_prob_atol)
+                fp16_report = check_variant_agreement(
+                    fp32_path, fp16_path, window_samples=W, config=fp16_parity, what="fp16 vs fp32 ONNX"
+                )
+                bar.update()
+                parity_json["fp16"] = {"fp16_vs_fp32": fp16_report.to_json(), "fp32_vs_pytorch": fp32_report.to_json()}
+                stage("fp16", None, {**fp32_options, "fp16": config.fp16.to_json(), "converter": _converter_version(),
+                                     "reference_sha256": results["fp32"].sha256}, fp16_report)
 
             bar.set_postfix_str("install")
             for variant in config.variants:

@@ -43,7 +43,7 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
     summary = synthesize_corpus(
         args.out,
         layout=args.layout,
-        actors=args.actors,
+        actors=args.actors if args.actors is not None else (24 if args.layout == "ravdess" else 91),
         sample_rate=args.sample_rate,
         seed=args.seed,
         progress=True,
@@ -55,18 +55,85 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
 # --- train ----------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """`ser train`: fine-tune and save a checkpoint."""
-    from training.train import RECIPES, TrainConfig, train
+def _train_config(args: argparse.Namespace):
+    """The TrainConfig of `ser train` / `ser cv` options: the recipe's values, overridden by options given."""
+    from training.train import TrainConfig, load_recipe
 
     given = dict(base=args.base, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-                 learning_rate=args.lr, seed=args.seed, window_s=args.window_s)
+                 learning_rate=args.lr, seed=args.seed, window_s=args.window_s, class_set=args.class_set,
+                 test_actors=args.test_actors, val_actors=args.val_actors, early_stopping_patience=args.early_stopping_patience,
+                 eval_steps=args.eval_steps, save_steps=args.save_steps, precision=args.precision,
+                 folds=getattr(args, "folds", None), fold=getattr(args, "fold", None), manifest=getattr(args, "manifest", None))
+    flags = dict(calm_as_neutral=args.calm_as_neutral, include_song=args.include_song, class_weighted=args.class_weighted,
+                 resume=args.resume, gradient_checkpointing=args.gradient_checkpointing)
     options = {k: v for k, v in given.items() if v is not None}  # unset: the recipe's or TrainConfig's default
+    options.update({k: True for k, v in flags.items() if v})
+    if args.layout:
+        options["layout"] = tuple(args.layout)
+    corpus = tuple(args.corpus) if len(args.corpus) > 1 else args.corpus[0]
     if args.recipe:
-        config = RECIPES[args.recipe].config(corpus=args.corpus, out=args.out, **options)
+        return load_recipe(args.recipe).config(corpus=corpus, out=args.out, **options)
+    return TrainConfig(corpus=corpus, out=args.out, **options)
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `ser train` and `ser cv`."""
+    p.add_argument("--corpus", type=Path, action="append", required=True, help="corpus root; give it twice (with two --layout) for combined corpora")
+    p.add_argument("--layout", action="append", choices=["ravdess", "crema-d"], default=None, help="layout of each --corpus, in order (default: ravdess)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--base", default=None, help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2 (default: tiny)")
+    p.add_argument("--recipe", default=None, help="demo, test, ravdess8, ravdess7, crema6, combined7 (training/recipes/*.json) or a recipe JSON path; options given explicitly override it")
+    p.add_argument("--class-set", choices=["ravdess8", "ravdess7", "crema6", "combined7"], default=None, help="(default: ravdess8)")
+    p.add_argument("--calm-as-neutral", action="store_true", help="ravdess7/combined7: relabel calm as neutral instead of dropping it")
+    p.add_argument("--include-song", action="store_true", help="RAVDESS: also read song clips (vocal channel 02)")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs (default: the trainer's default for the base)")
+    p.add_argument("--max-steps", type=_positive_int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--seed", type=int, default=None, help="(default: 0)")
+    p.add_argument("--window-s", type=float, default=None, help="window length in seconds (default: chosen from the corpus durations)")
+    p.add_argument("--test-actors", type=_positive_int, default=None, help="held-out test actors of a single split (default: 2)")
+    p.add_argument("--val-actors", type=int, default=None, help="validation actors (per corpus for folds; default: 1)")
+    p.add_argument("--class-weighted", action="store_true", help="weight the loss by inverse class frequency")
+    p.add_argument("--early-stopping-patience", type=_positive_int, default=None, help="stop after N validations without a better validation weighted F1; keep the best weights")
+    p.add_argument("--eval-steps", type=_positive_int, default=None, help="validate every N steps (metrics.csv)")
+    p.add_argument("--save-steps", type=_positive_int, default=None, help="Trainer checkpoint every N steps (for --resume)")
+    p.add_argument("--resume", action="store_true", help="continue from the last Trainer checkpoint in --out after an interruption")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None, help="fp16/bf16 mixed precision needs a GPU (default: fp32)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`ser train`: fine-tune and save a checkpoint."""
+    from training.train import train
+
+    result = train(_train_config(args), progress=True)
+    print(result)
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    """`ser cv`: k actor-grouped folds (or the cross-corpus table) and a report."""
+    from training.cv import run_cross_corpus, run_cv
+
+    config = _train_config(args)
+    if args.cross_corpus:
+        print(run_cross_corpus(config, fold=args.cross_fold, progress=True))
     else:
-        config = TrainConfig(corpus=args.corpus, out=args.out, **options)
-    result = train(config, progress=True)
+        print(run_cv(config, only=args.only, progress=True))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`ser evaluate`: score a checkpoint (or an ONNX variant of it) on a manifest's partition."""
+    from training.evaluate import evaluate_checkpoint
+
+    roots = None
+    if args.corpus:
+        layouts = args.layout or ["ravdess"] * len(args.corpus)
+        roots = dict(zip(layouts, args.corpus, strict=False))
+    result = evaluate_checkpoint(args.checkpoint, manifest=args.manifest, partition=args.partition, onnx=args.onnx,
+                                 roots=roots, out=args.out, progress=True)
     print(result)
     return 0
 
@@ -78,8 +145,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     """`ser export`: ONNX variants with recipes (and optionally a repository)."""
     from export.pipeline import export_checkpoint
 
+    if (args.manifest or args.audio_dir) and not args.report:
+        from client.errors import ConfigError
+
+        raise ConfigError("--manifest/--audio-dir choose the clips of the quantization report: add --report")
     result = export_checkpoint(args.checkpoint, args.out, variants=args.variants, preset=args.preset)
     print(result)
+    if args.report:
+        from export.report import ReportConfig, quantization_report
+
+        report = quantization_report(args.out, manifest=args.manifest, audio_dir=args.audio_dir,
+                                     out_dir=args.report_out, config=ReportConfig(threads=args.report_threads))
+        print(report.to_markdown())
+        print(f"wrote {Path(args.report_out or args.out / 'report')}/report.{{json,md}} and a confusion matrix per variant")
     if args.repository:
         from export.repository import write_repository
 
@@ -100,6 +178,10 @@ def cmd_repository(args: argparse.Namespace) -> int:
         variants=args.variants,
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,
+        intra_op_threads=args.intra_op_threads,
+        gpu_accelerator=args.gpu_accelerator,
+        bench=args.bench,
+        bench_shape=args.bench_shape,
     )
     for path in written:
         print(f"wrote {path}")
@@ -111,6 +193,7 @@ def cmd_repository(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """`ser serve`: run the local tritonserver until interrupted."""
+    from deploy.flags import grpc_tls_from_dir, read_admin_key
     from deploy.local_triton import serve_forever
 
     serve_forever(
@@ -118,6 +201,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        admin_key=read_admin_key(args.admin_key_file) if args.admin_key_file else None,
+        grpc_tls=grpc_tls_from_dir(args.grpc_tls_dir) if args.grpc_tls_dir else None,
     )
     return 0
 
@@ -231,33 +316,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     corpus = sub.add_parser("corpus", help="corpus utilities").add_subparsers(dest="corpus_command", required=True)
     synth = corpus.add_parser("synth", help="write a deterministic synthetic corpus in a real corpus layout")
-    synth.add_argument("--layout", choices=["ravdess"], default="ravdess", help="on-disk layout to imitate (default: ravdess)")
+    synth.add_argument("--layout", choices=["ravdess", "crema-d"], default="ravdess", help="on-disk layout to imitate: Actor_XX/03-01-EE-II-SS-RR-AA.wav or AudioWAV/1001_DFA_ANG_XX.wav (default: ravdess)")
     synth.add_argument("--out", type=Path, required=True, help="output directory")
-    synth.add_argument("--actors", type=_positive_int, default=24, help="number of actors (default: 24, as RAVDESS)")
-    synth.add_argument("--sample-rate", type=_positive_int, default=48_000, help="Hz of the written wavs (default: 48000, as RAVDESS)")
+    synth.add_argument("--actors", type=_positive_int, default=None, help="number of actors (default: 24 for RAVDESS, 91 for CREMA-D)")
+    synth.add_argument("--sample-rate", type=_positive_int, default=None, help="Hz of the written wavs (default: 48000 RAVDESS, 16000 CREMA-D, as the real corpora)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_corpus_synth)
 
-    tr = sub.add_parser("train", help="fine-tune Wav2Vec2ForSequenceClassification on one actor-held-out split")
-    tr.add_argument("--corpus", type=Path, required=True, help="RAVDESS-layout corpus root")
-    tr.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
-    tr.add_argument("--base", default=None, help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2 (default: tiny)")
-    tr.add_argument("--recipe", choices=["demo", "test"], default=None, help="named recipe (training.train.RECIPES); options given explicitly override it")
-    tr.add_argument("--epochs", type=float, default=None, help="training epochs (default: the trainer's default for the base)")
-    tr.add_argument("--max-steps", type=_positive_int, default=None, help="optimizer steps (overrides --epochs)")
-    tr.add_argument("--batch-size", type=_positive_int, default=None)
-    tr.add_argument("--lr", type=float, default=None, help="learning rate")
-    tr.add_argument("--seed", type=int, default=None, help="(default: 0)")
-    tr.add_argument("--window-s", type=float, default=None, help="window length in seconds (default: chosen from the corpus durations)")
+    tr = sub.add_parser("train", help="fine-tune Wav2Vec2ForSequenceClassification on one actor-held-out split or fold")
+    _add_training_options(tr)
+    tr.add_argument("--fold", type=int, default=None, help="train on fold i of --folds actor-grouped folds instead of a --test-actors split")
+    tr.add_argument("--folds", type=_positive_int, default=None, help="k of --fold (default: 5)")
+    tr.add_argument("--manifest", type=Path, default=None, help="reuse this split manifest (split.json)")
     tr.set_defaults(func=cmd_train)
+
+    cv = sub.add_parser("cv", help="k-fold actor-grouped cross-validation (or --cross-corpus) with report.md, metrics, confusion matrices")
+    _add_training_options(cv)
+    cv.add_argument("--folds", type=_positive_int, default=None, help="k (default: 5)")
+    cv.add_argument("--only", type=lambda t: tuple(int(x) for x in _csv(t)), default=None, help="run only these folds, e.g. 0,1")
+    cv.add_argument("--cross-corpus", action="store_true", help="train on RAVDESS, CREMA-D and both; test on each (needs both corpora)")
+    cv.add_argument("--cross-fold", type=int, default=0, help="fold of the cross-corpus table (default: 0)")
+    cv.set_defaults(func=cmd_cv)
+
+    ev = sub.add_parser("evaluate", help="score a checkpoint (PyTorch, or --onnx variant) on a split manifest's test clips")
+    ev.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`")
+    ev.add_argument("--manifest", type=Path, required=True, help="split manifest (split.json of a run or fold)")
+    ev.add_argument("--partition", choices=["test", "val", "train"], default="test")
+    ev.add_argument("--onnx", type=Path, default=None, help="score this exported model.onnx (fp32/int8) with ONNX Runtime instead")
+    ev.add_argument("--corpus", type=Path, action="append", default=None, help="corpus root if moved since the manifest was written (repeat for combined)")
+    ev.add_argument("--layout", action="append", choices=["ravdess", "crema-d"], default=None)
+    ev.add_argument("--out", type=Path, default=None, help="write predictions.{csv,json} and metrics.json here")
+    ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 + int8), parity-checked, with recipes")
     ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`")
     ex.add_argument("--out", type=Path, required=True, help="export directory (one sub-folder per variant)")
-    ex.add_argument("--variants", type=_csv, default=("fp32", "int8"), help="comma-separated (default: fp32,int8)")
+    ex.add_argument("--variants", type=_csv, default=("fp32", "int8"), help="comma-separated: fp32, int8 (CPU instances), fp16 (GPU instances) (default: fp32,int8)")
     ex.add_argument("--preset", default=None, help="int8 quantization preset (default: dynamic-int8-matmul; see export.quantize.QUANTIZATION_PRESETS)")
     ex.add_argument("--repository", type=Path, default=None, help="also write a Triton model repository here")
     ex.add_argument("--runtime", choices=["portable", "native"], default="portable", help="repository runtime (with --repository)")
+    ex.add_argument("--report", action="store_true", help="also write the quantization report (size, latency, accuracy, agreement per variant) to OUT/report")
+    ex.add_argument("--manifest", type=Path, default=None, help="report: score this split.json's test clips (default: the checkpoint's recorded split)")
+    ex.add_argument("--audio-dir", type=Path, default=None, help="report: score this audio folder instead (RAVDESS/CREMA-D names give labels)")
+    ex.add_argument("--report-out", type=Path, default=None, help="report folder (default: OUT/report)")
+    ex.add_argument("--report-threads", type=_positive_int, default=2, help="report: ONNX Runtime intra-op threads (default: 2)")
     ex.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("repository", help="write a Triton model repository from an export directory")
@@ -266,8 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runtime", choices=["portable", "native"], default="portable",
                     help="portable: python-backend + ONNX Runtime (any tritonserver, this machine); native: onnxruntime backend (NGC container, GPU nodes)")
     rp.add_argument("--variants", type=_csv, default=("fp32", "int8"))
-    rp.add_argument("--max-batch-size", type=_positive_int, default=8)
-    rp.add_argument("--max-queue-delay-us", type=int, default=2000)
+    rp.add_argument("--max-batch-size", type=_positive_int, default=None, help="(default: from --bench, else 8)")
+    rp.add_argument("--max-queue-delay-us", type=int, default=None, help="(default: from --bench, else 2000)")
+    rp.add_argument("--bench", type=Path, default=None, help="a `ser bench --json` result: max batch, preferred batch and queue delay per variant come from it")
+    rp.add_argument("--bench-shape", default=None, help="bench shape to read (default: the largest measured)")
+    rp.add_argument("--intra-op-threads", type=_positive_int, default=None, help="ONNX Runtime threads per CPU instance (native default: 4)")
+    rp.add_argument("--gpu-accelerator", choices=["tensorrt", "cuda"], default="tensorrt", help="native GPU models: TensorRT EP (fp16 precision, engine cache) or plain CUDA EP")
     rp.set_defaults(func=cmd_repository)
 
     sv = sub.add_parser("serve", help="run the bundled tritonserver on 127.0.0.1 until Ctrl-C")
@@ -275,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--http-port", type=int, default=8000)
     sv.add_argument("--grpc-port", type=int, default=8001)
     sv.add_argument("--metrics-port", type=int, default=8002)
+    sv.add_argument("--admin-key-file", type=Path, default=None,
+                    help="file holding a key that the repository (load/unload), shared-memory, trace and logging APIs "
+                         "then require (HTTP header 'admin-key'; gRPC 'triton-grpc-protocol-admin-key'); default: open")
+    sv.add_argument("--grpc-tls-dir", type=Path, default=None,
+                    help="serve gRPC over TLS with DIR/tls.crt and DIR/tls.key (mutual TLS if DIR/ca.crt exists)")
     sv.set_defaults(func=cmd_serve)
 
     pr = sub.add_parser("predict", help="classify audio files and directories through a running Triton server")

@@ -66,6 +66,39 @@ def trained_checkpoint(trained_result, synth_corpus_dir) -> tuple[Path, Path, Pa
     return trained_result.checkpoint, synth_corpus_dir, trained_result.manifest
 
 
+#: The synthetic CREMA-D of the tests: 6 actors (1001..1006) x 24 clips, 4 emotions, 16 kHz.
+CREMA_TEST_SYNTH = dict(layout="crema-d", actors=6, emotions=("angry", "happy", "sad", "fearful"),
+                        sentences=("DFA", "IEO", "KIT", "TSI"), sample_rate=16_000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def crema_corpus_dir(session_dir) -> Path:
+    """A tiny synthetic CREMA-D-layout corpus (:data:`CREMA_TEST_SYNTH`: 144 clips, ~5 s to write)."""
+    from training.synth import synthesize_corpus
+
+    return synthesize_corpus(session_dir / "synth-crema-d", **CREMA_TEST_SYNTH).root
+
+
+@pytest.fixture(scope="session")
+def crema_trained_result(crema_corpus_dir, session_dir):
+    """A tiny wav2vec2 trained on :func:`crema_corpus_dir` (TEST recipe with batch 8, crema6; ~20 s on 2 shared cores)."""
+    from training.train import TEST, train
+
+    config = TEST.config(corpus=crema_corpus_dir, layout="crema-d", class_set="crema6", out=session_dir / "tiny-crema",
+                         batch_size=8)
+    return train(config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def cv_result(synth_corpus_dir, session_dir):
+    """:func:`training.cv.run_cv` of 3 folds x 15 steps on :func:`synth_corpus_dir` (mechanics, not accuracy; ~15 s)."""
+    from training.cv import run_cv
+    from training.train import TEST
+
+    config = TEST.config(corpus=synth_corpus_dir, out=session_dir / "cv", max_steps=15, val_actors=0)
+    return run_cv(config, folds=3, progress=False)
+
+
 # --- serving ---
 # Owner: serving + client (deploy/local_triton.py, client/triton_client.py).
 # One real tritonserver per test session (``triton_server``), serving the portable
@@ -226,3 +259,37 @@ def native_repository(exported_tiny, session_dir) -> Path:
     root = session_dir / "repository-native"
     write_repository(exported_tiny, root, runtime="native", variants=("fp32", "int8"))
     return root
+
+
+@pytest.fixture(scope="session")
+def exported_trained(trained_checkpoint, session_dir) -> Path:
+    """Export directory of the *trained* tiny model with every variant: ``fp32``, ``int8`` (default preset), ``fp16``."""
+    from export.pipeline import export_checkpoint
+
+    checkpoint, _, _ = trained_checkpoint
+    out = session_dir / "export-trained-all"
+    export_checkpoint(checkpoint, out, variants=("fp32", "int8", "fp16"), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def held_out_clips(trained_checkpoint):
+    """``(loaded clips, CheckpointInfo)``: the trained model's test split, decoded once (training.data.load_clips)."""
+    from training.data import load_clips
+    from training.folds import read_manifest
+    from training.model import CheckpointInfo
+
+    checkpoint, corpus, manifest = trained_checkpoint
+    info = CheckpointInfo.load(checkpoint)
+    clips = read_manifest(manifest, root=corpus).test
+    return load_clips(clips, labels=info.labels, sample_rate=info.sample_rate), info
+
+
+@pytest.fixture(scope="session")
+def quant_report(exported_trained, trained_checkpoint, session_dir):
+    """:class:`export.report.QuantReport` of :func:`exported_trained` on the trained model's test split."""
+    from export.report import ReportConfig, quantization_report
+
+    _, corpus, manifest = trained_checkpoint
+    return quantization_report(exported_trained, manifest=manifest, roots=corpus, out_dir=session_dir / "quant-report",
+                               config=ReportConfig(warmup=1, repeat=3, threads=1))

@@ -160,7 +160,8 @@ def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_ch
         assert Recipe.read(recipe.write(tmp_path / f"{variant}.json")) == recipe
         assert Recipe.from_json(json.loads(path.read_text())) == recipe
     int8 = Recipe.read(exported_tiny / "int8" / "recipe.json")
-    assert int8.preset == "dynamic-int8-matmul" and int8.options["quantization"]["op_types"] == ["MatMul"]
+    assert int8.preset == "dynamic-int8-compact" and int8.options["quantization"]["op_types"] == ["MatMul"]
+    assert int8.options["quantization"]["conv_weight_storage"] == "int8" and "0.251x" in int8.options["preset_evidence"]
     assert int8.options["reference_sha256"] == Recipe.read(exported_tiny / "fp32" / "recipe.json").model_sha256
     assert set(int8.parity) == {"int8_vs_fp32", "fp32_vs_pytorch"}
 
@@ -192,5 +193,76 @@ def test_quantization_presets_resolve_to_configs_and_custom_configs_are_named_cu
     assert name == DEFAULT_PRESET and config.op_types == ("MatMul",) and config.weight_type == "qint8"
     assert not config.per_channel
     assert all(isinstance(c, QuantizationConfig) for c in QUANTIZATION_PRESETS.values())
+    from export.quantize import PRESET_EVIDENCE
+
+    assert set(PRESET_EVIDENCE) == set(QUANTIZATION_PRESETS)  # every preset says why it exists
     assert resolve_preset(config=QuantizationConfig(per_channel=True))[0] == "custom"
     assert QuantizationConfig.from_json(config.to_json()) == config
+
+
+def test_fp16_keeps_fp32_inputs_outputs_and_normalisation_and_halves_the_weights(exported_trained):
+    import onnx
+
+    from export.onnx_export import read_signature
+
+    fp32, fp16 = exported_trained / "fp32" / "model.onnx", exported_trained / "fp16" / "model.onnx"
+    sig = read_signature(fp16)
+    assert {n: s.data_type for n, s in {**sig.inputs, **sig.outputs}.items()} == {
+        "waveform": "TYPE_FP32", "num_samples": "TYPE_INT64", "logits": "TYPE_FP32", "probabilities": "TYPE_FP32"}
+    assert fp16.stat().st_size < 0.7 * fp32.stat().st_size
+    graph = onnx.load(str(fp16)).graph
+    dtypes = {t.name: t.data_type for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    matmul_weights = [n.input[1] for n in graph.node if n.op_type == "MatMul" and n.input[1] in dtypes]
+    assert matmul_weights and all(dtypes[w] == onnx.TensorProto.FLOAT16 for w in matmul_weights)
+    for node in graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            x = producers.get(node.input[0])
+            assert x is not None and x.op_type == "Cast" and x.attribute[0].i == onnx.TensorProto.FLOAT, node.name
+            assert all(dtypes.get(i, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for i in node.input[1:])
+
+
+def test_fp16_matches_fp32_on_seeded_windows_within_its_own_tolerance_and_its_recipe_round_trips(exported_trained, tmp_path):
+    from export.parity import ParityConfig, check_variant_agreement
+    from export.quantize import Fp16Config
+    from export.recipe import Recipe, sha256_file
+
+    recipe = Recipe.read(exported_trained / "fp16" / "recipe.json")
+    config = ParityConfig(batch_sizes=(1, 8), prob_atol=ParityConfig().fp16_prob_atol)
+    report = check_variant_agreement(exported_trained / "fp32" / "model.onnx", exported_trained / "fp16" / "model.onnx",
+                                     window_samples=recipe.contract.window_samples, config=config)
+    assert report.max_abs_prob_diff <= 0.01 and report.label_agreement >= 0.95
+    assert recipe.variant == "fp16" and recipe.preset is None and recipe.contract.variant == "fp16"
+    assert recipe.model_sha256 == sha256_file(exported_trained / "fp16" / "model.onnx")
+    assert Fp16Config.from_json(recipe.options["fp16"]) == Fp16Config()
+    assert recipe.options["converter"].startswith("onnxconverter-common")
+    assert recipe.options["reference_sha256"] == Recipe.read(exported_trained / "fp32" / "recipe.json").model_sha256
+    assert recipe.parity["fp16_vs_fp32"]["passed"] and Recipe.read(recipe.write(tmp_path / "r.json")) == recipe
+
+
+def test_the_default_compact_preset_stores_conv_weights_int8_that_onnx_runtime_folds_back_to_fp32(exported_tiny, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from export.quantize import QUANTIZATION_PRESETS, quantize_int8
+
+    path = quantize_int8(exported_tiny / "fp32" / "model.onnx", tmp_path / "compact.onnx",
+                         config=QUANTIZATION_PRESETS["dynamic-int8-compact"])
+    default = quantize_int8(exported_tiny / "fp32" / "model.onnx", tmp_path / "matmul.onnx",
+                            config=QUANTIZATION_PRESETS["dynamic-int8-matmul"])
+    assert path.stat().st_size < default.stat().st_size
+    graph = onnx.load(str(path)).graph
+    dtypes = {t.name: t.data_type for t in graph.initializer}
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(c.input[1] not in dtypes and producers[c.input[1]] == "Mul" for c in convs)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "folded.onnx")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    folded = onnx.load(str(tmp_path / "folded.onnx")).graph
+    assert not [n.name for n in folded.node if n.name.endswith(("__to_fp32", "__rescale"))]  # computed once, at load
+    x = np.zeros((2, W), np.float32)
+    x[:, :4000] = np.sin(np.arange(4000) / 9.0)
+    feeds = {"waveform": x, "num_samples": np.array([[4000], [4000]], np.int64)}
+    np.testing.assert_allclose(session.run(["probabilities"], feeds)[0], _session(default).run(["probabilities"], feeds)[0], atol=2e-3)

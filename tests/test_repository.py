@@ -130,6 +130,124 @@ def test_a_broken_config_is_refused_naming_the_field(portable_repository, tmp_pa
         validate_repository(repo)
 
 
+# --- native configs for GPU nodes: fp16 on KIND_GPU (TensorRT), int8 on KIND_CPU, from a bench file ---
+
+
+def _bench_file(path: Path) -> Path:
+    """A ``ser bench --json``-shaped file made of real :class:`export.bench.Cell` records."""
+    from export.bench import Cell
+
+    def cell(runner, device, batch, times):
+        return Cell(shape="xlsr-large", runner=runner, batch=batch, device=device, status="measured", times_ms=times).to_json()
+
+    cells = [
+        cell("torch-fp16", "cuda", 1, (18.0, 19.0, 20.0)), cell("torch-fp16", "cuda", 8, (20.0, 21.0, 22.0)),
+        cell("torch-fp32", "cuda", 1, (19.0, 19.5, 20.0)), cell("torch-fp32", "cuda", 8, (24.0, 24.5, 25.0)),
+        cell("ort-int8:dynamic-int8-matmul", "cpu", 1, (76.0, 77.0, 78.0)),
+        cell("ort-int8:dynamic-int8-matmul", "cpu", 8, (560.0, 566.0, 580.0)),
+        cell("torch-fp32", "cpu", 8, (1.0, 1.0, 1.0)),  # a CPU cell: must not stand for the GPU fp32 model
+    ]
+    path.write_text(json.dumps({"format": 1, "shapes": {"xlsr-large": {"gflop_per_clip": 91.0}}, "cells": cells}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def native_gpu_repository(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """``(repository, bench file)``: native fp32 + int8 + fp16 of the tiny model, batching from a bench file."""
+    from export.pipeline import export_checkpoint
+    from export.repository import write_repository
+
+    root = tmp_path_factory.mktemp("native-gpu")
+    export_checkpoint(tiny_checkpoint, root / "export", variants=("fp32", "int8", "fp16"), progress=False)
+    bench = _bench_file(root / "bench.json")
+    write_repository(root / "export", root / "repo", runtime="native", variants=("fp32", "int8", "fp16"), bench=bench)
+    return root / "repo", bench
+
+
+def test_native_gpu_configs_round_trip_and_match_the_graph(native_gpu_repository):
+    from export.onnx_export import read_signature
+    from export.repository import validate_repository
+
+    repo, _ = native_gpu_repository
+    configs = validate_repository(repo)
+    assert sorted(configs) == ["ser_fp16", "ser_fp32", "ser_int8"]
+    for name, msg in configs.items():
+        text = (repo / name / "config.pbtxt").read_text()
+        assert text_format.MessageToString(text_format.Parse(text, mc.ModelConfig())) == text
+        sig = read_signature(repo / name / "1" / "model.onnx")
+        assert [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in msg.input] == [
+            (s.name, s.data_type, list(s.shape[1:])) for s in sig.inputs.values()]
+        assert msg.version_policy.latest.num_versions == 1
+        for warm in msg.model_warmup:  # a real-shaped sample: graph dtypes and dims, num_samples = W
+            assert {k: (mc.DataType.Name(v.data_type), list(v.dims)) for k, v in warm.inputs.items()} == {
+                s.name: (s.data_type, list(s.shape[1:])) for s in sig.inputs.values()}
+            assert warm.inputs["waveform"].random_data and 1 <= warm.batch_size <= msg.max_batch_size
+            raw = (repo / name / "warmup" / warm.inputs["num_samples"].input_data_file).read_bytes()
+            assert np.frombuffer(raw, "<i8").tolist() == [W]
+        assert [w.batch_size for w in msg.model_warmup] == sorted({1, max(msg.dynamic_batching.preferred_batch_size)})
+
+
+def test_fp16_is_a_tensorrt_fp16_gpu_model_and_int8_a_threaded_cpu_model(native_gpu_repository):
+    repo, _ = native_gpu_repository
+    fp16, fp32, int8 = (_parse(repo / f"ser_{v}") for v in ("fp16", "fp32", "int8"))
+    assert [g.kind for g in fp16.instance_group] == [g.kind for g in fp32.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    (trt,) = fp16.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.name == "tensorrt" and dict(trt.parameters) == {
+        "precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30),
+        "trt_engine_cache_enable": "true", "trt_engine_cache_path": "/tmp/ser-trt-engines"}
+    assert fp32.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["precision_mode"] == "FP32"
+    assert [g.kind for g in int8.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    assert not int8.optimization.execution_accelerators.gpu_execution_accelerator
+    assert int8.parameters["intra_op_thread_count"].string_value == "4"
+    assert int8.parameters["inter_op_thread_count"].string_value == "1"
+    assert fp16.parameters["ser.variant"].string_value == "fp16"
+
+
+def test_batching_figures_come_from_the_bench_file(native_gpu_repository):
+    from export.repository import QUEUE_DELAY_FRACTION
+
+    repo, bench = native_gpu_repository
+    fp16, fp32, int8 = (_parse(repo / f"ser_{v}") for v in ("fp16", "fp32", "int8"))
+    # GPU: batch 8 is 8x the clips/s of batch 1, so it is preferred; wait a quarter of a batch-1 call (19 ms)
+    assert (fp16.max_batch_size, list(fp16.dynamic_batching.preferred_batch_size)) == (8, [8])
+    assert fp16.dynamic_batching.max_queue_delay_microseconds == round(QUEUE_DELAY_FRACTION * 19_000)
+    assert fp32.dynamic_batching.max_queue_delay_microseconds == round(QUEUE_DELAY_FRACTION * 19_500)
+    # CPU int8: batch 1 already gives >= 90 % of batch 8's clips/s, so nothing to wait for
+    assert list(int8.dynamic_batching.preferred_batch_size) == [1] and int8.dynamic_batching.max_queue_delay_microseconds == 0
+    for msg, runner in ((fp16, "torch-fp16"), (fp32, "torch-fp32"), (int8, "ort-int8:dynamic-int8-matmul")):
+        assert msg.parameters["batching_source"].string_value.startswith(f"{bench.name} xlsr-large {runner}:")
+
+
+NATIVE_BREAKAGES = {
+    "int8 on a GPU": ("ser_int8", lambda c: setattr(c.instance_group[0], "kind", mc.ModelInstanceGroup.KIND_GPU), "runs on the CPU only"),
+    "int8 TensorRT precision": ("ser_fp16", lambda c: c.optimization.execution_accelerators.gpu_execution_accelerator[0]
+                                .parameters.__setitem__("precision_mode", "INT8"), "precision_mode"),
+    "accelerator on a CPU model": ("ser_int8", lambda c: c.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt"),
+                                   "gpu_execution_accelerator"),
+    "warmup dims": ("ser_fp16", lambda c: c.model_warmup[0].inputs["waveform"].dims.__setitem__(0, 123), "model_warmup[real_shaped_batch_1].inputs[waveform].dims"),
+    "warmup batch": ("ser_fp16", lambda c: setattr(c.model_warmup[0], "batch_size", 64), "batch_size"),
+    "warmup missing input": ("ser_fp32", lambda c: c.model_warmup[0].inputs.pop("num_samples"), "inputs"),
+    "warmup file": ("ser_fp16", lambda c: setattr(c.model_warmup[0].inputs["num_samples"], "input_data_file", "nope"), "warmup/nope is missing"),
+    "version policy": ("ser_fp16", lambda c: setattr(c.version_policy.latest, "num_versions", 0), "version_policy"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(NATIVE_BREAKAGES))
+def test_a_broken_native_config_is_refused_naming_the_field(native_gpu_repository, tmp_path, breakage):
+    from client.errors import ModelConfigError
+    from export.repository import validate_model_dir
+
+    repo, _ = native_gpu_repository
+    name, change, field = NATIVE_BREAKAGES[breakage]
+    model = tmp_path / name
+    shutil.copytree(repo / name, model)
+    validate_model_dir(model)
+    _edit(model, change)
+    with pytest.raises(ModelConfigError, match="config.pbtxt") as caught:
+        validate_model_dir(model)
+    assert field in str(caught.value)
+
+
 # --- the python-backend model's batching, with a real ONNX Runtime session ------------------
 
 
