@@ -61,7 +61,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
-from client.errors import ConfigError, SerError
+from client.errors import ConfigError
 from export.bench_flops import count_flops, encoder_frames
 from export.quantize import DEFAULT_PRESET, QUANTIZATION_PRESETS
 
@@ -1007,21 +1007,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m export.bench``: the same options as ``ser bench``. Returns the exit code."""
-    parser = add_bench_arguments(argparse.ArgumentParser(
-        prog="python -m export.bench",
-        description="Benchmark model shapes x runners x batch sizes in one process (ser bench).",
-    ))
-    args = parser.parse_args(argv)
-    try:
-        run_bench(config_from_args(args))
-    except SerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    """``python -m export.bench``: exactly ``ser bench`` (for hosts where the package is not installed)."""
+    from ser.cli import main as ser_main  # argparse and client.errors only
+
+    return ser_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
