@@ -18,7 +18,12 @@ sees the same data as an uninterrupted one), gradient checkpointing, fp16/bf16.
 
 Several processes: ``torchrun --nproc_per_node N -m ser.cli train ...`` or
 ``accelerate launch -m ser.cli train ...``; the HF Trainer shards batches over
-the processes (gloo on CPUs, NCCL on GPUs).
+the processes (gloo on CPUs, NCCL on GPUs). Every process computes the split and
+trains; only process 0 writes files (split.json, metrics.csv, validation state,
+the checkpoint) and scores; process 0's validation F1 is broadcast so that every
+process takes the same early-stopping decision. A run with N > 1 processes records
+``world_size`` in its result metrics and its config hash (N processes see N times
+the clips per step).
 
 If ``out`` already holds a checkpoint made from an identical config and corpus
 (same ``config_hash``), training is skipped and the stored result returned.
@@ -255,6 +260,8 @@ class TrainResult:
         train_seconds: wall time of the Trainer loop (s).
         cached: True when an identical earlier run was reused.
         metrics: everything else (losses, confusion matrix, actors per partition...).
+        process_index: rank in a distributed run; ranks other than 0 write and score nothing
+            (their accuracies are nan and their metrics empty).
     """
 
     checkpoint: Path
@@ -267,8 +274,12 @@ class TrainResult:
     train_seconds: float
     cached: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
+    process_index: int = 0
 
     def __str__(self) -> str:
+        if self.process_index:
+            return (f"{self.checkpoint}: process {self.process_index} of a distributed run, {self.steps} steps in "
+                    f"{self.train_seconds:.0f} s; process 0 scores and writes the checkpoint")
         chance = 1.0 / len(self.labels)
         val = "n/a" if math.isnan(self.val_accuracy) else f"{self.val_accuracy:.1%}"
         how = "reused cached checkpoint" if self.cached else f"{self.steps} steps in {self.train_seconds:.0f} s"
@@ -285,8 +296,12 @@ def _corpus_fingerprint(clips) -> str:
     return h.hexdigest()[:16]
 
 
-def config_hash(config: TrainConfig, *, corpus_fingerprint: str) -> str:
-    """Digest of everything that determines the trained weights (not ``out`` or ``cache``)."""
+def config_hash(config: TrainConfig, *, corpus_fingerprint: str, world_size: int = 1) -> str:
+    """Digest of everything that determines the trained weights (not ``out`` or ``cache``).
+
+    ``world_size``: processes of a distributed run (each takes ``batch_size`` clips a step);
+    it enters the digest only when > 1, so single-process digests are unchanged.
+    """
     d = config.to_json()
     for k in ("out", "cache", "corpus", "resume", "save_steps"):
         d.pop(k)
@@ -295,6 +310,8 @@ def config_hash(config: TrainConfig, *, corpus_fingerprint: str) -> str:
                      if config.manifest is not None and config.manifest.is_file() else None)
     d["corpus_fingerprint"] = corpus_fingerprint
     d["recipe_version"] = RECIPE_VERSION
+    if world_size > 1:
+        d["world_size"] = world_size
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -364,7 +381,34 @@ def class_weights(label_ids, num_classes: int):
     return w.astype(np.float32)
 
 
-def _split(config: TrainConfig, clips):
+def _launched_as() -> tuple[int, int]:
+    """``(rank, world size)`` as ``torchrun`` / ``accelerate launch`` export them (``RANK``, ``WORLD_SIZE``).
+
+    ``(0, 1)`` when run alone. Read before the Trainer sets up the process group; its
+    ``args.process_index`` / ``args.world_size`` are the same numbers.
+    """
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _from_process_zero(value: float, args) -> float:
+    """``value`` as process 0 computed it, on every process (a broadcast; ``value`` itself when run alone).
+
+    Decisions taken from it (early stopping) then cannot differ between the processes
+    of a distributed run, which would leave some waiting for the others forever.
+    """
+    if args.world_size == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=args.device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def _split(config: TrainConfig, clips, *, write: bool = True):
     from training.folds import actor_kfold, actor_split, read_manifest, write_manifest
 
     manifest_out = config.out / MANIFEST_NAME
@@ -378,7 +422,8 @@ def _split(config: TrainConfig, clips):
         split = actor_kfold(clips, k=config.folds, val_actors=config.val_actors, seed=config.seed)[config.fold]
     else:
         split = actor_split(clips, test_actors=config.test_actors, val_actors=config.val_actors, seed=config.seed)
-    write_manifest(split, manifest_out, root=root)
+    if write:  # process 0 of a distributed run; the others draw the same split (seeded) and write nothing
+        write_manifest(split, manifest_out, root=root)
     return split, manifest_out
 
 
@@ -442,7 +487,8 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
     if config.out.exists() and not config.out.is_dir():
         raise ConfigError(f"out={config.out}: exists and is not a directory")
     clips = read_training_clips(config)
-    digest = config_hash(config, corpus_fingerprint=_corpus_fingerprint(clips))
+    rank, world_size = _launched_as()
+    digest = config_hash(config, corpus_fingerprint=_corpus_fingerprint(clips), world_size=world_size)
     cached = _cached_result(config, digest)
     if cached is not None:
         log.info("%s: reusing checkpoint trained with config %s", config.out, digest)
@@ -466,7 +512,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
 
     hp = config.resolved()
     config.out.mkdir(parents=True, exist_ok=True)
-    split, manifest_path = _split(config, clips)
+    split, manifest_path = _split(config, clips, write=rank == 0)
     if not split.train:
         raise CorpusError(f"{config.corpus}: the split leaves no training clips")
     present = {c.label for c in split.train}
@@ -538,7 +584,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
     validation: dict[str, Any] = {"best_f1": -1.0, "best_step": 0, "bad": 0}
     if resume_from and (Path(resume_from) / state_name).is_file():
         validation = json.loads((Path(resume_from) / state_name).read_text())
-        if (Path(resume_from) / "best.pt").is_file():
+        if rank == 0 and (Path(resume_from) / "best.pt").is_file():
             import shutil
 
             shutil.copyfile(Path(resume_from) / "best.pt", best_path)
@@ -548,7 +594,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
             train_ds.set_epoch(state.global_step // steps_per_epoch)  # also right when resuming mid-epoch
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
+            if logs and state.is_world_process_zero:  # one writer in a distributed run
                 history.append({"step": state.global_step, "epoch": float(state.epoch or 0),
                                 **{k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}})
                 _write_metrics_log(metrics_log, history)
@@ -561,14 +607,19 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
             step = state.global_step
             if eval_steps is None or not val_loaded or (step % eval_steps and step != state.max_steps):
                 return
-            m = score_clips(classifier, val_loaded, labels=labels, window_samples=window, hop_samples=hop).metrics()
-            history.append({"step": step, "epoch": float(state.epoch or 0),
-                            **{f"val_{k}": v for k, v in m.scalars().items()}})
-            _write_metrics_log(metrics_log, history)
-            if m.weighted_f1 > validation["best_f1"]:
-                validation.update(best_f1=m.weighted_f1, best_step=step, bad=0)
-                trainer_dir.mkdir(parents=True, exist_ok=True)
-                torch.save(classifier.state_dict(), best_path)
+            zero, f1 = state.is_world_process_zero, -1.0
+            if zero:  # the weights are the same on every process: process 0 scores and writes
+                m = score_clips(classifier, val_loaded, labels=labels, window_samples=window, hop_samples=hop).metrics()
+                history.append({"step": step, "epoch": float(state.epoch or 0),
+                                **{f"val_{k}": v for k, v in m.scalars().items()}})
+                _write_metrics_log(metrics_log, history)
+                f1 = m.weighted_f1
+            f1 = _from_process_zero(f1, args)  # every process stops at the same step
+            if f1 > validation["best_f1"]:
+                validation.update(best_f1=f1, best_step=step, bad=0)
+                if zero:
+                    trainer_dir.mkdir(parents=True, exist_ok=True)
+                    torch.save(classifier.state_dict(), best_path)
             else:
                 validation["bad"] += 1
                 if config.early_stopping_patience and validation["bad"] >= config.early_stopping_patience:
@@ -578,7 +629,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
 
         def on_save(self, args, state, control, **kwargs):
             ckpt = trainer_dir / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
+            if state.is_world_process_zero and ckpt.is_dir():
                 (ckpt / state_name).write_text(json.dumps(validation))
                 if best_path.is_file():
                     import shutil
@@ -595,12 +646,13 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - t0
-    if config.early_stopping_patience and best_path.is_file():
-        classifier.load_state_dict(torch.load(best_path, weights_only=True))
     if not trainer.is_world_process_zero():  # other ranks of a distributed run stop here
         return TrainResult(checkpoint=config.out, manifest=manifest_path.resolve(), labels=labels,
                            window_samples=window, test_accuracy=float("nan"), val_accuracy=float("nan"),
-                           steps=int(out.global_step), train_seconds=train_seconds)
+                           steps=int(out.global_step), train_seconds=train_seconds,
+                           process_index=args.process_index)
+    if config.early_stopping_patience and best_path.is_file():
+        classifier.load_state_dict(torch.load(best_path, weights_only=True))
 
     from training.metrics import save_predictions
 
@@ -623,6 +675,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
         "actors": {p: list(split.actors(p)) for p in ("train", "val", "test")},
         "clips": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
         "history": history,
+        **({"world_size": args.world_size} if args.world_size > 1 else {}),
     }
     log.info("held-out accuracy %.3f (val %.3f) after %d steps, %.0f s",
              test.accuracy, val.accuracy, out.global_step, train_seconds)
