@@ -28,6 +28,13 @@ Evidence behind the presets (xlsr-large shape, W = 40000, batch 1, 2 threads,
   creation (:func:`store_conv_weights`): 0.251x fp32 on xlsr-large (the size goal is
   <= 0.26x; the default is 0.281x) with the default's kernels, so the default's speed.
 
+* ``dynamic-int8-convmatmul`` rewrites the conv encoder's layers 1..6 as exact
+  ``Slice``/``Concat``/``MatMul`` graphs (:func:`convs_to_matmul`) so they quantize with
+  ``MatMulInteger`` instead of ``ConvInteger``. On an AVX2-only EPYC (no VNNI; 2 threads,
+  xlsr-large, batch 1) it was not faster than the default (507 vs 532 ms, then 519 vs 496 ms:
+  within this VM's noise), since int8 GEMM there is only ~2x fp32; it is meant for VNNI CPUs
+  and was not measured on one.
+
 ORT's pre-processing (``quant_pre_process``: symbolic shape inference + graph
 optimisation) is an option, off by default: on the base shape it gave the same
 size (121.7 MB) and speed (379 ms, within noise) for 11.6 s instead of 3.3 s of
@@ -70,6 +77,11 @@ class QuantizationConfig:
             ``"fp32"``; ``"fp16"`` or ``"int8"`` (per output channel) behind ``Cast``/``Mul``
             nodes that ONNX Runtime constant-folds when the session is created, so compute
             stays fp32 (same speed) and the file is smaller (:func:`store_conv_weights`).
+        conv_as_matmul: before quantizing, rewrite each plain 1-D ``Conv`` with more than
+            one input channel (the feature encoder's layers 1..6; not the first conv, which
+            sees the raw waveform, nor the grouped positional conv) as strided ``Slice`` +
+            ``Concat`` + ``MatMul`` (:func:`convs_to_matmul`), so that ``"MatMul"`` int8
+            covers it with the fast ``MatMulInteger`` kernels instead of ``ConvInteger``.
     """
 
     op_types: tuple[str, ...] = ("MatMul",)
@@ -80,6 +92,7 @@ class QuantizationConfig:
     extra_options: Mapping[str, Any] = field(default_factory=dict)
     conv_nodes: tuple[str, ...] = ()
     conv_weight_storage: str = "fp32"
+    conv_as_matmul: bool = False
 
     def __post_init__(self) -> None:
         if self.conv_weight_storage not in CONV_WEIGHT_STORAGE:
@@ -88,6 +101,9 @@ class QuantizationConfig:
         object.__setattr__(self, "conv_nodes", tuple(self.conv_nodes))
         if self.conv_nodes and "Conv" not in self.op_types:
             raise ConfigError(f"conv_nodes={list(self.conv_nodes)} needs 'Conv' in op_types={list(self.op_types)}")
+        if self.conv_as_matmul and "MatMul" not in self.op_types:
+            raise ConfigError(f"conv_as_matmul=True needs 'MatMul' in op_types={list(self.op_types)}: "
+                              "the rewritten convolutions are MatMul nodes")
         if not self.op_types:
             raise ConfigError("op_types=(): name at least one operator type to quantize, e.g. ('MatMul',)")
         unknown = [op for op in self.op_types if op not in QUANTIZABLE_OPS]
@@ -108,7 +124,8 @@ class QuantizationConfig:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "QuantizationConfig":
         """Inverse of :meth:`to_json`."""
-        return cls(**{**d, "op_types": tuple(d["op_types"]), "conv_nodes": tuple(d.get("conv_nodes", ()))})
+        return cls(**{**d, "op_types": tuple(d["op_types"]), "conv_nodes": tuple(d.get("conv_nodes", ())),
+                      "conv_as_matmul": bool(d.get("conv_as_matmul", False))})
 
 
 #: The default int8 preset: MatMul int8 + Conv weights stored int8 (computed fp32). It became the
@@ -126,12 +143,17 @@ QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
     # MatMul only, QInt8, per-tensor, Conv weights fp32: measured fastest on CPU here (ConvInteger was
     # slower); the default before dynamic-int8-compact (0.281x fp32 on xlsr-large).
     "dynamic-int8-matmul": QuantizationConfig(),
-    # Per-channel weight scales: closer to fp32, slightly larger, same kernels.
+    # Per-channel weight scales: same kernels, slightly larger; measured *farther* from fp32 than per tensor
+    # (held-out mean |dp| 0.0096 vs 0.0046 on the trained test model, onnxruntime 1.32).
     "dynamic-int8-matmul-per-channel": QuantizationConfig(per_channel=True),
     # Older x86 without VNNI: u8 weights (U8U8 kernels) avoid the u8*s8 saturation of vpmaddubsw at
     # full 8-bit precision. (reduce_range=True, 7-bit s8 weights, flipped 2 of 64 held-out clips of the
     # trained test model, both near ties with an fp32 top-2 margin < 0.0012: agreement 96.9 % < 99 %.)
     "dynamic-int8-matmul-avx2": QuantizationConfig(weight_type="quint8"),
+    # The conv feature encoder's layers 1..6 rewritten as MatMul (convs_to_matmul) and quantized with the
+    # transformer; the first conv (raw waveform) and the grouped positional conv stay fp32, weights stored int8.
+    # Per-channel: the per-tensor form flipped the held-out split's nearest fp32 tie (see PRESET_EVIDENCE).
+    "dynamic-int8-convmatmul": QuantizationConfig(conv_as_matmul=True, per_channel=True, conv_weight_storage="int8"),
 }
 
 
@@ -142,7 +164,14 @@ PRESET_EVIDENCE: dict[str, str] = {
                     "held-out agreement with fp32 100 % on the trained test model",
     "dynamic-int8-matmul": "MatMul-only dynamic int8: ~2.3-2.6x faster than ORT fp32 on xlsr-large (2 threads); "
                            "ConvInteger (conv encoder or positional conv alone: 235 -> 362 ms) is slower on these CPUs",
-    "dynamic-int8-matmul-per-channel": "per-channel scales: same kernels and speed, closer to fp32 (+1 MB on xlsr-large)",
+    "dynamic-int8-matmul-per-channel": "per-channel scales: same kernels and speed (+1 MB on xlsr-large); not closer to fp32 with "
+                                       "onnxruntime 1.32: held-out mean |dp| 0.0096 vs 0.0046 per tensor (max 0.062 vs 0.032), trained test model",
+    "dynamic-int8-convmatmul": "conv encoder layers 1..6 as exact MatMul rewrites (convs_to_matmul), int8 with the transformer: "
+                               "made for VNNI CPUs, where int8 MatMul is ~4x fp32 and the fp32 conv encoder is ~12 of 91 GFLOP "
+                               "per 2.5 s clip (not measured on one); on an AVX2-only EPYC (2 threads) no gain: 507 vs 532 and "
+                               "519 vs 496 ms against dynamic-int8-compact in two runs. Per-channel because the per-tensor form "
+                               "flipped the held-out split's nearest fp32 tie (top-2 margin 0.0009; max |dp| 0.031, as compact); "
+                               "per-channel: agreement 100 %, max |dp| 0.062, mean 0.0096 (per-channel's usual cost here)",
     "dynamic-int8-matmul-avx2": "CPUs without VNNI: U8U8 avoids u8*s8 saturation; reduce_range flipped 2/64 held-out near-tie clips",
 }
 
@@ -198,6 +227,10 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
                 quant_pre_process(str(src), str(source), skip_symbolic_shape=False)
             except Exception as exc:  # noqa: BLE001 - shape inference raises many types
                 raise ExportError(f"{src}: quant_pre_process failed (try preprocess=False): {type(exc).__name__}: {exc}") from None
+        if config.conv_as_matmul:
+            rewritten = Path(tmp) / "conv_as_matmul.onnx"
+            convs_to_matmul(source, rewritten)
+            source = rewritten
         nodes = None
         if config.conv_nodes:
             import onnx
@@ -223,6 +256,104 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
     if config.conv_weight_storage != "fp32":
         store_conv_weights(dst, storage=config.conv_weight_storage)
     return dst
+
+
+def convs_to_matmul(src: str | Path, dst: str | Path, *, min_in_channels: int = 2) -> int:
+    """Rewrite plain 1-D convolutions as ``Slice`` x k + ``Concat`` + ``MatMul`` (+ ``Add``), exactly.
+
+    A ``Conv`` over ``x [B, Cin, T]`` with weight ``[Cout, Cin, k]``, stride ``s``, no
+    padding, no dilation and one group computes, for each output frame ``t``,
+    ``sum_j W[:, :, j] @ x[:, :, s*t + j]``. The rewrite::
+
+        xt   = Transpose(x)                                   [B, T, Cin]
+        x_j  = Slice(xt, start=j, end=T-(k-1-j), step=s)      [B, T_out, Cin]   j = 0..k-1
+        cols = Concat(x_0 .. x_{k-1}, axis=2)                 [B, T_out, k*Cin]
+        y    = MatMul(cols, W.transpose(2, 1, 0).reshape(k*Cin, Cout)) (+ bias)  [B, T_out, Cout]
+        out  = Transpose(y)                                   [B, Cout, T_out]
+
+    (``T_out = floor((T - k) / s) + 1``, which is exactly the length of every slice, so
+    no static shape is needed.) ONNX Runtime's transpose optimiser cancels the
+    ``Transpose`` pairs this leaves against the feature encoder's own
+    channel-last LayerNorm. The point is quantization: ``MatMul`` gets the fast
+    ``MatMulInteger`` kernels, ``ConvInteger`` does not (see the module docstring).
+
+    Args:
+        src: fp32 ``.onnx`` to read.
+        dst: where to write the rewritten graph.
+        min_in_channels: convolutions with fewer input channels stay ``Conv`` (default
+            2: the first conv, which reads the raw waveform, keeps fp32).
+
+    Returns:
+        The number of ``Conv`` nodes rewritten.
+
+    Raises:
+        ExportError: ``src`` is unreadable.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and I/O errors
+        raise ExportError(f"{src}: not a readable ONNX model: {exc}") from None
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    new_nodes, new_inits, rewritten = [], [], 0
+    int64_max = np.iinfo(np.int64).max
+
+    def const(name: str, values) -> str:
+        new_inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+        return name
+
+    for node in g.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        plain = (weight is not None and len(weight.dims) == 3 and weight.data_type == onnx.TensorProto.FLOAT
+                 and attrs.get("group", 1) == 1 and all(p == 0 for p in attrs.get("pads", [0]))
+                 and all(d == 1 for d in attrs.get("dilations", [1])) and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+                 and weight.dims[1] >= min_in_channels
+                 and (len(node.input) < 3 or node.input[2] in inits))
+        if not plain:
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weight)
+        c_out, c_in, k = w.shape
+        stride = int(attrs.get("strides", [1])[0])
+        p = f"{node.name or node.output[0]}__as_matmul"
+        xt = f"{p}/x_t"
+        new_nodes.append(helper.make_node("Transpose", [node.input[0]], [xt], perm=[0, 2, 1], name=f"{p}/transpose_in"))
+        axis, step = const(f"{p}/axis", [1]), const(f"{p}/step", [stride])
+        taps = []
+        for j in range(k):
+            end = -(k - 1 - j) if j < k - 1 else int64_max
+            tap = f"{p}/tap{j}"
+            new_nodes.append(helper.make_node("Slice", [xt, const(f"{p}/start{j}", [j]), const(f"{p}/end{j}", [end]),
+                                                        axis, step], [tap], name=f"{p}/slice{j}"))
+            taps.append(tap)
+        cols = f"{p}/cols"
+        if k > 1:
+            new_nodes.append(helper.make_node("Concat", taps, [cols], axis=2, name=f"{p}/concat"))
+        else:
+            cols = taps[0]
+        w_mat = f"{p}/weight"
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(w.transpose(2, 1, 0).reshape(k * c_in, c_out)), w_mat))
+        y = f"{p}/y"
+        new_nodes.append(helper.make_node("MatMul", [cols, w_mat], [y], name=f"{p}/matmul"))
+        if len(node.input) > 2 and node.input[2]:
+            y_b = f"{p}/y_bias"
+            new_nodes.append(helper.make_node("Add", [y, node.input[2]], [y_b], name=f"{p}/bias"))
+            y = y_b
+        new_nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1], name=f"{p}/transpose_out"))
+        rewritten += 1
+    used = {name for n in new_nodes for name in n.input}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.node[:]
+    g.node.extend(new_nodes)
+    del g.initializer[:]
+    g.initializer.extend(kept + new_inits)
+    onnx.save(model, str(dst))
+    return rewritten
 
 
 def store_conv_weights(path: str | Path, *, storage: str) -> int:

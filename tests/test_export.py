@@ -266,3 +266,62 @@ def test_the_default_compact_preset_stores_conv_weights_int8_that_onnx_runtime_f
     x[:, :4000] = np.sin(np.arange(4000) / 9.0)
     feeds = {"waveform": x, "num_samples": np.array([[4000], [4000]], np.int64)}
     np.testing.assert_allclose(session.run(["probabilities"], feeds)[0], _session(default).run(["probabilities"], feeds)[0], atol=2e-3)
+
+
+def _conv_graph(path, *, window: int = 400):
+    """A graph shaped like wav2vec2's feature encoder head: a 1-channel conv (kept), then
+    k=3/s=2 with bias and k=2/s=2 without, plus a grouped conv that must be left alone."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal((8, 1, 10)).astype(np.float32)
+    w1, b1 = rng.standard_normal((6, 8, 3)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    w2 = rng.standard_normal((6, 6, 2)).astype(np.float32)
+    w3 = rng.standard_normal((6, 3, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["h0"], strides=[5], name="first"),
+        helper.make_node("Conv", ["h0", "w1", "b1"], ["h1"], strides=[2], name="k3s2"),
+        helper.make_node("Conv", ["h1", "w2"], ["h2"], strides=[2], name="k2s2"),
+        helper.make_node("Conv", ["h2", "w3"], ["y"], group=2, pads=[2, 1], name="grouped"),
+    ]
+    graph = helper.make_graph(
+        nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, window])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a, n) for a, n in ((w0, "w0"), (w1, "w1"), (b1, "b1"), (w2, "w2"), (w3, "w3"))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("window", [400, 401, 417, 1000])
+def test_convs_rewritten_as_matmul_compute_exactly_what_the_convs_did_at_any_length(tmp_path, window):
+    import onnx
+
+    from export.quantize import convs_to_matmul
+
+    src = _conv_graph(tmp_path / "conv.onnx", window=window)
+    assert convs_to_matmul(src, tmp_path / "mm.onnx") == 2  # the 1-channel and the grouped conv stay Conv
+    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "mm.onnx")).graph.node)
+    assert ops["Conv"] == 2 and ops["MatMul"] == 2 and ops["Slice"] == 5
+    x = np.random.default_rng(1).standard_normal((3, 1, window)).astype(np.float32)
+    want = _session(src).run(None, {"x": x})[0]
+    got = _session(tmp_path / "mm.onnx").run(None, {"x": x})[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_conv_as_matmul_preset_quantizes_the_feature_encoder_with_matmul_integer(exported_tiny, tmp_path):
+    import onnx
+
+    from export.quantize import QUANTIZATION_PRESETS, quantize_int8
+
+    fp32 = onnx.load(str(exported_tiny / "fp32" / "model.onnx")).graph
+    plain_convs = [n for n in fp32.node if n.op_type == "Conv"
+                   and not any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    path = quantize_int8(exported_tiny / "fp32" / "model.onnx", tmp_path / "cm.onnx",
+                         config=QUANTIZATION_PRESETS["dynamic-int8-convmatmul"])
+    graph = onnx.load(str(path)).graph
+    ops = Counter(n.op_type for n in graph.node)
+    assert ops["Conv"] == Counter(n.op_type for n in fp32.node)["Conv"] - (len(plain_convs) - 1)  # all but the first
+    as_matmul = [n for n in graph.node if "__as_matmul" in n.name and n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert len(as_matmul) == len(plain_convs) - 1

@@ -72,6 +72,8 @@ def test_bad_quantization_and_parity_options_are_refused():
         QuantizationConfig(op_types=("Softmax",))
     with pytest.raises(ConfigError, match="weight_type='int4'"):
         QuantizationConfig(weight_type="int4")
+    with pytest.raises(ConfigError, match="conv_as_matmul=True needs 'MatMul'"):
+        QuantizationConfig(op_types=("Conv",), conv_as_matmul=True)
     with pytest.raises(ConfigError, match="batch_sizes"):
         ParityConfig(batch_sizes=(0,))
     with pytest.raises(ConfigError, match="min_label_agreement"):
@@ -213,3 +215,13 @@ def test_a_graph_without_the_bundle_interface_is_refused_listing_every_deviation
     (tmp_path / "garbage.onnx").write_bytes(b"not a model")
     with pytest.raises(ExportError, match="garbage.onnx"):
         check_graph(tmp_path / "garbage.onnx", window_samples=16_000)
+
+
+def test_the_conv_rewrite_refuses_a_file_that_is_not_onnx_and_writes_nothing(tmp_path):
+    from export.quantize import convs_to_matmul
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x00not a protobuf at all" * 10)
+    with pytest.raises(ExportError, match=r"model.onnx: not a readable ONNX model"):
+        convs_to_matmul(bad, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
