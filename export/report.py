@@ -220,6 +220,46 @@ def _variants(export_dir: Path, wanted: Sequence[str] | None) -> list[str]:
     return sorted(found, key=lambda v: (order.get(v, len(order)), v))
 
 
+def _audio_files(audio_dir: Path) -> list[Path]:
+    """The audio files under ``audio_dir`` (CorpusError: no such folder, or no audio in it)."""
+    if not audio_dir.is_dir():
+        raise CorpusError(f"{audio_dir}: no such audio folder")
+    files = sorted(p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise CorpusError(f"{audio_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return files
+
+
+def check_data_source(*, manifest: str | Path | None = None, audio_dir: str | Path | None = None,
+                      partition: str = "test", roots=None) -> None:
+    """Refuse clips the report cannot score, cheaply (no model, no decoding).
+
+    ``ser export --report`` calls this before exporting, so a wrong ``--manifest`` or
+    ``--audio-dir`` neither costs an export nor replaces the export already in ``--out``.
+
+    Args:
+        manifest: a fold's ``split.json`` (or ``None``).
+        audio_dir: an audio folder (or ``None``).
+        partition: manifest partition.
+        roots: corpus root(s) for the manifest (default: the recorded ones).
+
+    Raises:
+        ConfigError: both sources given; unknown partition.
+        CorpusError: missing or malformed manifest, empty partition; missing audio folder or one without audio.
+    """
+    if manifest is not None and audio_dir is not None:
+        raise ConfigError("manifest and audio_dir: give one data source, not both")
+    if manifest is not None:
+        from training.folds import PARTITIONS, read_manifest
+
+        if partition not in PARTITIONS:
+            raise ConfigError(f"partition={partition!r}: expected one of {list(PARTITIONS)}")
+        if not getattr(read_manifest(manifest, root=roots), partition):
+            raise CorpusError(f"{manifest}: partition {partition!r} holds no clips")
+    if audio_dir is not None:
+        _audio_files(Path(audio_dir))
+
+
 def _clips(*, manifest: Path | None, audio_dir: Path | None, partition: str, roots, labels: Sequence[str]):
     """``(clips, labelled, description)``: Clip objects of a manifest partition or an audio folder."""
     from training.corpus import Clip, read_corpus
@@ -235,8 +275,7 @@ def _clips(*, manifest: Path | None, audio_dir: Path | None, partition: str, roo
             raise CorpusError(f"{manifest}: {partition} clips labelled {unknown}, which the model does not know ({list(labels)})")
         return clips, True, str(manifest)
     assert audio_dir is not None
-    if not audio_dir.is_dir():
-        raise CorpusError(f"{audio_dir}: no such audio folder")
+    files = _audio_files(audio_dir)
     import warnings
 
     for layout in ("ravdess", "crema-d"):  # probing: files named for the other layout are skipped with a warning
@@ -248,9 +287,6 @@ def _clips(*, manifest: Path | None, audio_dir: Path | None, partition: str, roo
             continue
         if clips:
             return clips, True, str(audio_dir)
-    files = sorted(p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not files:
-        raise CorpusError(f"{audio_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     clips = [Clip(path=p, actor=0, label=labels[0], statement=0, repetition=0, intensity=0, corpus="folder") for p in files]
     return clips, False, str(audio_dir)
 

@@ -149,6 +149,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         from client.errors import ConfigError
 
         raise ConfigError("--manifest/--audio-dir choose the clips of the quantization report: add --report")
+    if args.report:  # before exporting: a wrong data source must not cost an export or replace the one in --out
+        from export.report import check_data_source
+
+        check_data_source(manifest=args.manifest, audio_dir=args.audio_dir)
     result = export_checkpoint(args.checkpoint, args.out, variants=args.variants, preset=args.preset)
     print(result)
     if args.report:
