@@ -16,6 +16,9 @@ than one machine makes: ``--master`` on one host, ``--worker --master-host H``
 on each load host (same options); every worker builds its own requests from
 the audio source, the master aggregates the stats and judges the gates.
 
+``--warmup-s 10`` reports the steady state only (statistics reset after 10 s;
+warm-up failures still fail the run).
+
 The exit code is 1 when a gate (``--max-p95-ms``, ``--max-p99-ms``,
 ``--max-failure-ratio``) is broken, else Locust's (1 on any failure).
 """
@@ -24,12 +27,17 @@ from __future__ import annotations
 
 from locust import constant, events, task
 
-from loadtest.users import TritonUser, add_arguments, gate_failures
+from loadtest.users import TritonUser, add_arguments, gate_failures, schedule_warmup
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser, **_kwargs) -> None:
     add_arguments(parser)
+
+
+@events.test_start.add_listener
+def _warmup(environment, **_kwargs) -> None:
+    schedule_warmup(environment)
 
 
 @events.quitting.add_listener

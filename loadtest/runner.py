@@ -76,7 +76,11 @@ class LoadTestConfig:
         model: the model to load (``ser_int8``, ``ser_fp32``...).
         protocol: ``grpc`` or ``http``.
         users: concurrent users of the sweep (each keeps one request in flight).
-        run_time_s: seconds each Locust run lasts (whole seconds, 1..3600).
+        run_time_s: seconds each Locust run measures (whole seconds, 1..3600), after the warm-up.
+        warmup_s: seconds of load before the measurement (whole seconds, 0..3600): Locust's
+            statistics are reset and the server's counters read when it ends, so every figure
+            of a run is the steady state's (a slow model's first batches run part-full while
+            users connect). Warm-up failures still fail the run.
         windows_per_request: k, windows (batch rows) per request (<= max_batch_size).
         audio: where the requests' audio comes from.
         thresholds: gates; a run that breaks one exits 1 and fails the report.
@@ -86,7 +90,8 @@ class LoadTestConfig:
         compare_model: also serve this other model of the repository (e.g. ``ser_fp32`` against ``ser_int8``).
         ort_baseline: measure in-process ONNX Runtime on the same model (needs ``repository``).
         ort_batch: batch size of the in-process baseline.
-        ort_seconds: how long the baseline runs (s).
+        ort_seconds: how long the baseline runs (s; None: as long as a run measures, ``run_time_s``,
+            so both sides of the served/in-process ratio are sampled over the same time).
         out_dir: where the report goes (created).
         startup_timeout_s: seconds a local server may take to become ready.
     """
@@ -98,6 +103,7 @@ class LoadTestConfig:
     protocol: str = "grpc"
     users: tuple[int, ...] = (1, 4, 16)
     run_time_s: int = 10
+    warmup_s: int = 0
     windows_per_request: int = 1
     audio: AudioSourceConfig = field(default_factory=AudioSourceConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -107,7 +113,7 @@ class LoadTestConfig:
     compare_model: str | None = None
     ort_baseline: bool = False
     ort_batch: int = 8
-    ort_seconds: float = 3.0
+    ort_seconds: float | None = None
     out_dir: Path = DEFAULT_OUT
     startup_timeout_s: float = 120.0
 
@@ -132,10 +138,14 @@ class LoadTestConfig:
         object.__setattr__(self, "users", tuple(sorted(users)))
         if isinstance(self.run_time_s, bool) or not isinstance(self.run_time_s, int) or not 1 <= self.run_time_s <= MAX_RUN_TIME_S:
             raise ConfigError(f"run_time_s={self.run_time_s!r}: need whole seconds in 1..{MAX_RUN_TIME_S}")
+        if isinstance(self.warmup_s, bool) or not isinstance(self.warmup_s, int) or not 0 <= self.warmup_s <= MAX_RUN_TIME_S:
+            raise ConfigError(f"warmup_s={self.warmup_s!r}: need whole seconds in 0..{MAX_RUN_TIME_S}")
         if self.windows_per_request < 1:
             raise ConfigError(f"windows_per_request={self.windows_per_request}: must be >= 1")
         if self.compare_users < 1:
             raise ConfigError(f"compare_users={self.compare_users}: must be >= 1")
+        if self.ort_seconds is None:
+            object.__setattr__(self, "ort_seconds", float(self.run_time_s))
         if self.ort_batch < 1 or not self.ort_seconds > 0:
             raise ConfigError(f"ort_batch={self.ort_batch}, ort_seconds={self.ort_seconds}: need >= 1 and > 0")
         if self.compare_instances is not None and self.compare_instances < 2:
@@ -175,13 +185,15 @@ class RunResult:
     Attributes:
         scenario: ``batching-on`` or ``batching-off``.
         users: concurrent users.
-        requests: requests made (Locust), failures: of them failed.
+        requests: requests made (Locust), failures: of them failed (after the warm-up, if any).
         rps: requests per second; windows_per_s: ``rps * windows_per_request``.
         p50_ms, p90_ms, p95_ms, p99_ms, avg_ms, max_ms: request latency (ms, client side).
         server: Triton's counters over the run (after − before), or None without metrics.
         exit_code: Locust's exit code (1 on a broken gate or any failure).
         gate_failures: the broken gates, one line each.
         stats_csv: Locust's ``_stats.csv`` of this run.
+        warmup_requests, warmup_failures: requests made and failed during the warm-up (not in the figures above).
+        server_seconds: wall time between the two reads of the server's counters (s; NaN without metrics).
     """
 
     scenario: str
@@ -200,6 +212,18 @@ class RunResult:
     exit_code: int
     gate_failures: tuple[str, ...]
     stats_csv: Path
+    warmup_requests: int = 0
+    warmup_failures: int = 0
+    server_seconds: float = math.nan
+
+    @property
+    def server_inferences_per_s(self) -> float:
+        """Windows the server computed per second of its counter window (NaN without metrics).
+
+        Independent of Locust's statistics, which are a snapshot taken up to a second before the end.
+        """
+        s = self.server
+        return s.inference_count / self.server_seconds if s is not None and self.server_seconds > 0 else math.nan
 
     def row(self) -> dict[str, Any]:
         """A flat dict for the CSV and markdown report."""
@@ -219,12 +243,15 @@ class RunResult:
             "avg_ms": round(self.avg_ms, 2),
             "max_ms": round(self.max_ms, 2),
             "server_inferences": int(s.inference_count) if s else "",
+            "server_inferences_per_s": round(self.server_inferences_per_s, 2),
             "server_executions": int(s.exec_count) if s else "",
             "mean_batch_size": round(s.mean_batch_size, 3) if s else nan,
             "queue_us_per_request": round(s.queue_us_per_request, 1) if s else nan,
             "compute_us_per_request": round(s.compute_us_per_request, 1) if s else nan,
             "server_success": int(s.success) if s else "",
             "server_failure": int(s.failure) if s else "",
+            "warmup_requests": self.warmup_requests,
+            "warmup_failures": self.warmup_failures,
             "exit_code": self.exit_code,
         }
 
@@ -425,17 +452,35 @@ def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: 
     """The headless Locust command line of one run."""
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{config.run_time_s}s",
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{config.warmup_s + config.run_time_s}s",
         "--host", url, "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING",
         "--model", config.model, "--protocol", config.protocol,
         "--windows-per-request", str(config.windows_per_request),
         "--generated-clips", str(config.audio.generated_clips), "--partition", config.audio.partition,
     ]
+    if config.warmup_s:
+        cmd += ["--warmup-s", str(config.warmup_s), "--warmup-marker", str(warmup_marker(csv_prefix))]
     if config.audio.audio_dir is not None:
         cmd += ["--audio-dir", str(config.audio.audio_dir)]
     if config.audio.manifest is not None:
         cmd += ["--manifest", str(config.audio.manifest)]
     return cmd + config.thresholds.cli_args()
+
+
+def warmup_marker(csv_prefix: Path) -> Path:
+    """The file the locustfile writes when a run's warm-up ends (``--warmup-marker``)."""
+    return Path(f"{csv_prefix}_warmup.json")
+
+
+def _await_warmup(proc: subprocess.Popen, marker: Path, *, deadline_s: float) -> dict[str, float] | None:
+    """Wait until ``marker`` holds the warm-up's JSON (None if Locust exits or the deadline passes first)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            return json.loads(marker.read_text())
+        except (FileNotFoundError, ValueError):  # not yet written, or half written
+            time.sleep(0.05)
+    return None
 
 
 def _aggregated(stats_csv: Path) -> dict[str, str]:
@@ -465,24 +510,38 @@ def run_locust(
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / f"{scenario}-u{users}"
     log_path = prefix.with_suffix(".log")
-    before = read_counters(metrics, model=config.model) if metrics else None
+    marker = warmup_marker(prefix)
+    marker.unlink(missing_ok=True)
+    before = read_counters(metrics, model=config.model) if metrics and not config.warmup_s else None
+    t_before = time.monotonic()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     cmd = locust_command(config, url=url, users=users, csv_prefix=prefix)
-    try:
-        proc = subprocess.run(
-            cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=config.run_time_s + 90, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise LocustRunError(f"locust ({scenario}, {users} users) did not finish within {exc.timeout:g} s") from None
-    log_path.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}\n")
+    timeout = config.warmup_s + config.run_time_s + 90
+    warmup = None
+    with subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            if config.warmup_s:  # the server's window starts when Locust's statistics are reset
+                warmup = _await_warmup(proc, marker, deadline_s=timeout)
+                before = read_counters(metrics, model=config.model) if metrics and warmup is not None else None
+                t_before = time.monotonic()
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise LocustRunError(f"locust ({scenario}, {users} users) did not finish within {timeout:g} s") from None
+    log_path.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n")
+    if config.warmup_s and warmup is None and proc.returncode == 0:
+        raise LocustRunError(f"locust ({scenario}, {users} users) never ended its {config.warmup_s} s warm-up "
+                             f"(no {marker.name}; log: {log_path})")
     after = read_counters(metrics, model=config.model) if metrics else None
+    server_seconds = time.monotonic() - t_before if after is not None and before is not None else math.nan
     stats_csv = Path(f"{prefix}_stats.csv")
     if not stats_csv.is_file():
-        tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-3:])
+        tail = " | ".join(line for line in stderr.strip().splitlines()[-3:])
         raise LocustRunError(f"locust ({scenario}, {users} users) exited {proc.returncode} without statistics: {tail} (log: {log_path})")
     row = _aggregated(stats_csv)
-    gates = tuple(line.split(GATE_PREFIX, 1)[1].strip() for line in proc.stderr.splitlines() if GATE_PREFIX in line)
+    gates = tuple(line.split(GATE_PREFIX, 1)[1].strip() for line in stderr.splitlines() if GATE_PREFIX in line)
     rps = _num(row, "Requests/s")
     return RunResult(
         scenario=scenario, users=users,
@@ -492,6 +551,8 @@ def run_locust(
         avg_ms=_num(row, "Average Response Time"), max_ms=_num(row, "Max Response Time"),
         server=(after - before) if after is not None and before is not None else None,
         exit_code=proc.returncode, gate_failures=gates, stats_csv=stats_csv,
+        warmup_requests=int(warmup["requests"]) if warmup else 0, warmup_failures=int(warmup["failures"]) if warmup else 0,
+        server_seconds=server_seconds,
     )
 
 
@@ -629,7 +690,10 @@ def _markdown(report: LoadTestReport, rows: list[dict[str, Any]], columns: list[
     lines = [
         f"# Load test: `{c.model}` over {c.protocol}",
         "",
-        f"{c.run_time_s} s per run, {c.windows_per_request} window(s) per request, audio: {c.audio.describe()} "
+        f"{c.run_time_s} s measured per run"
+        + (f" after a {c.warmup_s} s warm-up (statistics reset and server counters read when it ended; "
+           "warm-up requests are counted apart and their failures still fail the run)" if c.warmup_s else "")
+        + f", {c.windows_per_request} window(s) per request, audio: {c.audio.describe()} "
         f"({report.pool_windows} windows from {report.pool_clips} clips). Latencies are client-side (Locust, ms); "
         "batch size, queue and compute times come from Triton's metrics endpoint "
         "(Δnv_inference_count / Δnv_inference_exec_count, Δqueue_duration_us and Δcompute_infer_duration_us per request).",
@@ -707,6 +771,7 @@ def loadtest(
     protocol: str = "grpc",
     users: Sequence[int] = (1, 4, 16),
     run_time_s: int = 10,
+    warmup_s: int = 0,
     windows_per_request: int = 1,
     audio_dir: str | Path | None = None,
     manifest: str | Path | None = None,
@@ -736,7 +801,7 @@ def loadtest(
     config = LoadTestConfig(
         repository=Path(repository) if repository is not None else None,
         url=url, metrics_url=metrics_url, model=model, protocol=protocol, users=tuple(users),
-        run_time_s=run_time_s, windows_per_request=windows_per_request,
+        run_time_s=run_time_s, warmup_s=warmup_s, windows_per_request=windows_per_request,
         audio=AudioSourceConfig(audio_dir=audio_dir, manifest=manifest, partition=partition, generated_clips=generated_clips),
         thresholds=Thresholds(max_p95_ms=max_p95_ms, max_p99_ms=max_p99_ms, max_failure_ratio=max_failure_ratio),
         compare_batching=compare_batching, compare_users=compare_users, compare_instances=compare_instances,

@@ -19,11 +19,21 @@ Options (added by :func:`add_arguments` through Locust's
 ``--generated-clips``, ``--client-timeout-s``, and the gates
 ``--max-p95-ms``, ``--max-p99-ms``, ``--max-failure-ratio`` that
 :func:`gate_failures` checks when Locust quits.
+
+``--warmup-s S`` measures the steady state: S seconds after the test starts,
+:func:`end_warmup` resets Locust's statistics (so throughput and percentiles
+cover only what follows) and, with ``--warmup-marker F``, writes F as JSON
+(``{"requests", "failures", "time"}`` of the warm-up) for a runner that reads the
+server's counters at the same moment. Warm-up failures are not forgiven: they
+count towards ``--max-failure-ratio`` and any of them makes the exit code 1.
+(Locust's own ``--reset-stats`` resets when spawning ends, before a dynamic
+batcher's first part-full batches of a slow model have cleared.)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import threading
 import time
@@ -90,6 +100,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{text!r}: expected a number of seconds >= 0") from None
+    if not (value >= 0 and value != float("inf")):
+        raise ConfigError(f"{text!r}: expected a finite number of seconds >= 0")
+    return value
+
+
 def _protocol(text: str) -> str:
     if text not in PROTOCOLS:
         raise ConfigError(f"{text!r}: expected one of {list(PROTOCOLS)}")
@@ -117,6 +137,44 @@ def add_arguments(parser) -> None:
                        help="fail (exit 1) when p99 latency exceeds this (ms)", include_in_web_ui=True)
     group.add_argument("--max-failure-ratio", type=_arg_type(lambda t: Thresholds(max_failure_ratio=t).max_failure_ratio),
                        default=None, help="fail (exit 1) when failed/all requests exceeds this", include_in_web_ui=True)
+    group.add_argument("--warmup-s", type=_arg_type(_non_negative_float), default=0.0, include_in_web_ui=True,
+                       help="reset the statistics this many seconds after the start: report the steady state "
+                            "(warm-up failures still count; default 0: no warm-up)")
+    group.add_argument("--warmup-marker", default="",
+                       help="with --warmup-s: write this JSON file (warm-up requests, failures, time) when the warm-up ends")
+
+
+#: What :func:`end_warmup` keeps of the warm-up on the environment (its counts are gone from the stats).
+WARMUP_ATTRIBUTE = "ser_warmup"
+
+
+def end_warmup(environment, *, marker: str = "") -> dict[str, float]:
+    """End the warm-up: keep its counts, reset Locust's statistics, write ``marker`` (JSON) if given.
+
+    Returns:
+        ``{"requests": n, "failures": f, "time": unix seconds}`` of the warm-up.
+    """
+    total = environment.stats.total
+    warmup = {"requests": int(total.num_requests), "failures": int(total.num_failures), "time": time.time()}
+    setattr(environment, WARMUP_ATTRIBUTE, warmup)
+    environment.stats.reset_all()
+    if marker:
+        with open(marker, "w") as fh:
+            json.dump(warmup, fh)
+    log.info("warm-up over after %d requests (%d failed): statistics reset", warmup["requests"], warmup["failures"])
+    return warmup
+
+
+def schedule_warmup(environment) -> None:
+    """``test_start`` hook: call :func:`end_warmup` ``--warmup-s`` seconds from now (not on workers)."""
+    import gevent  # noqa: PLC0415 - Locust's own dependency
+    from locust.runners import WorkerRunner  # noqa: PLC0415
+
+    options = environment.parsed_options
+    seconds = float(getattr(options, "warmup_s", 0.0) or 0.0)
+    if seconds <= 0 or isinstance(environment.runner, WorkerRunner):
+        return
+    gevent.spawn_later(seconds, end_warmup, environment, marker=getattr(options, "warmup_marker", "") or "")
 
 
 def thresholds_from(options: Any) -> Thresholds:
@@ -144,17 +202,18 @@ def gate_failures(environment) -> list[str]:
         broken = [f"bad limits: {exc}"]
     else:
         total = environment.stats.total
+        warmup = getattr(environment, WARMUP_ATTRIBUTE, {"requests": 0, "failures": 0})
         broken = evaluate(
             thresholds,
-            requests=total.num_requests,
-            failures=total.num_failures,
+            requests=total.num_requests + warmup["requests"],
+            failures=total.num_failures + warmup["failures"],
             p95_ms=total.get_response_time_percentile(0.95) or 0.0,
             p99_ms=total.get_response_time_percentile(0.99) or 0.0,
         )
     for line in broken:
         log.error("%s%s", GATE_PREFIX, line)
-    if broken:
-        environment.process_exit_code = 1
+    if broken or getattr(environment, WARMUP_ATTRIBUTE, {}).get("failures"):
+        environment.process_exit_code = 1  # as Locust does for any failure, which the reset hid
     return broken
 
 

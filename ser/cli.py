@@ -29,6 +29,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
@@ -287,7 +297,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
     return loadtest(
         repository=args.repository, url=args.url, metrics_url=args.metrics_url, model=args.model,
-        protocol=args.protocol, users=args.users, run_time_s=args.run_time, windows_per_request=args.windows_per_request,
+        protocol=args.protocol, users=args.users, run_time_s=args.run_time, warmup_s=args.warmup,
+        windows_per_request=args.windows_per_request,
         audio_dir=args.audio_dir, manifest=args.manifest, partition=args.partition, generated_clips=args.generated_clips,
         max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio,
         compare_batching=args.compare_batching, compare_users=args.compare_users,
@@ -440,7 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--model", default="ser_int8")
     lt.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     lt.add_argument("--users", type=lambda t: tuple(_positive_int(x) for x in _csv(t)), default=(1, 4, 16), help="user counts to sweep (default: 1,4,16)")
-    lt.add_argument("--run-time", type=_positive_int, default=10, help="seconds per run (default: 10)")
+    lt.add_argument("--run-time", type=_positive_int, default=10, help="seconds each run measures (default: 10)")
+    lt.add_argument("--warmup", type=_non_negative_int, default=0,
+                    help="seconds of load before each run measures (statistics reset, server counters read then; "
+                         "warm-up failures still fail the run; default: 0)")
     lt.add_argument("--windows-per-request", type=_positive_int, default=1)
     lt.add_argument("--audio-dir", type=Path, default=None, help="audio to send (default: generated synthetic clips)")
     lt.add_argument("--manifest", type=Path, default=None, help="split manifest written by `ser train`: send its --partition clips")

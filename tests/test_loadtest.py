@@ -129,6 +129,72 @@ def test_an_impossibly_tight_p95_gate_fails_the_run_with_a_non_zero_exit(triton_
     assert doc["runs"][0]["failures"] == 0  # the requests succeeded; only the gate failed the run
 
 
+def test_a_warmup_is_counted_apart_and_the_servers_window_starts_when_it_ends(triton_server, tmp_path):
+    users = 4
+    config = LoadTestConfig(url=triton_server.grpc_url, metrics_url=triton_server.metrics_url, model=MODEL,
+                            users=(users,), warmup_s=2, run_time_s=2, thresholds=Thresholds(max_failure_ratio=0.0),
+                            out_dir=tmp_path)
+    report = run_loadtest(config)
+    (run,) = report.runs
+    assert report.passed and run.failures == 0 and run.warmup_failures == 0
+    marker = json.loads((tmp_path / "locust" / f"{SCENARIO_ON}-u{users}_warmup.json").read_text())
+    assert marker["requests"] == run.warmup_requests > 0 and marker["failures"] == 0
+    # The server's window opens when the warm-up ends: shorter than warm-up + run (it would be longer had it
+    # opened at launch), and its own rate is the steady state's that Locust reports.
+    assert run.warmup_requests > 0 and run.requests > 0
+    assert 0 < run.server_seconds < config.warmup_s + config.run_time_s
+    assert run.server.inference_count >= run.requests
+    assert run.server_inferences_per_s == pytest.approx(run.rps, rel=0.35)
+    doc = json.loads(report.files["json"].read_text())
+    assert doc["runs"][0]["warmup_requests"] == run.warmup_requests
+    assert "after a 2 s warm-up" in report.files["markdown"].read_text()
+
+
+#: Runs in a subprocess: importing Locust monkey-patches the standard library (gevent), which must not
+#: happen inside the test process once servers and threads exist. A real Locust Environment and stats.
+_WARMUP_SCRIPT = r"""
+import argparse, json, sys
+from locust.env import Environment
+from loadtest.users import end_warmup, gate_failures
+
+def log(env, ok, failed):
+    for _ in range(ok):
+        env.stats.log_request("grpc", "classify", 10, 0)
+    for _ in range(failed):  # Locust logs a failed request as a request and an error
+        env.stats.log_request("grpc", "classify", 10, 0)
+        env.stats.log_error("grpc", "classify", "UNAVAILABLE")
+
+out = {}
+for ratio, warm_failed in ((0.5, 2), (0.1, 2), (0.0, 0)):
+    env = Environment(parsed_options=argparse.Namespace(max_p95_ms=None, max_p99_ms=None, max_failure_ratio=ratio))
+    log(env, 3 - warm_failed if warm_failed < 3 else 0, warm_failed)
+    warmup = end_warmup(env, marker=sys.argv[1])
+    after_reset = env.stats.total.num_requests
+    log(env, 8, 0)
+    out[f"{ratio}"] = {"warmup": warmup, "marker": json.load(open(sys.argv[1])), "after_reset": after_reset,
+                       "broken": gate_failures(env), "exit_code": env.process_exit_code}
+print(json.dumps(out))
+"""
+
+
+def test_warmup_failures_still_count_towards_the_failure_gate_and_the_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    from loadtest.runner import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, "-c", _WARMUP_SCRIPT, str(tmp_path / "m.json")], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    lenient, strict, clean = got["0.5"], got["0.1"], got["0.0"]
+    for case in (lenient, strict):  # warm-up: 1 ok + 2 failed; then 8 ok: 2 failures of 11 in all (0.18)
+        assert (case["warmup"]["requests"], case["warmup"]["failures"]) == (3, 2) and case["marker"]["failures"] == 2
+        assert case["after_reset"] == 0  # the figures cover only what follows the warm-up
+        assert case["exit_code"] == 1  # any failure fails the run, as Locust's own exit code does
+    assert lenient["broken"] == [] and len(strict["broken"]) == 1 and "(2/11)" in strict["broken"][0]
+    assert clean["warmup"]["failures"] == 0 and clean["broken"] == [] and clean["exit_code"] is None
+
+
 def test_metrics_text_is_summed_over_versions_for_the_named_model_only():
     text = "\n".join([
         "# HELP nv_inference_count Number of inferences performed",

@@ -50,6 +50,8 @@ def test_a_gate_with_no_completed_request_fails_rather_than_passes():
         ({"url": "127.0.0.1:1", "users": (4, 4)}, "distinct"),
         ({"url": "127.0.0.1:1", "run_time_s": 0}, "run_time_s=0"),
         ({"url": "127.0.0.1:1", "run_time_s": 2.5}, "run_time_s=2.5"),
+        ({"url": "127.0.0.1:1", "warmup_s": -1}, "warmup_s=-1"),
+        ({"url": "127.0.0.1:1", "warmup_s": 1.5}, "warmup_s=1.5"),
         ({"url": "127.0.0.1:1", "protocol": "udp"}, "protocol='udp'"),
         ({"url": "127.0.0.1:1", "compare_batching": True}, "need repository="),
         ({"url": "127.0.0.1:1", "ort_baseline": True}, "need repository="),
@@ -69,6 +71,16 @@ def test_the_locustfile_refuses_a_bad_threshold_on_its_command_line():
     )
     assert proc.returncode == 2
     assert "--max-p95-ms" in proc.stderr and "max_p95_ms='-5'" in proc.stderr
+
+
+def test_the_locustfile_refuses_a_negative_warmup_on_its_command_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", "127.0.0.1:1",
+         "-t", "1s", "--warmup-s=-2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "--warmup-s" in proc.stderr and "'-2': expected a finite number of seconds >= 0" in proc.stderr
 
 
 def test_an_unknown_model_is_refused_before_any_load(triton_server, tmp_path):
