@@ -37,6 +37,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -483,6 +484,12 @@ def _await_warmup(proc: subprocess.Popen, marker: Path, *, deadline_s: float) ->
     return None
 
 
+def _read_back(fh) -> str:
+    """All text written to a temporary file so far."""
+    fh.seek(0)
+    return fh.read()
+
+
 def _aggregated(stats_csv: Path) -> dict[str, str]:
     with open(stats_csv, newline="") as fh:
         for row in csv.DictReader(fh):
@@ -512,6 +519,7 @@ def run_locust(
     log_path = prefix.with_suffix(".log")
     marker = warmup_marker(prefix)
     marker.unlink(missing_ok=True)
+    after = None
     before = read_counters(metrics, model=config.model) if metrics and not config.warmup_s else None
     t_before = time.monotonic()
     env = dict(os.environ)
@@ -519,23 +527,32 @@ def run_locust(
     cmd = locust_command(config, url=url, users=users, csv_prefix=prefix)
     timeout = config.warmup_s + config.run_time_s + 90
     warmup = None
-    with subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    # Output to files, not pipes: nothing reads a pipe while the runner waits, and a full one would stall Locust.
+    with tempfile.TemporaryFile("w+") as out_fh, tempfile.TemporaryFile("w+") as err_fh, \
+            subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out_fh, stderr=err_fh, text=True) as proc:
         try:
-            if config.warmup_s:  # the server's window starts when Locust's statistics are reset
+            if config.warmup_s:  # the server's window is Locust's: from the statistics' reset to the run's end
                 warmup = _await_warmup(proc, marker, deadline_s=timeout)
                 before = read_counters(metrics, model=config.model) if metrics and warmup is not None else None
                 t_before = time.monotonic()
-            stdout, stderr = proc.communicate(timeout=timeout)
+                if before is not None:  # (not after Locust exits: requests it left queued still run then)
+                    try:
+                        proc.wait(timeout=config.run_time_s)
+                    except subprocess.TimeoutExpired:
+                        after, t_after = read_counters(metrics, model=config.model), time.monotonic()
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             raise LocustRunError(f"locust ({scenario}, {users} users) did not finish within {timeout:g} s") from None
+        stdout, stderr = _read_back(out_fh), _read_back(err_fh)
     log_path.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n")
     if config.warmup_s and warmup is None and proc.returncode == 0:
         raise LocustRunError(f"locust ({scenario}, {users} users) never ended its {config.warmup_s} s warm-up "
                              f"(no {marker.name}; log: {log_path})")
-    after = read_counters(metrics, model=config.model) if metrics else None
-    server_seconds = time.monotonic() - t_before if after is not None and before is not None else math.nan
+    if after is None:
+        after, t_after = (read_counters(metrics, model=config.model) if metrics else None), time.monotonic()
+    server_seconds = t_after - t_before if after is not None and before is not None else math.nan
     stats_csv = Path(f"{prefix}_stats.csv")
     if not stats_csv.is_file():
         tail = " | ".join(line for line in stderr.strip().splitlines()[-3:])

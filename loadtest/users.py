@@ -27,7 +27,9 @@ cover only what follows) and, with ``--warmup-marker F``, writes F as JSON
 server's counters at the same moment. Warm-up failures are not forgiven: they
 count towards ``--max-failure-ratio`` and any of them makes the exit code 1.
 (Locust's own ``--reset-stats`` resets when spawning ends, before a dynamic
-batcher's first part-full batches of a slow model have cleared.)
+batcher's first part-full batches of a slow model have cleared.) In master/worker
+mode the master resets, on the counts its workers have reported so far (every 3 s):
+the boundary is that coarse there.
 """
 
 from __future__ import annotations

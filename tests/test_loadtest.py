@@ -211,3 +211,76 @@ def test_metrics_text_is_summed_over_versions_for_the_named_model_only():
     assert (c.inference_count, c.exec_count, c.success) == (128, 16, 128)
     assert c.mean_batch_size == 8.0 and c.queue_us_per_request == 2000.0
     assert parse_metrics(text, model="absent").inference_count == 0
+
+
+def _locust(*args: str) -> list[str]:
+    import sys
+
+    from loadtest.runner import LOCUSTFILE
+
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING", *args]
+
+
+def test_master_and_worker_mode_runs_the_load_and_the_master_ends_the_warmup_and_judges(triton_server, tmp_path):
+    import subprocess
+
+    from deploy.local_triton import free_ports
+    from loadtest.runner import REPO_ROOT, _aggregated
+
+    (port,) = free_ports(1)
+    common = ["--host", triton_server.grpc_url, "--model", MODEL]
+    master = subprocess.Popen(
+        _locust("--master", "--headless", "--expect-workers", "1", "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", str(port), "-u", "4", "-r", "4", "-t", "7s", "--csv", str(tmp_path / "mw"),
+                "--only-summary", "--max-failure-ratio", "0", "--warmup-s", "4",
+                "--warmup-marker", str(tmp_path / "warm.json"), *common),
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(_locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port), *common),
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, master_err = master.communicate(timeout=90)
+        worker.communicate(timeout=30)  # the master's quit stops the worker
+    finally:
+        for proc in (master, worker):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert master.returncode == 0, master_err[-2000:]
+    assert worker.returncode == 0
+    row = _aggregated(tmp_path / "mw_stats.csv")
+    assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0
+    # The master ended the warm-up on the counts its worker had reported (every 3 s, Locust's interval).
+    assert json.loads((tmp_path / "warm.json").read_text())["requests"] > 0
+
+
+def test_the_web_ui_serves_the_load_tests_own_options(triton_server, tmp_path):
+    import subprocess
+    import time
+    import urllib.request
+
+    from deploy.local_triton import free_ports
+    from loadtest.runner import REPO_ROOT
+
+    (port,) = free_ports(1)
+    ui = subprocess.Popen(_locust("--web-host", "127.0.0.1", "--web-port", str(port), "--host", triton_server.grpc_url,
+                                  "--model", MODEL), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        page, deadline = "", time.monotonic() + 60
+        while time.monotonic() < deadline and ui.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                    page = resp.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+    finally:
+        ui.terminate()
+        try:
+            ui.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            ui.kill()
+            ui.communicate()
+    # The start form offers the options marked include_in_web_ui, with the values given on the command line.
+    for option in ("windows_per_request", "max_p95_ms", "max_failure_ratio", "warmup_s"):
+        assert f'"{option}"' in page, option
+    assert f'"{MODEL}"' in page
