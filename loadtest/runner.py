@@ -287,7 +287,9 @@ class LoadTestReport:
     Attributes:
         config: the configuration.
         runs: one entry per Locust run, in order.
-        ort: the in-process baseline, if measured.
+        ort: the in-process baseline, if measured: both of ``ort_slices`` together.
+        ort_slices: the baseline's two halves, measured before the load (first server up, idle) and
+            after it (servers stopped), so that a drift of the machine's speed during the run shows.
         pool_windows, pool_clips: size of the window pool the requests cycle through.
         files: ``{"csv", "markdown", "plot", "json"}`` -> written paths.
     """
@@ -295,6 +297,7 @@ class LoadTestReport:
     config: LoadTestConfig
     runs: list[RunResult]
     ort: OrtBaseline | None = None
+    ort_slices: tuple[OrtBaseline, ...] = ()
     pool_windows: int = 0
     pool_clips: int = 0
     files: dict[str, Path] = field(default_factory=dict)
@@ -325,6 +328,14 @@ class LoadTestReport:
         on = self.run(SCENARIO_ON, self.config.compare_users)
         return on.windows_per_s / self.ort.windows_per_s if on and self.ort and self.ort.windows_per_s else math.nan
 
+    @property
+    def ort_drift(self) -> float:
+        """|before - after| / mean of the two baseline halves' windows/s (NaN without both)."""
+        if len(self.ort_slices) != 2:
+            return math.nan
+        a, b = (o.windows_per_s for o in self.ort_slices)
+        return abs(a - b) / ((a + b) / 2) if a + b > 0 else math.nan
+
     def headline(self) -> str:
         """One line of the figures that matter."""
         cu = self.config.compare_users
@@ -349,11 +360,18 @@ class LoadTestReport:
         if self.ort is not None:
             parts.append(f"in-process ORT batch {self.ort.batch}: {self.ort.windows_per_s:.1f} windows/s, "
                          f"served/ORT {self.ort_ratio:.2f}x")
+            if self.ort_drift > DRIFT_WARNING:
+                parts.append(f"in-process speed drifted {self.ort_drift:.0%} between before and after the load: "
+                             "the served/ORT ratio is that uncertain")
         parts.append("PASSED" if self.passed else "FAILED")
         return "; ".join(parts)
 
 
 # --- repositories for the comparison -------------------------------------------------------
+
+
+#: Baseline drift (before vs after the load) above which the report calls the served/ORT ratio uncertain.
+DRIFT_WARNING = 0.10
 
 
 def write_scenario_repository(
@@ -444,6 +462,14 @@ def measure_ort(model_dir: str | Path, pool: WindowPool, *, batch: int = 8, seco
         model_path=onnx_path, batch=batch, threads=threads, runs=runs, seconds=elapsed,
         windows_per_s=batch * runs / elapsed, ms_per_batch=1000.0 * elapsed / runs,
     )
+
+
+def combine_baselines(slices: Sequence[OrtBaseline]) -> OrtBaseline:
+    """Several baseline measurements of one model as one: runs and seconds added up."""
+    first = slices[0]
+    runs, seconds = sum(o.runs for o in slices), sum(o.seconds for o in slices)
+    return replace(first, runs=runs, seconds=seconds, windows_per_s=first.batch * runs / seconds,
+                   ms_per_batch=1000.0 * seconds / runs)
 
 
 # --- one Locust run --------------------------------------------------------------------------
@@ -654,12 +680,16 @@ def run_loadtest(config: LoadTestConfig, *, progress: TextIO | None = None) -> L
                 url = server.grpc_url if run_config.protocol == "grpc" else server.http_url
                 pool = _preflight(run_config, url)
                 report.pool_windows, report.pool_clips = len(pool), pool.clips
+                if config.ort_baseline and not report.ort_slices:  # first half: before any load, server idle
+                    report.ort_slices = (measure_ort(model_dir, pool, batch=config.ort_batch, seconds=config.ort_seconds / 2),)
                 for users in config.sweep(scenario):
                     runs.append(run_locust(run_config, scenario=scenario, url=url, users=users,
                                            metrics=server.metrics_url, out_dir=locust_dir))
                     say(runs[-1])
-        if config.ort_baseline:  # servers stopped: the baseline gets the CPU to itself, as each server did
-            report.ort = measure_ort(model_dir, pool, batch=config.ort_batch, seconds=config.ort_seconds)
+        if config.ort_baseline:  # second half: servers stopped, the baseline has the CPU to itself as each server did
+            after = measure_ort(model_dir, pool, batch=config.ort_batch, seconds=config.ort_seconds / 2)
+            report.ort_slices = (*report.ort_slices, after)
+            report.ort = combine_baselines(report.ort_slices)
     write_report(report)
     return report
 
@@ -691,6 +721,8 @@ def write_report(report: LoadTestReport) -> dict[str, Path]:
         "runs": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows],
         "gate_failures": {f"{r.scenario}-u{r.users}": list(r.gate_failures) for r in report.runs if r.gate_failures},
         "ort_baseline": json.loads(json.dumps(asdict(report.ort), default=str)) if report.ort else None,
+        "ort_baseline_slices": [json.loads(json.dumps(asdict(o), default=str)) for o in report.ort_slices],
+        "ort_drift": None if math.isnan(report.ort_drift) else report.ort_drift,
         "batching_speedup": None if math.isnan(report.batching_speedup) else report.batching_speedup,
         "served_over_ort": None if math.isnan(report.ort_ratio) else report.ort_ratio,
         "pool": {"windows": report.pool_windows, "clips": report.pool_clips},
@@ -724,6 +756,11 @@ def _markdown(report: LoadTestReport, rows: list[dict[str, Any]], columns: list[
         o = report.ort
         lines.append(f"In-process ONNX Runtime, batch {o.batch}, {o.threads} thread(s): {o.windows_per_s:.1f} windows/s "
                      f"({o.ms_per_batch:.1f} ms per batch, {o.runs} runs).")
+        if len(report.ort_slices) == 2:
+            before, after = report.ort_slices
+            lines.append(f"Its halves: {before.windows_per_s:.2f} windows/s before the load, {after.windows_per_s:.2f} after "
+                         f"(drift {report.ort_drift:.0%}; above {DRIFT_WARNING:.0%} the machine's speed changed enough "
+                         "during the run to move the served/ORT ratio by as much).")
     if not math.isnan(report.batching_speedup):
         lines.append(f"Dynamic batching on/off at {c.compare_users} users: {report.batching_speedup:.2f}x windows/s.")
     for scenario in (x for x in c.comparisons if x != SCENARIO_OFF):

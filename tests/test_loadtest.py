@@ -106,6 +106,14 @@ def test_the_instance_and_variant_comparisons_serve_what_they_say(batching_repor
 def test_the_ratio_against_in_process_onnx_runtime_is_reported(batching_report):
     ort = batching_report.ort
     assert ort is not None and ort.batch == 8 and ort.windows_per_s > 0
+    before, after = batching_report.ort_slices  # one half before any load, one after all of it
+    assert ort.runs == before.runs + after.runs >= 6 and ort.seconds == pytest.approx(before.seconds + after.seconds)
+    assert ort.windows_per_s == pytest.approx(8 * ort.runs / ort.seconds)
+    assert batching_report.ort_drift == pytest.approx(
+        abs(before.windows_per_s - after.windows_per_s) / ((before.windows_per_s + after.windows_per_s) / 2))
+    doc = json.loads(batching_report.files["json"].read_text())
+    assert len(doc["ort_baseline_slices"]) == 2 and doc["ort_drift"] == pytest.approx(batching_report.ort_drift)
+    assert "before the load" in batching_report.files["markdown"].read_text()
     assert batching_report.ort_ratio > 0 and batching_report.batching_speedup > 0
     assert "served/ORT" in batching_report.headline()
 
