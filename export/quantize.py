@@ -309,12 +309,7 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, min_in_channels: int = 
     for node in g.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         weight = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        plain = (weight is not None and len(weight.dims) == 3 and weight.data_type == onnx.TensorProto.FLOAT
-                 and attrs.get("group", 1) == 1 and all(p == 0 for p in attrs.get("pads", [0]))
-                 and all(d == 1 for d in attrs.get("dilations", [1])) and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-                 and weight.dims[1] >= min_in_channels
-                 and (len(node.input) < 3 or node.input[2] in inits))
-        if not plain:
+        if not _is_plain_conv1d(node, attrs, weight, inits, min_in_channels=min_in_channels):
             new_nodes.append(node)
             continue
         w = numpy_helper.to_array(weight)
@@ -354,6 +349,23 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, min_in_channels: int = 
     g.initializer.extend(kept + new_inits)
     onnx.save(model, str(dst))
     return rewritten
+
+
+def _is_plain_conv1d(node, attrs: Mapping[str, Any], weight, inits: Mapping[str, Any], *, min_in_channels: int) -> bool:
+    """Whether ``node`` is a 1-D ``Conv`` that :func:`convs_to_matmul` can rewrite.
+
+    That is: an fp32 initializer weight ``[Cout, Cin >= min_in_channels, k]``, one group,
+    no padding, no dilation, and a bias (if any) that is an initializer.
+    """
+    import onnx
+
+    return (weight is not None and len(weight.dims) == 3 and weight.data_type == onnx.TensorProto.FLOAT
+            and weight.dims[1] >= min_in_channels
+            and attrs.get("group", 1) == 1
+            and all(p == 0 for p in attrs.get("pads", [0]))
+            and all(d == 1 for d in attrs.get("dilations", [1]))
+            and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+            and (len(node.input) < 3 or not node.input[2] or node.input[2] in inits))
 
 
 def store_conv_weights(path: str | Path, *, storage: str) -> int:
