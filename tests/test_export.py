@@ -269,8 +269,11 @@ def test_the_default_compact_preset_stores_conv_weights_int8_that_onnx_runtime_f
 
 
 def _conv_graph(path, *, window: int = 400):
-    """A graph shaped like wav2vec2's feature encoder head: a 1-channel conv (kept), then
-    k=3/s=2 with bias and k=2/s=2 without, plus a grouped conv that must be left alone."""
+    """A graph shaped like wav2vec2's feature encoder head.
+
+    A 1-channel conv (kept), then k=3/s=2 with bias and k=2/s=2 without, plus a grouped
+    conv that must be left alone.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
