@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 from client.errors import ConfigError
 
+#: A request's time limit (s) in the Locust users (``--client-timeout-s``), and so how long a run's end waits
+#: for requests in flight (``--stop-timeout``): cut off, they would reach the server as cancelled = failed.
+CLIENT_TIMEOUT_S = 30.0
+
 #: Prefix of the log line the locustfile's quitting listener writes per broken limit (the runner reads it).
 GATE_PREFIX = "GATE FAILED: "
 

@@ -45,7 +45,7 @@ from typing import Any, Sequence, TextIO
 
 from client.errors import ConfigError, SerError
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url
-from loadtest.gates import GATE_PREFIX, Thresholds
+from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds
 from loadtest.metrics import ModelCounters, read_counters
 from loadtest.payload import AudioSourceConfig, WindowPool, build_window_pool
 
@@ -481,6 +481,8 @@ def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: 
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{config.warmup_s + config.run_time_s}s",
         "--host", url, "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING",
+        # At the end, let requests in flight finish: killed, they reach the server as cancelled (= failed) requests.
+        "--stop-timeout", f"{CLIENT_TIMEOUT_S:g}s",
         "--model", config.model, "--protocol", config.protocol,
         "--windows-per-request", str(config.windows_per_request),
         "--generated-clips", str(config.audio.generated_clips), "--partition", config.audio.partition,
@@ -551,7 +553,7 @@ def run_locust(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     cmd = locust_command(config, url=url, users=users, csv_prefix=prefix)
-    timeout = config.warmup_s + config.run_time_s + 90
+    timeout = config.warmup_s + config.run_time_s + CLIENT_TIMEOUT_S + 90
     warmup = None
     # Output to files, not pipes: nothing reads a pipe while the runner waits, and a full one would stall Locust.
     with tempfile.TemporaryFile("w+") as out_fh, tempfile.TemporaryFile("w+") as err_fh, \

@@ -59,7 +59,7 @@ from client.contract import (  # noqa: E402
 )
 from client.errors import ConfigError, ContractError, SerError  # noqa: E402
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url, translate_error  # noqa: E402
-from loadtest.gates import GATE_PREFIX, Thresholds, evaluate  # noqa: E402
+from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds, evaluate  # noqa: E402
 from loadtest.payload import AudioSourceConfig, build_window_pool  # noqa: E402
 
 log = logging.getLogger("loadtest")
@@ -132,7 +132,8 @@ def add_arguments(parser) -> None:
     group.add_argument("--partition", default="test", help="manifest partition (default: test, the held-out actors)")
     group.add_argument("--generated-clips", type=_arg_type(_positive_int), default=8,
                        help="synthetic clips when neither --audio-dir nor --manifest is given")
-    group.add_argument("--client-timeout-s", type=_arg_type(_positive_float), default=30.0, help="per-request time limit (s)")
+    group.add_argument("--client-timeout-s", type=_arg_type(_positive_float), default=CLIENT_TIMEOUT_S,
+                       help=f"per-request time limit (s; default {CLIENT_TIMEOUT_S:g})")
     group.add_argument("--max-p95-ms", type=_arg_type(lambda t: Thresholds(max_p95_ms=t).max_p95_ms), default=None,
                        help="fail (exit 1) when p95 latency exceeds this (ms)", include_in_web_ui=True)
     group.add_argument("--max-p99-ms", type=_arg_type(lambda t: Thresholds(max_p99_ms=t).max_p99_ms), default=None,
