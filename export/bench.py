@@ -57,7 +57,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
@@ -154,6 +154,10 @@ class BenchConfig:
         json_out: write the result as JSON here.
         markdown_out: write the result as markdown here.
         progress: print one line per cell as it completes.
+        interleave: load every runner of a shape, then time the runners of each batch
+            size in rounds, one call each per round (drift of the machine's speed hits
+            them alike, so ratios hold); ``False``: one runner after another, each
+            freed before the next is built (less memory).
     """
 
     shapes: tuple[str, ...] = DEFAULT_SHAPES
@@ -173,6 +177,7 @@ class BenchConfig:
     json_out: Path | None = None
     markdown_out: Path | None = None
     progress: bool = True
+    interleave: bool = True
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
@@ -441,6 +446,8 @@ class BenchResult:
             f"host: {env.get('cpu')} ({env.get('cpus_available')} cores available{', AVX-512 VNNI' if env.get('avx512_vnni') else ''})"
             + (f"; GPU: {env['gpu']}" if env.get("gpu") else ""),
             "versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+            "timing: " + ("interleaved (the runners of a shape and batch size take turns, call by call)"
+                          if self.config.interleave else "sequential (one runner after another)"),
         ]
         for s, info in self.shapes.items():
             lines.append(f"shape {s}: {info['frames']} frames/clip, {info['gflop_per_clip']:.2f} GFLOP/clip (matmul+conv, 2 per MAC)")
@@ -758,8 +765,11 @@ def _shape_dir(config: BenchConfig, shape: str) -> Path:
 
 
 def _meta(config: BenchConfig, shape: str) -> dict[str, Any]:
+    from export.onnx_export import OnnxExportConfig
+
     versions = _versions()
     return {
+        "onnx_export": asdict(OnnxExportConfig()),  # a changed exporter default re-exports
         "format": BENCH_FORMAT,
         "shape": shape,
         "window_samples": config.window_samples,
@@ -829,6 +839,92 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+def _close(ready: list[tuple[str, dict[str, Any], _Prepared]]) -> None:
+    """Close and forget every prepared runner of ``ready`` (emptied in place)."""
+    import gc
+
+    for _, _, prepared in ready:
+        prepared.close()
+    ready.clear()
+    gc.collect()
+
+
+def _measure(ready: Sequence[tuple[str, dict[str, Any], _Prepared]], model_config, config: BenchConfig,
+             log: Callable[[str], None]) -> list[Cell]:
+    """Time every prepared runner at every batch size: one :class:`Cell` each.
+
+    With ``config.interleave`` the runners of one batch size take turns call by call
+    (:func:`_time_interleaved`), so a machine whose speed drifts during the run slows
+    them all alike and their ratios hold; otherwise each is timed on its own.
+    """
+    cells: list[Cell] = []
+    for b in config.batch_sizes:
+        flops = count_flops(model_config, window_samples=config.window_samples, batch=b).total
+        calls, failed = {}, {}
+        for runner, _, prepared in ready:
+            try:
+                calls[runner] = prepared.make_call(b)
+            except Exception as exc:  # noqa: BLE001 - one runner's failure must not end the run
+                failed[runner] = exc
+        if config.interleave:
+            times, more_failed = _time_interleaved(calls, config)
+            failed.update(more_failed)
+        else:
+            times = {}
+            for runner, call in calls.items():
+                try:
+                    times[runner] = _time_call(call, config)
+                except Exception as exc:  # noqa: BLE001
+                    failed[runner] = exc
+        for runner, base, prepared in ready:
+            if runner in failed:
+                reason = _error_text(failed[runner])
+                cells.append(Cell(batch=b, status="failed", reason=reason, size_bytes=prepared.size_bytes, flops=flops, **base))
+                log(f"[bench] {base['shape']} {runner} b{b}: failed ({reason})")
+                continue
+            cell = Cell(batch=b, status="measured", size_bytes=prepared.size_bytes, times_ms=times[runner], flops=flops, **base)
+            cells.append(cell)
+            log(f"[bench] {base['shape']} {runner} b{b}: median {cell.median_ms:.1f} ms, p95 {cell.p95_ms:.1f} ms "
+                f"({len(cell.times_ms)} runs, {cell.gflops_per_s:.0f} GFLOP/s)")
+    return cells
+
+
+def _time_interleaved(calls: Mapping[str, Callable[[], Any]], config: BenchConfig
+                      ) -> tuple[dict[str, tuple[float, ...]], dict[str, BaseException]]:
+    """Warm every call up, then time them in rounds: each call once per round, in turn.
+
+    Returns:
+        ``(times, failed)``: ms of every timed call per name, and the exception of
+        each call that raised (it leaves the rounds; the others go on). With
+        ``config.budget_s`` the rounds stop once ``budget_s`` per call has passed
+        (at least :data:`MIN_TIMED_RUNS` rounds).
+    """
+    failed: dict[str, BaseException] = {}
+    for name, call in calls.items():
+        try:
+            for _ in range(config.warmup):
+                call()
+        except Exception as exc:  # noqa: BLE001
+            failed[name] = exc
+    live = {name: call for name, call in calls.items() if name not in failed}
+    times: dict[str, list[float]] = {name: [] for name in live}
+    least, most = config.timed_runs
+    start = time.perf_counter()
+    for done in range(most):
+        if done >= least and config.budget_s is not None and time.perf_counter() - start >= config.budget_s * max(len(live), 1):
+            break
+        for name, call in list(live.items()):
+            t0 = time.perf_counter()
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001
+                failed[name] = exc
+                del live[name]
+                continue
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: tuple(t) for name, t in times.items() if name in live}, failed
+
+
 def run_bench(config: BenchConfig, *, out: TextIO = sys.stdout) -> BenchResult:
     """Measure every (shape, runner, batch) cell of ``config`` and print the table to ``out``.
 
@@ -874,6 +970,7 @@ def run_bench(config: BenchConfig, *, out: TextIO = sys.stdout) -> BenchResult:
         }
         fp32_path: Path | None = None
         fp32_error = ""
+        ready: list[tuple[str, dict[str, Any], _Prepared]] = []
         for runner in config.runners:
             device = runner_device(runner, config)
             base = dict(shape=shape, runner=runner, device=device, peak=runner_peak(runner, config))
@@ -902,26 +999,22 @@ def run_bench(config: BenchConfig, *, out: TextIO = sys.stdout) -> BenchResult:
                 cells += [Cell(batch=b, status="failed", reason=reason, **base) for b in config.batch_sizes]
                 log(f"[bench] {shape} {runner}: failed ({reason})")
                 continue
+            ready.append((runner, base, prepared))
+            if not config.interleave:  # time it now and free it before the next runner is built
+                try:
+                    cells += _measure(ready, model.config, config, log)
+                finally:
+                    _close(ready)
+        if ready:  # interleaved: every runner of the shape is held until now
             try:
-                for b in config.batch_sizes:
-                    flops = count_flops(model.config, window_samples=config.window_samples, batch=b).total
-                    try:
-                        times = _time_call(prepared.make_call(b), config)
-                    except Exception as exc:  # noqa: BLE001
-                        reason = _error_text(exc)
-                        cells.append(Cell(batch=b, status="failed", reason=reason, size_bytes=prepared.size_bytes, flops=flops, **base))
-                        log(f"[bench] {shape} {runner} b{b}: failed ({reason})")
-                        continue
-                    cell = Cell(batch=b, status="measured", size_bytes=prepared.size_bytes, times_ms=times, flops=flops, **base)
-                    cells.append(cell)
-                    log(f"[bench] {shape} {runner} b{b}: median {cell.median_ms:.1f} ms, p95 {cell.p95_ms:.1f} ms "
-                        f"({len(times)} runs, {cell.gflops_per_s:.0f} GFLOP/s)")
+                cells += _measure(ready, model.config, config, log)
             finally:
-                prepared.close()
-                del prepared
-                gc.collect()
+                _close(ready)
         del model, classifier
         gc.collect()
+    order = {(s, r, b): i for i, (s, r, b) in enumerate(
+        (s, r, b) for s in config.shapes for r in config.runners for b in config.batch_sizes)}
+    cells.sort(key=lambda c: order[(c.shape, c.runner, c.batch)])
 
     reference = {(c.shape, c.batch): c.median_ms for c in cells if c.runner == "ort-fp32" and c.measured}
     cells = [
@@ -980,6 +1073,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--no-peak", action="store_true", help="do not measure the matmul peak")
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="also write the result as JSON here")
     p.add_argument("--markdown", type=Path, default=None, dest="markdown_out", help="also write the result as markdown here")
+    p.add_argument("--sequential", action="store_true",
+                   help="time one runner after another, each built and freed in turn (less memory); by default the "
+                        "runners of a shape are all loaded and take turns call by call, so a machine whose speed "
+                        "drifts during the run slows them alike and the ratios between them hold")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     return p
 
@@ -1003,6 +1100,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         json_out=args.json_out,
         markdown_out=args.markdown_out,
         progress=not args.quiet,
+        interleave=not args.sequential,
     )
 
 

@@ -279,7 +279,8 @@ def export_checkpoint(
             fp32_report = check_onnx_parity(classifier, fp32_path, window_samples=W, config=config.parity)
             bar.update()
             fp32_options = {"exporter": "torch.onnx.export(dynamo=False)", "opset": config.onnx.opset,
-                            "constant_folding": config.onnx.constant_folding}
+                            "constant_folding": config.onnx.constant_folding,
+                            "attention": "eager" if config.onnx.eager_attention else "as trained"}
             parity_json["fp32"] = {"fp32_vs_pytorch": fp32_report.to_json()}
             stage("fp32", None, fp32_options, fp32_report)
 

@@ -227,9 +227,10 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
                 quant_pre_process(str(src), str(source), skip_symbolic_shape=False)
             except Exception as exc:  # noqa: BLE001 - shape inference raises many types
                 raise ExportError(f"{src}: quant_pre_process failed (try preprocess=False): {type(exc).__name__}: {exc}") from None
+        keep_fp32: list[str] = []
         if config.conv_as_matmul:
             rewritten = Path(tmp) / "conv_as_matmul.onnx"
-            convs_to_matmul(source, rewritten)
+            keep_fp32 = list(convs_to_matmul(source, rewritten).fp32_matmuls)
             source = rewritten
         nodes = None
         if config.conv_nodes:
@@ -245,6 +246,7 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
                 str(source),
                 str(dst),
                 nodes_to_quantize=nodes,
+                nodes_to_exclude=keep_fp32,
                 op_types_to_quantize=list(config.op_types),
                 weight_type=weight_type,
                 per_channel=config.per_channel,
@@ -258,33 +260,57 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
     return dst
 
 
-def convs_to_matmul(src: str | Path, dst: str | Path, *, min_in_channels: int = 2) -> int:
-    """Rewrite plain 1-D convolutions as ``Slice`` x k + ``Concat`` + ``MatMul`` (+ ``Add``), exactly.
+@dataclass(frozen=True)
+class ConvRewrite:
+    """What :func:`convs_to_matmul` did.
+
+    Attributes:
+        rewritten: how many ``Conv`` nodes became ``MatMul`` graphs.
+        fp32_matmuls: names of the ``MatMul`` nodes made from convolutions with fewer
+            than ``quantize_min_in_channels`` input channels (the first conv, which reads
+            the raw waveform): to be left out of int8 quantization.
+    """
+
+    rewritten: int
+    fp32_matmuls: tuple[str, ...] = ()
+
+
+def convs_to_matmul(src: str | Path, dst: str | Path, *, quantize_min_in_channels: int = 2) -> ConvRewrite:
+    """Rewrite plain 1-D convolutions of a static length as ``Reshape`` + ``MatMul`` graphs, exactly.
 
     A ``Conv`` over ``x [B, Cin, T]`` with weight ``[Cout, Cin, k]``, stride ``s``, no
-    padding, no dilation and one group computes, for each output frame ``t``,
-    ``sum_j W[:, :, j] @ x[:, :, s*t + j]``. The rewrite::
+    padding, no dilation and one group computes, for each of ``T_out = (T - k) // s + 1``
+    output frames ``t``, ``sum_j W[:, :, j] @ x[:, :, s*t + j]``. Its taps fall into
+    blocks of ``s`` consecutive samples; a full block ``b`` is a plain reshape of the
+    channel-last input, so no im2col copy is made::
 
-        xt   = Transpose(x)                                   [B, T, Cin]
-        x_j  = Slice(xt, start=j, end=T-(k-1-j), step=s)      [B, T_out, Cin]   j = 0..k-1
-        cols = Concat(x_0 .. x_{k-1}, axis=2)                 [B, T_out, k*Cin]
-        y    = MatMul(cols, W.transpose(2, 1, 0).reshape(k*Cin, Cout)) (+ bias)  [B, T_out, Cout]
-        out  = Transpose(y)                                   [B, Cout, T_out]
+        xt  = Transpose(x)                                              [B, T, Cin]
+        A_b = Reshape(Slice(xt, b*s, b*s + s*T_out), [0, T_out, s*Cin])  [B, T_out, s*Cin]
+        y   = sum_b MatMul(A_b, W[:, :, b*s:(b+1)*s] as [s*Cin, Cout])  (+ bias)
+        out = Transpose(y)                                              [B, Cout, T_out]
 
-    (``T_out = floor((T - k) / s) + 1``, which is exactly the length of every slice, so
-    no static shape is needed.) ONNX Runtime's transpose optimiser cancels the
-    ``Transpose`` pairs this leaves against the feature encoder's own
-    channel-last LayerNorm. The point is quantization: ``MatMul`` gets the fast
-    ``MatMulInteger`` kernels, ``ConvInteger`` does not (see the module docstring).
+    (The ``Slice`` is skipped when it would keep all of ``T``.) Taps of a last, partial
+    block are each one strided ``Slice`` (step ``s``) and one ``MatMul``. For
+    wav2vec2's encoder: k=3/s=2 is one reshape + one strided tap, k=2/s=2 a reshape
+    only, the first conv (k=10/s=5, one input channel) two reshapes. ONNX Runtime's
+    transpose optimiser cancels the ``Transpose`` pairs this leaves against the
+    feature encoder's own channel-last LayerNorm. The point is quantization:
+    ``MatMul`` gets the fast ``MatMulInteger`` kernels, ``ConvInteger`` does not (see
+    the module docstring).
+
+    ``T`` must be static (ONNX shape inference on the graph gives it: the bundle's
+    graphs have a fixed window); a convolution whose length is not known stays ``Conv``.
 
     Args:
         src: fp32 ``.onnx`` to read.
         dst: where to write the rewritten graph.
-        min_in_channels: convolutions with fewer input channels stay ``Conv`` (default
-            2: the first conv, which reads the raw waveform, keeps fp32).
+        quantize_min_in_channels: the ``MatMul`` nodes made from convolutions with fewer
+            input channels are listed in :attr:`ConvRewrite.fp32_matmuls` (default 2:
+            the first conv, which reads the raw waveform, is computed as an fp32
+            ``MatMul``: one scale per tensor for raw audio is too coarse).
 
     Returns:
-        The number of ``Conv`` nodes rewritten.
+        A :class:`ConvRewrite`.
 
     Raises:
         ExportError: ``src`` is unreadable.
@@ -299,8 +325,8 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, min_in_channels: int = 
         raise ExportError(f"{src}: not a readable ONNX model: {exc}") from None
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    new_nodes, new_inits, rewritten = [], [], 0
-    int64_max = np.iinfo(np.int64).max
+    lengths = _static_lengths(model)
+    new_nodes, new_inits, fp32_matmuls, rewritten = [], [], [], 0
 
     def const(name: str, values) -> str:
         new_inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
@@ -309,36 +335,87 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, min_in_channels: int = 
     for node in g.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         weight = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        if not _is_plain_conv1d(node, attrs, weight, inits, min_in_channels=min_in_channels):
+        length = lengths.get(node.input[0]) if node.input else None
+        if length is None or not _is_plain_conv1d(node, attrs, weight, inits):
             new_nodes.append(node)
             continue
         w = numpy_helper.to_array(weight)
         c_out, c_in, k = w.shape
-        stride = int(attrs.get("strides", [1])[0])
+        s = int(attrs.get("strides", [1])[0])
+        t_out = (length - k) // s + 1
+        if t_out < 1:
+            new_nodes.append(node)  # ONNX Runtime reports the invalid shape as it would have
+            continue
         p = f"{node.name or node.output[0]}__as_matmul"
         xt = f"{p}/x_t"
         new_nodes.append(helper.make_node("Transpose", [node.input[0]], [xt], perm=[0, 2, 1], name=f"{p}/transpose_in"))
-        axis, step = const(f"{p}/axis", [1]), const(f"{p}/step", [stride])
-        taps = []
-        for j in range(k):
-            end = -(k - 1 - j) if j < k - 1 else int64_max
-            tap = f"{p}/tap{j}"
-            new_nodes.append(helper.make_node("Slice", [xt, const(f"{p}/start{j}", [j]), const(f"{p}/end{j}", [end]),
-                                                        axis, step], [tap], name=f"{p}/slice{j}"))
-            taps.append(tap)
-        cols = f"{p}/cols"
-        if k > 1:
-            new_nodes.append(helper.make_node("Concat", taps, [cols], axis=2, name=f"{p}/concat"))
-        else:
-            cols = taps[0]
-        w_mat = f"{p}/weight"
-        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(w.transpose(2, 1, 0).reshape(k * c_in, c_out)), w_mat))
-        y = f"{p}/y"
-        new_nodes.append(helper.make_node("MatMul", [cols, w_mat], [y], name=f"{p}/matmul"))
-        if len(node.input) > 2 and node.input[2]:
-            y_b = f"{p}/y_bias"
-            new_nodes.append(helper.make_node("Add", [y, node.input[2]], [y_b], name=f"{p}/bias"))
-            y = y_b
+        axis = const(f"{p}/axis", [1])
+        bias_row = None
+
+        def matmul(a: str, taps: range, tag: str) -> str:
+            w_mat = f"{p}/weight_{tag}"
+            w_taps = w[:, :, taps.start:taps.stop]  # [Cout, Cin, n]: rows tap-major, then channel
+            w_rows = w_taps.transpose(2, 1, 0).reshape(len(taps) * c_in, c_out)
+            if bias_row is not None:  # the input ends with a column of ones
+                w_rows = np.concatenate([w_rows, bias_row])
+            new_inits.append(numpy_helper.from_array(np.ascontiguousarray(w_rows, dtype=w.dtype), w_mat))
+            y = f"{p}/y_{tag}"
+            new_nodes.append(helper.make_node("MatMul", [a, w_mat], [y], name=f"{p}/matmul_{tag}"))
+            if c_in < quantize_min_in_channels:
+                fp32_matmuls.append(f"{p}/matmul_{tag}")
+            return y
+
+        pieces: list[tuple[str, range, str]] = []  # (input [B, T_out, n*Cin], taps, tag)
+        for b in range(-(-k // s)):
+            first = b * s
+            if first + s <= k:  # a full block of s taps: a reshape of the channel-last input
+                src_t, end = xt, first + s * t_out
+                if (first, end) != (0, length):
+                    src_t = f"{p}/block{b}"
+                    new_nodes.append(helper.make_node("Slice", [xt, const(f"{p}/start{b}", [first]), const(f"{p}/end{b}", [end]), axis],
+                                                      [src_t], name=f"{p}/slice_block{b}"))
+                a = f"{p}/cols{b}"
+                new_nodes.append(helper.make_node("Reshape", [src_t, const(f"{p}/shape{b}", [0, t_out, s * c_in])], [a],
+                                                  name=f"{p}/reshape_block{b}"))
+                pieces.append((a, range(first, first + s), f"block{b}"))
+            else:  # the last, partial block: one strided slice per tap
+                for j in range(first, k):
+                    a = f"{p}/tap{j}"
+                    new_nodes.append(helper.make_node(
+                        "Slice", [xt, const(f"{p}/start_tap{j}", [j]), const(f"{p}/end_tap{j}", [j + s * (t_out - 1) + 1]),
+                                  axis, const(f"{p}/step_tap{j}", [s])], [a], name=f"{p}/slice_tap{j}"))
+                    pieces.append((a, range(j, j + 1), f"tap{j}"))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if len(pieces) > 1 and k * c_in <= c_out:
+            # Few input values per frame (the 1-channel first conv): one im2col Concat copies no more than
+            # the output holds, and one GEMM beats several output-sized partial sums.
+            cols = f"{p}/cols"
+            new_nodes.append(helper.make_node("Concat", [a for a, _, _ in pieces], [cols], axis=2, name=f"{p}/concat"))
+            pieces = [(cols, range(0, k), "all")]
+            if bias and c_in < quantize_min_in_channels:
+                # An fp32 MatMul: a column of ones and a bias row add the bias inside the GEMM instead of
+                # one more pass over the output (2.8 ms on the first conv's 7999 x 512 frames).
+                ones = f"{p}/cols_1"
+                new_nodes.append(helper.make_node("Pad", [cols, const(f"{p}/pad_1", [0, 0, 0, 0, 0, 1])], [ones],
+                                                  mode="constant", name=f"{p}/pad_ones"))
+                new_nodes[-1].input.append(f"{p}/one")
+                new_inits.append(numpy_helper.from_array(np.ones((), dtype=np.float32), f"{p}/one"))
+                pieces = [(ones, range(0, k), "all")]
+                bias_row = numpy_helper.to_array(inits[bias]).reshape(1, c_out)
+                bias = None
+        terms: list[str] = []
+        for i, (a, taps, tag) in enumerate(pieces):
+            term = matmul(a, taps, tag)
+            if i == 0 and bias:  # on the first MatMul, where ONNX Runtime fuses it into the int8 kernel's bias
+                new_nodes.append(helper.make_node("Add", [term, bias], [f"{p}/y_bias"], name=f"{p}/bias"))
+                term = f"{p}/y_bias"
+            terms.append(term)
+        y = terms[0]
+        if len(terms) > 1:
+            # Sum, not Add: ONNX Runtime fuses Add + LayerNormalization into SkipLayerNormalization,
+            # whose CPU kernel took 23 ms on the 7999-frame layer where Add + LayerNormalization take ~6.
+            y = f"{p}/sum"
+            new_nodes.append(helper.make_node("Sum", terms, [y], name=f"{p}/sum"))
         new_nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1], name=f"{p}/transpose_out"))
         rewritten += 1
     used = {name for n in new_nodes for name in n.input}
@@ -348,19 +425,47 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, min_in_channels: int = 
     del g.initializer[:]
     g.initializer.extend(kept + new_inits)
     onnx.save(model, str(dst))
-    return rewritten
+    return ConvRewrite(rewritten=rewritten, fp32_matmuls=tuple(fp32_matmuls))
 
 
-def _is_plain_conv1d(node, attrs: Mapping[str, Any], weight, inits: Mapping[str, Any], *, min_in_channels: int) -> bool:
+def _static_lengths(model) -> dict[str, int]:
+    """The static last-axis length of every rank-3 tensor ONNX shape inference can tell.
+
+    Inference runs on a skeleton of ``model``: initializers of more than 64 elements
+    become graph inputs of the same type and shape (inference needs their shapes, not
+    their values), so a 1.2 GB graph is not serialised for it.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    g = model.graph
+    small = [t for t in g.initializer if int(np.prod(t.dims)) <= 64]
+    large = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in g.initializer if int(np.prod(t.dims)) > 64]
+    skeleton = helper.make_model(
+        helper.make_graph(list(g.node), "skeleton", list(g.input) + large, list(g.output), small),
+        opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton).graph
+    except Exception:  # noqa: BLE001 - inference is best effort: unknown lengths stay Conv
+        return {}
+    lengths = {}
+    for v in list(inferred.value_info) + list(inferred.input):
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) == 3 and dims[2].HasField("dim_value"):
+            lengths[v.name] = int(dims[2].dim_value)
+    return lengths
+
+
+def _is_plain_conv1d(node, attrs: Mapping[str, Any], weight, inits: Mapping[str, Any]) -> bool:
     """Whether ``node`` is a 1-D ``Conv`` that :func:`convs_to_matmul` can rewrite.
 
-    That is: an fp32 initializer weight ``[Cout, Cin >= min_in_channels, k]``, one group,
+    That is: an fp32 initializer weight ``[Cout, Cin, k]``, one group,
     no padding, no dilation, and a bias (if any) that is an initializer.
     """
     import onnx
 
     return (weight is not None and len(weight.dims) == 3 and weight.data_type == onnx.TensorProto.FLOAT
-            and weight.dims[1] >= min_in_channels
             and attrs.get("group", 1) == 1
             and all(p == 0 for p in attrs.get("pads", [0]))
             and all(d == 1 for d in attrs.get("dilations", [1]))

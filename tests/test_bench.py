@@ -107,6 +107,31 @@ def test_a_second_run_reuses_the_cached_onnx_files(tiny_bench):
     assert fp32.stat().st_mtime_ns == before
 
 
+def test_runners_take_turns_call_by_call_and_sequential_runs_time_one_after_another(tiny_bench):
+    from export.bench import BenchConfig, _time_interleaved, run_bench
+
+    config, _, printed = tiny_bench
+    assert "timing: interleaved" in printed
+    order: list[str] = []
+    rounds = BenchConfig(shapes=("tiny",), runners=("ort-fp32",), warmup=1, repeat=3, threads=1)
+    times, failed = _time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds)
+    assert order == ["a", "b"] + ["a", "b"] * 3 and failed == {}
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    budget = BenchConfig(shapes=("tiny",), runners=("ort-fp32",), warmup=0, budget_s=1e-6, threads=1)
+    assert {len(v) for v in _time_interleaved({"a": lambda: None, "b": lambda: None}, budget)[0].values()} == {5}
+
+    out = io.StringIO()
+    sequential = BenchConfig(shapes=("tiny",), runners=("ort-fp32", "ort-int8:default"), batch_sizes=(1, 2), clip_seconds=1.0,
+                             warmup=0, repeat=1, threads=2, workdir=config.workdir, measure_peak=False, interleave=False)
+    result = run_bench(sequential, out=out)
+    assert [(c.runner, c.batch, c.status) for c in result.cells] == [
+        (r, b, "measured") for r in sequential.runners for b in (1, 2)]
+    assert "timing: sequential" in out.getvalue()
+    # the progress lines show the order: every batch size of a runner before the next runner
+    lines = [ln.split(": median")[0] for ln in out.getvalue().splitlines() if ": median" in ln]
+    assert lines == [f"[bench] tiny {r} b{b}" for r in sequential.runners for b in (1, 2)]
+
+
 # --- FLOPs ----------------------------------------------------------------------------
 
 

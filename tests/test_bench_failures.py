@@ -72,3 +72,19 @@ def test_the_command_line_rejects_non_integer_batch_sizes(capsys):
         main(["--batch-sizes", "1,eight"])
     assert info.value.code == 2
     assert "'1,eight'" in capsys.readouterr().err
+
+
+def test_a_runner_that_fails_mid_run_leaves_the_rounds_and_the_others_go_on():
+    from export.bench import BenchConfig, _time_interleaved
+
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 3:  # warm-up, first timed call, then it breaks
+            raise RuntimeError("session lost")
+
+    config = BenchConfig(shapes=("tiny",), runners=("ort-fp32",), warmup=1, repeat=4, threads=1)
+    times, failed = _time_interleaved({"flaky": flaky, "steady": lambda: None, "broken": lambda: 1 / 0}, config)
+    assert set(times) == {"steady"} and len(times["steady"]) == 4
+    assert isinstance(failed["flaky"], RuntimeError) and isinstance(failed["broken"], ZeroDivisionError)

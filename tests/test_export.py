@@ -50,6 +50,29 @@ def test_fp32_onnx_matches_pytorch_for_explicit_lengths_down_to_a_tenth_of_a_win
     assert np.abs(got - ref).max() <= 1e-4
 
 
+def test_attention_is_exported_eager_without_the_sdpa_nan_guard_and_the_model_is_left_as_it_was(tiny_checkpoint, tmp_path):
+    import onnx
+
+    from export.onnx_export import OnnxExportConfig, export_onnx, load_classifier
+
+    classifier, info = load_classifier(tiny_checkpoint)
+    trained_with = classifier.model.config._attn_implementation
+    assert trained_with == "sdpa"  # transformers' default: what the guard is about
+    export_onnx(classifier, tmp_path / "eager.onnx", window_samples=info.window_samples)
+    assert classifier.model.config._attn_implementation == trained_with
+    export_onnx(classifier, tmp_path / "sdpa.onnx", window_samples=info.window_samples,
+                config=OnnxExportConfig(eager_attention=False))
+    ops = {name: Counter(n.op_type for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node) for name in ("eager", "sdpa")}
+    layers = classifier.model.config.num_hidden_layers
+    assert ops["sdpa"]["IsNaN"] == layers and ops["eager"]["IsNaN"] == 0
+    assert ops["eager"]["Softmax"] == ops["sdpa"]["Softmax"]
+    x = (0.1 * np.random.default_rng(4).standard_normal((2, W))).astype(np.float32)
+    n = np.array([[W], [W // 3]], dtype=np.int64)
+    x[1, W // 3:] = 0.0
+    eager, sdpa = (_session(tmp_path / f"{name}.onnx").run(["logits"], {"waveform": x, "num_samples": n})[0] for name in ("eager", "sdpa"))
+    assert np.abs(eager - sdpa).max() <= 1e-5
+
+
 def test_exported_graph_has_exactly_the_named_tensors_and_only_a_dynamic_batch(exported_tiny):
     from export.onnx_export import read_signature
 
@@ -278,12 +301,12 @@ def _conv_graph(path, *, window: int = 400):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(5)
-    w0 = rng.standard_normal((8, 1, 10)).astype(np.float32)
-    w1, b1 = rng.standard_normal((6, 8, 3)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    w0, b0 = rng.standard_normal((12, 1, 10)).astype(np.float32), rng.standard_normal(12).astype(np.float32)
+    w1, b1 = rng.standard_normal((6, 12, 3)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
     w2 = rng.standard_normal((6, 6, 2)).astype(np.float32)
     w3 = rng.standard_normal((6, 3, 4)).astype(np.float32)
     nodes = [
-        helper.make_node("Conv", ["x", "w0"], ["h0"], strides=[5], name="first"),
+        helper.make_node("Conv", ["x", "w0", "b0"], ["h0"], strides=[5], name="first"),
         helper.make_node("Conv", ["h0", "w1", "b1"], ["h1"], strides=[2], name="k3s2"),
         helper.make_node("Conv", ["h1", "w2"], ["h2"], strides=[2], name="k2s2"),
         helper.make_node("Conv", ["h2", "w3"], ["y"], group=2, pads=[2, 1], name="grouped"),
@@ -291,7 +314,7 @@ def _conv_graph(path, *, window: int = 400):
     graph = helper.make_graph(
         nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, window])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(a, n) for a, n in ((w0, "w0"), (w1, "w1"), (b1, "b1"), (w2, "w2"), (w3, "w3"))])
+        [numpy_helper.from_array(a, n) for a, n in ((w0, "w0"), (b0, "b0"), (w1, "w1"), (b1, "b1"), (w2, "w2"), (w3, "w3"))])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -303,14 +326,31 @@ def test_convs_rewritten_as_matmul_compute_exactly_what_the_convs_did_at_any_len
     from export.quantize import convs_to_matmul
 
     src = _conv_graph(tmp_path / "conv.onnx", window=window)
-    assert convs_to_matmul(src, tmp_path / "mm.onnx") == 2  # the 1-channel and the grouped conv stay Conv
+    done = convs_to_matmul(src, tmp_path / "mm.onnx")
+    assert done.rewritten == 3  # only the grouped conv stays Conv
+    # The 1-channel conv (k=10/s=5: two blocks of 5 taps, concatenated: 10 values per frame <= 12 outputs)
+    # is one MatMul computed in fp32, not quantized; its bias is a row of the weight times a column of ones.
+    assert done.fp32_matmuls == ("first__as_matmul/matmul_all",)
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "mm.onnx")).graph.node)
-    assert ops["Conv"] == 2 and ops["MatMul"] == 2 and ops["Slice"] == 5
+    # k3s2: 1 block + 1 strided tap summed; k2s2: 1 block. Wide blocks are reshapes, never an im2col Concat.
+    assert ops["Conv"] == 1 and ops["MatMul"] == 4 and ops["Reshape"] == 4 and ops["Concat"] == 1 and ops["Pad"] == 1
     x = np.random.default_rng(1).standard_normal((3, 1, window)).astype(np.float32)
     want = _session(src).run(None, {"x": x})[0]
     got = _session(tmp_path / "mm.onnx").run(None, {"x": x})[0]
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_convs_of_unknown_length_are_left_as_conv(tmp_path):
+    """Without a static length the block reshapes cannot be written: the graph keeps its Conv nodes."""
+    import onnx
+
+    from export.quantize import convs_to_matmul
+
+    src = _conv_graph(tmp_path / "conv.onnx", window="time")  # a symbolic length
+    done = convs_to_matmul(src, tmp_path / "mm.onnx")
+    assert done.rewritten == 0 and done.fp32_matmuls == ()
+    assert Counter(n.op_type for n in onnx.load(str(tmp_path / "mm.onnx")).graph.node)["Conv"] == 4
 
 
 def test_the_conv_as_matmul_preset_quantizes_the_feature_encoder_with_matmul_integer(exported_tiny, tmp_path):
@@ -325,6 +365,9 @@ def test_the_conv_as_matmul_preset_quantizes_the_feature_encoder_with_matmul_int
                          config=QUANTIZATION_PRESETS["dynamic-int8-convmatmul"])
     graph = onnx.load(str(path)).graph
     ops = Counter(n.op_type for n in graph.node)
-    assert ops["Conv"] == Counter(n.op_type for n in fp32.node)["Conv"] - (len(plain_convs) - 1)  # all but the first
-    as_matmul = [n for n in graph.node if "__as_matmul" in n.name and n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
-    assert len(as_matmul) == len(plain_convs) - 1
+    assert ops["Conv"] == Counter(n.op_type for n in fp32.node)["Conv"] - len(plain_convs)  # only the grouped conv is left
+    first = plain_convs[0].name  # reads the raw waveform: its MatMuls stay fp32
+    assert [n.op_type for n in graph.node if n.name.startswith(f"{first}__as_matmul/matmul")] == ["MatMul"]
+    quantized = {n.name.split("__as_matmul")[0] for n in graph.node
+                 if "__as_matmul" in n.name and n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")}
+    assert quantized == {n.name for n in plain_convs[1:]}
