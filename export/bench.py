@@ -55,6 +55,7 @@ import importlib
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -293,7 +294,10 @@ class Cell:
         times_ms: every timed call (ms).
         flops: counted FLOPs of one call (whole batch).
         peak: the key in :attr:`BenchResult.peaks` this cell is compared with.
-        speedup_vs_ort_fp32: ``ort-fp32`` median / this median (same shape and batch).
+        speedup_vs_ort_fp32: how many times faster than ``ort-fp32`` (same shape and batch):
+            interleaved, the median over rounds of ``ort-fp32``'s time / this time in the
+            same round (each pair shares the machine's state of the moment); sequential,
+            ``ort-fp32``'s median / this median.
     """
 
     shape: str
@@ -765,11 +769,11 @@ def _shape_dir(config: BenchConfig, shape: str) -> Path:
 
 
 def _meta(config: BenchConfig, shape: str) -> dict[str, Any]:
-    from export.onnx_export import OnnxExportConfig
+    from export.onnx_export import EXPORT_REVISION, OnnxExportConfig
 
     versions = _versions()
     return {
-        "onnx_export": asdict(OnnxExportConfig()),  # a changed exporter default re-exports
+        "onnx_export": {**asdict(OnnxExportConfig()), "revision": EXPORT_REVISION},  # a changed exporter re-exports
         "format": BENCH_FORMAT,
         "shape": shape,
         "window_samples": config.window_samples,
@@ -837,6 +841,19 @@ def ensure_int8_onnx(fp32_path: Path, preset: str, *, out: TextIO | None = None)
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def speedup(reference: Cell, cell: Cell, *, paired: bool) -> float:
+    """How many times faster ``cell`` ran than ``reference``.
+
+    ``paired`` (the calls were interleaved, round ``i`` of both ran back to back): the
+    median of the per-round ratios, which cancels drift of the machine's speed across
+    rounds; otherwise, or if the two have different numbers of calls (one failed), the
+    ratio of the medians.
+    """
+    if paired and len(reference.times_ms) == len(cell.times_ms):
+        return statistics.median(r / t for r, t in zip(reference.times_ms, cell.times_ms, strict=True))
+    return reference.median_ms / cell.median_ms
 
 
 def _close(ready: list[tuple[str, dict[str, Any], _Prepared]]) -> None:
@@ -1016,9 +1033,9 @@ def run_bench(config: BenchConfig, *, out: TextIO = sys.stdout) -> BenchResult:
         (s, r, b) for s in config.shapes for r in config.runners for b in config.batch_sizes)}
     cells.sort(key=lambda c: order[(c.shape, c.runner, c.batch)])
 
-    reference = {(c.shape, c.batch): c.median_ms for c in cells if c.runner == "ort-fp32" and c.measured}
+    reference = {(c.shape, c.batch): c for c in cells if c.runner == "ort-fp32" and c.measured}
     cells = [
-        replace(c, speedup_vs_ort_fp32=reference[(c.shape, c.batch)] / c.median_ms)
+        replace(c, speedup_vs_ort_fp32=speedup(reference[(c.shape, c.batch)], c, paired=config.interleave))
         if c.measured and (c.shape, c.batch) in reference else c
         for c in cells
     ]

@@ -49,6 +49,13 @@ BATCH_AXIS = "batch"
 DEFAULT_OPSET = 17
 #: Opsets the TorchScript exporter of torch 2.x writes reliably.
 SUPPORTED_OPSETS = range(14, 21)
+#: Bumped whenever :func:`export_onnx` writes a different graph for the same model, so caches of
+#: exported files (``ser bench``'s) are rebuilt: 2 = eager attention and the metadata below.
+EXPORT_REVISION = 2
+#: Metadata written into every exported graph: what ONNX Runtime's attention fusion must be told
+#: (``export.quantize``), since it cannot find these in a wav2vec2 graph by itself.
+META_ATTENTION_HEADS = "ser.num_attention_heads"
+META_HIDDEN_SIZE = "ser.hidden_size"
 #: Protobuf's hard limit: larger models would need external data files.
 PROTOBUF_LIMIT_BYTES = 2 * 1024**3
 
@@ -217,8 +224,33 @@ def export_onnx(
             )
     except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types
         raise ExportError(f"{path}: torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    num_labels = int(classifier.model.config.num_labels) if hasattr(classifier, "model") else -1
+    model_config = getattr(getattr(classifier, "model", None), "config", None)
+    if model_config is not None:
+        append_metadata(path, {META_ATTENTION_HEADS: str(model_config.num_attention_heads),
+                               META_HIDDEN_SIZE: str(model_config.hidden_size)})
+    num_labels = int(model_config.num_labels) if model_config is not None else -1
     return check_graph(path, window_samples=window_samples, num_labels=num_labels)
+
+
+def append_metadata(path: str | Path, entries: Mapping[str, str]) -> None:
+    """Add ``metadata_props`` to an ONNX file without loading it.
+
+    A protobuf parser merges concatenated messages (repeated fields are appended), so
+    a serialized ``ModelProto`` holding only the new entries, appended to the file,
+    is read back as the same model with those entries: no 1.2 GB load and rewrite.
+    """
+    import onnx
+
+    extra = onnx.ModelProto()
+    for key, value in entries.items():
+        extra.metadata_props.add(key=key, value=value)
+    with open(path, "ab") as f:
+        f.write(extra.SerializeToString())
+
+
+def read_metadata(model) -> dict[str, str]:
+    """``metadata_props`` of a loaded ``onnx.ModelProto`` as a dict (the last entry of a key wins)."""
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def read_signature(path: str | Path) -> GraphSignature:

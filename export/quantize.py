@@ -4,14 +4,15 @@ Named presets over piles of flags (STYLE.md 3): a preset is one name that maps
 to one :class:`QuantizationConfig`; a config object is the escape hatch.
 
 Measured on this kind of machine (2 shared cores): quantizing the conv feature
-encoder (``ConvInteger``) made inference slower, MatMul-only int8 roughly doubled
-speed, so int8 *compute* is ``MatMul`` only, QInt8 weights, per-tensor; the default
-preset (``dynamic-int8-compact``) also stores the fp32-computed Conv weights as int8. On the wav2vec2-base shape (random weights, W = 16000, batch 4, one
-thread): fp32 378.2 MB / 611 ms, int8 121.8 MB / 356 ms.
+encoder with ``ConvInteger`` made inference slower, MatMul int8 roughly doubled
+speed, so int8 *compute* is ``MatMul``, QInt8 weights. The default preset
+(``dynamic-int8-convmatmul``) first rewrites the conv encoder as exact ``MatMul``
+graphs (:func:`convs_to_matmul`) so that its layers 1..6 are int8 too, and stores
+the remaining fp32 Conv weights (the positional conv) as int8.
 
 Evidence behind the presets (xlsr-large shape, W = 40000, batch 1, 2 threads,
 ``python -m export.bench --shapes xlsr-large --runners ort-fp32,ort-int8:<preset>,torch-int8-dynamic
---batch-sizes 1 --seconds 2.5 --threads 2 --warmup 2 --repeat 10``; README has the tables):
+--batch-sizes 1 --seconds 2.5 --threads 2 --warmup 2 --repeat 20``; README has the tables):
 
 * ``ConvInteger`` is slow on these CPUs even for one layer: quantizing only the
   positional convolution (34 MB of fp32 weights) cut the file to 0.261x fp32 but
@@ -19,21 +20,20 @@ Evidence behind the presets (xlsr-large shape, W = 40000, batch 1, 2 threads,
 * Dynamic int8 of the whole conv encoder (the former ``dynamic-int8-all`` preset)
   flipped 1 of 64 held-out clips of the trained test model (agreement 96.9 % < 99 %,
   max |Δp| 0.10): the first conv sees the raw waveform, and one scale per tensor for
-  its activations is too coarse. Removed; ``QuantizationConfig(op_types=("MatMul", "Conv"))``
-  still builds it.
+  its activations is too coarse. So the first conv stays fp32 (as a MatMul) in every preset.
 * ``reduce_range`` (7-bit weights, the usual advice for CPUs without VNNI) flipped 2 of
   64 held-out clips (near ties); the ``-avx2`` preset uses u8 weights (U8U8) instead.
 * ``dynamic-int8-compact`` keeps every Conv in fp32 *compute* but stores its weights
   int8 per output channel behind Cast/Mul nodes that ONNX Runtime folds at session
   creation (:func:`store_conv_weights`): 0.251x fp32 on xlsr-large (the size goal is
-  <= 0.26x; the default is 0.281x) with the default's kernels, so the default's speed.
-
-* ``dynamic-int8-convmatmul`` rewrites the conv encoder's layers 1..6 as exact
-  ``Slice``/``Concat``/``MatMul`` graphs (:func:`convs_to_matmul`) so they quantize with
-  ``MatMulInteger`` instead of ``ConvInteger``. On an AVX2-only EPYC (no VNNI; 2 threads,
-  xlsr-large, batch 1) it was not faster than the default (507 vs 532 ms, then 519 vs 496 ms:
-  within this VM's noise), since int8 GEMM there is only ~2x fp32; it is meant for VNNI CPUs
-  and was not measured on one.
+  <= 0.26x), the speed of ``dynamic-int8-matmul``.
+* ``dynamic-int8-convmatmul`` (the default): on the VNNI Xeon, interleaved with the
+  others, 3.24x ORT fp32 per round (``compact`` 2.44x), with the attention fused into
+  ``QAttention`` (:func:`fuse_attention`; 2.75-2.88x without it). Its block form
+  (reshapes, no im2col ``Concat``; ``Sum`` rather than ``Add`` so ONNX Runtime does not
+  fuse a ``SkipLayerNormalization`` whose CPU kernel is slow on long inputs) cut the
+  rewrite's own ``Slice``/``Concat``/``Transpose`` time from ~40 to ~12 ms. On an
+  AVX2-only EPYC (no VNNI) it was within noise of ``compact``.
 
 ORT's pre-processing (``quant_pre_process``: symbolic shape inference + graph
 optimisation) is an option, off by default: on the base shape it gave the same
@@ -82,6 +82,10 @@ class QuantizationConfig:
             sees the raw waveform, nor the grouped positional conv) as strided ``Slice`` +
             ``Concat`` + ``MatMul`` (:func:`convs_to_matmul`), so that ``"MatMul"`` int8
             covers it with the fast ``MatMulInteger`` kernels instead of ``ConvInteger``.
+        fuse_attention: before quantizing, fuse each self-attention block into ONNX
+            Runtime's ``Attention`` op (:func:`fuse_attention`), which ``"Attention"`` in
+            ``op_types`` turns into ``QAttention``: one int8 GEMM for Q, K and V and the
+            attention core in one kernel instead of ~15 nodes.
     """
 
     op_types: tuple[str, ...] = ("MatMul",)
@@ -93,6 +97,7 @@ class QuantizationConfig:
     conv_nodes: tuple[str, ...] = ()
     conv_weight_storage: str = "fp32"
     conv_as_matmul: bool = False
+    fuse_attention: bool = False
 
     def __post_init__(self) -> None:
         if self.conv_weight_storage not in CONV_WEIGHT_STORAGE:
@@ -104,6 +109,9 @@ class QuantizationConfig:
         if self.conv_as_matmul and "MatMul" not in self.op_types:
             raise ConfigError(f"conv_as_matmul=True needs 'MatMul' in op_types={list(self.op_types)}: "
                               "the rewritten convolutions are MatMul nodes")
+        if self.fuse_attention and "Attention" not in self.op_types:
+            raise ConfigError(f"fuse_attention=True needs 'Attention' in op_types={list(self.op_types)}: "
+                              "otherwise the fused Attention nodes keep their Q/K/V weights in fp32")
         if not self.op_types:
             raise ConfigError("op_types=(): name at least one operator type to quantize, e.g. ('MatMul',)")
         unknown = [op for op in self.op_types if op not in QUANTIZABLE_OPS]
@@ -125,23 +133,29 @@ class QuantizationConfig:
     def from_json(cls, d: Mapping[str, Any]) -> "QuantizationConfig":
         """Inverse of :meth:`to_json`."""
         return cls(**{**d, "op_types": tuple(d["op_types"]), "conv_nodes": tuple(d.get("conv_nodes", ())),
-                      "conv_as_matmul": bool(d.get("conv_as_matmul", False))})
+                      "conv_as_matmul": bool(d.get("conv_as_matmul", False)),
+                      "fuse_attention": bool(d.get("fuse_attention", False))})
 
 
-#: The default int8 preset: MatMul int8 + Conv weights stored int8 (computed fp32). It became the
-#: default on a measured win: 0.251x fp32 on xlsr-large instead of 0.281x (the goal is <= 0.26x),
-#: the same runtime graph once ONNX Runtime has folded the Cast/Mul at load (so the same speed:
-#: 247 vs 262 ms, 278 vs 285 ms, 369 vs 367 ms in three interleaved runs on the loaded 2-core box),
-#: and label agreement 100 % with fp32 on the trained test model's held-out split.
-DEFAULT_PRESET = "dynamic-int8-compact"
+#: The default int8 preset. ``dynamic-int8-convmatmul`` became the default on a measured win on the VNNI
+#: Xeon the speed goals were written for (xlsr-large, 2.5 s, batch 1, 2 threads, runners interleaved call
+#: by call, ratios per round): 3.24x ORT fp32 against 2.44x for ``dynamic-int8-compact`` (the default
+#: before), 2.34x PyTorch dynamic int8, at 0.251x fp32 size; every preset passes the held-out agreement
+#: tests. Without the attention fusion it measured 2.75-2.88x. On an AVX2-only EPYC (no VNNI) the conv
+#: rewrite alone was within noise of ``compact``; the attention fusion was not measured there.
+DEFAULT_PRESET = "dynamic-int8-convmatmul"
 
 #: Named quantization presets. Add new ones here (one name -> one config).
 QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
+    # The conv feature encoder rewritten as MatMul graphs (convs_to_matmul): layers 1..6 quantized with the
+    # transformer, the first conv (raw waveform) an fp32 MatMul, the grouped positional conv an fp32 Conv whose
+    # weights are stored int8. Per-channel: the per-tensor form flipped the held-out split's nearest fp32 tie.
+    DEFAULT_PRESET: QuantizationConfig(op_types=("MatMul", "Attention"), conv_as_matmul=True, fuse_attention=True,
+                                       per_channel=True, conv_weight_storage="int8"),
     # MatMul int8, and every Conv weight *stored* int8 per output channel behind Cast/Mul that ORT folds at
     # load, so Conv computes fp32 as in "dynamic-int8-matmul": its speed at 0.251x fp32 size (xlsr-large).
-    DEFAULT_PRESET: QuantizationConfig(conv_weight_storage="int8"),
-    # MatMul only, QInt8, per-tensor, Conv weights fp32: measured fastest on CPU here (ConvInteger was
-    # slower); the default before dynamic-int8-compact (0.281x fp32 on xlsr-large).
+    "dynamic-int8-compact": QuantizationConfig(conv_weight_storage="int8"),
+    # MatMul only, QInt8, per-tensor, Conv weights fp32 (0.281x fp32 on xlsr-large).
     "dynamic-int8-matmul": QuantizationConfig(),
     # Per-channel weight scales: same kernels, slightly larger; measured *farther* from fp32 than per tensor
     # (held-out mean |dp| 0.0096 vs 0.0046 on the trained test model, onnxruntime 1.32).
@@ -150,28 +164,25 @@ QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
     # full 8-bit precision. (reduce_range=True, 7-bit s8 weights, flipped 2 of 64 held-out clips of the
     # trained test model, both near ties with an fp32 top-2 margin < 0.0012: agreement 96.9 % < 99 %.)
     "dynamic-int8-matmul-avx2": QuantizationConfig(weight_type="quint8"),
-    # The conv feature encoder's layers 1..6 rewritten as MatMul (convs_to_matmul) and quantized with the
-    # transformer; the first conv (raw waveform) and the grouped positional conv stay fp32, weights stored int8.
-    # Per-channel: the per-tensor form flipped the held-out split's nearest fp32 tie (see PRESET_EVIDENCE).
-    "dynamic-int8-convmatmul": QuantizationConfig(conv_as_matmul=True, per_channel=True, conv_weight_storage="int8"),
 }
 
 
 #: Why each preset exists, in one line: written into every int8 recipe (``options.preset_evidence``).
 PRESET_EVIDENCE: dict[str, str] = {
-    DEFAULT_PRESET: "xlsr-large, 2.5 s, batch 1, 2 threads: 0.251x fp32 size vs 0.281x for dynamic-int8-matmul; "
-                    "same runtime graph after ORT folds the Cast/Mul at load (interleaved medians 247 vs 262, 278 vs 285 ms); "
-                    "held-out agreement with fp32 100 % on the trained test model",
+    DEFAULT_PRESET: "VNNI Xeon, xlsr-large, 2.5 s, batch 1, 2 threads, runners interleaved call by call (20 rounds): median "
+                    "231.5 ms vs 309.5 for dynamic-int8-compact and 749.2 for ORT fp32 (a slow phase of the VM); per-round "
+                    "ratio 3.24x ORT fp32 (compact 2.44x) and 2.34x PyTorch dynamic int8; 0.251x fp32 size. Attention fused "
+                    "into QAttention (fuse_attention) and "
+                    "the conv encoder's MatMul rewrite is exact (tested against Conv); on an AVX2-only EPYC (no VNNI) no gain "
+                    "over dynamic-int8-compact (507 vs 532, 519 vs 496 ms). Per-channel because the per-tensor form flipped the "
+                    "held-out split's nearest fp32 tie (top-2 margin 0.0009); per-channel: agreement 100 %, max |dp| 0.062",
+    "dynamic-int8-compact": "xlsr-large, 2.5 s, batch 1, 2 threads: 0.251x fp32 size vs 0.281x for dynamic-int8-matmul; "
+                            "same runtime graph after ORT folds the Cast/Mul at load (interleaved medians 247 vs 262, 278 vs 285 ms); "
+                            "held-out agreement with fp32 100 % on the trained test model; the default before dynamic-int8-convmatmul",
     "dynamic-int8-matmul": "MatMul-only dynamic int8: ~2.3-2.6x faster than ORT fp32 on xlsr-large (2 threads); "
                            "ConvInteger (conv encoder or positional conv alone: 235 -> 362 ms) is slower on these CPUs",
     "dynamic-int8-matmul-per-channel": "per-channel scales: same kernels and speed (+1 MB on xlsr-large); not closer to fp32 with "
                                        "onnxruntime 1.32: held-out mean |dp| 0.0096 vs 0.0046 per tensor (max 0.062 vs 0.032), trained test model",
-    "dynamic-int8-convmatmul": "conv encoder layers 1..6 as exact MatMul rewrites (convs_to_matmul), int8 with the transformer: "
-                               "made for VNNI CPUs, where int8 MatMul is ~4x fp32 and the fp32 conv encoder is ~12 of 91 GFLOP "
-                               "per 2.5 s clip (not measured on one); on an AVX2-only EPYC (2 threads) no gain: 507 vs 532 and "
-                               "519 vs 496 ms against dynamic-int8-compact in two runs. Per-channel because the per-tensor form "
-                               "flipped the held-out split's nearest fp32 tie (top-2 margin 0.0009; max |dp| 0.031, as compact); "
-                               "per-channel: agreement 100 %, max |dp| 0.062, mean 0.0096 (per-channel's usual cost here)",
     "dynamic-int8-matmul-avx2": "CPUs without VNNI: U8U8 avoids u8*s8 saturation; reduce_range flipped 2/64 held-out near-tie clips",
 }
 
@@ -228,10 +239,17 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
             except Exception as exc:  # noqa: BLE001 - shape inference raises many types
                 raise ExportError(f"{src}: quant_pre_process failed (try preprocess=False): {type(exc).__name__}: {exc}") from None
         keep_fp32: list[str] = []
+        extra_options = dict(config.extra_options)
         if config.conv_as_matmul:
             rewritten = Path(tmp) / "conv_as_matmul.onnx"
             keep_fp32 = list(convs_to_matmul(source, rewritten).fp32_matmuls)
             source = rewritten
+        if config.fuse_attention:
+            fused = Path(tmp) / "attention.onnx"
+            fuse_attention(source, fused)
+            source = fused
+            # The quantizer's shape inference cannot type the outputs of com.microsoft ops.
+            extra_options.setdefault("DefaultTensorType", 1)  # onnx.TensorProto.FLOAT
         nodes = None
         if config.conv_nodes:
             import onnx
@@ -251,7 +269,7 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
                 weight_type=weight_type,
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
-                extra_options=dict(config.extra_options) or None,
+                extra_options=extra_options or None,
             )
         except Exception as exc:  # noqa: BLE001
             raise ExportError(f"{src}: quantize_dynamic failed: {type(exc).__name__}: {exc}") from None
@@ -315,7 +333,6 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, quantize_min_in_channel
     Raises:
         ExportError: ``src`` is unreadable.
     """
-    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 
@@ -327,11 +344,6 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, quantize_min_in_channel
     inits = {t.name: t for t in g.initializer}
     lengths = _static_lengths(model)
     new_nodes, new_inits, fp32_matmuls, rewritten = [], [], [], 0
-
-    def const(name: str, values) -> str:
-        new_inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
-        return name
-
     for node in g.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         weight = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
@@ -340,83 +352,17 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, quantize_min_in_channel
             new_nodes.append(node)
             continue
         w = numpy_helper.to_array(weight)
-        c_out, c_in, k = w.shape
-        s = int(attrs.get("strides", [1])[0])
-        t_out = (length - k) // s + 1
-        if t_out < 1:
+        stride = int(attrs.get("strides", [1])[0])
+        if (length - w.shape[2]) // stride + 1 < 1:
             new_nodes.append(node)  # ONNX Runtime reports the invalid shape as it would have
             continue
-        p = f"{node.name or node.output[0]}__as_matmul"
-        xt = f"{p}/x_t"
-        new_nodes.append(helper.make_node("Transpose", [node.input[0]], [xt], perm=[0, 2, 1], name=f"{p}/transpose_in"))
-        axis = const(f"{p}/axis", [1])
-        bias_row = None
-
-        def matmul(a: str, taps: range, tag: str) -> str:
-            w_mat = f"{p}/weight_{tag}"
-            w_taps = w[:, :, taps.start:taps.stop]  # [Cout, Cin, n]: rows tap-major, then channel
-            w_rows = w_taps.transpose(2, 1, 0).reshape(len(taps) * c_in, c_out)
-            if bias_row is not None:  # the input ends with a column of ones
-                w_rows = np.concatenate([w_rows, bias_row])
-            new_inits.append(numpy_helper.from_array(np.ascontiguousarray(w_rows, dtype=w.dtype), w_mat))
-            y = f"{p}/y_{tag}"
-            new_nodes.append(helper.make_node("MatMul", [a, w_mat], [y], name=f"{p}/matmul_{tag}"))
-            if c_in < quantize_min_in_channels:
-                fp32_matmuls.append(f"{p}/matmul_{tag}")
-            return y
-
-        pieces: list[tuple[str, range, str]] = []  # (input [B, T_out, n*Cin], taps, tag)
-        for b in range(-(-k // s)):
-            first = b * s
-            if first + s <= k:  # a full block of s taps: a reshape of the channel-last input
-                src_t, end = xt, first + s * t_out
-                if (first, end) != (0, length):
-                    src_t = f"{p}/block{b}"
-                    new_nodes.append(helper.make_node("Slice", [xt, const(f"{p}/start{b}", [first]), const(f"{p}/end{b}", [end]), axis],
-                                                      [src_t], name=f"{p}/slice_block{b}"))
-                a = f"{p}/cols{b}"
-                new_nodes.append(helper.make_node("Reshape", [src_t, const(f"{p}/shape{b}", [0, t_out, s * c_in])], [a],
-                                                  name=f"{p}/reshape_block{b}"))
-                pieces.append((a, range(first, first + s), f"block{b}"))
-            else:  # the last, partial block: one strided slice per tap
-                for j in range(first, k):
-                    a = f"{p}/tap{j}"
-                    new_nodes.append(helper.make_node(
-                        "Slice", [xt, const(f"{p}/start_tap{j}", [j]), const(f"{p}/end_tap{j}", [j + s * (t_out - 1) + 1]),
-                                  axis, const(f"{p}/step_tap{j}", [s])], [a], name=f"{p}/slice_tap{j}"))
-                    pieces.append((a, range(j, j + 1), f"tap{j}"))
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if len(pieces) > 1 and k * c_in <= c_out:
-            # Few input values per frame (the 1-channel first conv): one im2col Concat copies no more than
-            # the output holds, and one GEMM beats several output-sized partial sums.
-            cols = f"{p}/cols"
-            new_nodes.append(helper.make_node("Concat", [a for a, _, _ in pieces], [cols], axis=2, name=f"{p}/concat"))
-            pieces = [(cols, range(0, k), "all")]
-            if bias and c_in < quantize_min_in_channels:
-                # An fp32 MatMul: a column of ones and a bias row add the bias inside the GEMM instead of
-                # one more pass over the output (2.8 ms on the first conv's 7999 x 512 frames).
-                ones = f"{p}/cols_1"
-                new_nodes.append(helper.make_node("Pad", [cols, const(f"{p}/pad_1", [0, 0, 0, 0, 0, 1])], [ones],
-                                                  mode="constant", name=f"{p}/pad_ones"))
-                new_nodes[-1].input.append(f"{p}/one")
-                new_inits.append(numpy_helper.from_array(np.ones((), dtype=np.float32), f"{p}/one"))
-                pieces = [(ones, range(0, k), "all")]
-                bias_row = numpy_helper.to_array(inits[bias]).reshape(1, c_out)
-                bias = None
-        terms: list[str] = []
-        for i, (a, taps, tag) in enumerate(pieces):
-            term = matmul(a, taps, tag)
-            if i == 0 and bias:  # on the first MatMul, where ONNX Runtime fuses it into the int8 kernel's bias
-                new_nodes.append(helper.make_node("Add", [term, bias], [f"{p}/y_bias"], name=f"{p}/bias"))
-                term = f"{p}/y_bias"
-            terms.append(term)
-        y = terms[0]
-        if len(terms) > 1:
-            # Sum, not Add: ONNX Runtime fuses Add + LayerNormalization into SkipLayerNormalization,
-            # whose CPU kernel took 23 ms on the 7999-frame layer where Add + LayerNormalization take ~6.
-            y = f"{p}/sum"
-            new_nodes.append(helper.make_node("Sum", terms, [y], name=f"{p}/sum"))
-        new_nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1], name=f"{p}/transpose_out"))
+        nodes, tensors, fp32 = _conv_as_matmul(
+            node, w, bias, numpy_helper.to_array(inits[bias]) if bias else None, length=length, stride=stride,
+            fp32=w.shape[1] < quantize_min_in_channels)
+        new_nodes += nodes
+        new_inits += tensors
+        fp32_matmuls += fp32
         rewritten += 1
     used = {name for n in new_nodes for name in n.input}
     kept = [t for t in g.initializer if t.name in used]
@@ -426,6 +372,105 @@ def convs_to_matmul(src: str | Path, dst: str | Path, *, quantize_min_in_channel
     g.initializer.extend(kept + new_inits)
     onnx.save(model, str(dst))
     return ConvRewrite(rewritten=rewritten, fp32_matmuls=tuple(fp32_matmuls))
+
+
+def _conv_as_matmul(node, w, bias: str | None, bias_values, *, length: int, stride: int, fp32: bool):
+    """The ``MatMul`` graph of one plain 1-D ``Conv`` (see :func:`convs_to_matmul`).
+
+    Args:
+        node: the ``Conv``; its input and output names are kept.
+        w: its weight ``[Cout, Cin, k]`` (float32).
+        bias: the name of its bias initializer, or ``None``.
+        bias_values: the bias ``[Cout]`` (float32), or ``None``.
+        length: T, the static length of its input.
+        stride: s.
+        fp32: the MatMuls will not be quantized (so the bias may ride in the GEMM).
+
+    Returns:
+        ``(nodes, initializers, fp32 MatMul names)``.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    c_out, c_in, k = w.shape
+    s = stride
+    t_out = (length - k) // s + 1
+    p = f"{node.name or node.output[0]}__as_matmul"
+    new_nodes, new_inits, fp32_matmuls = [], [], []
+    bias_row = None
+
+    def const(name: str, values) -> str:
+        new_inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+        return name
+
+    def matmul(a: str, taps: range, tag: str) -> str:
+        w_mat = f"{p}/weight_{tag}"
+        w_taps = w[:, :, taps.start:taps.stop]  # [Cout, Cin, n]: rows tap-major, then channel
+        w_rows = w_taps.transpose(2, 1, 0).reshape(len(taps) * c_in, c_out)
+        if bias_row is not None:  # the input ends with a column of ones
+            w_rows = np.concatenate([w_rows, bias_row])
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(w_rows, dtype=w.dtype), w_mat))
+        y = f"{p}/y_{tag}"
+        new_nodes.append(helper.make_node("MatMul", [a, w_mat], [y], name=f"{p}/matmul_{tag}"))
+        if fp32:
+            fp32_matmuls.append(f"{p}/matmul_{tag}")
+        return y
+
+    xt = f"{p}/x_t"
+    new_nodes.append(helper.make_node("Transpose", [node.input[0]], [xt], perm=[0, 2, 1], name=f"{p}/transpose_in"))
+    axis = const(f"{p}/axis", [1])
+    pieces: list[tuple[str, range, str]] = []  # (input [B, T_out, n*Cin], taps, tag)
+    for b in range(-(-k // s)):
+        first = b * s
+        if first + s <= k:  # a full block of s taps: a reshape of the channel-last input
+            src_t, end = xt, first + s * t_out
+            if (first, end) != (0, length):
+                src_t = f"{p}/block{b}"
+                new_nodes.append(helper.make_node("Slice", [xt, const(f"{p}/start{b}", [first]), const(f"{p}/end{b}", [end]), axis],
+                                                  [src_t], name=f"{p}/slice_block{b}"))
+            a = f"{p}/cols{b}"
+            new_nodes.append(helper.make_node("Reshape", [src_t, const(f"{p}/shape{b}", [0, t_out, s * c_in])], [a],
+                                              name=f"{p}/reshape_block{b}"))
+            pieces.append((a, range(first, first + s), f"block{b}"))
+        else:  # the last, partial block: one strided slice per tap
+            for j in range(first, k):
+                a = f"{p}/tap{j}"
+                new_nodes.append(helper.make_node(
+                    "Slice", [xt, const(f"{p}/start_tap{j}", [j]), const(f"{p}/end_tap{j}", [j + s * (t_out - 1) + 1]),
+                              axis, const(f"{p}/step_tap{j}", [s])], [a], name=f"{p}/slice_tap{j}"))
+                pieces.append((a, range(j, j + 1), f"tap{j}"))
+    if len(pieces) > 1 and k * c_in <= c_out:
+        # Few input values per frame (the 1-channel first conv): one im2col Concat copies no more than
+        # the output holds, and one GEMM beats several output-sized partial sums.
+        cols = f"{p}/cols"
+        new_nodes.append(helper.make_node("Concat", [a for a, _, _ in pieces], [cols], axis=2, name=f"{p}/concat"))
+        pieces = [(cols, range(0, k), "all")]
+        if bias and fp32:
+            # An fp32 MatMul: a column of ones and a bias row add the bias inside the GEMM instead of
+            # one more pass over the output (2.8 ms on the first conv's 7999 x 512 frames).
+            ones = f"{p}/cols_1"
+            new_nodes.append(helper.make_node("Pad", [cols, const(f"{p}/pad_1", [0, 0, 0, 0, 0, 1])], [ones],
+                                              mode="constant", name=f"{p}/pad_ones"))
+            new_nodes[-1].input.append(f"{p}/one")
+            new_inits.append(numpy_helper.from_array(np.ones((), dtype=np.float32), f"{p}/one"))
+            pieces = [(ones, range(0, k), "all")]
+            bias_row = np.asarray(bias_values, dtype=w.dtype).reshape(1, c_out)
+            bias = None
+    terms: list[str] = []
+    for i, (a, taps, tag) in enumerate(pieces):
+        term = matmul(a, taps, tag)
+        if i == 0 and bias:  # on the first MatMul, where ONNX Runtime fuses it into the int8 kernel's bias
+            new_nodes.append(helper.make_node("Add", [term, bias], [f"{p}/y_bias"], name=f"{p}/bias"))
+            term = f"{p}/y_bias"
+        terms.append(term)
+    y = terms[0]
+    if len(terms) > 1:
+        # Sum, not Add: ONNX Runtime fuses Add + LayerNormalization into SkipLayerNormalization,
+        # whose CPU kernel took 23 ms on the 7999-frame layer where Add + LayerNormalization take ~6.
+        y = f"{p}/sum"
+        new_nodes.append(helper.make_node("Sum", terms, [y], name=f"{p}/sum"))
+    new_nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1], name=f"{p}/transpose_out"))
+    return new_nodes, new_inits, fp32_matmuls
 
 
 def _static_lengths(model) -> dict[str, int]:
@@ -471,6 +516,97 @@ def _is_plain_conv1d(node, attrs: Mapping[str, Any], weight, inits: Mapping[str,
             and all(d == 1 for d in attrs.get("dilations", [1]))
             and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
             and (len(node.input) < 3 or not node.input[2] or node.input[2] in inits))
+
+
+def fuse_attention(src: str | Path, dst: str | Path) -> int:
+    """Fuse every self-attention block of an fp32 graph into ONNX Runtime's ``Attention`` op.
+
+    ONNX Runtime's transformer optimizer (``model_type="bert"``) does the matching; it
+    cannot find the head count and width in a wav2vec2 graph, so they come from the
+    graph's metadata (written by :func:`export.onnx_export.export_onnx`). Only the
+    attention fusion is kept: the optimizer also fuses residual ``Add`` +
+    ``LayerNormalization`` into ``SkipLayerNormalization``, whose CPU kernel took ~0.5 ms
+    per call where the two ops take ~0.25 (xlsr-large: 23 ms of a ~200 ms int8 call),
+    so those are split back (:func:`_split_skip_layer_norms`), and its ``BiasGelu``
+    would pull the bias out of the int8 MatMul; it is off. The fused graph computes
+    what the unfused one does (xlsr-large, padded rows included: max |Δlogit| 0;
+    the tests compare on the tiny model).
+
+    Args:
+        src: fp32 ``.onnx`` to read (from ``export_onnx``, eager attention).
+        dst: where to write the fused graph.
+
+    Returns:
+        The number of ``Attention`` nodes (0: no block matched; the graph is unchanged
+        otherwise).
+
+    Raises:
+        ExportError: ``src`` is unreadable or lacks the attention metadata.
+    """
+    import logging
+
+    import onnx
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from export.onnx_export import META_ATTENTION_HEADS, META_HIDDEN_SIZE, read_metadata
+
+    try:
+        meta = read_metadata(onnx.load(str(src), load_external_data=False))
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and I/O errors
+        raise ExportError(f"{src}: not a readable ONNX model: {exc}") from None
+    missing = [k for k in (META_ATTENTION_HEADS, META_HIDDEN_SIZE) if k not in meta]
+    if missing:
+        raise ExportError(f"{src}: no {', '.join(missing)} metadata, which the attention fusion needs: export the graph "
+                          "with `ser export` (export.onnx_export.export_onnx), or use a preset without fuse_attention")
+    options = FusionOptions("bert")
+    options.enable_gelu = options.enable_bias_gelu = options.enable_gelu_approximation = False
+    quiet = logging.getLogger("onnxruntime.transformers")
+    level, quiet.level = quiet.level, logging.ERROR  # it logs every pattern it does not find
+    try:
+        optimized = optimize_model(str(src), model_type="bert", num_heads=int(meta[META_ATTENTION_HEADS]),
+                                   hidden_size=int(meta[META_HIDDEN_SIZE]), opt_level=0, optimization_options=options)
+    finally:
+        quiet.setLevel(level)
+    model = optimized.model
+    _split_skip_layer_norms(model.graph)
+    if any(n.domain == "com.microsoft" for n in model.graph.node) and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.add(domain="com.microsoft", version=1)  # the optimizer leaves it to save_model_to_file
+    onnx.save(model, str(dst))
+    return sum(n.op_type == "Attention" for n in model.graph.node)
+
+
+def _split_skip_layer_norms(graph) -> int:
+    """Replace each ``SkipLayerNormalization`` by ``Add`` (+ bias ``Add``) and ``LayerNormalization``, in place.
+
+    Outputs 0 (normalised) and 3 (the input + skip + bias sum) are kept; the mean and
+    inverse-std outputs are never consumed in these graphs (checked). Returns how many
+    nodes were split.
+    """
+    from onnx import helper
+
+    nodes, split = [], 0
+    for n in graph.node:
+        if n.op_type != "SkipLayerNormalization":
+            nodes.append(n)
+            continue
+        if any(len(n.output) > i and n.output[i] for i in (1, 2)):
+            raise ExportError(f"{n.name}: SkipLayerNormalization with a mean/inv-std output cannot be split")
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        x, skip, gamma = n.input[0], n.input[1], n.input[2]
+        beta = n.input[3] if len(n.input) > 3 else ""
+        bias = n.input[4] if len(n.input) > 4 else ""
+        total = n.output[3] if len(n.output) > 3 and n.output[3] else f"{n.name}/sum"
+        if bias:
+            nodes.append(helper.make_node("Add", [x, bias], [f"{n.name}/biased"], name=f"{n.name}/bias"))
+            x = f"{n.name}/biased"
+        nodes.append(helper.make_node("Add", [x, skip], [total], name=f"{n.name}/add"))
+        nodes.append(helper.make_node("LayerNormalization", [total, gamma] + ([beta] if beta else []), [n.output[0]],
+                                      axis=-1, epsilon=attrs.get("epsilon", 1e-12), name=f"{n.name}/layer_norm"))
+        split += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return split
 
 
 def store_conv_weights(path: str | Path, *, storage: str) -> int:

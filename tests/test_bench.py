@@ -132,6 +132,20 @@ def test_runners_take_turns_call_by_call_and_sequential_runs_time_one_after_anot
     assert lines == [f"[bench] tiny {r} b{b}" for r in sequential.runners for b in (1, 2)]
 
 
+def test_interleaved_speedups_pair_each_round_so_drift_cancels():
+    from export.bench import Cell, speedup
+
+    def cell(times):
+        return Cell(shape="tiny", runner="r", batch=1, device="cpu", status="measured", times_ms=tuple(times))
+
+    # The machine halves its speed after two rounds: every pair still says 2x, the medians do not.
+    fp32, int8 = cell([100, 100, 200, 200, 200]), cell([50, 50, 100, 100, 100])
+    assert speedup(fp32, int8, paired=True) == pytest.approx(2.0)
+    assert speedup(cell([100, 100, 100, 400, 400]), cell([50, 200, 200, 200, 200]), paired=True) == pytest.approx(2.0)
+    assert speedup(cell([100, 100, 100, 400, 400]), cell([50, 200, 200, 200, 200]), paired=False) == pytest.approx(0.5)
+    assert speedup(fp32, cell([50, 50, 100]), paired=True) == pytest.approx(200 / 50)  # unequal counts: medians
+
+
 # --- FLOPs ----------------------------------------------------------------------------
 
 

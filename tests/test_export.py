@@ -105,13 +105,14 @@ def test_models_are_single_files_with_no_external_data(exported_tiny):
     assert not [p for p in exported_tiny.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
 
-def test_int8_is_smaller_and_quantizes_matmuls_but_not_the_conv_encoder(exported_tiny):
+def test_int8_is_smaller_and_quantizes_matmuls_and_attention_but_never_uses_conv_integer(exported_tiny):
     import onnx
 
     fp32, int8 = exported_tiny / "fp32" / "model.onnx", exported_tiny / "int8" / "model.onnx"
     assert int8.stat().st_size < 0.8 * fp32.stat().st_size
     ops = Counter(n.op_type for n in onnx.load(str(int8)).graph.node)
-    assert ops["MatMulInteger"] >= 10 and ops["ConvInteger"] == 0 and ops["Conv"] > 0
+    layers = 2  # tiny: one QAttention per encoder layer; the grouped positional conv stays Conv
+    assert ops["MatMulInteger"] >= 10 and ops["QAttention"] == layers and ops["ConvInteger"] == 0 and ops["Conv"] == 1
 
 
 def test_int8_probabilities_stay_close_to_fp32_and_labels_flip_only_on_near_ties(exported_tiny):
@@ -183,7 +184,7 @@ def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_ch
         assert Recipe.read(recipe.write(tmp_path / f"{variant}.json")) == recipe
         assert Recipe.from_json(json.loads(path.read_text())) == recipe
     int8 = Recipe.read(exported_tiny / "int8" / "recipe.json")
-    assert int8.preset == "dynamic-int8-compact" and int8.options["quantization"]["op_types"] == ["MatMul"]
+    assert int8.preset == "dynamic-int8-convmatmul" and int8.options["quantization"]["op_types"] == ["MatMul", "Attention"]
     assert int8.options["quantization"]["conv_weight_storage"] == "int8" and "0.251x" in int8.options["preset_evidence"]
     assert int8.options["reference_sha256"] == Recipe.read(exported_tiny / "fp32" / "recipe.json").model_sha256
     assert set(int8.parity) == {"int8_vs_fp32", "fp32_vs_pytorch"}
@@ -213,8 +214,8 @@ def test_quantization_presets_resolve_to_configs_and_custom_configs_are_named_cu
     )
 
     name, config = resolve_preset()
-    assert name == DEFAULT_PRESET and config.op_types == ("MatMul",) and config.weight_type == "qint8"
-    assert not config.per_channel
+    assert name == DEFAULT_PRESET and config.op_types == ("MatMul", "Attention") and config.weight_type == "qint8"
+    assert config.per_channel and config.conv_as_matmul and config.fuse_attention
     assert all(isinstance(c, QuantizationConfig) for c in QUANTIZATION_PRESETS.values())
     from export.quantize import PRESET_EVIDENCE
 
@@ -351,6 +352,27 @@ def test_convs_of_unknown_length_are_left_as_conv(tmp_path):
     done = convs_to_matmul(src, tmp_path / "mm.onnx")
     assert done.rewritten == 0 and done.fp32_matmuls == ()
     assert Counter(n.op_type for n in onnx.load(str(tmp_path / "mm.onnx")).graph.node)["Conv"] == 4
+
+
+def test_attention_fusion_makes_one_attention_node_per_layer_and_computes_what_the_graph_did(exported_tiny, tmp_path):
+    import onnx
+
+    from export.onnx_export import META_ATTENTION_HEADS, META_HIDDEN_SIZE, read_metadata
+    from export.quantize import fuse_attention
+
+    fp32 = exported_tiny / "fp32" / "model.onnx"
+    assert read_metadata(onnx.load(str(fp32))) == {META_ATTENTION_HEADS: "2", META_HIDDEN_SIZE: "64"}  # tiny
+    assert fuse_attention(fp32, tmp_path / "fused.onnx") == 2  # tiny has two encoder layers
+    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node)
+    # The optimizer's SkipLayerNormalization (slow on CPU) is split back into Add + LayerNormalization.
+    assert ops["Attention"] == 2 and ops["SkipLayerNormalization"] == 0 and ops["Softmax"] == 1  # the output's only
+    assert ops["LayerNormalization"] == Counter(n.op_type for n in onnx.load(str(fp32)).graph.node)["LayerNormalization"]
+    lengths = np.array([[W], [W // 2], [W // 10]], dtype=np.int64)
+    x = (0.1 * np.random.default_rng(6).standard_normal((3, W))).astype(np.float32)
+    x[np.arange(W)[None, :] >= lengths] = 0.0
+    feeds = {"waveform": x, "num_samples": lengths}
+    want, got = (_session(p).run(["logits"], feeds)[0] for p in (fp32, tmp_path / "fused.onnx"))
+    assert np.abs(got - want).max() <= 1e-5  # padded windows included: the mask survives the fusion
 
 
 def test_the_conv_as_matmul_preset_quantizes_the_feature_encoder_with_matmul_integer(exported_tiny, tmp_path):

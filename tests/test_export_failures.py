@@ -74,6 +74,8 @@ def test_bad_quantization_and_parity_options_are_refused():
         QuantizationConfig(weight_type="int4")
     with pytest.raises(ConfigError, match="conv_as_matmul=True needs 'MatMul'"):
         QuantizationConfig(op_types=("Conv",), conv_as_matmul=True)
+    with pytest.raises(ConfigError, match="fuse_attention=True needs 'Attention'"):
+        QuantizationConfig(fuse_attention=True)
     with pytest.raises(ConfigError, match="batch_sizes"):
         ParityConfig(batch_sizes=(0,))
     with pytest.raises(ConfigError, match="min_label_agreement"):
@@ -225,3 +227,20 @@ def test_the_conv_rewrite_refuses_a_file_that_is_not_onnx_and_writes_nothing(tmp
     with pytest.raises(ExportError, match=r"model.onnx: not a readable ONNX model"):
         convs_to_matmul(bad, tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_the_attention_fusion_refuses_a_graph_without_the_attention_metadata_and_writes_nothing(exported_tiny, tmp_path):
+    """A graph not written by export_onnx does not say its head count: refused by name, not guessed."""
+    import onnx
+
+    from export.quantize import DEFAULT_PRESET, QUANTIZATION_PRESETS, fuse_attention, quantize_int8
+
+    model = onnx.load(str(exported_tiny / "fp32" / "model.onnx"))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(ExportError, match=r"bare.onnx: no ser.num_attention_heads, ser.hidden_size metadata"):
+        fuse_attention(bare, tmp_path / "fused.onnx")
+    with pytest.raises(ExportError, match="ser.num_attention_heads"):
+        quantize_int8(bare, tmp_path / "int8.onnx", config=QUANTIZATION_PRESETS[DEFAULT_PRESET])  # it fuses attention
+    assert not (tmp_path / "fused.onnx").exists() and not (tmp_path / "int8.onnx").exists()

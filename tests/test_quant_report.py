@@ -62,7 +62,7 @@ def test_the_report_names_each_file_with_its_checksum_and_size(quant_report, exp
         assert line.size_vs_fp32 == pytest.approx(line.size_bytes / fp32_size)
         assert set(line.latency_ms) == {1, 8}
         assert all(lat["runs"] == 3 and 0 < lat["median"] <= lat["p95"] for lat in line.latency_ms.values())
-    assert quant_report.line("int8").preset == "dynamic-int8-compact"
+    assert quant_report.line("int8").preset == "dynamic-int8-convmatmul"
 
 
 def test_the_reports_accuracy_and_agreement_are_those_of_the_named_files(quant_report, held_out_clips, fp32_scores):
