@@ -77,11 +77,11 @@ class QuantizationConfig:
             ``"fp32"``; ``"fp16"`` or ``"int8"`` (per output channel) behind ``Cast``/``Mul``
             nodes that ONNX Runtime constant-folds when the session is created, so compute
             stays fp32 (same speed) and the file is smaller (:func:`store_conv_weights`).
-        conv_as_matmul: before quantizing, rewrite each plain 1-D ``Conv`` with more than
-            one input channel (the feature encoder's layers 1..6; not the first conv, which
-            sees the raw waveform, nor the grouped positional conv) as strided ``Slice`` +
-            ``Concat`` + ``MatMul`` (:func:`convs_to_matmul`), so that ``"MatMul"`` int8
-            covers it with the fast ``MatMulInteger`` kernels instead of ``ConvInteger``.
+        conv_as_matmul: before quantizing, rewrite each plain 1-D ``Conv`` of a static length
+            (the feature encoder's seven; not the grouped positional conv) as ``Reshape`` /
+            ``Slice`` + ``MatMul`` graphs (:func:`convs_to_matmul`), so that ``"MatMul"`` int8
+            covers layers 1..6 with the fast ``MatMulInteger`` kernels instead of
+            ``ConvInteger``; the first conv, which reads the raw waveform, is left fp32.
         fuse_attention: before quantizing, fuse each self-attention block into ONNX
             Runtime's ``Attention`` op (:func:`fuse_attention`), which ``"Attention"`` in
             ``op_types`` turns into ``QAttention``: one int8 GEMM for Q, K and V and the
@@ -140,16 +140,18 @@ class QuantizationConfig:
 #: The default int8 preset. ``dynamic-int8-convmatmul`` became the default on a measured win on the VNNI
 #: Xeon the speed goals were written for (xlsr-large, 2.5 s, batch 1, 2 threads, runners interleaved call
 #: by call, ratios per round): 3.24x ORT fp32 against 2.44x for ``dynamic-int8-compact`` (the default
-#: before; 2.89x vs 2.21x in a second run), 2.34x PyTorch dynamic int8, at 0.251x fp32 size; every preset
-#: passes the held-out agreement tests. Without the attention fusion it measured 2.75-2.88x. On an AVX2-only EPYC (no VNNI) the conv
-#: rewrite alone was within noise of ``compact``; the attention fusion was not measured there.
+#: before; 2.89x vs 2.21x in a second run), 2.34x PyTorch dynamic int8, at 0.251x fp32 size; every
+#: preset passes the held-out agreement tests. Without the attention fusion it measured 2.75-2.88x. On
+#: an AVX2-only EPYC (no VNNI) the conv rewrite's earlier im2col form was within noise of ``compact``;
+#: the block form and the attention fusion were not measured there.
 DEFAULT_PRESET = "dynamic-int8-convmatmul"
 
 #: Named quantization presets. Add new ones here (one name -> one config).
 QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
     # The conv feature encoder rewritten as MatMul graphs (convs_to_matmul): layers 1..6 quantized with the
     # transformer, the first conv (raw waveform) an fp32 MatMul, the grouped positional conv an fp32 Conv whose
-    # weights are stored int8. Per-channel: the per-tensor form flipped the held-out split's nearest fp32 tie.
+    # weights are stored int8; each self-attention fused into Attention -> QAttention (fuse_attention).
+    # Per-channel: the per-tensor form flipped the held-out split's nearest fp32 tie.
     DEFAULT_PRESET: QuantizationConfig(op_types=("MatMul", "Attention"), conv_as_matmul=True, fuse_attention=True,
                                        per_channel=True, conv_weight_storage="int8"),
     # MatMul int8, and every Conv weight *stored* int8 per output channel behind Cast/Mul that ORT folds at
@@ -174,8 +176,8 @@ PRESET_EVIDENCE: dict[str, str] = {
                     "ratio 3.24x ORT fp32 (compact 2.44x) and 2.34x PyTorch dynamic int8 (a second run: 2.89x, compact 2.21x; "
                     "80 rounds in three runs pooled: 3.02x); 0.251x fp32 size. Attention fused "
                     "into QAttention (fuse_attention) and "
-                    "the conv encoder's MatMul rewrite is exact (tested against Conv); on an AVX2-only EPYC (no VNNI) no gain "
-                    "over dynamic-int8-compact (507 vs 532, 519 vs 496 ms). Per-channel because the per-tensor form flipped the "
+                    "the conv encoder's MatMul rewrite is exact (tested against Conv); on an AVX2-only EPYC (no VNNI) its earlier "
+                    "im2col form gained nothing over dynamic-int8-compact (507 vs 532, 519 vs 496 ms). Per-channel because the per-tensor form flipped the "
                     "held-out split's nearest fp32 tie (top-2 margin 0.0009); per-channel: agreement 100 %, max |dp| 0.062",
     "dynamic-int8-compact": "xlsr-large, 2.5 s, batch 1, 2 threads: 0.251x fp32 size vs 0.281x for dynamic-int8-matmul; "
                             "same runtime graph after ORT folds the Cast/Mul at load (interleaved medians 247 vs 262, 278 vs 285 ms); "
