@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean help prometheus-tool
+.PHONY: demo test lint venv clean help system-tools
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,16 +23,20 @@ venv: $(STAMP)  ## create .venv with everything pinned
 demo: $(STAMP)  ## synthetic corpus -> tiny model -> ONNX fp32/int8 -> real local Triton -> classify held-out clips
 	$(BIN)/ser demo
 
-test: $(STAMP) prometheus-tool  ## the whole test suite (CI runs exactly this)
+test: $(STAMP) system-tools  ## the whole test suite (CI runs exactly this)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
-# Prometheus (Debian) for tests/test_deploy.py's real scrape; installed when missing and we are root,
-# otherwise those tests skip and say so. Compose, kubectl and the schemas come with the venv (dev extra).
-prometheus-tool:
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+# Debian tools some tests use, installed when missing and we are root (otherwise those tests skip and say so):
+# Prometheus for tests/test_deploy.py's real scrape; qemu-user to run the int8 model on an emulated AVX2-only
+# CPU (tests/test_export.py). Compose, kubectl and the schemas come with the venv (dev extra).
+system-tools:
+	@missing=""; \
+	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
+	command -v qemu-x86_64 >/dev/null || missing="$$missing qemu-user"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	else echo "prometheus not installed (apt-get install prometheus as root): its tests will skip"; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "not installed:$$missing (apt-get install as root): their tests will skip"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -216,7 +216,7 @@ def export_checkpoint(
 
     from export.onnx_export import export_onnx, load_classifier
     from export.parity import check_onnx_parity, check_variant_agreement
-    from export.quantize import convert_fp16, quantize_int8
+    from export.quantize import convert_fp16, integer_weights, quantize_int8
     from export.recipe import Recipe, checkpoint_weights_sha256, library_versions, sha256_file
 
     config = ExportConfig(
@@ -299,6 +299,7 @@ def export_checkpoint(
                 parity_json["int8"] = {"int8_vs_fp32": int8_report.to_json(), "fp32_vs_pytorch": fp32_report.to_json()}
                 stage("int8", name, {**fp32_options, "quantization": qconfig.to_json(),
                                      "preset_evidence": PRESET_EVIDENCE.get(name, "custom config: no recorded evidence"),
+                                     "integer_weights": integer_weights(int8_path).to_json(),
                                      "reference_sha256": results["fp32"].sha256}, int8_report)
 
             if "fp16" in config.variants:

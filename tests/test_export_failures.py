@@ -229,6 +229,17 @@ def test_the_conv_rewrite_refuses_a_file_that_is_not_onnx_and_writes_nothing(tmp
     assert not (tmp_path / "out.onnx").exists()
 
 
+def test_the_integer_weight_check_refuses_a_file_that_is_not_onnx_by_name(tmp_path):
+    from export.quantize import integer_weights
+
+    bad = tmp_path / "int8.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 20)
+    with pytest.raises(ExportError, match=r"int8.onnx: not a readable ONNX model"):
+        integer_weights(bad)
+    with pytest.raises(ExportError, match=r"missing.onnx: not a readable ONNX model"):
+        integer_weights(tmp_path / "missing.onnx")
+
+
 def test_the_attention_fusion_refuses_a_graph_without_the_attention_metadata_and_writes_nothing(exported_tiny, tmp_path):
     """A graph not written by export_onnx does not say its head count: refused by name, not guessed."""
     import onnx
