@@ -279,10 +279,11 @@ def test_the_default_int8_model_keeps_its_agreement_on_an_emulated_avx2_only_cpu
 
     from export.parity import ParityConfig
     from export.quantize import QUANTIZATION_PRESETS, quantize_int8
+    from export.recipe import Recipe
 
     fp32, default = exported_trained / "fp32" / "model.onnx", exported_trained / "int8" / "model.onnx"
     vnni = quantize_int8(fp32, tmp_path / "vnni.onnx", config=QUANTIZATION_PRESETS["dynamic-int8-convmatmul-vnni"])
-    window = int(json.loads((exported_trained / "int8" / "recipe.json").read_text())["contract"]["window_samples"])
+    window = Recipe.read(exported_trained / "int8" / "recipe.json").contract.window_samples
     proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _EMULATED_AGREEMENT,
                            str(fp32), str(window), str(default), str(vnni)],
                           capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
