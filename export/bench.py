@@ -496,18 +496,19 @@ class BenchResult:
 
 
 def _cpu_info() -> tuple[str, bool]:
-    name, vnni = platform.processor() or platform.machine(), False
+    """The CPU's model name and whether it has AVX-512 VNNI."""
+    from export.quantize import cpu_flags
+
+    name = platform.processor() or platform.machine()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return name, vnni
+        text = ""
     for line in text.splitlines():
         if line.startswith("model name"):
             name = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            vnni = "avx512_vnni" in line.split()
             break
-    return name, vnni
+    return name, "avx512_vnni" in cpu_flags()
 
 
 def _versions() -> dict[str, str]:

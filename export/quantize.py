@@ -184,6 +184,12 @@ QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
 }
 
 
+#: Presets whose int8 GEMMs saturate on x86 CPUs without VNNI/AMX badly enough to fail the agreement checks:
+#: for fleets where every serving host has VNNI (see :func:`cpu_has_vnni`).
+VNNI_ONLY_PRESETS: tuple[str, ...] = ("dynamic-int8-convmatmul-vnni",)
+#: /proc/cpuinfo flags of the x86 extensions whose int8 dot products accumulate in int32 (no int16 step).
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
 #: Why each preset exists, in one line: written into every int8 recipe (``options.preset_evidence``).
 PRESET_EVIDENCE: dict[str, str] = {
     DEFAULT_PRESET: "VNNI/AMX Xeon, xlsr-large, 2.5 s, batch 1, 2 threads, runners interleaved call by call (2 runs x 20 rounds): "
@@ -209,6 +215,23 @@ PRESET_EVIDENCE: dict[str, str] = {
                                        "onnxruntime 1.32: held-out mean |dp| 0.0096 vs 0.0046 per tensor (max 0.062 vs 0.032), trained test model",
     "dynamic-int8-matmul-avx2": "CPUs without VNNI: U8U8 avoids u8*s8 saturation; reduce_range flipped 2/64 held-out near-tie clips",
 }
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The first CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_vnni(flags: frozenset[str] | None = None) -> bool:
+    """Whether this x86 CPU has VNNI or AMX, so ONNX Runtime's u8*s8 GEMMs cannot saturate (:data:`VNNI_FLAGS`)."""
+    return bool((cpu_flags() if flags is None else flags) & VNNI_FLAGS)
 
 
 def resolve_preset(preset: str | None = None, config: QuantizationConfig | None = None) -> tuple[str, QuantizationConfig]:

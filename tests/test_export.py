@@ -254,6 +254,22 @@ def test_default_int8_weights_are_exact_on_avx2_cpus_and_the_vnni_preset_is_mark
     assert u8.s8_max_abs == 0 and u8.u8_weights == u8.gemms > 0 and u8.avx2_exact
 
 
+def test_vnni_is_read_from_the_cpu_flags_and_a_host_without_them_counts_as_saturating(tmp_path):
+    from export.quantize import QUANTIZATION_PRESETS, VNNI_ONLY_PRESETS, cpu_flags, cpu_has_vnni
+
+    epyc = tmp_path / "epyc"
+    epyc.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    xeon = tmp_path / "xeon"
+    xeon.write_text("processor\t: 0\nflags\t\t: avx2 avx512f avx512_vnni amx_int8\n")
+    alder = tmp_path / "alder"
+    alder.write_text("flags\t: avx2 avx_vnni\n")
+    assert cpu_flags(epyc) == {"fpu", "sse2", "avx", "avx2", "fma"} and not cpu_has_vnni(cpu_flags(epyc))
+    assert cpu_has_vnni(cpu_flags(xeon)) and cpu_has_vnni(cpu_flags(alder))
+    assert cpu_flags(tmp_path / "absent") == frozenset() and not cpu_has_vnni(frozenset())
+    assert set(VNNI_ONLY_PRESETS) <= set(QUANTIZATION_PRESETS)
+
+
 _EMULATED_AGREEMENT = """
 import json, sys
 from export.parity import ParityConfig, check_variant_agreement
