@@ -50,7 +50,7 @@ quantization time; on the tiny model it only trims ~50 kB of small constants.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -153,6 +153,10 @@ class QuantizationConfig:
 #: rewrite's earlier im2col form was within noise of ``compact``; the present form was not timed there.
 DEFAULT_PRESET = "dynamic-int8-convmatmul"
 
+#: The conv-as-MatMul + QAttention graph at full 8-bit weights; the default is this with 7-bit weights.
+_CONVMATMUL_8BIT = QuantizationConfig(op_types=("MatMul", "Attention"), conv_as_matmul=True, fuse_attention=True,
+                                      per_channel=True, conv_weight_storage="int8")
+
 #: Named quantization presets. Add new ones here (one name -> one config).
 QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
     # The conv feature encoder rewritten as MatMul graphs (convs_to_matmul): layers 1..6 quantized with the
@@ -162,13 +166,10 @@ QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
     # 7-bit weights (reduce_range): |w| <= 64, so a u8 activation pair times s8 weights sums to at most
     # 2 * 255 * 64 = 32640 and cannot saturate vpmaddubsw's int16 on AVX2-only CPUs; the integer GEMMs are then
     # exact on every x86 CPU and the model answers the same on AVX2, VNNI and AMX hosts.
-    DEFAULT_PRESET: QuantizationConfig(op_types=("MatMul", "Attention"), conv_as_matmul=True, fuse_attention=True,
-                                       per_channel=True, reduce_range=True, conv_weight_storage="int8"),
+    DEFAULT_PRESET: replace(_CONVMATMUL_8BIT, reduce_range=True),
     # The default at full 8-bit weights: closer to fp32 on CPUs with VNNI (AVX512-VNNI, AVX-VNNI, AMX), the
     # same speed there; on AVX2-only CPUs its u8*s8 pairs saturate (see PRESET_EVIDENCE): serve it only on VNNI.
-    "dynamic-int8-convmatmul-vnni": QuantizationConfig(op_types=("MatMul", "Attention"), conv_as_matmul=True,
-                                                       fuse_attention=True, per_channel=True,
-                                                       conv_weight_storage="int8"),
+    "dynamic-int8-convmatmul-vnni": _CONVMATMUL_8BIT,
     # MatMul int8, and every Conv weight *stored* int8 per output channel behind Cast/Mul that ORT folds at
     # load, so Conv computes fp32 as in "dynamic-int8-matmul": its speed at 0.251x fp32 size (xlsr-large).
     "dynamic-int8-compact": QuantizationConfig(conv_weight_storage="int8"),
