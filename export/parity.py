@@ -266,6 +266,27 @@ def check_variant_agreement(
     batches: Iterable[Batch] | None = None,
     what: str = "variant vs fp32 ONNX",
 ) -> ParityReport:
+    """Compare a quantized/converted ONNX file with the fp32 one; raise when it fails.
+
+    :func:`compare_variants` with the same arguments, then a :class:`ParityError`
+    listing every mismatch when the report did not pass.
+    """
+    report = compare_variants(reference, candidate, window_samples=window_samples, config=config,
+                              batches=batches, what=what)
+    if report.mismatches:
+        raise ParityError(what, list(report.mismatches))
+    return report
+
+
+def compare_variants(
+    reference: str | Path,
+    candidate: str | Path,
+    *,
+    window_samples: int,
+    config: ParityConfig = ParityConfig(),
+    batches: Iterable[Batch] | None = None,
+    what: str = "variant vs fp32 ONNX",
+) -> ParityReport:
     """Compare a quantized/converted ONNX file with the fp32 one.
 
     Args:
@@ -278,11 +299,9 @@ def check_variant_agreement(
         what: how the error and report name this comparison.
 
     Returns:
-        The :class:`ParityReport` (passed).
-
-    Raises:
-        ParityError: every batch whose max |Δprobability| exceeds ``prob_atol``,
-            non-finite outputs, and overall label agreement below ``min_label_agreement``.
+        The :class:`ParityReport`; its ``mismatches`` list every batch whose max
+        |Δprobability| exceeds ``prob_atol``, non-finite outputs, and overall label
+        agreement below ``min_label_agreement`` (empty: passed).
     """
     ref = _session(Path(reference), config.intra_op_threads)
     cand = _session(Path(candidate), config.intra_op_threads)
@@ -333,6 +352,4 @@ def check_variant_agreement(
         tolerances={"prob_atol": config.prob_atol, "min_label_agreement": config.min_label_agreement},
         mismatches=tuple(mismatches),
     )
-    if mismatches:
-        raise ParityError(what, mismatches)
     return report

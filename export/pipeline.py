@@ -24,9 +24,16 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from client.errors import ConfigError, ExportError
+from export.cpu_class import CPU_CLASSES
+from export.fp16 import Fp16Config
 from export.onnx_export import DEFAULT_OPSET, OnnxExportConfig
 from export.parity import ParityConfig, ParityReport
-from export.quantize import PRESET_EVIDENCE, Fp16Config, QuantizationConfig, resolve_preset
+from export.quantize import (
+    INT8_PRESET_ORDER,
+    QUANTIZATION_PRESETS,
+    QuantizationConfig,
+    resolve_preset,
+)
 from export.recipe import MODEL_FILENAME, RECIPE_FILENAME
 
 #: Variants this version can produce: fp32 (the reference), int8 (CPU instances), fp16 (GPU instances).
@@ -48,6 +55,9 @@ class ExportConfig:
         fp16: fp16 conversion options (ops kept in fp32).
         onnx: exporter options.
         parity: parity batches and tolerances.
+        verify_cpu_classes: CPU classes (:data:`export.cpu_class.CPU_CLASSES`) on which the int8
+            model must agree with fp32 besides this host's, checked through emulation where
+            this host is of another class (:mod:`export.isa_check`).
     """
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -56,8 +66,17 @@ class ExportConfig:
     fp16: Fp16Config = field(default_factory=Fp16Config)
     onnx: OnnxExportConfig = field(default_factory=OnnxExportConfig)
     parity: ParityConfig = field(default_factory=ParityConfig)
+    verify_cpu_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "verify_cpu_classes", tuple(self.verify_cpu_classes))
+        unknown = [c for c in self.verify_cpu_classes if c not in CPU_CLASSES]
+        if unknown:
+            raise ConfigError(f"verify_cpu_classes={list(self.verify_cpu_classes)}: {unknown} unknown; "
+                              f"choose from {list(CPU_CLASSES)}")
+        if self.verify_cpu_classes and "int8" not in self.variants:
+            raise ConfigError(f"verify_cpu_classes={list(self.verify_cpu_classes)} concerns the int8 variant, "
+                              f"but variants={list(self.variants)}")
         if isinstance(self.variants, str):
             object.__setattr__(self, "variants", (self.variants,))
         object.__setattr__(self, "variants", tuple(self.variants))
@@ -75,9 +94,14 @@ class ExportConfig:
             raise ConfigError(f"quantization preset {name!r} given but variants={list(self.variants)} has no int8")
 
     @property
-    def quantization_preset(self) -> tuple[str, QuantizationConfig]:
-        """``(preset name, config)`` of the int8 variant."""
-        return resolve_preset(self.preset, self.quantization)
+    def int8_candidates(self) -> tuple[tuple[str, QuantizationConfig], ...]:
+        """``(preset name, config)`` pairs to try, in order.
+
+        The named preset or explicit config alone; otherwise :data:`export.quantize.INT8_PRESET_ORDER`.
+        """
+        if self.preset is None and self.quantization is None:
+            return tuple((name, QUANTIZATION_PRESETS[name]) for name in INT8_PRESET_ORDER)
+        return (resolve_preset(self.preset, self.quantization),)
 
 
 @dataclass(frozen=True)
@@ -188,6 +212,7 @@ def export_checkpoint(
     fp16: Fp16Config | None = None,
     opset: int = DEFAULT_OPSET,
     parity: ParityConfig | None = None,
+    verify_cpu_classes: Sequence[str] = (),
     progress: bool = True,
 ) -> ExportResult:
     """Export a checkpoint to parity-checked ONNX variants, each with its recipe.
@@ -196,11 +221,14 @@ def export_checkpoint(
         checkpoint: directory written by ``ser train`` (HF files + ``ser_checkpoint.json``).
         out_dir: export directory; ``<out_dir>/<variant>/{model.onnx, recipe.json}``.
         variants: ``fp32``, ``int8`` and/or ``fp16``.
-        preset: int8 quantization preset (:data:`export.quantize.QUANTIZATION_PRESETS`).
+        preset: int8 quantization preset (:data:`export.quantize.QUANTIZATION_PRESETS`); ``None``:
+            the first of :data:`export.quantize.INT8_PRESET_ORDER` that passes the agreement check
+            on every CPU class checked (the recipe lists each preset tried and why it was refused).
         quantization: explicit int8 options instead of ``preset``.
-        fp16: fp16 conversion options (default :class:`export.quantize.Fp16Config`).
+        fp16: fp16 conversion options (default :class:`export.fp16.Fp16Config`).
         opset: ONNX opset.
         parity: batches and tolerances of the checks.
+        verify_cpu_classes: CPU classes the int8 model must also pass on (e.g. ``("avx2",)``).
         progress: show a tqdm bar of the steps.
 
     Returns:
@@ -210,13 +238,16 @@ def export_checkpoint(
         ConfigError: unknown variant or preset, bad option.
         CheckpointError: missing or unreadable checkpoint.
         ExportError: output directory unusable, export/quantization failed.
-        ParityError: a variant disagrees with its reference beyond tolerance.
+        ParityError: a variant disagrees with its reference beyond tolerance (for int8: every
+            candidate preset did, on some CPU class checked).
     """
     from tqdm.auto import tqdm
 
+    from export.fp16 import convert_fp16
+    from export.int8_selection import choose_int8
     from export.onnx_export import export_onnx, load_classifier
     from export.parity import check_onnx_parity, check_variant_agreement
-    from export.quantize import convert_fp16, integer_weights, quantize_int8
+    from export.quantize import integer_weights
     from export.recipe import Recipe, checkpoint_weights_sha256, library_versions, sha256_file
 
     config = ExportConfig(
@@ -226,6 +257,7 @@ def export_checkpoint(
         fp16=fp16 or Fp16Config(),
         onnx=OnnxExportConfig(opset=opset),
         parity=parity or ParityConfig(),
+        verify_cpu_classes=tuple(verify_cpu_classes),
     )
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     classifier, info = load_classifier(checkpoint)  # CheckpointError before touching out_dir
@@ -244,9 +276,13 @@ def export_checkpoint(
             staged: dict[str, Path] = {}
             parity_json: dict[str, dict[str, dict]] = {}
 
-            def stage(variant: str, preset_name: str | None, options: dict, report: ParityReport) -> None:
+            def stage(variant: str, preset_name: str | None, options: dict, report: ParityReport,
+                      extra: Mapping[str, str] | None = None) -> None:
                 folder = work / variant
                 model = folder / MODEL_FILENAME
+                contract = info.contract(variant=variant, source=source)
+                if extra:
+                    contract = replace(contract, extra={**contract.extra, **extra})
                 recipe = Recipe(
                     variant=variant,
                     preset=preset_name,
@@ -256,7 +292,7 @@ def export_checkpoint(
                     source_sha256=source_sha,
                     model_sha256=sha256_file(model),
                     model_bytes=model.stat().st_size,
-                    contract=info.contract(variant=variant, source=source),
+                    contract=contract,
                     parity=parity_json[variant],
                 )
                 recipe.write(folder / RECIPE_FILENAME)
@@ -285,22 +321,22 @@ def export_checkpoint(
             stage("fp32", None, fp32_options, fp32_report)
 
             if "int8" in config.variants:
-                name, qconfig = config.quantization_preset
-                bar.set_postfix_str(f"int8: quantize_dynamic ({name})")
                 (work / "int8").mkdir()
                 int8_path = work / "int8" / MODEL_FILENAME
-                quantize_int8(fp32_path, int8_path, config=qconfig)
-                bar.update()
-                bar.set_postfix_str("int8: agreement with fp32")
-                int8_report = check_variant_agreement(
-                    fp32_path, int8_path, window_samples=W, config=config.parity, what="int8 vs fp32 ONNX"
+                choice = choose_int8(
+                    fp32_path, int8_path, window_samples=W, candidates=config.int8_candidates,
+                    classes=config.verify_cpu_classes, parity=config.parity,
+                    on_attempt=lambda name: bar.set_postfix_str(f"int8: {name}, agreement with fp32"),
                 )
-                bar.update()
-                parity_json["int8"] = {"int8_vs_fp32": int8_report.to_json(), "fp32_vs_pytorch": fp32_report.to_json()}
-                stage("int8", name, {**fp32_options, "quantization": qconfig.to_json(),
-                                     "preset_evidence": PRESET_EVIDENCE.get(name, "custom config: no recorded evidence"),
-                                     "integer_weights": integer_weights(int8_path).to_json(),
-                                     "reference_sha256": results["fp32"].sha256}, int8_report)
+                bar.update(2)
+                parity_json["int8"] = {"int8_vs_fp32": choice.report.to_json(), "fp32_vs_pytorch": fp32_report.to_json(),
+                                       **{f"int8_vs_fp32_on_{c}": r.to_json()
+                                          for c, r in list(choice.attempts[-1].reports.items())[1:]}}
+                stage("int8", choice.preset, {**fp32_options, "quantization": choice.config.to_json(),
+                                              "preset_selection": [a.to_json() for a in choice.attempts],
+                                              "integer_weights": integer_weights(int8_path).to_json(),
+                                              "reference_sha256": results["fp32"].sha256}, choice.report,
+                      extra={"verified_cpu_classes": ",".join(choice.verified_classes)})
 
             if "fp16" in config.variants:
                 bar.set_postfix_str("fp16: convert_float_to_float16")

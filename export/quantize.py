@@ -1,50 +1,25 @@
-"""Variants of the fp32 graph: dynamic int8 with ONNX Runtime, and fp16 for GPU instances.
+"""Dynamic int8 variants of the fp32 graph with ONNX Runtime: presets, and the quantizer.
 
-Named presets over piles of flags (STYLE.md 3): a preset is one name that maps
-to one :class:`QuantizationConfig`; a config object is the escape hatch.
+A preset is one name that maps to one :class:`QuantizationConfig`; a config object is
+the escape hatch. How the presets are built, and why:
 
-Measured on this kind of machine (2 shared cores): quantizing the conv feature
-encoder with ``ConvInteger`` made inference slower, MatMul int8 roughly doubled
-speed, so int8 *compute* is ``MatMul``, QInt8 weights. The default preset
-(``dynamic-int8-convmatmul``) first rewrites the conv encoder as exact ``MatMul``
-graphs (:func:`convs_to_matmul`) so that its layers 1..6 are int8 too, and stores
-the remaining fp32 Conv weights (the positional conv) as int8.
-
-Evidence behind the presets (xlsr-large shape, W = 40000, batch 1, 2 threads,
-``python -m export.bench --shapes xlsr-large --runners ort-fp32,ort-int8:<preset>,torch-int8-dynamic
---batch-sizes 1 --seconds 2.5 --threads 2 --warmup 2 --repeat 20``; README has the tables):
-
-* ``ConvInteger`` is slow on these CPUs even for one layer: quantizing only the
-  positional convolution (34 MB of fp32 weights) cut the file to 0.261x fp32 but
-  took batch-1 latency from 235 to 362 ms (a quiet 16-core Xeon with VNNI, 2 threads).
-* Dynamic int8 of the whole conv encoder (the former ``dynamic-int8-all`` preset)
-  flipped 1 of 64 held-out clips of the trained test model (agreement 96.9 % < 99 %,
-  max |Δp| 0.10): the first conv sees the raw waveform, and one scale per tensor for
-  its activations is too coarse. So the first conv stays fp32 (as a MatMul) in every preset.
-* ``reduce_range`` (7-bit weights, the usual advice for CPUs without VNNI) on the per-tensor
-  MatMul preset flipped 2 of 64 held-out clips (near ties); the ``-avx2`` preset uses u8
-  weights (U8U8) instead. Per channel it costs nothing measurable, and the default uses it:
-  with full 8-bit weights the default failed its agreement check on an AVX2-only CPU, where
-  ``vpmaddubsw`` saturates two u8*s8 products at int16 (max |dp| 0.062 vs 0.008 with VNNI;
-  reproduced under ``qemu-x86_64 -cpu Haswell``); with |w| <= 64 the integer GEMMs are exact
-  on every x86 CPU (:func:`integer_weights` checks a file).
-* ``dynamic-int8-compact`` keeps every Conv in fp32 *compute* but stores its weights
-  int8 per output channel behind Cast/Mul nodes that ONNX Runtime folds at session
-  creation (:func:`store_conv_weights`): 0.251x fp32 on xlsr-large (the size goal is
-  <= 0.26x), the speed of ``dynamic-int8-matmul``.
-* ``dynamic-int8-convmatmul`` (the default): on the VNNI/AMX Xeon, interleaved with the
-  others, 3.08x and 2.99x ORT fp32 per round (``compact`` 2.19x, 2.31x; an earlier session,
-  full 8-bit weights: 3.24x vs 2.44x), with the attention fused into
-  ``QAttention`` (:func:`fuse_attention`; 2.75-2.88x without it). Its block form
-  (reshapes, no im2col ``Concat``; ``Sum`` rather than ``Add`` so ONNX Runtime does not
-  fuse a ``SkipLayerNormalization`` whose CPU kernel is slow on long inputs) cut the
-  rewrite's own ``Slice``/``Concat``/``Transpose`` time from ~40 to ~12 ms. On an
-  AVX2-only EPYC (no VNNI) it was within noise of ``compact``.
-
-ORT's pre-processing (``quant_pre_process``: symbolic shape inference + graph
-optimisation) is an option, off by default: on the base shape it gave the same
-size (121.7 MB) and speed (379 ms, within noise) for 11.6 s instead of 3.3 s of
-quantization time; on the tiny model it only trims ~50 kB of small constants.
+* int8 *compute* is ``MatMul`` (``MatMulInteger``/``QAttention``): ONNX Runtime's
+  ``ConvInteger`` is slower on x86 than fp32 convolution, so a convolution is either
+  rewritten as exact ``MatMul`` graphs first (:func:`export.conv_rewrite.convs_to_matmul`)
+  or computed in fp32, its weights optionally *stored* int8 (:func:`store_conv_weights`).
+* The first convolution reads the raw waveform; one activation scale per tensor is too
+  coarse there, so it stays fp32 in every preset.
+* Self-attention is fused into ONNX Runtime's ``Attention`` op
+  (:func:`export.attention_fusion.fuse_attention`), which quantizes to ``QAttention``.
+* Weights are 7-bit (``reduce_range``) in the presets ``ser export`` picks from
+  (:data:`INT8_PRESET_ORDER`): on x86 CPUs without VNNI, ONNX Runtime's u8*s8 GEMM adds
+  two products in a saturating int16 (``vpmaddubsw``); with |w| <= 64 no sum can clip,
+  so the integers are the same on AVX2, VNNI and AMX hosts (:func:`integer_weights`).
+* Whether the conv feature encoder stands int8 depends on the model: the export tries
+  the whole-model preset first and falls back to the transformer-only one
+  (:mod:`export.int8_selection`).
+* ORT's ``quant_pre_process`` is an option, off by default: it did not change size or
+  speed of the bundle's graphs and takes several times longer.
 """
 
 from __future__ import annotations
@@ -55,6 +30,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from client.errors import ConfigError, ExportError
+from export.attention_fusion import fuse_attention
+from export.conv_rewrite import convs_to_matmul
+from export.cpu_class import cpu_flags, cpu_has_vnni  # noqa: F401 - re-exported for export.bench
 
 WEIGHT_TYPES = ("qint8", "quint8")
 #: How the weights of Conv nodes left in fp32 are stored (see :func:`store_conv_weights`).
@@ -83,6 +61,8 @@ class QuantizationConfig:
             ``"fp32"``; ``"fp16"`` or ``"int8"`` (per output channel) behind ``Cast``/``Mul``
             nodes that ONNX Runtime constant-folds when the session is created, so compute
             stays fp32 (same speed) and the file is smaller (:func:`store_conv_weights`).
+        conv_weight_nodes: with ``conv_weight_storage`` other than ``"fp32"``: store only the weights of
+            the Conv nodes whose name contains one of these substrings (e.g. ``("pos_conv",)``); empty: all.
         conv_as_matmul: before quantizing, rewrite each plain 1-D ``Conv`` of a static length
             (the feature encoder's seven; not the grouped positional conv) as ``Reshape`` /
             ``Slice`` + ``MatMul`` graphs (:func:`convs_to_matmul`), so that ``"MatMul"`` int8
@@ -102,6 +82,7 @@ class QuantizationConfig:
     extra_options: Mapping[str, Any] = field(default_factory=dict)
     conv_nodes: tuple[str, ...] = ()
     conv_weight_storage: str = "fp32"
+    conv_weight_nodes: tuple[str, ...] = ()
     conv_as_matmul: bool = False
     fuse_attention: bool = False
 
@@ -110,6 +91,10 @@ class QuantizationConfig:
             raise ConfigError(f"conv_weight_storage={self.conv_weight_storage!r}: expected one of {list(CONV_WEIGHT_STORAGE)}")
         object.__setattr__(self, "op_types", tuple(self.op_types))
         object.__setattr__(self, "conv_nodes", tuple(self.conv_nodes))
+        object.__setattr__(self, "conv_weight_nodes", tuple(self.conv_weight_nodes))
+        if self.conv_weight_nodes and self.conv_weight_storage == "fp32":
+            raise ConfigError(f"conv_weight_nodes={list(self.conv_weight_nodes)} needs conv_weight_storage "
+                              "'fp16' or 'int8': with 'fp32' no Conv weight is stored differently")
         if self.conv_nodes and "Conv" not in self.op_types:
             raise ConfigError(f"conv_nodes={list(self.conv_nodes)} needs 'Conv' in op_types={list(self.op_types)}")
         if self.conv_as_matmul and "MatMul" not in self.op_types:
@@ -133,106 +118,76 @@ class QuantizationConfig:
         d["op_types"] = list(self.op_types)
         d["extra_options"] = dict(self.extra_options)
         d["conv_nodes"] = list(self.conv_nodes)
+        d["conv_weight_nodes"] = list(self.conv_weight_nodes)
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "QuantizationConfig":
         """Inverse of :meth:`to_json`."""
         return cls(**{**d, "op_types": tuple(d["op_types"]), "conv_nodes": tuple(d.get("conv_nodes", ())),
+                      "conv_weight_nodes": tuple(d.get("conv_weight_nodes", ())),
                       "conv_as_matmul": bool(d.get("conv_as_matmul", False)),
                       "fuse_attention": bool(d.get("fuse_attention", False))})
 
 
-#: The default int8 preset. ``dynamic-int8-convmatmul`` became the default on a measured win on the VNNI
-#: Xeon the speed goals were written for (xlsr-large, 2.5 s, batch 1, 2 threads, runners interleaved call
-#: by call, ratios per round): 3.24x ORT fp32 against 2.44x for ``dynamic-int8-compact`` (the default
-#: before; 2.89x vs 2.21x in a second run), 2.34x PyTorch dynamic int8, at 0.251x fp32 size; every
-#: preset passes the held-out agreement tests. Without the attention fusion it measured 2.75-2.88x.
-#: With 7-bit weights (exact on AVX2-only CPUs too) on a VNNI/AMX Xeon: 3.08x and 2.99x ORT fp32,
-#: 2.53x and 2.67x PyTorch dynamic int8, 1.00x the full 8-bit form. On an AVX2-only EPYC the conv
-#: rewrite's earlier im2col form was within noise of ``compact``; the present form was not timed there.
+#: The fastest preset, and the first one ``ser export`` tries.
 DEFAULT_PRESET = "dynamic-int8-convmatmul"
+#: The preset ``ser export`` falls back to when the model's conv feature encoder does not stand int8.
+TRANSFORMER_PRESET = "dynamic-int8-transformer"
 
 #: The conv-as-MatMul + QAttention graph at full 8-bit weights; the default is this with 7-bit weights.
 _CONVMATMUL_8BIT = QuantizationConfig(op_types=("MatMul", "Attention"), conv_as_matmul=True, fuse_attention=True,
                                       per_channel=True, conv_weight_storage="int8")
 
-#: Named quantization presets. Add new ones here (one name -> one config).
+#: Named quantization presets (one name -> one config). docs/export-and-quantization.md explains each and
+#: docs/benchmarks.md has their measured speed and size.
 QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
-    # The conv feature encoder rewritten as MatMul graphs (convs_to_matmul): layers 1..6 quantized with the
-    # transformer, the first conv (raw waveform) an fp32 MatMul, the grouped positional conv an fp32 Conv whose
-    # weights are stored int8; each self-attention fused into Attention -> QAttention (fuse_attention).
-    # Per-channel: the per-tensor form flipped the held-out split's nearest fp32 tie.
-    # 7-bit weights (reduce_range): |w| <= 64, so a u8 activation pair times s8 weights sums to at most
-    # 2 * 255 * 64 = 32640 and cannot saturate vpmaddubsw's int16 on AVX2-only CPUs; the integer GEMMs are then
-    # exact on every x86 CPU and the model answers the same on AVX2, VNNI and AMX hosts.
+    # The whole model int8: the conv feature encoder's layers 1..6 rewritten as MatMul graphs (convs_to_matmul) and
+    # quantized with the transformer (the first conv, which reads the raw waveform, stays an fp32 MatMul); each
+    # self-attention fused into Attention -> QAttention (fuse_attention); the positional conv's weights stored int8.
+    # Per-channel 7-bit weights (|w| <= 64): no u8*s8 pair can saturate vpmaddubsw's int16 on AVX2-only CPUs, so the
+    # integer GEMMs give the same answers on every x86 class.
     DEFAULT_PRESET: replace(_CONVMATMUL_8BIT, reduce_range=True),
-    # The default at full 8-bit weights: closer to fp32 on CPUs with VNNI (AVX512-VNNI, AVX-VNNI, AMX), the
-    # same speed there; on AVX2-only CPUs its u8*s8 pairs saturate (see PRESET_EVIDENCE): serve it only on VNNI.
+    # The transformer int8 as in the default, the conv feature encoder fp32 (compute and weights), the positional
+    # conv's weights stored int8. For models whose feature encoder loses too much as int8.
+    TRANSFORMER_PRESET: QuantizationConfig(op_types=("MatMul", "Attention"), fuse_attention=True, per_channel=True,
+                                           reduce_range=True, conv_weight_storage="int8", conv_weight_nodes=("pos_conv",)),
+    # The default at full 8-bit weights: closer to fp32 on CPUs with VNNI or AMX, the same speed there; on AVX2-only
+    # CPUs its u8*s8 pairs saturate int16: serve it only where every host has VNNI or AMX.
     "dynamic-int8-convmatmul-vnni": _CONVMATMUL_8BIT,
-    # MatMul int8, and every Conv weight *stored* int8 per output channel behind Cast/Mul that ORT folds at
-    # load, so Conv computes fp32 as in "dynamic-int8-matmul": its speed at 0.251x fp32 size (xlsr-large).
+    # MatMul int8 (per tensor, 8-bit), every Conv computed fp32 with its weights *stored* int8 per output channel
+    # behind Cast/Mul nodes that ONNX Runtime folds at load: the speed of "dynamic-int8-matmul", a smaller file.
     "dynamic-int8-compact": QuantizationConfig(conv_weight_storage="int8"),
-    # MatMul only, QInt8, per-tensor, Conv weights fp32 (0.281x fp32 on xlsr-large).
+    # MatMul only, QInt8, per tensor, Conv weights fp32.
     "dynamic-int8-matmul": QuantizationConfig(),
-    # Per-channel weight scales: same kernels, slightly larger; measured *farther* from fp32 than per tensor
-    # (held-out mean |dp| 0.0096 vs 0.0046 on the trained test model, onnxruntime 1.32).
+    # MatMul only, per-channel 8-bit scales: saturates on AVX2-only CPUs like the -vnni preset.
     "dynamic-int8-matmul-per-channel": QuantizationConfig(per_channel=True),
-    # Older x86 without VNNI: u8 weights (U8U8 kernels) avoid the u8*s8 saturation of vpmaddubsw at
-    # full 8-bit precision. (reduce_range=True, 7-bit s8 weights, flipped 2 of 64 held-out clips of the
-    # trained test model, both near ties with an fp32 top-2 margin < 0.0012: agreement 96.9 % < 99 %.)
+    # MatMul only, u8 weights (U8U8 kernels, widened to int16 before multiplying): exact on every x86 class.
     "dynamic-int8-matmul-avx2": QuantizationConfig(weight_type="quint8"),
 }
 
+#: The order ``ser export`` tries presets in when none is named: the first whose int8 model agrees with fp32
+#: on every CPU class checked is kept (:func:`export.int8_selection.choose_int8`). Only presets whose integer
+#: GEMMs cannot saturate on any x86 class (:func:`integer_weights` ``.avx2_exact``) are listed, so a model
+#: verified on one class computes the same integers on the others.
+INT8_PRESET_ORDER: tuple[str, ...] = (DEFAULT_PRESET, TRANSFORMER_PRESET, "dynamic-int8-matmul-avx2")
 
 #: Presets whose int8 GEMMs saturate on x86 CPUs without VNNI/AMX badly enough to fail the agreement checks:
-#: for fleets where every serving host has VNNI (see :func:`cpu_has_vnni`).
-VNNI_ONLY_PRESETS: tuple[str, ...] = ("dynamic-int8-convmatmul-vnni",)
-#: /proc/cpuinfo flags of the x86 extensions whose int8 dot products accumulate in int32 (no int16 step).
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+#: for fleets where every serving host has VNNI (see :func:`export.cpu_class.cpu_has_vnni`).
+VNNI_ONLY_PRESETS: tuple[str, ...] = ("dynamic-int8-convmatmul-vnni", "dynamic-int8-matmul-per-channel")
 
-#: Why each preset exists, in one line: written into every int8 recipe (``options.preset_evidence``).
+#: What each preset is for, in one line (``ser export --help`` and the docs list them).
 PRESET_EVIDENCE: dict[str, str] = {
-    DEFAULT_PRESET: "VNNI/AMX Xeon, xlsr-large, 2.5 s, batch 1, 2 threads, runners interleaved call by call (2 runs x 20 rounds): "
-                    "per-round 3.08x and 2.99x ORT fp32 (pooled 3.03x), 2.53x and 2.67x PyTorch dynamic int8, 1.00x the "
-                    "same graph at full 8-bit weights (dynamic-int8-convmatmul-vnni), 1.37x dynamic-int8-compact; 0.251x "
-                    "fp32 size. 7-bit weights (reduce_range) so that no u8*s8 pair saturates on AVX2-only CPUs: the full "
-                    "8-bit form failed the export's own agreement check there (max |dp| 0.062, 1 of 12 labels flipped, "
-                    "measured on the AVX2-only CI host and under qemu-x86_64 -cpu Haswell; 0.008 on VNNI), the 7-bit form "
-                    "gives 0.019 on both; on 189 held-out windows under the emulation the 8-bit form flipped 7 labels, "
-                    "the 7-bit form none. Held-out windows of the trained test model (VNNI): agreement 100 %, max |dp| 0.029. "
-                    "Attention fused into QAttention (fuse_attention); the conv encoder's MatMul rewrite is exact (tested "
-                    "against Conv). Per-channel because the per-tensor form flipped the held-out split's nearest fp32 tie",
-    "dynamic-int8-convmatmul-vnni": "the default at full 8-bit weights: same speed on the VNNI/AMX Xeon (1.00x per round), closer "
-                                    "to fp32 there (seeded batches max |dp| 0.008 vs 0.019; held-out 0.012 vs 0.029, one "
-                                    "near-tie flip, margin 0.0004); on AVX2-only CPUs (no VNNI) u8*s8 pairs saturate int16: "
-                                    "max |dp| 0.062 and a flipped label. Serve it only where every host has VNNI or AMX",
-    "dynamic-int8-compact": "xlsr-large, 2.5 s, batch 1, 2 threads: 0.251x fp32 size vs 0.281x for dynamic-int8-matmul; "
-                            "same runtime graph after ORT folds the Cast/Mul at load (interleaved medians 247 vs 262, 278 vs 285 ms); "
-                            "held-out agreement with fp32 100 % on the trained test model; the default before dynamic-int8-convmatmul",
-    "dynamic-int8-matmul": "MatMul-only dynamic int8: ~2.3-2.6x faster than ORT fp32 on xlsr-large (2 threads); "
-                           "ConvInteger (conv encoder or positional conv alone: 235 -> 362 ms) is slower on these CPUs",
-    "dynamic-int8-matmul-per-channel": "per-channel scales: same kernels and speed (+1 MB on xlsr-large); not closer to fp32 with "
-                                       "onnxruntime 1.32: held-out mean |dp| 0.0096 vs 0.0046 per tensor (max 0.062 vs 0.032), trained test model",
-    "dynamic-int8-matmul-avx2": "CPUs without VNNI: U8U8 avoids u8*s8 saturation; reduce_range flipped 2/64 held-out near-tie clips",
+    DEFAULT_PRESET: "fastest: transformer and conv encoder layers 1-6 int8, QAttention, 7-bit per-channel weights "
+                    "(exact on AVX2, VNNI and AMX)",
+    TRANSFORMER_PRESET: "transformer int8 with QAttention, conv feature encoder fp32: for models whose encoder "
+                        "does not stand int8 (7-bit per-channel weights, exact on every x86 class)",
+    "dynamic-int8-convmatmul-vnni": "the default at 8-bit weights: closer to fp32 on VNNI/AMX, saturates on AVX2-only CPUs",
+    "dynamic-int8-compact": "MatMul int8 per tensor, Conv fp32 compute with int8-stored weights: small file",
+    "dynamic-int8-matmul": "MatMul int8 per tensor, Conv fp32: the simplest dynamic int8",
+    "dynamic-int8-matmul-per-channel": "MatMul int8 with per-channel 8-bit scales: saturates on AVX2-only CPUs",
+    "dynamic-int8-matmul-avx2": "MatMul int8 with u8 weights (U8U8 kernels): exact on every x86 class",
 }
-
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The first CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def cpu_has_vnni(flags: frozenset[str] | None = None) -> bool:
-    """Whether this x86 CPU has VNNI or AMX, so ONNX Runtime's u8*s8 GEMMs cannot saturate (:data:`VNNI_FLAGS`)."""
-    return bool((cpu_flags() if flags is None else flags) & VNNI_FLAGS)
 
 
 def resolve_preset(preset: str | None = None, config: QuantizationConfig | None = None) -> tuple[str, QuantizationConfig]:
@@ -322,339 +277,8 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
         except Exception as exc:  # noqa: BLE001
             raise ExportError(f"{src}: quantize_dynamic failed: {type(exc).__name__}: {exc}") from None
     if config.conv_weight_storage != "fp32":
-        store_conv_weights(dst, storage=config.conv_weight_storage)
+        store_conv_weights(dst, storage=config.conv_weight_storage, nodes=config.conv_weight_nodes)
     return dst
-
-
-@dataclass(frozen=True)
-class ConvRewrite:
-    """What :func:`convs_to_matmul` did.
-
-    Attributes:
-        rewritten: how many ``Conv`` nodes became ``MatMul`` graphs.
-        fp32_matmuls: names of the ``MatMul`` nodes made from convolutions with fewer
-            than ``quantize_min_in_channels`` input channels (the first conv, which reads
-            the raw waveform): to be left out of int8 quantization.
-    """
-
-    rewritten: int
-    fp32_matmuls: tuple[str, ...] = ()
-
-
-def convs_to_matmul(src: str | Path, dst: str | Path, *, quantize_min_in_channels: int = 2) -> ConvRewrite:
-    """Rewrite plain 1-D convolutions of a static length as ``Reshape`` + ``MatMul`` graphs, exactly.
-
-    A ``Conv`` over ``x [B, Cin, T]`` with weight ``[Cout, Cin, k]``, stride ``s``, no
-    padding, no dilation and one group computes, for each of ``T_out = (T - k) // s + 1``
-    output frames ``t``, ``sum_j W[:, :, j] @ x[:, :, s*t + j]``. Its taps fall into
-    blocks of ``s`` consecutive samples; a full block ``b`` is a plain reshape of the
-    channel-last input, so no im2col copy is made::
-
-        xt  = Transpose(x)                                              [B, T, Cin]
-        A_b = Reshape(Slice(xt, b*s, b*s + s*T_out), [0, T_out, s*Cin])  [B, T_out, s*Cin]
-        y   = sum_b MatMul(A_b, W[:, :, b*s:(b+1)*s] as [s*Cin, Cout])  (+ bias)
-        out = Transpose(y)                                              [B, Cout, T_out]
-
-    (The ``Slice`` is skipped when it would keep all of ``T``.) Taps of a last, partial
-    block are each one strided ``Slice`` (step ``s``) and one ``MatMul``. For
-    wav2vec2's encoder: k=3/s=2 is one reshape + one strided tap, k=2/s=2 a reshape
-    only, the first conv (k=10/s=5, one input channel) two reshapes. ONNX Runtime's
-    transpose optimiser cancels the ``Transpose`` pairs this leaves against the
-    feature encoder's own channel-last LayerNorm. The point is quantization:
-    ``MatMul`` gets the fast ``MatMulInteger`` kernels, ``ConvInteger`` does not (see
-    the module docstring).
-
-    ``T`` must be static (ONNX shape inference on the graph gives it: the bundle's
-    graphs have a fixed window); a convolution whose length is not known stays ``Conv``.
-
-    Args:
-        src: fp32 ``.onnx`` to read.
-        dst: where to write the rewritten graph.
-        quantize_min_in_channels: the ``MatMul`` nodes made from convolutions with fewer
-            input channels are listed in :attr:`ConvRewrite.fp32_matmuls` (default 2:
-            the first conv, which reads the raw waveform, is computed as an fp32
-            ``MatMul``: one scale per tensor for raw audio is too coarse).
-
-    Returns:
-        A :class:`ConvRewrite`.
-
-    Raises:
-        ExportError: ``src`` is unreadable.
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    try:
-        model = onnx.load(str(src))
-    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and I/O errors
-        raise ExportError(f"{src}: not a readable ONNX model: {exc}") from None
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    lengths = _static_lengths(model)
-    new_nodes, new_inits, fp32_matmuls, rewritten = [], [], [], 0
-    for node in g.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        weight = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        length = lengths.get(node.input[0]) if node.input else None
-        if length is None or not _is_plain_conv1d(node, attrs, weight, inits):
-            new_nodes.append(node)
-            continue
-        w = numpy_helper.to_array(weight)
-        stride = int(attrs.get("strides", [1])[0])
-        if (length - w.shape[2]) // stride + 1 < 1:
-            new_nodes.append(node)  # ONNX Runtime reports the invalid shape as it would have
-            continue
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        nodes, tensors, fp32 = _conv_as_matmul(
-            node, w, bias, numpy_helper.to_array(inits[bias]) if bias else None, length=length, stride=stride,
-            fp32=w.shape[1] < quantize_min_in_channels)
-        new_nodes += nodes
-        new_inits += tensors
-        fp32_matmuls += fp32
-        rewritten += 1
-    used = {name for n in new_nodes for name in n.input}
-    kept = [t for t in g.initializer if t.name in used]
-    del g.node[:]
-    g.node.extend(new_nodes)
-    del g.initializer[:]
-    g.initializer.extend(kept + new_inits)
-    onnx.save(model, str(dst))
-    return ConvRewrite(rewritten=rewritten, fp32_matmuls=tuple(fp32_matmuls))
-
-
-def _conv_as_matmul(node, w, bias: str | None, bias_values, *, length: int, stride: int, fp32: bool):
-    """The ``MatMul`` graph of one plain 1-D ``Conv`` (see :func:`convs_to_matmul`).
-
-    Args:
-        node: the ``Conv``; its input and output names are kept.
-        w: its weight ``[Cout, Cin, k]`` (float32).
-        bias: the name of its bias initializer, or ``None``.
-        bias_values: the bias ``[Cout]`` (float32), or ``None``.
-        length: T, the static length of its input.
-        stride: s.
-        fp32: the MatMuls will not be quantized (so the bias may ride in the GEMM).
-
-    Returns:
-        ``(nodes, initializers, fp32 MatMul names)``.
-    """
-    import numpy as np
-    from onnx import helper, numpy_helper
-
-    c_out, c_in, k = w.shape
-    s = stride
-    t_out = (length - k) // s + 1
-    p = f"{node.name or node.output[0]}__as_matmul"
-    new_nodes, new_inits, fp32_matmuls = [], [], []
-    bias_row = None
-
-    def const(name: str, values) -> str:
-        new_inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
-        return name
-
-    def matmul(a: str, taps: range, tag: str) -> str:
-        w_mat = f"{p}/weight_{tag}"
-        w_taps = w[:, :, taps.start:taps.stop]  # [Cout, Cin, n]: rows tap-major, then channel
-        w_rows = w_taps.transpose(2, 1, 0).reshape(len(taps) * c_in, c_out)
-        if bias_row is not None:  # the input ends with a column of ones
-            w_rows = np.concatenate([w_rows, bias_row])
-        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(w_rows, dtype=w.dtype), w_mat))
-        y = f"{p}/y_{tag}"
-        new_nodes.append(helper.make_node("MatMul", [a, w_mat], [y], name=f"{p}/matmul_{tag}"))
-        if fp32:
-            fp32_matmuls.append(f"{p}/matmul_{tag}")
-        return y
-
-    xt = f"{p}/x_t"
-    new_nodes.append(helper.make_node("Transpose", [node.input[0]], [xt], perm=[0, 2, 1], name=f"{p}/transpose_in"))
-    axis = const(f"{p}/axis", [1])
-    pieces: list[tuple[str, range, str]] = []  # (input [B, T_out, n*Cin], taps, tag)
-    for b in range(-(-k // s)):
-        first = b * s
-        if first + s <= k:  # a full block of s taps: a reshape of the channel-last input
-            src_t, end = xt, first + s * t_out
-            if (first, end) != (0, length):
-                src_t = f"{p}/block{b}"
-                new_nodes.append(helper.make_node("Slice", [xt, const(f"{p}/start{b}", [first]), const(f"{p}/end{b}", [end]), axis],
-                                                  [src_t], name=f"{p}/slice_block{b}"))
-            a = f"{p}/cols{b}"
-            new_nodes.append(helper.make_node("Reshape", [src_t, const(f"{p}/shape{b}", [0, t_out, s * c_in])], [a],
-                                              name=f"{p}/reshape_block{b}"))
-            pieces.append((a, range(first, first + s), f"block{b}"))
-        else:  # the last, partial block: one strided slice per tap
-            for j in range(first, k):
-                a = f"{p}/tap{j}"
-                new_nodes.append(helper.make_node(
-                    "Slice", [xt, const(f"{p}/start_tap{j}", [j]), const(f"{p}/end_tap{j}", [j + s * (t_out - 1) + 1]),
-                              axis, const(f"{p}/step_tap{j}", [s])], [a], name=f"{p}/slice_tap{j}"))
-                pieces.append((a, range(j, j + 1), f"tap{j}"))
-    if len(pieces) > 1 and k * c_in <= c_out:
-        # Few input values per frame (the 1-channel first conv): one im2col Concat copies no more than
-        # the output holds, and one GEMM beats several output-sized partial sums.
-        cols = f"{p}/cols"
-        new_nodes.append(helper.make_node("Concat", [a for a, _, _ in pieces], [cols], axis=2, name=f"{p}/concat"))
-        pieces = [(cols, range(0, k), "all")]
-        if bias and fp32:
-            # An fp32 MatMul: a column of ones and a bias row add the bias inside the GEMM instead of
-            # one more pass over the output (2.8 ms on the first conv's 7999 x 512 frames).
-            ones = f"{p}/cols_1"
-            new_nodes.append(helper.make_node("Pad", [cols, const(f"{p}/pad_1", [0, 0, 0, 0, 0, 1])], [ones],
-                                              mode="constant", name=f"{p}/pad_ones"))
-            new_nodes[-1].input.append(f"{p}/one")
-            new_inits.append(numpy_helper.from_array(np.ones((), dtype=np.float32), f"{p}/one"))
-            pieces = [(ones, range(0, k), "all")]
-            bias_row = np.asarray(bias_values, dtype=w.dtype).reshape(1, c_out)
-            bias = None
-    terms: list[str] = []
-    for i, (a, taps, tag) in enumerate(pieces):
-        term = matmul(a, taps, tag)
-        if i == 0 and bias:  # on the first MatMul, where ONNX Runtime fuses it into the int8 kernel's bias
-            new_nodes.append(helper.make_node("Add", [term, bias], [f"{p}/y_bias"], name=f"{p}/bias"))
-            term = f"{p}/y_bias"
-        terms.append(term)
-    y = terms[0]
-    if len(terms) > 1:
-        # Sum, not Add: ONNX Runtime fuses Add + LayerNormalization into SkipLayerNormalization,
-        # whose CPU kernel took 23 ms on the 7999-frame layer where Add + LayerNormalization take ~6.
-        y = f"{p}/sum"
-        new_nodes.append(helper.make_node("Sum", terms, [y], name=f"{p}/sum"))
-    new_nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1], name=f"{p}/transpose_out"))
-    return new_nodes, new_inits, fp32_matmuls
-
-
-def _static_lengths(model) -> dict[str, int]:
-    """The static last-axis length of every rank-3 tensor ONNX shape inference can tell.
-
-    Inference runs on a skeleton of ``model``: initializers of more than 64 elements
-    become graph inputs of the same type and shape (inference needs their shapes, not
-    their values), so a 1.2 GB graph is not serialised for it.
-    """
-    import numpy as np
-    import onnx
-    from onnx import helper
-
-    g = model.graph
-    small = [t for t in g.initializer if int(np.prod(t.dims)) <= 64]
-    large = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in g.initializer if int(np.prod(t.dims)) > 64]
-    skeleton = helper.make_model(
-        helper.make_graph(list(g.node), "skeleton", list(g.input) + large, list(g.output), small),
-        opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton).graph
-    except Exception:  # noqa: BLE001 - inference is best effort: unknown lengths stay Conv
-        return {}
-    lengths = {}
-    for v in list(inferred.value_info) + list(inferred.input):
-        dims = v.type.tensor_type.shape.dim
-        if len(dims) == 3 and dims[2].HasField("dim_value"):
-            lengths[v.name] = int(dims[2].dim_value)
-    return lengths
-
-
-def _is_plain_conv1d(node, attrs: Mapping[str, Any], weight, inits: Mapping[str, Any]) -> bool:
-    """Whether ``node`` is a 1-D ``Conv`` that :func:`convs_to_matmul` can rewrite.
-
-    That is: an fp32 initializer weight ``[Cout, Cin, k]``, one group,
-    no padding, no dilation, and a bias (if any) that is an initializer.
-    """
-    import onnx
-
-    return (weight is not None and len(weight.dims) == 3 and weight.data_type == onnx.TensorProto.FLOAT
-            and attrs.get("group", 1) == 1
-            and all(p == 0 for p in attrs.get("pads", [0]))
-            and all(d == 1 for d in attrs.get("dilations", [1]))
-            and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-            and (len(node.input) < 3 or not node.input[2] or node.input[2] in inits))
-
-
-def fuse_attention(src: str | Path, dst: str | Path) -> int:
-    """Fuse every self-attention block of an fp32 graph into ONNX Runtime's ``Attention`` op.
-
-    ONNX Runtime's transformer optimizer (``model_type="bert"``) does the matching; it
-    cannot find the head count and width in a wav2vec2 graph, so they come from the
-    graph's metadata (written by :func:`export.onnx_export.export_onnx`). Only the
-    attention fusion is kept: the optimizer also fuses residual ``Add`` +
-    ``LayerNormalization`` into ``SkipLayerNormalization``, whose CPU kernel took ~0.5 ms
-    per call where the two ops take ~0.25 (xlsr-large: 23 ms of a ~200 ms int8 call),
-    so those are split back (:func:`_split_skip_layer_norms`), and its ``BiasGelu``
-    would pull the bias out of the int8 MatMul; it is off. The fused graph computes
-    what the unfused one does (xlsr-large, padded rows included: max |Δlogit| 0;
-    the tests compare on the tiny model).
-
-    Args:
-        src: fp32 ``.onnx`` to read (from ``export_onnx``, eager attention).
-        dst: where to write the fused graph.
-
-    Returns:
-        The number of ``Attention`` nodes (0: no block matched; the graph is unchanged
-        otherwise).
-
-    Raises:
-        ExportError: ``src`` is unreadable or lacks the attention metadata.
-    """
-    import logging
-
-    import onnx
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    from export.onnx_export import META_ATTENTION_HEADS, META_HIDDEN_SIZE, read_metadata
-
-    try:
-        meta = read_metadata(onnx.load(str(src), load_external_data=False))
-    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and I/O errors
-        raise ExportError(f"{src}: not a readable ONNX model: {exc}") from None
-    missing = [k for k in (META_ATTENTION_HEADS, META_HIDDEN_SIZE) if k not in meta]
-    if missing:
-        raise ExportError(f"{src}: no {', '.join(missing)} metadata, which the attention fusion needs: export the graph "
-                          "with `ser export` (export.onnx_export.export_onnx), or use a preset without fuse_attention")
-    options = FusionOptions("bert")
-    options.enable_gelu = options.enable_bias_gelu = options.enable_gelu_approximation = False
-    quiet = logging.getLogger("onnxruntime.transformers")
-    level, quiet.level = quiet.level, logging.ERROR  # it logs every pattern it does not find
-    try:
-        optimized = optimize_model(str(src), model_type="bert", num_heads=int(meta[META_ATTENTION_HEADS]),
-                                   hidden_size=int(meta[META_HIDDEN_SIZE]), opt_level=0, optimization_options=options)
-    finally:
-        quiet.setLevel(level)
-    model = optimized.model
-    _split_skip_layer_norms(model.graph)
-    if any(n.domain == "com.microsoft" for n in model.graph.node) and not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.add(domain="com.microsoft", version=1)  # the optimizer leaves it to save_model_to_file
-    onnx.save(model, str(dst))
-    return sum(n.op_type == "Attention" for n in model.graph.node)
-
-
-def _split_skip_layer_norms(graph) -> int:
-    """Replace each ``SkipLayerNormalization`` by ``Add`` (+ bias ``Add``) and ``LayerNormalization``, in place.
-
-    Outputs 0 (normalised) and 3 (the input + skip + bias sum) are kept; the mean and
-    inverse-std outputs are never consumed in these graphs (checked). Returns how many
-    nodes were split.
-    """
-    from onnx import helper
-
-    nodes, split = [], 0
-    for n in graph.node:
-        if n.op_type != "SkipLayerNormalization":
-            nodes.append(n)
-            continue
-        if any(len(n.output) > i and n.output[i] for i in (1, 2)):
-            raise ExportError(f"{n.name}: SkipLayerNormalization with a mean/inv-std output cannot be split")
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        x, skip, gamma = n.input[0], n.input[1], n.input[2]
-        beta = n.input[3] if len(n.input) > 3 else ""
-        bias = n.input[4] if len(n.input) > 4 else ""
-        total = n.output[3] if len(n.output) > 3 and n.output[3] else f"{n.name}/sum"
-        if bias:
-            nodes.append(helper.make_node("Add", [x, bias], [f"{n.name}/biased"], name=f"{n.name}/bias"))
-            x = f"{n.name}/biased"
-        nodes.append(helper.make_node("Add", [x, skip], [total], name=f"{n.name}/add"))
-        nodes.append(helper.make_node("LayerNormalization", [total, gamma] + ([beta] if beta else []), [n.output[0]],
-                                      axis=-1, epsilon=attrs.get("epsilon", 1e-12), name=f"{n.name}/layer_norm"))
-        split += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return split
 
 
 #: Integer-GEMM operators and the input index of their (constant) weight.
@@ -725,7 +349,7 @@ def integer_weights(path: str | Path) -> IntegerWeights:
     return IntegerWeights(gemms=gemms, s8_max_abs=s8_max, u8_weights=u8)
 
 
-def store_conv_weights(path: str | Path, *, storage: str) -> int:
+def store_conv_weights(path: str | Path, *, storage: str, nodes: tuple[str, ...] = ()) -> int:
     """Rewrite ``path`` in place: fp32 ``Conv`` weights stored smaller, computed in fp32.
 
     * ``fp16``: an fp16 initializer + ``Cast(to=FLOAT)``.
@@ -736,6 +360,11 @@ def store_conv_weights(path: str | Path, *, storage: str) -> int:
     computes exactly as an fp32-weight graph whose weights were rounded once
     (fp16: relative error <= 2^-11; int8: <= half a step of max|w|/127 per output channel).
     (A ``DequantizeLinear`` would not do: ORT keeps DQ nodes unfolded for its QDQ fusions.)
+
+    Args:
+        path: a quantized or fp32 ``.onnx`` file, rewritten in place.
+        storage: ``"fp16"`` or ``"int8"``.
+        nodes: only the ``Conv`` nodes whose name contains one of these substrings (empty: every ``Conv``).
 
     Returns:
         Bytes saved.
@@ -751,7 +380,8 @@ def store_conv_weights(path: str | Path, *, storage: str) -> int:
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     weights = {n.input[1] for n in g.node if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in inits
-               and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT}
+               and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
+               and (not nodes or any(part in n.name for part in nodes))}
     nodes, saved = [], 0
     for name in sorted(weights):
         t = inits[name]
@@ -775,203 +405,3 @@ def store_conv_weights(path: str | Path, *, storage: str) -> int:
         g.node.insert(0, node)
     onnx.save(model, str(path))
     return saved
-
-
-# --- fp16 (GPU instances) ---------------------------------------------------------------
-
-#: Operator types kept in fp32 in the fp16 variant: normalisations and reductions
-#: (sums of squares over a window or a frame overflow fp16's 65504), Softmax, and
-#: onnxconverter-common's own list of ops without fp16 kernels. GELU's Erf and the
-#: MatMul/Conv/Add bulk run in fp16.
-FP16_KEEP_FP32_OPS = (
-    "LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax",
-    "ReduceSum", "ReduceMean", "Pow", "Sqrt",
-)
-
-
-@dataclass(frozen=True)
-class Fp16Config:
-    """Options of the fp16 conversion (``onnxconverter_common.float16.convert_float_to_float16``).
-
-    The graph's inputs and outputs stay FP32 (``keep_io_types``): the serving
-    contract (``waveform`` FP32, ``logits``/``probabilities`` FP32) does not change.
-
-    Attributes:
-        keep_fp32_ops: operator types computed in fp32 (casts are inserted around them).
-        keep_input_normalisation_fp32: keep every node upstream of the first ``Conv``
-            (the in-graph per-clip mean/variance over W samples) in fp32.
-        keep_float_casts_fp32: keep ``Cast(to=FLOAT)`` nodes and their consumers in fp32
-            (mask-derived counts, the pooled mean's divisor); the converter leaves
-            these casts at FLOAT, so converting their consumers would mix types.
-        max_finite_val: constants are clamped to ±this (fp16's range; the attention
-            mask's -inf/finfo.min becomes -1e4, which still zeroes a softmax weight).
-    """
-
-    keep_fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS
-    keep_input_normalisation_fp32: bool = True
-    keep_float_casts_fp32: bool = True
-    max_finite_val: float = 1e4
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "keep_fp32_ops", tuple(self.keep_fp32_ops))
-        if "LayerNormalization" not in self.keep_fp32_ops:
-            raise ConfigError(f"keep_fp32_ops={list(self.keep_fp32_ops)}: LayerNormalization must stay fp32 (its variance overflows fp16)")
-        if not 1.0 <= self.max_finite_val <= 65504.0:
-            raise ConfigError(f"max_finite_val={self.max_finite_val}: must be in [1, 65504] (fp16's largest finite value)")
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (stored in the recipe)."""
-        return {**asdict(self), "keep_fp32_ops": list(self.keep_fp32_ops)}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Fp16Config":
-        """Inverse of :meth:`to_json`."""
-        return cls(**{**d, "keep_fp32_ops": tuple(d["keep_fp32_ops"])})
-
-
-def _prepare_for_fp16(model, config: Fp16Config) -> list[str]:
-    """Make an exported graph convertible, in place; return the node names to keep in fp32.
-
-    Three things break ``convert_float_to_float16`` on the TorchScript export (each
-    seen here): ``Identity`` nodes aliasing a shared weight (ORT then sees an fp32
-    and an fp16 copy bound to one type parameter), initializers shared between a
-    kept-fp32 and a converted node (the converter leaves them fp32 for both), and
-    stale ``value_info`` types. So: Identity nodes are bypassed, every float
-    initializer used by more than one node gets one copy per extra use, and
-    ``value_info`` is dropped (the converter re-infers shapes).
-    """
-    import onnx
-
-    g = model.graph
-    outputs = {o.name for o in g.output}
-    alias: dict[str, str] = {}
-    kept = []
-    for node in g.node:
-        if node.op_type == "Identity" and node.output[0] not in outputs:
-            alias[node.output[0]] = node.input[0]
-        else:
-            kept.append(node)
-
-    def resolve(name: str) -> str:
-        while name in alias:
-            name = alias[name]
-        return name
-
-    for node in kept:
-        for i, name in enumerate(node.input):
-            if name in alias:
-                node.input[i] = resolve(name)
-    del g.node[:]
-    g.node.extend(kept)
-
-    inits = {t.name: t for t in g.initializer}
-    uses: dict[str, int] = {}
-    for node in g.node:
-        for i, name in enumerate(node.input):
-            t = inits.get(name)
-            if t is None or t.data_type != onnx.TensorProto.FLOAT:
-                continue
-            uses[name] = uses.get(name, 0) + 1
-            if uses[name] > 1:
-                copy = onnx.TensorProto()
-                copy.CopyFrom(t)
-                copy.name = f"{name}__use{uses[name]}"
-                g.initializer.append(copy)
-                node.input[i] = copy.name
-    del g.value_info[:]
-
-    block: set[str] = set()
-    producers = {out: node for node in g.node for out in node.output}
-    if config.keep_input_normalisation_fp32:
-        first_conv = next((n for n in g.node if n.op_type == "Conv"), None)
-        stack = [first_conv.input[0]] if first_conv is not None else []
-        while stack:
-            node = producers.get(stack.pop())
-            if node is None or node.name in block:
-                continue
-            block.add(node.name)
-            stack.extend(node.input)
-    if config.keep_float_casts_fp32:
-        consumers: dict[str, list] = {}
-        for node in g.node:
-            for name in node.input:
-                consumers.setdefault(name, []).append(node)
-        for node in g.node:
-            if node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in node.attribute):
-                block.add(node.name)
-                block.update(c.name for c in consumers.get(node.output[0], []))
-    unnamed = [n for n in g.node if not n.name]
-    for k, node in enumerate(unnamed):
-        node.name = f"ser_fp16_unnamed_{k}"
-    return sorted(block)
-
-
-def convert_fp16(src: str | Path, dst: str | Path, *, config: Fp16Config = Fp16Config()) -> Path:
-    """fp16 copy of an fp32 ONNX file, FP32 inputs/outputs, overflow-prone ops kept fp32.
-
-    Args:
-        src: the fp32 ``.onnx``.
-        dst: where to write the fp16 ``.onnx`` (one file).
-        config: which ops/nodes stay fp32.
-
-    Returns:
-        ``dst``.
-
-    Raises:
-        ExportError: the conversion failed, or the result does not pass ``onnx.checker``.
-    """
-    import warnings
-
-    import onnx
-    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    src, dst = Path(src), Path(dst)
-    try:
-        model = onnx.load(str(src))
-    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and I/O errors
-        raise ExportError(f"{src}: not a readable ONNX model: {exc}") from None
-    nodes = _prepare_for_fp16(model, config)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "the float32 number -inf will be truncated to -10000.0"
-            converted = convert_float_to_float16(
-                model,
-                max_finite_val=config.max_finite_val,
-                keep_io_types=True,
-                op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(config.keep_fp32_ops)),
-                node_block_list=nodes,
-            )
-        del converted.graph.value_info[:]  # let the runtime infer types: the converter leaves stale ones
-        _restore_fp32_outputs(converted)
-        onnx.save(converted, str(dst))
-    except Exception as exc:  # noqa: BLE001 - the converter raises many types
-        raise ExportError(f"{src}: fp16 conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    from export.onnx_export import check_graph, read_signature
-
-    reference = read_signature(src)
-    check_graph(dst, window_samples=reference.window_samples, num_labels=reference.num_labels)  # the FP32 interface, unchanged
-    return dst
-
-
-def _restore_fp32_outputs(model) -> None:
-    """Make every graph output FP32 again.
-
-    ``keep_io_types`` misses an output produced by a kept-fp32 node (here the final
-    ``Softmax``): the converter appends a ``Cast`` to FLOAT16 and declares the
-    output FLOAT16. That Cast is turned into a Cast to FLOAT (a no-op on the
-    fp32 Softmax output), so ``probabilities`` stays FP32 as the contract says.
-    """
-    import onnx
-
-    producers = {o: n for n in model.graph.node for o in n.output}
-    for out in model.graph.output:
-        t = out.type.tensor_type
-        if t.elem_type != onnx.TensorProto.FLOAT16:
-            continue
-        node = producers.get(out.name)
-        if node is None or node.op_type != "Cast":
-            raise ExportError(f"output {out.name!r} became FLOAT16 and is not produced by a Cast; cannot restore FP32")
-        for attr in node.attribute:
-            if attr.name == "to":
-                attr.i = onnx.TensorProto.FLOAT
-        t.elem_type = onnx.TensorProto.FLOAT

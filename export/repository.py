@@ -6,6 +6,7 @@ Layout (Triton's, exactly)::
     <repo>/ser_<variant>/labels.txt       one label per line, logit order
     <repo>/ser_<variant>/1/model.onnx
     <repo>/ser_<variant>/1/model.py       portable runtime only: export/triton_python_model.py
+    <repo>/ser_<variant>/1/cpu_class.py   portable runtime only: export/cpu_class.py (imported by model.py)
 
 Two runtimes from one builder (DESIGN.md, "Two runtimes for one repository"):
 
@@ -44,6 +45,7 @@ from client.contract import (
     ModelContract,
 )
 from client.errors import ConfigError, ContractError, ExportError, ModelConfigError
+from export.cpu_class import VERIFIED_CLASSES_PARAMETER
 from export.onnx_export import read_signature
 from export.pipeline import ensure_writable_dir, install_dir
 from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, Recipe, sha256_file
@@ -89,6 +91,8 @@ BATCH_THROUGHPUT_FRACTION = 0.9
 QUEUE_DELAY_FRACTION = 0.25
 MAX_QUEUE_DELAY_US = 20_000
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+#: Standard-library helper the python-backend model imports (the host's int8 CPU class).
+CPU_CLASS_SOURCE = Path(__file__).with_name("cpu_class.py")
 
 
 def model_name(variant: str) -> str:
@@ -381,6 +385,7 @@ def write_repository(
     warmup: bool = True,
     bench: str | Path | None = None,
     bench_shape: str | None = None,
+    verify_cpu_classes: Sequence[str] = (),
 ) -> list[Path]:
     """Write ``ser_<variant>`` models from an export directory into a Triton repository.
 
@@ -406,6 +411,9 @@ def write_repository(
         bench: a ``ser bench --json`` result: batching figures per variant
             (:func:`batching_from_bench`); explicit arguments win over it.
         bench_shape: the bench shape to read (default: the largest measured).
+        verify_cpu_classes: check the int8 model against fp32 on these CPU classes too
+            (emulated where needed, :func:`export.isa_check.verify_export_on_classes`) and
+            list them in its config parameter ``ser.verified_cpu_classes``.
 
     Returns:
         The written model directories, in ``variants`` order.
@@ -462,6 +470,14 @@ def write_repository(
             raise ExportError(f"{folder / RECIPE_FILENAME}: describes variant {recipe.variant!r}, not {variant!r}")
         recipe.verify_model(folder / MODEL_FILENAME)  # refuse a model.onnx that is not the one the recipe describes
         recipes[variant] = recipe
+    verified: tuple[str, ...] = ()
+    if verify_cpu_classes:
+        if "int8" not in config.variants:
+            raise ConfigError(f"verify_cpu_classes={list(verify_cpu_classes)} concerns the int8 model, "
+                              f"but variants={list(config.variants)}")
+        from export.isa_check import verify_export_on_classes
+
+        verified = verify_export_on_classes(export_dir, verify_cpu_classes)
     ensure_writable_dir(repo_dir, what="repository path")
 
     written = []
@@ -478,6 +494,7 @@ def write_repository(
             shutil.copyfile(source / RECIPE_FILENAME, stage / RECIPE_FILENAME)
             if config.runtime == "portable":
                 shutil.copyfile(PYTHON_MODEL_SOURCE, stage / VERSION / PYTHON_MODEL_FILENAME)
+                shutil.copyfile(CPU_CLASS_SOURCE, stage / VERSION / CPU_CLASS_SOURCE.name)
             (stage / LABELS_FILENAME).write_text("\n".join(recipes[variant].contract.labels) + "\n")
             message = build_model_config(
                 name=name,
@@ -486,6 +503,8 @@ def write_repository(
                 model_path=stage / VERSION / MODEL_FILENAME,
                 config=per_variant[variant],
             )
+            if verified and variant == "int8":
+                message.parameters[VERIFIED_CLASSES_PARAMETER].string_value = ",".join(verified)
             write_warmup_files(message, stage)
             write_config(message, stage / CONFIG_FILENAME)
             validate_model_dir(stage, name=name)

@@ -2,9 +2,9 @@
 
 The repository writer copies this file to ``<repo>/<model>/1/model.py`` next to
 ``1/model.onnx`` (the *portable* runtime, for tritonservers with only the python
-backend). It depends only on numpy, onnxruntime and
-``triton_python_backend_utils`` (importable inside the server only), and on
-nothing else of the bundle, so the copied file works on its own.
+backend). It depends only on numpy, onnxruntime,
+``triton_python_backend_utils`` (importable inside the server only) and
+``cpu_class.py``, which the writer copies beside it, so the copied files work on their own.
 
 * ``initialize()`` reads the tensor names, dtypes (``pb_utils.triton_string_to_numpy``)
   and dims from the model config, opens ``model.onnx`` with the CPU execution
@@ -35,6 +35,14 @@ try:  # only inside tritonserver's python backend stub
     import triton_python_backend_utils as pb_utils
 except ImportError:  # unit tests, tooling
     pb_utils = None
+
+if pb_utils is not None:  # in the server: the repository writer copied export/cpu_class.py beside this file
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cpu_class import VERIFIED_CLASSES_PARAMETER, unverified_warning
+else:  # imported as export.triton_python_model (tests, tooling)
+    from export.cpu_class import VERIFIED_CLASSES_PARAMETER, unverified_warning
 
 MODEL_FILENAME = "model.onnx"
 #: Config parameter holding ONNX Runtime's intra-op thread count (same key as Triton's onnxruntime backend).
@@ -287,6 +295,9 @@ class TritonPythonModel:
             raise ValueError(f"model {self.name!r}: parameter {THREADS_PARAMETER}={threads_text!r} is not an integer") from None
         self.session = make_session(path, intra_op_threads=threads)
         check_against_session(self.spec, self.session, model=self.name)
+        warning = unverified_warning(self.name, self.spec.parameters.get(VERIFIED_CLASSES_PARAMETER, ""))
+        if warning:
+            pb_utils.Logger.log_warn(warning)
         self._input_names = [s.name for s in self.spec.inputs]
 
     def execute(self, requests: list) -> list:

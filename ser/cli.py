@@ -161,7 +161,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from export.report import check_data_source
 
         check_data_source(manifest=args.manifest, audio_dir=args.audio_dir)
-    result = export_checkpoint(args.checkpoint, args.out, variants=args.variants, preset=args.preset)
+    result = export_checkpoint(args.checkpoint, args.out, variants=args.variants, preset=args.preset,
+                               verify_cpu_classes=args.verify_cpu_class)
     print(result)
     if args.report:
         from export.report import ReportConfig, quantization_report
@@ -179,6 +180,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_int8_presets(args: argparse.Namespace) -> int:
+    """`ser int8-presets`: every preset's drift from fp32 on one exported model, per CPU class."""
+    from client.errors import ExportError
+    from export.parity import ParityConfig
+    from export.preset_survey import survey_markdown, survey_presets
+    from export.recipe import Recipe
+
+    fp32 = args.export_dir / "fp32"
+    if not (fp32 / "model.onnx").is_file():
+        raise ExportError(f"{fp32 / 'model.onnx'}: missing; the survey quantizes the fp32 export (ser export --variants fp32,int8)")
+    window = Recipe.read(fp32 / "recipe.json").contract.window_samples
+    rows = survey_presets(fp32 / "model.onnx", window_samples=window, presets=args.presets or _all_presets(),
+                          classes=args.cpu_class, progress=lambda what: print(f"  checking {what}", file=sys.stderr))
+    print(survey_markdown(rows, tolerance=ParityConfig().prob_atol))
+    return 0
+
+
+def _all_presets() -> tuple[str, ...]:
+    from export.quantize import QUANTIZATION_PRESETS
+
+    return tuple(QUANTIZATION_PRESETS)
+
+
 def cmd_repository(args: argparse.Namespace) -> int:
     """`ser repository`: write a Triton model repository."""
     from export.repository import write_repository
@@ -194,6 +218,7 @@ def cmd_repository(args: argparse.Namespace) -> int:
         gpu_accelerator=args.gpu_accelerator,
         bench=args.bench,
         bench_shape=args.bench_shape,
+        verify_cpu_classes=args.verify_cpu_class,
     )
     for path in written:
         print(f"wrote {path}")
@@ -320,6 +345,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``ser`` argument parser (tests call it directly)."""
+    from export.cpu_class import CPU_CLASSES
+    from export.quantize import INT8_PRESET_ORDER, QUANTIZATION_PRESETS
+
     parser = argparse.ArgumentParser(
         prog="ser",
         description="Speech emotion recognition behind Triton: synthesise/read corpora, train, export "
@@ -365,7 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`")
     ex.add_argument("--out", type=Path, required=True, help="export directory (one sub-folder per variant)")
     ex.add_argument("--variants", type=_csv, default=("fp32", "int8"), help="comma-separated: fp32, int8 (CPU instances), fp16 (GPU instances) (default: fp32,int8)")
-    ex.add_argument("--preset", default=None, help="int8 quantization preset (default: dynamic-int8-matmul; see export.quantize.QUANTIZATION_PRESETS)")
+    ex.add_argument("--preset", default=None, choices=sorted(QUANTIZATION_PRESETS),
+                    help="int8 quantization preset: exactly this one, or an error if it fails the agreement check "
+                         f"(default: the first of {', '.join(INT8_PRESET_ORDER)} that passes)")
+    ex.add_argument("--verify-cpu-class", action="append", default=[], choices=CPU_CLASSES, metavar="CLASS",
+                    help="also check int8 against fp32 on this CPU class (avx2 is emulated with qemu-x86_64 on "
+                         "other x86 hosts; repeatable). This host's class is always checked")
     ex.add_argument("--repository", type=Path, default=None, help="also write a Triton model repository here")
     ex.add_argument("--runtime", choices=["portable", "native"], default="portable", help="repository runtime (with --repository)")
     ex.add_argument("--report", action="store_true", help="also write the quantization report (size, latency, accuracy, agreement per variant) to OUT/report")
@@ -374,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--report-out", type=Path, default=None, help="report folder (default: OUT/report)")
     ex.add_argument("--report-threads", type=_positive_int, default=2, help="report: ONNX Runtime intra-op threads (default: 2)")
     ex.set_defaults(func=cmd_export)
+
+    ip = sub.add_parser("int8-presets", help="how far each int8 preset drifts from fp32 on an exported model, per CPU class")
+    ip.add_argument("export_dir", type=Path, help="an export directory with fp32/ (written by `ser export`)")
+    ip.add_argument("--presets", type=_csv, default=None, help="comma-separated presets (default: all)")
+    ip.add_argument("--cpu-class", action="append", default=[], choices=CPU_CLASSES, metavar="CLASS",
+                    help="also run on this CPU class (avx2: emulated with qemu-x86_64); repeatable")
+    ip.set_defaults(func=cmd_int8_presets)
 
     rp = sub.add_parser("repository", help="write a Triton model repository from an export directory")
     rp.add_argument("export_dir", type=Path)
@@ -387,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--bench-shape", default=None, help="bench shape to read (default: the largest measured)")
     rp.add_argument("--intra-op-threads", type=_positive_int, default=None, help="ONNX Runtime threads per CPU instance (native default: 4)")
     rp.add_argument("--gpu-accelerator", choices=["tensorrt", "cuda"], default="tensorrt", help="native GPU models: TensorRT EP (fp16 precision, engine cache) or plain CUDA EP")
+    rp.add_argument("--verify-cpu-class", action="append", default=[], choices=CPU_CLASSES, metavar="CLASS",
+                    help="check the int8 model against fp32 on this CPU class too (avx2: emulated with qemu-x86_64) "
+                         "and record it in its config; repeatable")
     rp.set_defaults(func=cmd_repository)
 
     sv = sub.add_parser("serve", help="run the bundled tritonserver on 127.0.0.1 until Ctrl-C")

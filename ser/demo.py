@@ -42,6 +42,9 @@ class DemoConfig:
         concurrency: requests in flight while classifying (lets the dynamic batcher merge them).
         loadtest_users: Locust users of the closing load test.
         loadtest_s: its duration in seconds.
+        max_steps: training steps (``None``: the demo recipe's; fewer for a quick check of the path).
+        verify_cpu_classes: CPU classes the int8 model must also agree with fp32 on
+            (``None``: ``avx2`` where it can be emulated here, see :mod:`export.isa_check`).
     """
 
     workdir: Path = Path(".cache/demo")
@@ -52,8 +55,12 @@ class DemoConfig:
     concurrency: int = 8
     loadtest_users: int = 8
     loadtest_s: int = 5
+    max_steps: int | None = None
+    verify_cpu_classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps={self.max_steps}: must be >= 1")
         object.__setattr__(self, "workdir", Path(self.workdir))
         object.__setattr__(self, "repository", Path(self.repository))
         if self.protocol not in ("grpc", "http"):
@@ -103,13 +110,23 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
     corpus = _corpus(config, out)
 
     _step(out, 2, total, "fine-tune a tiny Wav2Vec2ForSequenceClassification (actor-held-out split)")
-    result = train(DEMO.config(corpus=corpus, out=config.workdir / "checkpoint", cache=not config.fresh), progress=True)
+    steps = {} if config.max_steps is None else {"max_steps": config.max_steps}
+    result = train(DEMO.config(corpus=corpus, out=config.workdir / "checkpoint", cache=not config.fresh, **steps),
+                   progress=True)
     print(f"      {result}", file=out)
 
-    _step(out, 3, total, "export ONNX fp32 + dynamic int8, parity-checked against PyTorch")
+    from export.cpu_class import cpu_class
+    from export.isa_check import emulator_command
+
+    classes = config.verify_cpu_classes
+    if classes is None:
+        classes = ("avx2",) if emulator_command("avx2") is not None else ()
+    checked = ", ".join(dict.fromkeys([cpu_class(), *classes]))
+    _step(out, 3, total, f"export ONNX fp32 + dynamic int8, parity-checked against PyTorch (int8 on CPU classes: {checked})")
     from export.pipeline import export_checkpoint
 
-    exported = export_checkpoint(result.checkpoint, config.workdir / "export", variants=("fp32", "int8"))
+    exported = export_checkpoint(result.checkpoint, config.workdir / "export", variants=("fp32", "int8"),
+                                 verify_cpu_classes=classes)
     print(f"      {exported}", file=out)
 
     _step(out, 4, total, f"write Triton repositories under {config.repository}/ (portable: served here; native: GPU nodes)")

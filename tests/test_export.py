@@ -171,6 +171,7 @@ def test_int8_agrees_with_fp32_on_held_out_clips_of_a_trained_model(trained_chec
 
 def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_checkpoint, tmp_path):
     from client.contract import ModelContract
+    from export.cpu_class import cpu_class
     from export.recipe import Recipe, sha256_file
 
     for variant in ("fp32", "int8"):
@@ -181,14 +182,16 @@ def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_ch
         assert recipe.source_sha256 == sha256_file(tiny_checkpoint / "model.safetensors")
         assert recipe.source_checkpoint == str(tiny_checkpoint.resolve())
         assert set(recipe.versions) == {"torch", "transformers", "onnx", "onnxruntime", "opset"}
+        extra = {"verified_cpu_classes": cpu_class()} if variant == "int8" else {}
         assert recipe.contract == ModelContract(labels=recipe.contract.labels, window_samples=W, hop_samples=8_000,
-                                                variant=variant, source=str(tiny_checkpoint.resolve()))
+                                                variant=variant, source=str(tiny_checkpoint.resolve()), extra=extra)
         assert all(report["passed"] for report in recipe.parity.values())
         assert Recipe.read(recipe.write(tmp_path / f"{variant}.json")) == recipe
         assert Recipe.from_json(json.loads(path.read_text())) == recipe
     int8 = Recipe.read(exported_tiny / "int8" / "recipe.json")
     assert int8.preset == "dynamic-int8-convmatmul" and int8.options["quantization"]["op_types"] == ["MatMul", "Attention"]
-    assert int8.options["quantization"]["conv_weight_storage"] == "int8" and "0.251x" in int8.options["preset_evidence"]
+    assert int8.options["quantization"]["conv_weight_storage"] == "int8" and "preset_evidence" not in int8.options
+    assert int8.options["preset_selection"] == [{**int8.options["preset_selection"][0], "preset": int8.preset, "passed": True}]
     assert int8.options["reference_sha256"] == Recipe.read(exported_tiny / "fp32" / "recipe.json").model_sha256
     assert set(int8.parity) == {"int8_vs_fp32", "fp32_vs_pytorch"}
 
@@ -255,7 +258,8 @@ def test_default_int8_weights_are_exact_on_avx2_cpus_and_the_vnni_preset_is_mark
 
 
 def test_vnni_is_read_from_the_cpu_flags_and_a_host_without_them_counts_as_saturating(tmp_path):
-    from export.quantize import QUANTIZATION_PRESETS, VNNI_ONLY_PRESETS, cpu_flags, cpu_has_vnni
+    from export.cpu_class import cpu_class, cpu_flags, cpu_has_vnni
+    from export.quantize import QUANTIZATION_PRESETS, VNNI_ONLY_PRESETS
 
     epyc = tmp_path / "epyc"
     epyc.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n"
@@ -266,6 +270,8 @@ def test_vnni_is_read_from_the_cpu_flags_and_a_host_without_them_counts_as_satur
     alder.write_text("flags\t: avx2 avx_vnni\n")
     assert cpu_flags(epyc) == {"fpu", "sse2", "avx", "avx2", "fma"} and not cpu_has_vnni(cpu_flags(epyc))
     assert cpu_has_vnni(cpu_flags(xeon)) and cpu_has_vnni(cpu_flags(alder))
+    assert [cpu_class(cpu_flags(f)) for f in (epyc, xeon, alder)] == ["avx2", "amx", "vnni"]
+    assert cpu_class(frozenset({"neon", "asimd"})) == "other"
     assert cpu_flags(tmp_path / "absent") == frozenset() and not cpu_has_vnni(frozenset())
     assert set(VNNI_ONLY_PRESETS) <= set(QUANTIZATION_PRESETS)
 
@@ -335,8 +341,8 @@ def test_fp16_keeps_fp32_inputs_outputs_and_normalisation_and_halves_the_weights
 
 
 def test_fp16_matches_fp32_on_seeded_windows_within_its_own_tolerance_and_its_recipe_round_trips(exported_trained, tmp_path):
+    from export.fp16 import Fp16Config
     from export.parity import ParityConfig, check_variant_agreement
-    from export.quantize import Fp16Config
     from export.recipe import Recipe, sha256_file
 
     recipe = Recipe.read(exported_trained / "fp16" / "recipe.json")
@@ -412,7 +418,7 @@ def _conv_graph(path, *, window: int = 400):
 def test_convs_rewritten_as_matmul_compute_exactly_what_the_convs_did_at_any_length(tmp_path, window):
     import onnx
 
-    from export.quantize import convs_to_matmul
+    from export.conv_rewrite import convs_to_matmul
 
     src = _conv_graph(tmp_path / "conv.onnx", window=window)
     done = convs_to_matmul(src, tmp_path / "mm.onnx")
@@ -434,7 +440,7 @@ def test_convs_of_unknown_length_are_left_as_conv(tmp_path):
     """Without a static length the block reshapes cannot be written: the graph keeps its Conv nodes."""
     import onnx
 
-    from export.quantize import convs_to_matmul
+    from export.conv_rewrite import convs_to_matmul
 
     src = _conv_graph(tmp_path / "conv.onnx", window="time")  # a symbolic length
     done = convs_to_matmul(src, tmp_path / "mm.onnx")
@@ -445,8 +451,8 @@ def test_convs_of_unknown_length_are_left_as_conv(tmp_path):
 def test_attention_fusion_makes_one_attention_node_per_layer_and_computes_what_the_graph_did(exported_tiny, tmp_path):
     import onnx
 
+    from export.attention_fusion import fuse_attention
     from export.onnx_export import META_ATTENTION_HEADS, META_HIDDEN_SIZE, read_metadata
-    from export.quantize import fuse_attention
 
     fp32 = exported_tiny / "fp32" / "model.onnx"
     assert read_metadata(onnx.load(str(fp32))) == {META_ATTENTION_HEADS: "2", META_HIDDEN_SIZE: "64"}  # tiny

@@ -220,7 +220,7 @@ def test_a_graph_without_the_bundle_interface_is_refused_listing_every_deviation
 
 
 def test_the_conv_rewrite_refuses_a_file_that_is_not_onnx_and_writes_nothing(tmp_path):
-    from export.quantize import convs_to_matmul
+    from export.conv_rewrite import convs_to_matmul
 
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"\x00not a protobuf at all" * 10)
@@ -244,7 +244,8 @@ def test_the_attention_fusion_refuses_a_graph_without_the_attention_metadata_and
     """A graph not written by export_onnx does not say its head count: refused by name, not guessed."""
     import onnx
 
-    from export.quantize import DEFAULT_PRESET, QUANTIZATION_PRESETS, fuse_attention, quantize_int8
+    from export.attention_fusion import fuse_attention
+    from export.quantize import DEFAULT_PRESET, QUANTIZATION_PRESETS, quantize_int8
 
     model = onnx.load(str(exported_tiny / "fp32" / "model.onnx"))
     del model.metadata_props[:]

@@ -27,7 +27,8 @@ def fp32_scores(exported_trained, held_out_clips):
 
 @pytest.mark.parametrize("preset", sorted(QUANTIZATION_PRESETS))
 def test_every_int8_preset_agrees_with_fp32_on_the_held_out_split(preset, exported_trained, held_out_clips, fp32_scores, tmp_path):
-    from export.quantize import VNNI_ONLY_PRESETS, cpu_has_vnni, quantize_int8
+    from export.cpu_class import cpu_has_vnni
+    from export.quantize import VNNI_ONLY_PRESETS, quantize_int8
 
     if preset in VNNI_ONLY_PRESETS and not cpu_has_vnni():
         pytest.skip(f"{preset} is for CPUs with VNNI or AMX, and this one has neither "
