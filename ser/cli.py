@@ -326,7 +326,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio,
         compare_batching=args.compare_batching, compare_users=args.compare_users,
         compare_instances=args.compare_instances, compare_model=args.compare_model, ort_baseline=args.ort_baseline,
-        ort_batch=args.ort_batch, out_dir=args.out,
+        ort_batch=args.ort_batch, out_dir=args.out, server_pid=args.server_pid, max_rss_growth_pct=args.max_rss_growth,
     )
 
 
@@ -496,6 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--max-p95-ms", type=float, default=None, help="gate: fail (exit 1) if p95 latency exceeds this")
     lt.add_argument("--max-p99-ms", type=float, default=None, help="gate: fail if p99 latency exceeds this")
     lt.add_argument("--max-failure-ratio", type=float, default=None, help="gate: fail if failed/total exceeds this")
+    lt.add_argument("--max-rss-growth", type=_non_negative_float, default=None, metavar="PCT",
+                    help="gate: fail a run whose server + python-backend stub memory grows by more than PCT %% from the "
+                         "warm-up's end to its end (sampled every second; needs --repository or --server-pid)")
+    lt.add_argument("--server-pid", type=_positive_int, default=None,
+                    help="with --url: the tritonserver process on this host, for its and its stubs' memory over the run")
     lt.add_argument("--compare-batching", action="store_true", help="also run with dynamic batching off at --compare-users (needs --repository)")
     lt.add_argument("--compare-users", type=_positive_int, default=16, help="users of every comparison run (default: 16)")
     lt.add_argument("--compare-instances", type=_positive_int, default=None, help="also run with N instances of the model (needs --repository)")
