@@ -2,7 +2,7 @@
 
 The ``nvidia-pytriton`` wheel ships a real ``tritonserver`` (2.51) with the python
 backend; nothing from pytriton's Python API is used, only the binary
-(``/work/shared/TRITON_LOCAL.md`` lists what was measured). :class:`LocalTriton`
+(the README's "Serving" and ``docs/hostile-traffic.md`` say what was measured). :class:`LocalTriton`
 
 * builds a temporary backend directory ``<tmp>/backends/python/`` of symlinks to
   ``libtriton_python.so``, ``triton_python_backend_utils.py`` and the backend
