@@ -15,6 +15,8 @@ Every failure is a typed :class:`~client.errors.SerError` with a one-line messag
   :class:`~client.errors.ServerUnavailableError`;
 * the model is unknown or not ready (NOT_FOUND / 404): :class:`~client.errors.ModelNotFoundError`
   listing the models that are ready;
+* a restricted API (repository, shared memory, trace, logging) called without the admin key:
+  :class:`~client.errors.AccessDeniedError`, never retried (2.51 answers it UNAVAILABLE over gRPC);
 * the model does not carry the bundle's contract: :class:`~client.errors.ContractError`;
 * the server refuses or fails a request (INVALID_ARGUMENT / 400, INTERNAL / 500):
   :class:`~client.errors.InferenceError`;
