@@ -156,10 +156,14 @@ class CounterTracker:
     Counters are per model version. When a version unloads, 2.51 keeps exporting its samples
     but resets them to 0; a version loaded mid-run starts from 0. "After − before" of the sum
     over versions therefore under-counts across a swap. The tracker adds up increases per
-    version and field between successive observations as Prometheus' ``increase()`` does: a
+    version and counter between successive observations as Prometheus' ``increase()`` does: a
     value lower than the last one is a reset, and counts from 0. Requests an old version
     served after the last observation before its unload are missed: at most one sampling
-    interval's worth. Thread-safe.
+    interval's worth.
+
+    :meth:`begin`, :meth:`sample` and :meth:`end` scrape and observe under one lock, so the
+    observations are applied in the order the server produced them (two overlapping scrapes
+    could otherwise arrive reversed and read as a reset).
 
     Args:
         model: the model name.
@@ -167,38 +171,65 @@ class CounterTracker:
 
     def __init__(self, *, model: str) -> None:
         self.model = model
+        self._io = threading.Lock()
         self._lock = threading.Lock()
         self._last: dict[str, ModelCounters] = {}
         self._increase: dict[str, ModelCounters] = {}
-        self._since = -math.inf
-        self.started = False
+        self.counting = False
 
-    def start(self, before: dict[str, ModelCounters], *, scraped_at: float) -> None:
-        """Count from ``before`` (per-version counters scraped at monotonic time ``scraped_at``) on."""
+    # --- observations given -------------------------------------------------------
+
+    def start(self, before: dict[str, ModelCounters]) -> None:
+        """Count from ``before`` (per-version counters, :func:`parse_metrics_by_version`) on."""
         with self._lock:
             self._last = dict(before)
             self._increase = {}
-            self._since = scraped_at
-            self.started = True
+            self.counting = True
 
-    def observe(self, now: dict[str, ModelCounters], *, scraped_at: float) -> None:
-        """Add the increases since the last observation; ignored before :meth:`start` or if scraped before it."""
+    def observe(self, now: dict[str, ModelCounters]) -> None:
+        """Add the increases since the last observation (ignored unless counting)."""
+        zero = ModelCounters(model=self.model)
         with self._lock:
-            if not self.started or scraped_at < self._since:
+            if not self.counting:
                 return
             for version, counters in now.items():
-                last = self._last.get(version, ModelCounters(model=self.model))
+                last = self._last.get(version, zero)
                 inc = ModelCounters(model=self.model, **{
                     f: (getattr(counters, f) - getattr(last, f)) if getattr(counters, f) >= getattr(last, f) else getattr(counters, f)
                     for f in _FIELDS.values()
                 })
-                self._increase[version] = total([self._increase.get(version, ModelCounters(model=self.model)), inc], model=self.model)
+                self._increase[version] = total([self._increase.get(version, zero), inc], model=self.model)
                 self._last[version] = counters
 
     def finish(self) -> None:
         """Stop counting: later observations are ignored."""
         with self._lock:
-            self.started = False
+            self.counting = False
+
+    # --- observations scraped ---------------------------------------------------------
+
+    def begin(self, address: str) -> dict[str, ModelCounters]:
+        """Scrape ``address`` and :meth:`start` from it; returns what was read."""
+        with self._io:
+            before = read_counters_by_version(address, model=self.model)
+            self.start(before)
+            return before
+
+    def sample(self, address: str) -> None:
+        """Scrape ``address`` and :meth:`observe` it (nothing is counted before :meth:`begin`)."""
+        with self._io:
+            if self.counting:
+                self.observe(read_counters_by_version(address, model=self.model))
+
+    def end(self, address: str) -> dict[str, ModelCounters]:
+        """Scrape ``address``, :meth:`observe` it and :meth:`finish`; returns what was read."""
+        with self._io:
+            after = read_counters_by_version(address, model=self.model)
+            self.observe(after)
+            self.finish()
+            return after
+
+    # --- results ------------------------------------------------------------------------
 
     def total(self) -> ModelCounters:
         """The increase since :meth:`start`, summed over versions."""

@@ -51,7 +51,7 @@ from typing import Any, Sequence, TextIO
 from client.errors import ConfigError, SerError
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url
 from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds
-from loadtest.metrics import ModelCounters, read_counters_by_version
+from loadtest.metrics import ModelCounters
 from loadtest.payload import AudioSourceConfig, WindowPool, build_window_pool
 from loadtest.sampler import MemorySample, RunSampler, rss_growth_pct
 
@@ -594,10 +594,8 @@ def run_locust(
     marker.unlink(missing_ok=True)
     after = None
     sampler = RunSampler(metrics=metrics, model=config.model, server_pid=server_pid, interval_s=config.sample_interval_s)
+    before = sampler.counters.begin(metrics) if metrics and not config.warmup_s else None
     t_before = time.monotonic()
-    before = read_counters_by_version(metrics, model=config.model) if metrics and not config.warmup_s else None
-    if before is not None:
-        sampler.counters.start(before, scraped_at=t_before)
     warmup_end_s = 0.0
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -610,18 +608,13 @@ def run_locust(
         try:
             if config.warmup_s:  # the server's window is Locust's: from the statistics' reset to the run's end
                 warmup = _await_warmup(proc, marker, deadline_s=timeout)
+                before = sampler.counters.begin(metrics) if metrics and warmup is not None else None
                 t_before, warmup_end_s = time.monotonic(), sampler.elapsed_s()
-                before = read_counters_by_version(metrics, model=config.model) if metrics and warmup is not None else None
-                if before is not None:
-                    sampler.counters.start(before, scraped_at=t_before)
                 if before is not None:  # (not after Locust exits: requests it left queued still run then)
                     try:
                         proc.wait(timeout=config.run_time_s)
-                    except subprocess.TimeoutExpired:
-                        t_after = time.monotonic()
-                        after = read_counters_by_version(metrics, model=config.model)
-                        sampler.counters.observe(after, scraped_at=t_after)
-                        sampler.counters.finish()  # what Locust's queued requests do after this is not the run's
+                    except subprocess.TimeoutExpired:  # what Locust's queued requests do after this is not the run's
+                        after, t_after = sampler.counters.end(metrics), time.monotonic()
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -633,10 +626,7 @@ def run_locust(
         raise LocustRunError(f"locust ({scenario}, {users} users) never ended its {config.warmup_s} s warm-up "
                              f"(no {marker.name}; log: {log_path})")
     if after is None:
-        t_after = time.monotonic()
-        after = read_counters_by_version(metrics, model=config.model) if metrics else None
-        if after is not None:
-            sampler.counters.observe(after, scraped_at=t_after)
+        after, t_after = (sampler.counters.end(metrics) if before is not None else None), time.monotonic()
     server_seconds = t_after - t_before if after is not None and before is not None else math.nan
     stats_csv = Path(f"{prefix}_stats.csv")
     if not stats_csv.is_file():

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from client.errors import ConfigError, SerError
-from loadtest.metrics import CounterTracker, read_counters_by_version
+from loadtest.metrics import CounterTracker
 
 #: Samples needed after the warm-up for a memory growth figure.
 MIN_GROWTH_SAMPLES = 5
@@ -121,7 +121,7 @@ class RunSampler:
 
     Attributes:
         memory: the memory samples so far.
-        counters: the model's counter increases, once :meth:`CounterTracker.start` is called on it.
+        counters: the model's counter increases, from :meth:`CounterTracker.begin` on.
         errors: scrapes that failed (the endpoint went away for a moment), counted.
     """
 
@@ -144,9 +144,8 @@ class RunSampler:
         """Take one sample now."""
         t = self.elapsed_s()
         if self.metrics is not None:
-            scraped_at = time.monotonic()
             try:
-                self.counters.observe(read_counters_by_version(self.metrics, model=self.model), scraped_at=scraped_at)
+                self.counters.sample(self.metrics)
             except SerError:
                 self.errors += 1
         if self.server_pid is not None:
