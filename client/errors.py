@@ -119,6 +119,10 @@ class ServerUnavailableError(ServerError):
     """Nothing answers at the given address (connection refused, timed out)."""
 
 
+class AccessDeniedError(ServerError):
+    """The server refused a restricted API (repository, shared memory, trace, logging) without its admin key."""
+
+
 class ModelNotFoundError(ServerError):
     """The server answers but has no ready model of that name."""
 

@@ -15,6 +15,8 @@ Every failure is a typed :class:`~client.errors.SerError` with a one-line messag
   :class:`~client.errors.ServerUnavailableError`;
 * the model is unknown or not ready (NOT_FOUND / 404): :class:`~client.errors.ModelNotFoundError`
   listing the models that are ready;
+* a restricted API (repository, shared memory, trace, logging) called without the admin key:
+  :class:`~client.errors.AccessDeniedError`, never retried (2.51 answers it UNAVAILABLE over gRPC);
 * the model does not carry the bundle's contract: :class:`~client.errors.ContractError`;
 * the server refuses or fails a request (INVALID_ARGUMENT / 400, INTERNAL / 500):
   :class:`~client.errors.InferenceError`;
@@ -48,6 +50,7 @@ from client.contract import (
     ModelContract,
 )
 from client.errors import (
+    AccessDeniedError,
     ConfigError,
     ContractError,
     InferenceError,
@@ -160,10 +163,16 @@ class RetryPolicy:
 
     A call is retried only when the server could not be reached or went away
     (gRPC ``UNAVAILABLE``, connection refused/reset/closed): never on
-    ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``INTERNAL`` or a time-out (the time-out
-    is the caller's budget). Retry ``r`` (1, 2, ...) waits
+    ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``INTERNAL``, a refused restricted API
+    (which 2.51 answers ``UNAVAILABLE`` over gRPC, told apart by its message) or a
+    time-out (the time-out is the caller's budget). Retry ``r`` (1, 2, ...) waits
     ``min(max_backoff_s, initial_backoff_s * multiplier**(r-1))`` times a uniform
     factor in ``[1 - jitter, 1 + jitter]``.
+
+    ``retry_for_s`` is a time budget on top of the attempt count: a call gives up
+    only when it has made ``max_attempts`` attempts *and* ``retry_for_s`` seconds have
+    passed since its first one, so a server that restarts (a crash, a rolling
+    update) is waited for while a dead address still fails after the attempts.
 
     Attributes:
         max_attempts: attempts per call, the first included (1 = no retries).
@@ -171,6 +180,8 @@ class RetryPolicy:
         max_backoff_s: cap on one wait, seconds.
         multiplier: growth of the wait per retry (>= 1).
         jitter: relative spread of each wait, in [0, 1).
+        retry_for_s: seconds since a call's first attempt during which it keeps retrying
+            after its attempts are used (0 = the attempt count alone decides).
     """
 
     max_attempts: int = 3
@@ -178,6 +189,7 @@ class RetryPolicy:
     max_backoff_s: float = 2.0
     multiplier: float = 2.0
     jitter: float = 0.2
+    retry_for_s: float = 0.0
 
     def __post_init__(self) -> None:
         if int(self.max_attempts) != self.max_attempts or self.max_attempts < 1:
@@ -191,6 +203,8 @@ class RetryPolicy:
             raise ConfigError(f"multiplier={self.multiplier}: must be >= 1 (backoff never shrinks)")
         if not 0 <= self.jitter < 1:
             raise ConfigError(f"jitter={self.jitter}: must be in [0, 1)")
+        if not 0 <= self.retry_for_s < float("inf"):
+            raise ConfigError(f"retry_for_s={self.retry_for_s}: must be a finite number of seconds >= 0 (0 = no time budget)")
 
     @classmethod
     def none(cls) -> "RetryPolicy":
@@ -201,6 +215,19 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (1-based), jitter included."""
         base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** max(retry - 1, 0))
         return base * (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
+
+    def delay_s(self, attempt: int, elapsed_s: float, *, rng: random.Random | None = None) -> float | None:
+        """Seconds to wait after failed attempt ``attempt`` (1-based), ``elapsed_s`` after the first; None: give up.
+
+        Within the attempt count the wait is :meth:`backoff_s`; past it, within the time
+        budget, the wait is cut so that the last attempt falls at the budget's end.
+        """
+        if attempt < self.max_attempts:
+            return self.backoff_s(attempt, rng=rng)
+        left = self.retry_for_s - elapsed_s
+        if left <= 0:
+            return None
+        return min(self.backoff_s(attempt, rng=rng), left)
 
 
 @dataclass(frozen=True)
@@ -324,6 +351,8 @@ def is_retryable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "").replace("StatusCode.", "")
+        if is_refused_restricted_api(exc):
+            return False
         if status == "UNAVAILABLE":
             return True
         text = str(exc.message() or exc).lower()
@@ -331,6 +360,28 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError) or type(exc).__name__ == "Timeout":
         return False
     return isinstance(exc, ConnectionError) or type(exc).__name__ in _CONNECTION_ERRORS
+
+
+#: How tritonserver words a call to an API restricted by ``--grpc-restricted-protocol`` /
+#: ``--http-restricted-api`` without the key (gRPC: "This protocol is restricted, expecting
+#: header ..."; HTTP 403: "This API is restricted, expecting header ...").
+_RESTRICTED = re.compile(r"\bis restricted, expecting header\b", re.I)
+
+
+def is_refused_restricted_api(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server refusing a restricted API (admin key missing or wrong).
+
+    tritonserver answers that over gRPC with ``UNAVAILABLE`` (over HTTP with 403), so the
+    status alone would read as "try again"; the message tells it apart.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    if not isinstance(exc, InferenceServerException):
+        return False
+    status = str(exc.status() or "").replace("StatusCode.", "")
+    return status in ("UNAVAILABLE", "PERMISSION_DENIED", "UNAUTHENTICATED", "403", "") and bool(
+        _RESTRICTED.search(str(exc.message() or exc))
+    )
 
 
 def normalize_url(url: str, *, protocol: str) -> str:
@@ -370,6 +421,7 @@ def translate_error(exc: BaseException, *, url: str, model: str, protocol: str, 
         what: the operation, e.g. ``"infer"``, ``"model config"``.
 
     Returns:
+        AccessDeniedError (a restricted API refused without the admin key),
         ServerUnavailableError (UNAVAILABLE, DEADLINE_EXCEEDED, connection
         errors), ModelNotFoundError (NOT_FOUND, 404, unknown model) or
         InferenceError (INVALID_ARGUMENT, 400, INTERNAL, 500, anything else).
@@ -381,6 +433,8 @@ def translate_error(exc: BaseException, *, url: str, model: str, protocol: str, 
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "").replace("StatusCode.", "")
         message = _one_line(exc.message() or exc)
+        if is_refused_restricted_api(exc):
+            return AccessDeniedError(f"{url}: {what} refused over {protocol}: {message} (a restricted API: send the admin key)")
         if status in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED") or "connection refused" in message.lower():
             reason = "no answer in time" if status == "DEADLINE_EXCEEDED" else message
             return ServerUnavailableError(f"{url}: Triton server unavailable over {protocol} during {what} ({reason})")
@@ -457,11 +511,15 @@ class _ClientBase:
         if self.on_attempt is not None:
             self.on_attempt(what, attempt)
 
-    def _retry_delay(self, exc: BaseException, attempt: int) -> float | None:
-        """Seconds to wait before retrying after ``exc`` on attempt ``attempt``, or None to give up."""
-        if attempt < self.retry.max_attempts and is_retryable(exc):
-            return self.retry.backoff_s(attempt)
-        return None
+    def _retry_delay(self, exc: BaseException, attempt: int, started: float) -> float | None:
+        """Seconds to wait before retrying after ``exc``, or None to give up.
+
+        ``attempt`` is the failed attempt's number (1-based), ``started`` the call's first
+        attempt (``time.monotonic()``).
+        """
+        if not is_retryable(exc):
+            return None
+        return self.retry.delay_s(attempt, time.monotonic() - started)
 
     def _accept_config(self, config: dict[str, Any]) -> None:
         """Rebuild the contract from the model config and check its tensors (on open)."""
@@ -620,7 +678,8 @@ class SerClient(_ClientBase):
             replaced by the served model's (read from the contract).
         model_version: a version string; ``""`` lets the server pick.
         retry: retries on UNAVAILABLE/connection errors (default ``RetryPolicy()``:
-            3 attempts, 0.1 s then 0.2 s backoff, ±20 % jitter); ``RetryPolicy.none()`` turns them off.
+            3 attempts, 0.1 s then 0.2 s backoff, ±20 % jitter, no time budget);
+            ``RetryPolicy.none()`` turns them off.
         transport: TLS, extra headers and time limits (:class:`TransportOptions`).
         on_attempt: called as ``on_attempt(what, attempt)`` before every attempt of
             every call (``what``: ``"infer"``, ``"liveness check"``...; attempt 1, 2...).
@@ -681,13 +740,14 @@ class SerClient(_ClientBase):
     def _call(self, what: str, fn, *args, **kwargs):
         """``fn(*args, **kwargs)``, retried per :attr:`retry` on transport failures, errors translated."""
         attempt = 0
+        started = time.monotonic()
         while True:
             attempt += 1
             self._attempt(what, attempt)
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
-                delay = self._retry_delay(exc, attempt)
+                delay = self._retry_delay(exc, attempt, started)
                 if delay is None:
                     raise self._translate(exc, what) from None
             time.sleep(delay)
@@ -967,13 +1027,14 @@ class AsyncSerClient(_ClientBase):
         import asyncio
 
         attempt = 0
+        started = time.monotonic()
         while True:
             attempt += 1
             self._attempt(what, attempt)
             try:
                 return await fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
-                delay = self._retry_delay(exc, attempt)
+                delay = self._retry_delay(exc, attempt, started)
                 if delay is None:
                     raise self._translate(exc, what) from None
             await asyncio.sleep(delay)
@@ -1137,6 +1198,7 @@ __all__ = [
     "RetryPolicy",
     "SerClient",
     "TransportOptions",
+    "is_refused_restricted_api",
     "is_retryable",
     "normalize_url",
     "parse_classification",

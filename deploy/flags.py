@@ -4,7 +4,7 @@ One source for the choices that ``deploy/gpu/run-triton.sh`` (NGC container),
 ``deploy/k8s`` (Kubernetes), ``deploy/compose`` and :class:`deploy.local_triton.LocalTriton`
 (``ser serve``) make; ``tests/test_deploy.py`` fails when a script or manifest drifts
 from them. Each was checked against ``tritonserver --help`` of the 2.51 binary bundled here
-(the NGC 24.10 image ships the same version):
+and against the command-line parser of the pinned release (:data:`TRITON_TAG`):
 
 * ``--model-control-mode=explicit`` + ``--load-model=<names>``: the listed models load at
   start exactly as in ``none`` mode, and an operator can reload a model after a new version
@@ -28,8 +28,12 @@ from them. Each was checked against ``tritonserver --help`` of the 2.51 binary b
   must not change them.
 * gRPC TLS: ``--grpc-use-ssl`` with server certificate and key, ``--grpc-use-ssl-mutual``
   when a client CA is given. Triton's HTTP endpoint has no TLS: terminate it at the ingress.
-* Request size: tritonserver 2.51 has no request-size flag (none in ``--help``); the
-  ingress limits body size, and Triton refuses any shape other than ``[<= max_batch_size, W]``.
+* ``--http-max-input-size`` (:data:`HTTP_MAX_INPUT_SIZE`, GPU nodes only): the largest HTTP
+  request input the server reads, sized by :func:`largest_request_bytes` for the bundle's
+  largest legitimate request. The flag and the fixes for oversized and overflowing HTTP
+  inputs came in upstream releases after 2.51 (see :data:`TRITON_TAG`); the bundled 2.51
+  has neither, so ``ser serve`` defends itself by restarting (``deploy.supervisor``) and
+  ``--no-http``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,55 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.errors import ConfigError
+
+#: The NGC release every deploy path runs (``deploy/triton.env`` names it for the script and compose;
+#: ``deploy/k8s`` repeats it): tritonserver 2.71.0, which has every upstream fix for hostile HTTP
+#: bodies released so far: ``--http-max-input-size`` (2.59, triton-inference-server/server#8174),
+#: the request-JSON size check (2.62, #8432), overflow checks when reading JSON inputs (2.68, #8676),
+#: the chunk-count cap and compressed-body memory release (2.69, #8770, #8764).
+TRITON_TAG = "26.07"
+TRITON_VERSION = "2.71.0"
+
+#: The serving envelope the deploy paths are sized for: windows up to 30 s at 16 kHz (the longest
+#: ``TrainConfig.window_s`` allows) and ``max_batch_size`` up to 64 in binary tensor requests
+#: (what ``tritonclient`` and the bundle's clients send), or up to 8 in JSON-text requests (curl).
+MAX_WINDOW_SAMPLES = 30 * 16_000
+MAX_BATCH_SIZE = 64
+MAX_JSON_BATCH_SIZE = 8
+#: The longest JSON text of one FP32 sample with its separator: ``-1.2345678901234567e-05,``.
+JSON_BYTES_PER_VALUE = 24
+#: Room for the request's JSON header (names, shapes, parameters) on top of the tensors.
+HEADER_MARGIN_BYTES = 1 << 20
+
+
+def largest_request_bytes(*, window_samples: int, max_batch_size: int, json_batch_size: int) -> int:
+    """Bytes the largest legitimate inference request puts through Triton's HTTP input checks.
+
+    Binary tensors (``max_batch_size`` rows of ``waveform`` FP32 ``[W]`` and ``num_samples``
+    INT64 ``[1]``) or JSON text (``json_batch_size`` rows at :data:`JSON_BYTES_PER_VALUE` per
+    value), whichever is larger, plus :data:`HEADER_MARGIN_BYTES`.
+    """
+    if min(window_samples, max_batch_size, json_batch_size) < 1:
+        raise ConfigError(
+            f"window_samples={window_samples}, max_batch_size={max_batch_size}, json_batch_size={json_batch_size}: "
+            "all must be >= 1"
+        )
+    binary = max_batch_size * (4 * window_samples + 8)
+    json_text = json_batch_size * (window_samples + 1) * JSON_BYTES_PER_VALUE
+    return max(binary, json_text) + HEADER_MARGIN_BYTES
+
+
+def http_max_input_size(*, window_samples: int, max_batch_size: int, json_batch_size: int) -> int:
+    """``--http-max-input-size``: :func:`largest_request_bytes` rounded up to a whole MiB."""
+    need = largest_request_bytes(window_samples=window_samples, max_batch_size=max_batch_size, json_batch_size=json_batch_size)
+    return -(-need // (1 << 20)) * (1 << 20)
+
+
+#: ``--http-max-input-size`` of every deploy path: 119 MiB for :data:`MAX_BATCH_SIZE` binary
+#: windows of :data:`MAX_WINDOW_SAMPLES` (upstream's default, 64 MiB, would refuse them).
+HTTP_MAX_INPUT_SIZE = http_max_input_size(
+    window_samples=MAX_WINDOW_SAMPLES, max_batch_size=MAX_BATCH_SIZE, json_batch_size=MAX_JSON_BATCH_SIZE
+)
 
 #: Triton's own ports (inside the container, and the local defaults of ``ser serve``).
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002

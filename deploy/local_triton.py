@@ -2,7 +2,7 @@
 
 The ``nvidia-pytriton`` wheel ships a real ``tritonserver`` (2.51) with the python
 backend; nothing from pytriton's Python API is used, only the binary
-(``/work/shared/TRITON_LOCAL.md`` lists what was measured). :class:`LocalTriton`
+(the README's "Serving" and ``docs/hostile-traffic.md`` say what was measured). :class:`LocalTriton`
 
 * builds a temporary backend directory ``<tmp>/backends/python/`` of symlinks to
   ``libtriton_python.so``, ``triton_python_backend_utils.py`` and the backend
@@ -13,8 +13,8 @@ backend; nothing from pytriton's Python API is used, only the binary
 * binds 127.0.0.1 only, on free ports unless told otherwise, with a unique
   python-backend shared-memory prefix so it removes exactly its own
   ``/dev/shm`` regions;
-* starts the server in its own session, waits for ``/v2/health/ready`` and fails
-  fast (:class:`~client.errors.ServerStartError` naming the model that failed to
+* starts the server in its own session, waits for readiness (``/v2/health/ready``, or
+  gRPC's ``ServerReady`` with ``http=False``) and fails fast (:class:`~client.errors.ServerStartError` naming the model that failed to
   load) when the process exits;
 * stops with SIGTERM, then SIGKILL of the process group, kills leftover backend
   stubs by PID and removes its shm regions and temporary folder.
@@ -50,7 +50,13 @@ from pathlib import Path
 from typing import Sequence
 
 from client.errors import ConfigError, ServerError, ServerStartError
-from deploy.flags import ADMIN_HEADER, SUMMARY_LATENCIES, GrpcTls, restricted_args
+from deploy.flags import (
+    ADMIN_HEADER,
+    GRPC_ADMIN_HEADER,
+    SUMMARY_LATENCIES,
+    GrpcTls,
+    restricted_args,
+)
 
 #: Where the python backend puts its shared-memory regions.
 SHM_DIR = Path("/dev/shm")
@@ -169,6 +175,32 @@ def _http_get_status(url: str, *, timeout_s: float = 1.0) -> int | None:
         return None
 
 
+def _grpc_ready(url: str, *, timeout_s: float) -> bool:
+    """Whether plaintext gRPC ``ServerReady`` answers true (False when nothing answers)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        return bool(client.is_server_ready(client_timeout=timeout_s))
+    except InferenceServerException:
+        return False
+    finally:
+        client.close()
+
+
+def _grpc_models(url: str, *, admin_key: str | None) -> dict[str, str]:
+    import tritonclient.grpc as grpcclient
+
+    headers = {GRPC_ADMIN_HEADER: admin_key} if admin_key is not None else None
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        index = client.get_model_repository_index(headers=headers, as_json=True, client_timeout=5.0)
+    finally:
+        client.close()
+    return {m["name"]: m.get("state", "") for m in index.get("models", [])}
+
+
 _ERROR_LINE = re.compile(r"^E\d{4} ")
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)'[^:]*: (.*)$")
 _IN_USE = re.compile(r"(?:Socket|address) '?([0-9.:]+)'? (?:is )?already in use", re.I)
@@ -188,6 +220,9 @@ def summarize_failure(log_text: str) -> str:
         m = _IN_USE.search(line)
         if m:
             return f"address {m.group(1)} already in use (another server or process holds the port)"
+    crash = _crash_reason(lines)
+    if crash:
+        return crash
     failed: dict[str, str] = {}
     for line in lines:
         m = _FAILED_LOAD.search(line)
@@ -208,6 +243,27 @@ def summarize_failure(log_text: str) -> str:
         return "; ".join(errors[-3:])
     tail = [ln.strip() for ln in lines if ln.strip()]
     return _squash(tail[-1]) if tail else "no output"
+
+
+_SIGNAL = re.compile(r"^Signal \((\d+)\) received\.")
+_TERMINATE = re.compile(r"^terminate called after throwing an instance of '([^']+)'")
+
+
+def _crash_reason(lines: list[str]) -> str:
+    """``aborted by signal 6 (uncaught std::bad_alloc: ...)`` from the last crash in a log, or ``""``."""
+    for i in range(len(lines) - 1, -1, -1):
+        m = _SIGNAL.match(lines[i].strip())
+        if not m:
+            continue
+        cause = ""
+        for j in range(i - 1, max(i - 6, -1), -1):
+            t = _TERMINATE.match(lines[j].strip())
+            if t:
+                what = next((ln.strip()[len("what():"):].strip() for ln in lines[j + 1 : i] if ln.strip().startswith("what():")), "")
+                cause = f" (uncaught {t.group(1)}" + (f": {_squash(what, 200)}" if what and what != t.group(1) else "") + ")"
+                break
+        return f"aborted by signal {m.group(1)}{cause}"
+    return ""
 
 
 def _squash(text: str, limit: int = 400) -> str:
@@ -235,6 +291,9 @@ class LocalTriton:
         admin_key: guard the repository, shared-memory, trace and logging APIs with this
             key (:func:`deploy.flags.restricted_args`); None leaves them open.
         grpc_tls: serve gRPC over TLS (:class:`deploy.flags.GrpcTls`); None: plaintext.
+        http: serve the HTTP endpoint; False turns it off (``--allow-http=false``: gRPC and
+            metrics only), which closes the JSON path that one request can abort 2.51 through.
+            Not with ``grpc_tls`` (readiness is then checked over plaintext gRPC).
         extra_args: further tritonserver flags, appended last (they win).
 
     Attributes:
@@ -258,6 +317,7 @@ class LocalTriton:
         load_models: Sequence[str] = (),
         admin_key: str | None = None,
         grpc_tls: GrpcTls | None = None,
+        http: bool = True,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.repository = Path(repository).expanduser().resolve()
@@ -291,6 +351,13 @@ class LocalTriton:
         if grpc_tls is not None and not isinstance(grpc_tls, GrpcTls):
             raise ConfigError(f"grpc_tls={grpc_tls!r}: expected a deploy.flags.GrpcTls")
         self.grpc_tls = grpc_tls
+        if not http and grpc_tls is not None:
+            raise ConfigError(
+                "http=False with grpc_tls: the launcher checks readiness over HTTP or plaintext gRPC; "
+                "keep HTTP on (it listens on 127.0.0.1 only) or serve gRPC without TLS"
+            )
+        self.http = bool(http)
+        self._starts = 0
         self._user_log_path = Path(log_path).expanduser().resolve() if log_path else None
         self.shm_prefix = f"ser_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self._proc: subprocess.Popen | None = None
@@ -359,7 +426,7 @@ class LocalTriton:
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
-            "--allow-http=true",
+            f"--allow-http={'true' if self.http else 'false'}",
             "--allow-grpc=true",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
@@ -380,6 +447,12 @@ class LocalTriton:
         if self.model_control == "explicit":
             args += [f"--load-model={m}" for m in (self.load_models or ("*",))]
         return args + list(self.extra_args)
+
+    def keep_ports(self) -> None:
+        """Reuse the ports in use now on every later :meth:`start` (a restarted server keeps its address)."""
+        if None in (self.http_port, self.grpc_port, self.metrics_port):
+            raise ServerError(f"server for {self.repository} has no ports yet: start it first")
+        self._fixed_ports = (self.http_port, self.grpc_port, self.metrics_port)
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -419,7 +492,10 @@ class LocalTriton:
                 (backend / src.name).symlink_to(src)
             self._log_path = self._user_log_path or (self._tmp / "tritonserver.log")
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_handle = open(self._log_path, "wb")  # noqa: SIM115 - closed by stop()
+            # A restart appends to a log file of the caller's: the crash that caused it stays readable.
+            mode = "ab" if self._user_log_path is not None and self._starts else "wb"
+            self._starts += 1
+            self._log_handle = open(self._log_path, mode)  # noqa: SIM115 - closed by stop()
             t0 = time.perf_counter()
             try:
                 self._proc = subprocess.Popen(
@@ -441,9 +517,14 @@ class LocalTriton:
         self.startup_s = time.perf_counter() - t0
         return self
 
+    def is_ready(self, *, timeout_s: float = 1.0) -> bool:
+        """Whether the server answers ready: ``/v2/health/ready`` is 200, or gRPC ``ServerReady`` without HTTP."""
+        if self.http:
+            return _http_get_status(f"http://{self.http_url}/v2/health/ready", timeout_s=timeout_s) == 200
+        return _grpc_ready(self.grpc_url, timeout_s=timeout_s)
+
     def _wait_ready(self, t0: float) -> None:
         assert self._proc is not None
-        url = f"http://{self.http_url}/v2/health/ready"
         deadline = t0 + self.startup_timeout_s
         while True:
             self._remember_stubs()
@@ -453,7 +534,7 @@ class LocalTriton:
                     f"tritonserver exited with rc={rc} while starting on {self.repository}: "
                     f"{summarize_failure(self.log_text())}"
                 )
-            if _http_get_status(url, timeout_s=1.0) == 200:
+            if self.is_ready(timeout_s=1.0):
                 self._remember_stubs()
                 return
             if time.perf_counter() > deadline:
@@ -539,6 +620,8 @@ class LocalTriton:
 
     def models(self) -> dict[str, str]:
         """``{model name: state}`` from the repository index (``READY``, ``UNAVAILABLE``, ...)."""
+        if not self.http:
+            return _grpc_models(self.grpc_url, admin_key=self._admin_key)
         headers = {"Connection": "close"}
         if self._admin_key is not None:
             headers[ADMIN_HEADER] = self._admin_key
@@ -558,73 +641,8 @@ class LocalTriton:
         return f"LocalTriton({str(self.repository)!r}, grpc={self.grpc_url}, http={self.http_url}, {state})"
 
 
-def serve_forever(
-    repository: str | Path,
-    *,
-    http_port: int | None = 8000,
-    grpc_port: int | None = 8001,
-    metrics_port: int | None = 8002,
-    startup_timeout_s: float = 120.0,
-    exit_timeout_s: int = 5,
-    log_path: str | Path | None = None,
-    admin_key: str | None = None,
-    grpc_tls: GrpcTls | None = None,
-    out=None,
-) -> int:
-    """Serve ``repository`` on 127.0.0.1 until Ctrl-C or SIGTERM, then stop cleanly (``ser serve``).
+def serve_forever(repository: str | Path, **options) -> int:
+    """``ser serve``: :func:`deploy.supervisor.serve_forever` (serve until stopped, restarting a dead server)."""
+    from deploy.supervisor import serve_forever as supervised
 
-    Prints one line when ready (addresses and models) and one when stopped, on
-    ``out`` (default stderr); the server log goes to ``log_path`` if given.
-    The production choices of :mod:`deploy.flags` apply (explicit model control,
-    strict readiness, latency summaries); ``admin_key`` guards the repository,
-    shared-memory, trace and logging APIs, ``grpc_tls`` serves gRPC over TLS.
-
-    Returns:
-        0 after a requested stop.
-
-    Raises:
-        ServerStartError: the server failed to start (names the failing model).
-        ServerError: the server died while serving (with the log's reason).
-    """
-    out = out or sys.stderr
-    stop_requested = threading.Event()
-
-    def _on_signal(signum, frame):  # noqa: ARG001
-        stop_requested.set()
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {}
-    if in_main:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, _on_signal)
-    server = LocalTriton(
-        repository,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
-        startup_timeout_s=startup_timeout_s,
-        exit_timeout_s=exit_timeout_s,
-        log_path=log_path,
-        admin_key=admin_key,
-        grpc_tls=grpc_tls,
-    )
-    try:
-        server.start()
-        models = ", ".join(f"{name} ({state})" for name, state in sorted(server.models().items()))
-        print(
-            f"tritonserver ready in {server.startup_s:.1f} s: gRPC {server.grpc_url}, HTTP {server.http_url}, "
-            f"metrics http://{server.metrics_url}/metrics; models: {models}; Ctrl-C to stop",
-            file=out,
-            flush=True,
-        )
-        while not stop_requested.wait(0.5):
-            if not server.is_running():
-                rc = server.stop()
-                raise ServerError(f"tritonserver exited unexpectedly (rc={rc}): {summarize_failure(server.log_text())}")
-        return 0
-    finally:
-        rc = server.stop()
-        if stop_requested.is_set():
-            print(f"tritonserver stopped (rc={rc})", file=out, flush=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return supervised(repository, **options)

@@ -4,7 +4,7 @@ The exported graph is :class:`training.model.WaveformClassifier` (per-clip
 normalisation and the attention mask in the graph)::
 
     waveform     FP32  [batch, W]   raw samples @ sample_rate, zero-padded past num_samples
-    num_samples  INT64 [batch, 1]   valid samples per window (1..W)
+    num_samples  INT64 [batch, 1]   valid samples per window (1..W; the graph clamps it into that range)
       -> logits        FP32 [batch, C]
       -> probabilities FP32 [batch, C]
 
@@ -50,8 +50,9 @@ DEFAULT_OPSET = 17
 #: Opsets the TorchScript exporter of torch 2.x writes reliably.
 SUPPORTED_OPSETS = range(14, 21)
 #: Bumped whenever :func:`export_onnx` writes a different graph for the same model, so caches of
-#: exported files (``ser bench``'s) are rebuilt: 2 = eager attention and the metadata below.
-EXPORT_REVISION = 2
+#: exported files (``ser bench``'s) are rebuilt: 2 = eager attention and the metadata below,
+#: 3 = ``num_samples`` clamped to ``[1, W]`` in the graph.
+EXPORT_REVISION = 3
 #: Metadata written into every exported graph: what ONNX Runtime's attention fusion must be told
 #: (``export.quantize``), since it cannot find these in a wav2vec2 graph by itself.
 META_ATTENTION_HEADS = "ser.num_attention_heads"

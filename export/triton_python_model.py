@@ -14,8 +14,9 @@ backend). It depends only on numpy, onnxruntime,
 * ``execute(requests)`` concatenates *all* requests' inputs along the batch axis
   (one ``np.concatenate`` per input), runs *one* ``session.run``, and splits the
   outputs back: exactly one response per request. A bad request (missing
-  input, wrong dtype or shape) gets ``InferenceResponse(error=TritonError(...))``
-  and does not fail the others.
+  input, wrong dtype or shape, or values the model cannot mean: ``num_samples``
+  outside ``[1, W]``, NaN or Inf samples) gets ``InferenceResponse(error=TritonError(...,
+  INVALID_ARG))`` naming the tensor and the reason, and does not fail the others.
 
 The batching logic is the plain function :func:`run_batched`, testable with an
 ONNX Runtime session and numpy arrays outside the server.
@@ -77,8 +78,25 @@ ORT_TO_TRITON = {
 }
 
 
+#: The input counting the valid samples of each row of :data:`SIGNAL_INPUT` (the bundle's contract;
+#: this file is copied into repositories alone, so it names them instead of importing them).
+LENGTH_INPUT = "num_samples"
+#: The input whose rows :data:`LENGTH_INPUT` counts: ``[batch, W]``.
+SIGNAL_INPUT = "waveform"
+
+
 class RequestError(ValueError):
-    """One request cannot be run (missing input, wrong dtype or shape); the others can."""
+    """One request cannot be run; the others can.
+
+    Args:
+        message: what is wrong, naming the tensor.
+        internal: the server failed (Triton ``INTERNAL``) rather than the request being
+            invalid (``INVALID_ARG``: missing input, wrong dtype, shape or value).
+    """
+
+    def __init__(self, message: str, *, internal: bool = False) -> None:
+        super().__init__(message)
+        self.internal = internal
 
 
 @dataclass(frozen=True)
@@ -206,8 +224,56 @@ def check_against_session(spec: ModelSpec, session, *, model: str = "model") -> 
         raise ValueError(f"model {model!r}: config does not match model.onnx: " + "; ".join(problems))
 
 
+def length_bound(spec: ModelSpec) -> int | None:
+    """W, the largest valid :data:`LENGTH_INPUT` value, or None when the config has no such pair of inputs."""
+    by_name = {s.name: s for s in spec.inputs}
+    length, signal = by_name.get(LENGTH_INPUT), by_name.get(SIGNAL_INPUT)
+    if length is None or signal is None or length.dtype.kind not in "iu" or not signal.dims or signal.dims[-1] <= 0:
+        return None
+    return int(signal.dims[-1])
+
+
+def _rows(mask: np.ndarray, limit: int = 4) -> str:
+    """``row 3`` / ``rows [0, 2, 5, ...]`` of the batch rows where ``mask`` is true."""
+    rows = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)).tolist()
+    if len(rows) == 1:
+        return f"row {rows[0]}"
+    return f"rows {rows[:limit]}{'...' if len(rows) > limit else ''}"
+
+
+def _check_values(arrays: Mapping[str, np.ndarray], spec: ModelSpec) -> None:
+    """Refuse values the model cannot mean: NaN/Inf in float inputs, a length outside ``[1, W]``.
+
+    Raises:
+        RequestError: naming the tensor, the offending rows and value, and the valid range.
+    """
+    for s in spec.inputs:
+        a = arrays[s.name]
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a)
+            if bad.any():
+                raise RequestError(
+                    f"input {s.name!r} holds {int(bad.sum())} NaN or Inf value(s) in {_rows(bad)}: "
+                    "only finite values have a meaning"
+                )
+    bound = length_bound(spec)
+    if bound is not None:
+        n = arrays[LENGTH_INPUT]
+        bad = (n < 1) | (n > bound)
+        if bad.any():
+            value = int(n[bad].flat[0])
+            raise RequestError(
+                f"input {LENGTH_INPUT!r} = {value} in {_rows(bad)}: must be in [1, {bound}], "
+                f"the valid samples of a {bound}-sample {SIGNAL_INPUT!r} row"
+            )
+
+
 def _check_request(arrays: Mapping[str, np.ndarray | None], spec: ModelSpec) -> int:
-    """Validate one request's inputs; return its batch size. Raises :class:`RequestError`."""
+    """Validate one request's inputs (names, dtypes, shapes, batch, values); return its batch size.
+
+    Raises:
+        RequestError: the first problem found, naming the tensor.
+    """
     batch = None
     for s in spec.inputs:
         a = arrays.get(s.name)
@@ -224,6 +290,7 @@ def _check_request(arrays: Mapping[str, np.ndarray | None], spec: ModelSpec) -> 
             raise RequestError(f"input {s.name!r} has batch {a.shape[0]}, other inputs have {batch}")
     if not batch or batch > spec.max_batch_size:
         raise RequestError(f"batch size {batch} outside 1..max_batch_size={spec.max_batch_size}")
+    _check_values(arrays, spec)  # type: ignore[arg-type] - every input is present here
     return batch
 
 
@@ -259,7 +326,8 @@ def run_batched(
         try:
             outputs = session.run(names, feed)
         except Exception as exc:  # noqa: BLE001 - ORT's own error types
-            error = RequestError(f"ONNX Runtime failed on a batch of {sum(sizes)}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            error = RequestError(f"ONNX Runtime failed on a batch of {sum(sizes)}: {detail}", internal=True)
             for i in good:
                 results[i] = error
             return results  # type: ignore[return-value]
@@ -268,6 +336,16 @@ def run_batched(
         for k, i in enumerate(good):
             results[i] = {name: pieces[j][k] for j, name in enumerate(names)}
     return results  # type: ignore[return-value]
+
+
+def _triton_error(message: str, error: Exception):
+    """``pb_utils.TritonError`` with code INVALID_ARG (the caller's fault) or INTERNAL.
+
+    A python backend without error codes gets the plain error, which reaches the client as INTERNAL.
+    """
+    internal = getattr(error, "internal", True)
+    code = getattr(pb_utils.TritonError, "INTERNAL" if internal else "INVALID_ARG", None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
 
 
 class TritonPythonModel:
@@ -313,7 +391,7 @@ class TritonPythonModel:
         responses = []
         for result in run_batched(self.session, feeds, spec=self.spec):
             if isinstance(result, Exception):
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"model {self.name!r}: {result}")))
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=_triton_error(f"model {self.name!r}: {result}", result)))
             else:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, a) for n, a in result.items()]))
         return responses

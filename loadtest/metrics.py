@@ -7,12 +7,18 @@ The batching evidence comes from the server, not from assumptions:
 Queue and compute times are cumulative microseconds summed over requests
 (``nv_inference_queue_duration_us``, ``nv_inference_compute_infer_duration_us``);
 dividing by the successful requests gives per-request means.
+
+Counters are per model *version*, and a version's counters are reset when it unloads: across
+a version swap, "after − before" of the sum over versions under-counts. :class:`CounterTracker`
+adds up increases per version instead, from observations a sampler takes during the run
+(:mod:`loadtest.sampler`, every second by default).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -96,6 +102,31 @@ _FIELDS = {
 }
 
 
+def parse_metrics_by_version(text: str, *, model: str) -> dict[str, ModelCounters]:
+    """Read one model's counters per version (label ``version``) from Prometheus text format.
+
+    Returns:
+        ``{version: ModelCounters}`` of the versions ``text`` reports (loaded ones).
+    """
+    totals: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m or m.group(1) not in _FIELDS:
+            continue
+        labels = dict(_LABEL.findall(m.group(2) or ""))
+        if labels.get("model") != model:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        version = totals.setdefault(labels.get("version", ""), dict.fromkeys(_FIELDS.values(), 0.0))
+        version[_FIELDS[m.group(1)]] += value
+    return {v: ModelCounters(model=model, **t) for v, t in totals.items()}
+
+
 def parse_metrics(text: str, *, model: str) -> ModelCounters:
     """Read one model's counters from Prometheus text exposition format.
 
@@ -107,21 +138,108 @@ def parse_metrics(text: str, *, model: str) -> ModelCounters:
         :class:`ModelCounters`; counters absent from ``text`` are 0 (a model that
         has not run yet exports no per-model samples).
     """
-    totals = dict.fromkeys(_FIELDS.values(), 0.0)
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m or m.group(1) not in _FIELDS:
-            continue
-        labels = dict(_LABEL.findall(m.group(2) or ""))
-        if labels.get("model") != model:
-            continue
-        try:
-            totals[_FIELDS[m.group(1)]] += float(m.group(3))
-        except ValueError:
-            continue
-    return ModelCounters(model=model, **totals)
+    return total(parse_metrics_by_version(text, model=model).values(), model=model)
+
+
+def total(counters, *, model: str) -> ModelCounters:
+    """The sum of ``counters`` (an iterable of :class:`ModelCounters`)."""
+    sums = dict.fromkeys(_FIELDS.values(), 0.0)
+    for c in counters:
+        for f in sums:
+            sums[f] += getattr(c, f)
+    return ModelCounters(model=model, **sums)
+
+
+class CounterTracker:
+    """The increase of one model's counters over a run, per version, through unloads and swaps.
+
+    Counters are per model version. When a version unloads, 2.51 keeps exporting its samples
+    but resets them to 0; a version loaded mid-run starts from 0. "After − before" of the sum
+    over versions therefore under-counts across a swap. The tracker adds up increases per
+    version and counter between successive observations as Prometheus' ``increase()`` does: a
+    value lower than the last one is a reset, and counts from 0. Requests an old version
+    served after the last observation before its unload are missed: at most one sampling
+    interval's worth.
+
+    :meth:`begin`, :meth:`sample` and :meth:`end` scrape and observe under one lock, so the
+    observations are applied in the order the server produced them (two overlapping scrapes
+    could otherwise arrive reversed and read as a reset).
+
+    Args:
+        model: the model name.
+    """
+
+    def __init__(self, *, model: str) -> None:
+        self.model = model
+        self._io = threading.Lock()
+        self._lock = threading.Lock()
+        self._last: dict[str, ModelCounters] = {}
+        self._increase: dict[str, ModelCounters] = {}
+        self.counting = False
+
+    # --- observations given -------------------------------------------------------
+
+    def start(self, before: dict[str, ModelCounters]) -> None:
+        """Count from ``before`` (per-version counters, :func:`parse_metrics_by_version`) on."""
+        with self._lock:
+            self._last = dict(before)
+            self._increase = {}
+            self.counting = True
+
+    def observe(self, now: dict[str, ModelCounters]) -> None:
+        """Add the increases since the last observation (ignored unless counting)."""
+        zero = ModelCounters(model=self.model)
+        with self._lock:
+            if not self.counting:
+                return
+            for version, counters in now.items():
+                last = self._last.get(version, zero)
+                inc = ModelCounters(model=self.model, **{
+                    f: (getattr(counters, f) - getattr(last, f)) if getattr(counters, f) >= getattr(last, f) else getattr(counters, f)
+                    for f in _FIELDS.values()
+                })
+                self._increase[version] = total([self._increase.get(version, zero), inc], model=self.model)
+                self._last[version] = counters
+
+    def finish(self) -> None:
+        """Stop counting: later observations are ignored."""
+        with self._lock:
+            self.counting = False
+
+    # --- observations scraped ---------------------------------------------------------
+
+    def begin(self, address: str) -> dict[str, ModelCounters]:
+        """Scrape ``address`` and :meth:`start` from it; returns what was read."""
+        with self._io:
+            before = read_counters_by_version(address, model=self.model)
+            self.start(before)
+            return before
+
+    def sample(self, address: str) -> None:
+        """Scrape ``address`` and :meth:`observe` it (nothing is counted before :meth:`begin`)."""
+        with self._io:
+            if self.counting:
+                self.observe(read_counters_by_version(address, model=self.model))
+
+    def end(self, address: str) -> dict[str, ModelCounters]:
+        """Scrape ``address``, :meth:`observe` it and :meth:`finish`; returns what was read."""
+        with self._io:
+            after = read_counters_by_version(address, model=self.model)
+            self.observe(after)
+            self.finish()
+            return after
+
+    # --- results ------------------------------------------------------------------------
+
+    def total(self) -> ModelCounters:
+        """The increase since :meth:`start`, summed over versions."""
+        with self._lock:
+            return total(self._increase.values(), model=self.model)
+
+    def by_version(self) -> dict[str, ModelCounters]:
+        """The increase since :meth:`start`, per version."""
+        with self._lock:
+            return dict(self._increase)
 
 
 def metrics_url(address: str) -> str:
@@ -155,3 +273,8 @@ def scrape(address: str, *, timeout_s: float = 5.0) -> str:
 def read_counters(address: str, *, model: str) -> ModelCounters:
     """Scrape and parse one model's counters (see :func:`parse_metrics`)."""
     return parse_metrics(scrape(address), model=model)
+
+
+def read_counters_by_version(address: str, *, model: str) -> dict[str, ModelCounters]:
+    """Scrape and parse one model's counters per version (see :func:`parse_metrics_by_version`)."""
+    return parse_metrics_by_version(scrape(address), model=model)

@@ -10,7 +10,8 @@ server's metrics endpoint before and after each run, and writes a report:
   and from Triton's metrics: inferences, executions, mean executed batch size,
   queue and compute µs per request, server successes/failures, exit code);
 * ``loadtest.md``: the same as a markdown table, with the comparison lines;
-* ``loadtest.png``: latency percentiles and throughput against users;
+* ``loadtest.png``: latency percentiles and throughput against users, and the server's and
+  its stubs' resident memory over each run (when the server runs on this host);
 * ``loadtest.json``: everything above plus the configuration;
 * ``locust/<scenario>-u<N>_stats.csv`` and ``.log``: Locust's own files.
 
@@ -26,6 +27,10 @@ Comparisons (need a repository, because they serve edited copies of it):
 
 Throughput is counted in windows (batch rows) per second on both sides, so the
 ratio is fair whatever ``windows_per_request`` is.
+
+During each run a :class:`~loadtest.sampler.RunSampler` scrapes the counters per model version
+(so a version swapped in mid-run does not hide the old version's requests) and the memory of
+the server and its stubs; ``max_rss_growth_pct`` gates the growth after the warm-up.
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ from typing import Any, Sequence, TextIO
 from client.errors import ConfigError, SerError
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url
 from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds
-from loadtest.metrics import ModelCounters, read_counters
+from loadtest.metrics import ModelCounters
 from loadtest.payload import AudioSourceConfig, WindowPool, build_window_pool
+from loadtest.sampler import MemorySample, RunSampler, rss_growth_pct
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +101,11 @@ class LoadTestConfig:
             so both sides of the served/in-process ratio are sampled over the same time).
         out_dir: where the report goes (created).
         startup_timeout_s: seconds a local server may take to become ready.
+        server_pid: with ``url``: the server's process id on this host, for its memory samples
+            (with ``repository`` the runner knows it).
+        max_rss_growth_pct: gate: fail a run whose server + stub memory grows by more than this
+            many percent from the warm-up's end to its end (:func:`loadtest.sampler.rss_growth_pct`).
+        sample_interval_s: seconds between samples of counters and memory during a run.
     """
 
     repository: Path | None = None
@@ -117,6 +128,9 @@ class LoadTestConfig:
     ort_seconds: float | None = None
     out_dir: Path = DEFAULT_OUT
     startup_timeout_s: float = 120.0
+    server_pid: int | None = None
+    max_rss_growth_pct: float | None = None
+    sample_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.repository is not None:
@@ -160,6 +174,15 @@ class LoadTestConfig:
             )
         if self.startup_timeout_s <= 0:
             raise ConfigError(f"startup_timeout_s={self.startup_timeout_s}: must be > 0")
+        if self.server_pid is not None and (self.url is None or self.server_pid < 1):
+            raise ConfigError(f"server_pid={self.server_pid}: give a process id >= 1, with url= (a local repository's is known)")
+        if self.max_rss_growth_pct is not None:
+            if not (math.isfinite(self.max_rss_growth_pct) and self.max_rss_growth_pct >= 0):
+                raise ConfigError(f"max_rss_growth_pct={self.max_rss_growth_pct}: must be a finite percentage >= 0")
+            if self.url is not None and self.server_pid is None:
+                raise ConfigError("max_rss_growth_pct needs the server's memory: give server_pid= with url=, or serve a repository")
+        if not 0 < self.sample_interval_s <= 60:
+            raise ConfigError(f"sample_interval_s={self.sample_interval_s}: must be in (0, 60] seconds")
 
     @property
     def comparisons(self) -> tuple[str, ...]:
@@ -195,6 +218,9 @@ class RunResult:
         stats_csv: Locust's ``_stats.csv`` of this run.
         warmup_requests, warmup_failures: requests made and failed during the warm-up (not in the figures above).
         server_seconds: wall time between the two reads of the server's counters (s; NaN without metrics).
+        memory: resident memory of the server and its stubs, sampled over the run (empty when the
+            server is not on this host).
+        warmup_end_s: when the warm-up ended, on :attr:`memory`'s time axis (0 without a warm-up).
     """
 
     scenario: str
@@ -216,6 +242,18 @@ class RunResult:
     warmup_requests: int = 0
     warmup_failures: int = 0
     server_seconds: float = math.nan
+    memory: tuple[MemorySample, ...] = ()
+    warmup_end_s: float = 0.0
+
+    @property
+    def rss_growth_pct(self) -> float:
+        """Server + stub memory growth from the warm-up's end to the run's end, % (NaN if not sampled)."""
+        return rss_growth_pct(self.memory, after_s=self.warmup_end_s)
+
+    @property
+    def rss_mib_end(self) -> float:
+        """Server + stub memory at the last sample, MiB (NaN if not sampled)."""
+        return self.memory[-1].total_bytes / (1 << 20) if self.memory else math.nan
 
     @property
     def server_inferences_per_s(self) -> float:
@@ -253,6 +291,8 @@ class RunResult:
             "server_failure": int(s.failure) if s else "",
             "warmup_requests": self.warmup_requests,
             "warmup_failures": self.warmup_failures,
+            "rss_mib_end": round(self.rss_mib_end, 1),
+            "rss_growth_pct": round(self.rss_growth_pct, 2),
             "exit_code": self.exit_code,
         }
 
@@ -304,8 +344,8 @@ class LoadTestReport:
 
     @property
     def passed(self) -> bool:
-        """Every run exited 0 (no failure, no broken gate)."""
-        return all(r.exit_code == 0 for r in self.runs)
+        """Every run exited 0 (no failure, no broken gate) and broke no gate the runner judges (memory)."""
+        return all(r.exit_code == 0 and not r.gate_failures for r in self.runs)
 
     def run(self, scenario: str, users: int) -> RunResult | None:
         """The run of ``scenario`` at ``users``, if made."""
@@ -348,6 +388,8 @@ class LoadTestReport:
         ]
         if on.server is not None:
             parts.append(f"mean executed batch {on.server.mean_batch_size:.2f}")
+        if not math.isnan(on.rss_growth_pct):
+            parts.append(f"server + stub memory {on.rss_mib_end:.0f} MiB, {on.rss_growth_pct:+.1f} % after the warm-up")
         off = self.run(SCENARIO_OFF, cu)
         if off is not None:
             parts.append(f"batching off: {off.windows_per_s:.1f} windows/s (batch "
@@ -534,9 +576,12 @@ def _num(row: dict[str, str], key: str) -> float:
 
 
 def run_locust(
-    config: LoadTestConfig, *, scenario: str, url: str, users: int, metrics: str | None, out_dir: Path
+    config: LoadTestConfig, *, scenario: str, url: str, users: int, metrics: str | None, out_dir: Path,
+    server_pid: int | None = None,
 ) -> RunResult:
     """Run Locust once (headless subprocess) and read its statistics and the server's counters.
+
+    ``server_pid`` (the server's process on this host) adds memory samples over the run.
 
     Raises:
         LocustRunError: Locust crashed, overran, or wrote no statistics.
@@ -548,26 +593,28 @@ def run_locust(
     marker = warmup_marker(prefix)
     marker.unlink(missing_ok=True)
     after = None
-    before = read_counters(metrics, model=config.model) if metrics and not config.warmup_s else None
+    sampler = RunSampler(metrics=metrics, model=config.model, server_pid=server_pid, interval_s=config.sample_interval_s)
+    before = sampler.counters.begin(metrics) if metrics and not config.warmup_s else None
     t_before = time.monotonic()
+    warmup_end_s = 0.0
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     cmd = locust_command(config, url=url, users=users, csv_prefix=prefix)
     timeout = config.warmup_s + config.run_time_s + CLIENT_TIMEOUT_S + 90
     warmup = None
     # Output to files, not pipes: nothing reads a pipe while the runner waits, and a full one would stall Locust.
-    with tempfile.TemporaryFile("w+") as out_fh, tempfile.TemporaryFile("w+") as err_fh, \
+    with sampler, tempfile.TemporaryFile("w+") as out_fh, tempfile.TemporaryFile("w+") as err_fh, \
             subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out_fh, stderr=err_fh, text=True) as proc:
         try:
             if config.warmup_s:  # the server's window is Locust's: from the statistics' reset to the run's end
                 warmup = _await_warmup(proc, marker, deadline_s=timeout)
-                before = read_counters(metrics, model=config.model) if metrics and warmup is not None else None
-                t_before = time.monotonic()
+                before = sampler.counters.begin(metrics) if metrics and warmup is not None else None
+                t_before, warmup_end_s = time.monotonic(), sampler.elapsed_s()
                 if before is not None:  # (not after Locust exits: requests it left queued still run then)
                     try:
                         proc.wait(timeout=config.run_time_s)
-                    except subprocess.TimeoutExpired:
-                        after, t_after = read_counters(metrics, model=config.model), time.monotonic()
+                    except subprocess.TimeoutExpired:  # what Locust's queued requests do after this is not the run's
+                        after, t_after = sampler.counters.end(metrics), time.monotonic()
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -579,7 +626,7 @@ def run_locust(
         raise LocustRunError(f"locust ({scenario}, {users} users) never ended its {config.warmup_s} s warm-up "
                              f"(no {marker.name}; log: {log_path})")
     if after is None:
-        after, t_after = (read_counters(metrics, model=config.model) if metrics else None), time.monotonic()
+        after, t_after = (sampler.counters.end(metrics) if before is not None else None), time.monotonic()
     server_seconds = t_after - t_before if after is not None and before is not None else math.nan
     stats_csv = Path(f"{prefix}_stats.csv")
     if not stats_csv.is_file():
@@ -587,18 +634,34 @@ def run_locust(
         raise LocustRunError(f"locust ({scenario}, {users} users) exited {proc.returncode} without statistics: {tail} (log: {log_path})")
     row = _aggregated(stats_csv)
     gates = tuple(line.split(GATE_PREFIX, 1)[1].strip() for line in stderr.splitlines() if GATE_PREFIX in line)
+    memory = tuple(sampler.memory)
+    gates += tuple(_memory_gate(config.max_rss_growth_pct, memory, warmup_end_s))
     rps = _num(row, "Requests/s")
+    server = sampler.counters.total() if after is not None and before is not None else None
     return RunResult(
         scenario=scenario, users=users,
         requests=int(_num(row, "Request Count")), failures=int(_num(row, "Failure Count")),
         rps=rps, windows_per_s=rps * config.windows_per_request,
         p50_ms=_num(row, "50%"), p90_ms=_num(row, "90%"), p95_ms=_num(row, "95%"), p99_ms=_num(row, "99%"),
         avg_ms=_num(row, "Average Response Time"), max_ms=_num(row, "Max Response Time"),
-        server=(after - before) if after is not None and before is not None else None,
+        server=server,
         exit_code=proc.returncode, gate_failures=gates, stats_csv=stats_csv,
         warmup_requests=int(warmup["requests"]) if warmup else 0, warmup_failures=int(warmup["failures"]) if warmup else 0,
-        server_seconds=server_seconds,
+        server_seconds=server_seconds, memory=memory, warmup_end_s=warmup_end_s,
     )
+
+
+def _memory_gate(limit_pct: float | None, memory: Sequence[MemorySample], warmup_end_s: float) -> list[str]:
+    """The memory gate's broken limit, one line (empty: passed or no limit)."""
+    if limit_pct is None:
+        return []
+    growth = rss_growth_pct(memory, after_s=warmup_end_s)
+    if math.isnan(growth):
+        return [f"server memory growth not measurable ({len(memory)} samples; run longer than the warm-up by a few "
+                "sampling intervals)"]
+    if growth > limit_pct:
+        return [f"server + stub memory grew {growth:.1f} % after the warm-up > {limit_pct:g} %"]
+    return []
 
 
 # --- the whole load test ------------------------------------------------------------------------
@@ -662,7 +725,7 @@ def run_loadtest(config: LoadTestConfig, *, progress: TextIO | None = None) -> L
         report.pool_windows, report.pool_clips = len(pool), pool.clips
         for users in config.sweep(SCENARIO_ON):
             runs.append(run_locust(config, scenario=SCENARIO_ON, url=config.url, users=users,
-                                   metrics=config.metrics_url, out_dir=locust_dir))
+                                   metrics=config.metrics_url, out_dir=locust_dir, server_pid=config.server_pid))
             say(runs[-1])
     else:
         from deploy.local_triton import LocalTriton
@@ -686,7 +749,7 @@ def run_loadtest(config: LoadTestConfig, *, progress: TextIO | None = None) -> L
                     report.ort_slices = (measure_ort(model_dir, pool, batch=config.ort_batch, seconds=config.ort_seconds / 2),)
                 for users in config.sweep(scenario):
                     runs.append(run_locust(run_config, scenario=scenario, url=url, users=users,
-                                           metrics=server.metrics_url, out_dir=locust_dir))
+                                           metrics=server.metrics_url, out_dir=locust_dir, server_pid=server.pid))
                     say(runs[-1])
         if config.ort_baseline:  # second half: servers stopped, the baseline has the CPU to itself as each server did
             after = measure_ort(model_dir, pool, batch=config.ort_batch, seconds=config.ort_seconds / 2)
@@ -722,6 +785,9 @@ def write_report(report: LoadTestReport) -> dict[str, Path]:
         "config": json.loads(json.dumps(cfg, default=str)),
         "runs": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows],
         "gate_failures": {f"{r.scenario}-u{r.users}": list(r.gate_failures) for r in report.runs if r.gate_failures},
+        "memory": {f"{r.scenario}-u{r.users}": {"warmup_end_s": r.warmup_end_s,
+                                                 "samples": [[round(m.t_s, 2), m.server_bytes, m.stubs_bytes] for m in r.memory]}
+                   for r in report.runs if r.memory},
         "ort_baseline": json.loads(json.dumps(asdict(report.ort), default=str)) if report.ort else None,
         "ort_baseline_slices": [json.loads(json.dumps(asdict(o), default=str)) for o in report.ort_slices],
         "ort_drift": None if math.isnan(report.ort_drift) else report.ort_drift,
@@ -770,6 +836,12 @@ def _markdown(report: LoadTestReport, rows: list[dict[str, Any]], columns: list[
             lines.append(f"{scenario} / batching-on at {c.compare_users} users: {report.ratio(scenario):.2f}x windows/s.")
     if not math.isnan(report.ort_ratio):
         lines.append(f"Served (batching on, {c.compare_users} users) / in-process ORT batch {c.ort_batch}: {report.ort_ratio:.2f}x.")
+    sampled = [r for r in report.runs if r.memory]
+    if sampled:
+        lines.append("Server + stub resident memory (sampled every "
+                     f"{c.sample_interval_s:g} s; growth from the warm-up's end to the run's end, medians of the first and "
+                     "last fifths): " + "; ".join(f"{r.scenario} u={r.users}: {r.rss_mib_end:.0f} MiB at the end, "
+                                                 f"{_fmt(round(r.rss_growth_pct, 2))} %" for r in sampled) + ".")
     for r in report.runs:
         for g in r.gate_failures:
             lines.append(f"- gate failed in {r.scenario} u={r.users}: {g}")
@@ -783,7 +855,9 @@ def _plot(report: LoadTestReport, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sampled = [r for r in report.runs if r.memory]
+    fig, axes = plt.subplots(1, 3 if sampled else 2, figsize=(16.5 if sampled else 11, 4.2))
+    lat, thr = axes[0], axes[1]
     on = [r for r in report.runs if r.scenario == SCENARIO_ON]
     off = [r for r in report.runs if r.scenario != SCENARIO_ON]
     users = [r.users for r in on]
@@ -809,6 +883,20 @@ def _plot(report: LoadTestReport, path: Path) -> None:
     for ax in (lat, thr):
         if users:
             ax.set_xticks(sorted(set(users) | {r.users for r in off}))
+    if sampled:
+        mem = axes[2]
+        for r in sampled:
+            growth = r.rss_growth_pct
+            label = f"{r.scenario} u={r.users} ({'n/a' if math.isnan(growth) else f'{growth:+.1f} %'} after warm-up)"
+            line, = mem.plot([m.t_s - r.warmup_end_s for m in r.memory], [m.total_bytes / (1 << 20) for m in r.memory], "-", label=label)
+            mem.plot([m.t_s - r.warmup_end_s for m in r.memory], [m.stubs_bytes / (1 << 20) for m in r.memory], ":",
+                     color=line.get_color())
+        mem.axvline(0, color="gray", linewidth=0.8)
+        mem.set_xlabel("seconds after the warm-up")
+        mem.set_ylabel("resident memory (MiB)")
+        mem.set_title("Server + stubs (solid), stubs alone (dotted)")
+        mem.legend(fontsize=7)
+        mem.grid(alpha=0.3)
     fig.suptitle(f"{report.config.model} over {report.config.protocol}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -843,6 +931,8 @@ def loadtest(
     ort_baseline: bool = False,
     ort_batch: int = 8,
     out_dir: str | Path = DEFAULT_OUT,
+    server_pid: int | None = None,
+    max_rss_growth_pct: float | None = None,
     out: TextIO | None = None,
 ) -> int:
     """``ser loadtest``: run :func:`run_loadtest`, print a line per run and the headline.
@@ -862,7 +952,7 @@ def loadtest(
         thresholds=Thresholds(max_p95_ms=max_p95_ms, max_p99_ms=max_p99_ms, max_failure_ratio=max_failure_ratio),
         compare_batching=compare_batching, compare_users=compare_users, compare_instances=compare_instances,
         compare_model=compare_model, ort_baseline=ort_baseline, ort_batch=ort_batch,
-        out_dir=Path(out_dir),
+        out_dir=Path(out_dir), server_pid=server_pid, max_rss_growth_pct=max_rss_growth_pct,
     )
     report = run_loadtest(config, progress=out)
     print(f"report: {report.files['markdown']} (+ .csv, .png, .json)", file=out)

@@ -37,6 +37,16 @@ def _non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
@@ -231,7 +241,7 @@ def cmd_repository(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """`ser serve`: run the local tritonserver until interrupted."""
     from deploy.flags import grpc_tls_from_dir, read_admin_key
-    from deploy.local_triton import serve_forever
+    from deploy.supervisor import RestartPolicy, serve_forever
 
     serve_forever(
         args.repository,
@@ -240,8 +250,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         admin_key=read_admin_key(args.admin_key_file) if args.admin_key_file else None,
         grpc_tls=grpc_tls_from_dir(args.grpc_tls_dir) if args.grpc_tls_dir else None,
+        http=not args.no_http,
+        restart=RestartPolicy(max_restarts=args.max_restarts),
+        log_path=args.log,
     )
     return 0
+
+
+#: ``ser predict --retry-for`` of a batch job (a directory or ``--output``): long enough for a server restart.
+BATCH_RETRY_FOR_S = 60.0
+
+
+def _retry_for(args: argparse.Namespace) -> float:
+    """``--retry-for`` as given, else :data:`BATCH_RETRY_FOR_S` for a batch job and 0 for files on the terminal."""
+    if args.retry_for is not None:
+        return args.retry_for
+    batch = args.output is not None or any(Path(f).is_dir() for f in args.files)
+    return BATCH_RETRY_FOR_S if batch else 0.0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -263,7 +288,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         network_timeout_s=args.request_timeout_s,
     )
     retry = RetryPolicy(max_attempts=args.retries + 1, initial_backoff_s=args.retry_backoff_s,
-                        max_backoff_s=max(args.retry_backoff_s, args.retry_max_backoff_s))
+                        max_backoff_s=max(args.retry_backoff_s, args.retry_max_backoff_s), retry_for_s=_retry_for(args))
     fmt = "jsonl" if args.json and args.format is None else args.format
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     files = find_audio(args.files)
@@ -326,7 +351,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio,
         compare_batching=args.compare_batching, compare_users=args.compare_users,
         compare_instances=args.compare_instances, compare_model=args.compare_model, ort_baseline=args.ort_baseline,
-        ort_batch=args.ort_batch, out_dir=args.out,
+        ort_batch=args.ort_batch, out_dir=args.out, server_pid=args.server_pid, max_rss_growth_pct=args.max_rss_growth,
     )
 
 
@@ -442,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "then require (HTTP header 'admin-key'; gRPC 'triton-grpc-protocol-admin-key'); default: open")
     sv.add_argument("--grpc-tls-dir", type=Path, default=None,
                     help="serve gRPC over TLS with DIR/tls.crt and DIR/tls.key (mutual TLS if DIR/ca.crt exists)")
+    sv.add_argument("--no-http", action="store_true",
+                    help="serve gRPC and metrics only (closes the HTTP JSON path one request can crash tritonserver 2.51 through)")
+    sv.add_argument("--max-restarts", type=_non_negative_int, default=5,
+                    help="restart a server that died up to N times in a row, backoff 1 s doubling to 30 s; "
+                         "5 minutes of serving resets the count; 0: exit with the error instead (default: 5)")
+    sv.add_argument("--log", type=Path, default=None, help="write the server log here (appended across restarts)")
     sv.set_defaults(func=cmd_serve)
 
     pr = sub.add_parser("predict", help="classify audio files and directories through a running Triton server")
@@ -460,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-duration-s", type=float, default=600.0, help="refuse longer files, checked before decoding (default: 600)")
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: when stderr is a terminal)")
     pr.add_argument("--retries", type=int, default=2, help="retries on UNAVAILABLE/connection errors, never on refused requests (default: 2)")
+    pr.add_argument("--retry-for", type=_non_negative_float, default=None, metavar="SECONDS",
+                    help="time budget on top of --retries: keep retrying a call that could not reach the server until "
+                         "SECONDS after its first attempt, so a server restart does not end the job; refused requests "
+                         f"still fail at once (default: {BATCH_RETRY_FOR_S:g} with a directory or --output, else 0)")
     pr.add_argument("--retry-backoff-s", type=float, default=0.1, help="first retry wait, doubled each retry, ±20%% jitter (default: 0.1)")
     pr.add_argument("--retry-max-backoff-s", type=float, default=2.0, help="cap on one retry wait (default: 2)")
     pr.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="extra request header (repeatable)")
@@ -504,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--max-p95-ms", type=float, default=None, help="gate: fail (exit 1) if p95 latency exceeds this")
     lt.add_argument("--max-p99-ms", type=float, default=None, help="gate: fail if p99 latency exceeds this")
     lt.add_argument("--max-failure-ratio", type=float, default=None, help="gate: fail if failed/total exceeds this")
+    lt.add_argument("--max-rss-growth", type=_non_negative_float, default=None, metavar="PCT",
+                    help="gate: fail a run whose server + python-backend stub memory grows by more than PCT %% from the "
+                         "warm-up's end to its end (sampled every second; needs --repository or --server-pid)")
+    lt.add_argument("--server-pid", type=_positive_int, default=None,
+                    help="with --url: the tritonserver process on this host, for its and its stubs' memory over the run")
     lt.add_argument("--compare-batching", action="store_true", help="also run with dynamic batching off at --compare-users (needs --repository)")
     lt.add_argument("--compare-users", type=_positive_int, default=16, help="users of every comparison run (default: 16)")
     lt.add_argument("--compare-instances", type=_positive_int, default=None, help="also run with N instances of the model (needs --repository)")

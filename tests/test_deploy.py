@@ -114,11 +114,11 @@ def _env(container: dict) -> dict[str, object]:
 
 def test_the_triton_release_is_named_once_and_every_deployment_uses_it():
     tag = _triton_tag()
-    assert tag == "24.10"  # tritonserver 2.51, the bundled local server's version
+    assert tag == "26.07" == flags.TRITON_TAG  # tritonserver 2.71.0: upstream's HTTP input-size fixes (deploy/flags.py)
     link = DEPLOY / "compose" / ".env"
     assert link.is_symlink() and link.resolve() == (DEPLOY / "triton.env").resolve()
     code = [ln for ln in (DEPLOY / "gpu" / "run-triton.sh").read_text().splitlines() if not ln.lstrip().startswith("#")]
-    assert not any(re.search(r"\b24\.10\b", ln) for ln in code), "the script hard-codes the tag"
+    assert not any(re.search(rf"\b{re.escape(tag)}\b", ln) for ln in code), "the script hard-codes the tag"
     kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
     assert kustomization["images"] == [{"name": "nvcr.io/nvidia/tritonserver", "newTag": f"{tag}-py3"}]
 
@@ -153,6 +153,61 @@ def test_local_triton_applies_the_same_flags_on_loopback(portable_repository, tm
     assert set(POLICY_FLAGS) <= set(argv) and "--load-model=*" in argv
     assert set(flags.restricted_args("k")) <= set(argv)
     assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"} <= set(argv)
+
+
+def _env_file() -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z_]+)=(\S+)$", (DEPLOY / "triton.env").read_text(), re.M))
+
+
+def test_every_deploy_path_runs_the_pinned_release_with_the_http_input_limit_and_restarts_a_crashed_server(native_repository):
+    tag, limit = flags.TRITON_TAG, f"--http-max-input-size={flags.HTTP_MAX_INPUT_SIZE}"
+    image = f"nvcr.io/nvidia/tritonserver:{tag}-py3"
+    assert _env_file() == {"TRITON_TAG": tag, "TRITON_HTTP_MAX_INPUT_SIZE": str(flags.HTTP_MAX_INPUT_SIZE)}
+    # the GPU node script, as the container's shell runs it
+    env = {**os.environ, "REPOSITORY": str(native_repository)}
+    for var in ("TRITON_TAG", "TRITON_HTTP_MAX_INPUT_SIZE"):
+        env.pop(var, None)
+    out = subprocess.run([str(DEPLOY / "gpu" / "run-triton.sh"), "print"], env=env, capture_output=True, text=True, check=True)
+    args = shlex.split(out.stdout.splitlines()[0])
+    assert image in args and limit in args[args.index(image):]
+    assert args[args.index("--restart") + 1] == "unless-stopped"
+    # compose
+    triton = _compose_config()["services"]["triton"]
+    assert triton["image"] == image and limit in triton["command"] and triton["restart"] == "unless-stopped"
+    # Kubernetes, every overlay
+    for overlay in OVERLAYS:
+        docs = _render(overlay)
+        pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+        container = _container(docs)
+        assert container["image"] == image, overlay
+        assert limit in container["args"] and pod["restartPolicy"] == "Always", overlay
+
+
+def test_the_http_input_limit_holds_the_largest_legitimate_request_and_not_the_killing_one():
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    def body(batch: int, width: int, *, binary: bool, value: float) -> int:
+        x = httpclient.InferInput("waveform", [batch, width], "FP32")
+        x.set_data_from_numpy(np.full((batch, width), value, np.float32), binary_data=binary)
+        n = httpclient.InferInput("num_samples", [batch, 1], "INT64")
+        n.set_data_from_numpy(np.full((batch, 1), width, np.int64), binary_data=binary)
+        request, _ = httpclient.InferenceServerClient.generate_request_body([x, n])
+        return len(request)
+
+    # The formula bounds real request bodies as tritonclient builds them (small shapes, same arithmetic).
+    for batch, width in ((1, 1000), (3, 4000)):
+        for binary, value in ((True, 0.1), (False, -1.2345678e-05), (False, 0.1)):
+            need = flags.largest_request_bytes(window_samples=width, max_batch_size=batch, json_batch_size=batch)
+            assert body(batch, width, binary=binary, value=value) <= need, (batch, width, binary)
+    envelope = dict(window_samples=flags.MAX_WINDOW_SAMPLES, max_batch_size=flags.MAX_BATCH_SIZE,
+                    json_batch_size=flags.MAX_JSON_BATCH_SIZE)
+    assert flags.largest_request_bytes(**envelope) <= flags.HTTP_MAX_INPUT_SIZE < 2**31  # tritonserver parses an int
+    assert flags.HTTP_MAX_INPUT_SIZE > 1 << 26  # upstream's 64 MiB default would refuse the envelope
+    recipes = [json.loads(r.read_text()) for r in (REPO_ROOT / "training" / "recipes").glob("*.json")]
+    windows = [r["train"]["window_s"] for r in recipes if r.get("train", {}).get("window_s")]
+    assert windows and max(windows) * 16_000 <= flags.MAX_WINDOW_SAMPLES  # every recipe's window fits
+    assert 1_000_000 * 32_000 * 4 > 1000 * flags.HTTP_MAX_INPUT_SIZE  # the request that kills 2.51 is refused
 
 
 # --- compose -----------------------------------------------------------------------------

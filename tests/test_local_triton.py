@@ -167,7 +167,7 @@ def test_the_gpu_run_script_agrees_with_the_client_cli_and_repository_defaults()
 
     text = RUN_TRITON.read_text()
     tag = re.search(r"^TRITON_TAG=(\S+)$", (REPO_ROOT / "deploy" / "triton.env").read_text(), re.M).group(1)
-    assert tag == "24.10"  # tritonserver 2.51, as the local runtime; named once, in deploy/triton.env
+    assert tag == "26.07"  # tritonserver 2.71.0, with upstream's HTTP input-size fixes; named once, in deploy/triton.env
     assert 'source "${TRITON_ENV}"' in text
     assert 'DEFAULT_REPOSITORY="model_repository/native"' in text
     assert "native/" in (REPO_ROOT / "model_repository" / "README.md").read_text()
@@ -191,7 +191,7 @@ def test_the_gpu_run_script_mounts_the_native_repository_read_only_and_serves_th
     command, models, ports = out.splitlines()[:3]
     assert f"-v {native}:/models:ro" in command and "--model-repository=/models" in command
     assert "--gpus all" in command and "--shm-size 1g" in command
-    assert "nvcr.io/nvidia/tritonserver:24.10-py3" in command
+    assert "nvcr.io/nvidia/tritonserver:26.07-py3" in command
     for host, inside in (("8000", "8000"), ("8001", "8001"), ("8002", "8002")):
         assert f":{host}:{inside}" in command
     assert models.split(":", 1)[1].split() == written

@@ -219,16 +219,20 @@ class WaveformClassifier(nn.Module):
     def normalize(waveform: torch.Tensor, num_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-window zero mean / unit variance over valid samples; padding stays 0.
 
+        ``num_samples`` is clamped to ``[1, W]`` first: the exported graph runs where nothing
+        validates it (Triton's native onnxruntime backend), and a row with no valid sample
+        would leave every attention key masked. The served python model refuses such values.
+
         Args:
             waveform: ``[B, W]`` float32.
-            num_samples: ``[B, 1]`` int64 (valid samples, 1..W).
+            num_samples: ``[B, 1]`` int64 (valid samples, 1..W; clamped into that range).
 
         Returns:
             ``(normalised [B, W] float32, mask [B, W] int64)``.
         """
         width = waveform.shape[1]
         positions = torch.arange(width, device=waveform.device).unsqueeze(0)
-        valid = positions < num_samples.reshape(-1, 1)
+        valid = positions < num_samples.reshape(-1, 1).clamp(min=1, max=width)
         validf = valid.to(waveform.dtype)
         count = validf.sum(dim=1, keepdim=True).clamp(min=1.0)
         mean = (waveform * validf).sum(dim=1, keepdim=True) / count

@@ -10,7 +10,7 @@
 # Settings (environment):
 #   REPOSITORY   native repository written by `ser repository --runtime native`
 #                (default: <repo root>/model_repository/native); mounted read-only at /models
-#   TRITON_TAG   NGC release (default: deploy/triton.env, the one place it is named; 24.10 = tritonserver 2.51)
+#   TRITON_TAG   NGC release (default: deploy/triton.env, the one place it is named; 26.07 = tritonserver 2.71.0)
 #   NAME         container name (default: ser-triton)
 #   GPUS         value of --gpus (default: all; e.g. '"device=0"')
 #   SHM_SIZE     --shm-size (default: 1g; the python backend and pinned buffers use /dev/shm)
@@ -30,6 +30,7 @@ _tag_override="${TRITON_TAG:-}"
 # shellcheck source=../triton.env
 source "${TRITON_ENV}"
 TRITON_TAG="${_tag_override:-${TRITON_TAG}}"
+: "${TRITON_HTTP_MAX_INPUT_SIZE:?deploy/triton.env must set TRITON_HTTP_MAX_INPUT_SIZE}"
 IMAGE="nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3"
 DEFAULT_REPOSITORY="model_repository/native"
 REPOSITORY="${REPOSITORY:-${ROOT}/${DEFAULT_REPOSITORY}}"
@@ -76,6 +77,7 @@ server_args() {
     --exit-on-error=true \
     --disable-auto-complete-config \
     "--exit-timeout-secs=${EXIT_TIMEOUT_S}" \
+    "--http-max-input-size=${TRITON_HTTP_MAX_INPUT_SIZE}" \
     --log-verbose=0 \
     --allow-metrics=true \
     --allow-gpu-metrics=true \
@@ -91,6 +93,7 @@ server_args() {
 
 docker_args() {
   printf '%s\n' run -d --name "${NAME}" \
+    --restart unless-stopped \
     --gpus "${GPUS}" \
     --shm-size "${SHM_SIZE}" \
     --ulimit memlock=-1 --ulimit stack=67108864 \
@@ -137,8 +140,9 @@ ready_code() {  # HTTP status of a readiness URL path, 000 when nothing answers
 wait_ready() {
   local deadline=$((SECONDS + READY_TIMEOUT_S)) code
   while :; do
-    if [[ "$(docker inspect -f '{{.State.Running}}' "${NAME}" 2>/dev/null)" != "true" ]]; then
+    if [[ "$(docker inspect -f '{{.State.Running}} {{.RestartCount}}' "${NAME}" 2>/dev/null)" != "true 0" ]]; then
       docker logs --tail 40 "${NAME}" >&2 || true
+      docker update --restart no "${NAME}" >/dev/null 2>&1 || true   # no crash loop of a server that cannot start
       die "container ${NAME} exited while starting (log tail above)"
     fi
     code="$(ready_code /v2/health/ready)"
