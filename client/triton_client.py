@@ -1,6 +1,6 @@
 """Classify audio through a Triton server: the bundle's client.
 
-:class:`SerClient` configures itself from the server (STYLE 7): on open it checks
+:class:`SerClient` configures itself from the server: on open it checks
 the server is live and the model ready, reads the model config and rebuilds the
 :class:`~client.contract.ModelContract` from its ``ser.*`` parameters (labels,
 sample rate, window, hop). Audio then goes through the one audio contract

@@ -1,4 +1,4 @@
-"""The recipe that lies beside every exported model (STYLE.md 5).
+"""The recipe that lies beside every exported model, saying how it was made.
 
 ``<export>/<variant>/recipe.json`` says how ``model.onnx`` was made: the variant
 and its options/preset, library versions and opset, the source checkpoint and

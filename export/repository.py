@@ -7,7 +7,7 @@ Layout (Triton's, exactly)::
     <repo>/ser_<variant>/1/model.onnx
     <repo>/ser_<variant>/1/model.py       portable runtime only: export/triton_python_model.py
 
-Two runtimes from one builder (DESIGN.md, "Two runtimes for one repository"):
+Two runtimes from one builder (docs/serving-and-repositories.md):
 
 * ``native``: ``platform: "onnxruntime_onnx"`` (Triton's onnxruntime backend, NGC
   container); ``int8`` on ``KIND_CPU`` with intra/inter-op thread parameters
