@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT as REPO
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +197,7 @@ def test_a_time_budget_still_times_at_least_five_calls():
     assert len(_time_call(lambda: None, capped)) == 7
 
 
+@pytest.mark.slow
 def test_the_bench_runs_where_soundfile_and_soxr_are_not_installed(tmp_path):
     """The GPU box has torch/transformers/onnxruntime but neither soundfile nor soxr (nor cffi).
 

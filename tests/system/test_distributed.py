@@ -51,6 +51,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_cpu_processes_trains_once_and_only_process_zero_writes(synth_corpus_dir, tmp_path):
     out, writes, site = tmp_path / "out", tmp_path / "writes", tmp_path / "site"
     writes.mkdir()
