@@ -21,7 +21,7 @@ Every failure is a typed :class:`~client.errors.SerError` with a one-line messag
 * bad audio: :class:`~client.errors.AudioError` subclasses naming the file.
 
 This module imports neither torch nor transformers (a calling service installs
-the client alone); ``tests/test_client_server.py`` checks that in a subprocess.
+the client alone); ``tests/integration/test_client_server.py`` checks that in a subprocess.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Two training processes (torchrun, gloo on the CPU): the command of the README, run for real.
+"""Two training processes (torchrun, gloo on the CPU): the command of docs/training.md, run for real.
 
 ``torchrun --standalone --nproc_per_node 2 -m ser.cli train --recipe test ...`` on the
 session's synthetic corpus, 6 steps with validation every 3 (early stopping armed, so
