@@ -28,7 +28,7 @@ demo: $(STAMP)  ## synthetic corpus -> tiny model -> ONNX fp32/int8 -> real loca
 test: $(STAMP) system-tools  ## the whole test suite: unit, integration and system tiers (CI runs this, after lint)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
-test-fast: $(STAMP)  ## the unit tier only (tests/unit): no server, no training; under two minutes
+test-fast: $(STAMP)  ## the unit tier only (tests/unit): no server, no training
 	$(BIN)/python -m pytest -q -ra tests/unit $(PYTEST_ARGS)
 
 # Debian tools some tests use, installed when missing and we are root (otherwise those tests skip and say so):
