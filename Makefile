@@ -1,14 +1,16 @@
 # Two commands for a new user: `make demo` and `make test`. Everything else is optional.
+# Test tiers (tests/conftest.py): tests/unit (make test-fast), tests/integration (the real
+# tritonserver), tests/system (training, torchrun, qemu-user, Prometheus). make test runs all three.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean help system-tools
+.PHONY: demo test test-fast lint venv clean help system-tools
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +25,15 @@ venv: $(STAMP)  ## create .venv with everything pinned
 demo: $(STAMP)  ## synthetic corpus -> tiny model -> ONNX fp32/int8 -> real local Triton -> classify held-out clips
 	$(BIN)/ser demo
 
-test: $(STAMP) system-tools  ## the whole test suite (CI runs exactly this)
+test: $(STAMP) system-tools  ## the whole test suite: unit, integration and system tiers (CI runs this, after lint)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
+test-fast: $(STAMP)  ## the unit tier only (tests/unit): no server, no training
+	$(BIN)/python -m pytest -q -ra tests/unit $(PYTEST_ARGS)
+
 # Debian tools some tests use, installed when missing and we are root (otherwise those tests skip and say so):
-# Prometheus for tests/test_deploy.py's real scrape; qemu-user to run the int8 model on an emulated AVX2-only
-# CPU (tests/test_export.py). Compose, kubectl and the schemas come with the venv (dev extra).
+# Prometheus for tests/system/test_deploy.py's real scrape; qemu-user to run the int8 model on an emulated
+# AVX2-only CPU (tests/system/test_export.py). Compose, kubectl and the schemas come with the venv (dev extra).
 system-tools:
 	@missing=""; \
 	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
@@ -38,7 +43,7 @@ system-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "not installed:$$missing (apt-get install as root): their tests will skip"; fi
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff check (CI runs it before the tests)
 	$(BIN)/ruff check .
 
 clean:  ## remove generated artifacts (keeps .venv)

@@ -1,8 +1,8 @@
 """The audio contract: the one place where audio becomes model input.
 
 Training, export parity checks and the client all import this module, so what
-the model was trained on is exactly what it is served (DESIGN.md, "The audio
-contract"). It imports neither torch nor transformers.
+the model was trained on is exactly what it is served. It imports neither
+torch nor transformers (a calling service installs the client alone).
 
 Pipeline: decode (soundfile; librosa/audioread for other formats when present)
 -> float32 in [-1, 1], shape ``[samples, channels]`` -> mono by averaging

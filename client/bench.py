@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -73,32 +71,27 @@ def make_clip(config: ClientBenchConfig, *, seed: int = 0) -> bytes:
 def preprocessing_ms(clip: bytes, *, window_samples: int, hop_samples: int, reps: int) -> float:
     """Median ms of bytes -> 16 kHz mono -> windows, in this thread."""
     from client.audio import AudioConfig, load_audio, make_windows
+    from client.timing import percentile, time_calls
 
-    times = []
-    for _ in range(reps + 2):
-        t0 = time.perf_counter()
+    def preprocess() -> None:
         y = load_audio(clip, config=AudioConfig(sample_rate=16_000))
         make_windows(y, window_samples=window_samples, hop_samples=hop_samples)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times[2:])
+
+    return percentile(time_calls(preprocess, warmup=2, runs=reps), 50)
 
 
 def run_client_bench(client: SerClient, config: ClientBenchConfig = ClientBenchConfig(), *, print_fn=print) -> dict:
     """Measure and print; returns the figures as a dict. ``client`` must be open."""
     from client.audio import load_audio, make_windows
     from client.batch import predict_files
+    from client.timing import percentile, time_calls
 
     assert client.contract is not None, "client must be open"
     clip = make_clip(config)
     c = client.contract
     pre = preprocessing_ms(clip, window_samples=c.window_samples, hop_samples=c.hop_samples, reps=config.reps)
     client.classify(clip, name="warm-up")
-    served = []
-    for _ in range(config.reps):
-        t0 = time.perf_counter()
-        client.classify(clip, name="bench")
-        served.append(time.perf_counter() - t0)
-    served_ms = 1e3 * statistics.median(served)
+    served_ms = percentile(time_calls(lambda: client.classify(clip, name="bench"), runs=config.reps), 50)
     figures = {
         "model": client.model, "protocol": client.protocol, "window_s": c.window_seconds,
         "windows_per_clip": len(make_windows(load_audio(clip), window_samples=c.window_samples, hop_samples=c.hop_samples)),

@@ -1,7 +1,7 @@
 """The model's interface: tensor names and the contract a repository carries.
 
 One source of truth for what the exported ONNX graph, the Triton config and the
-client agree on (DESIGN.md, "The model's interface"):
+client agree on (docs/serving-and-repositories.md, "The model's interface"):
 
 * inputs  ``waveform``  FP32 ``[W]`` and ``num_samples`` INT64 ``[1]`` (batch implicit);
 * outputs ``logits`` FP32 ``[C]`` and ``probabilities`` FP32 ``[C]``.

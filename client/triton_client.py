@@ -1,6 +1,6 @@
 """Classify audio through a Triton server: the bundle's client.
 
-:class:`SerClient` configures itself from the server (STYLE 7): on open it checks
+:class:`SerClient` configures itself from the server: on open it checks
 the server is live and the model ready, reads the model config and rebuilds the
 :class:`~client.contract.ModelContract` from its ``ser.*`` parameters (labels,
 sample rate, window, hop). Audio then goes through the one audio contract
@@ -23,7 +23,7 @@ Every failure is a typed :class:`~client.errors.SerError` with a one-line messag
 * bad audio: :class:`~client.errors.AudioError` subclasses naming the file.
 
 This module imports neither torch nor transformers (a calling service installs
-the client alone); ``tests/test_client_server.py`` checks that in a subprocess.
+the client alone); ``tests/integration/test_client_server.py`` checks that in a subprocess.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One source for the choices that ``deploy/gpu/run-triton.sh`` (NGC container),
 ``deploy/k8s`` (Kubernetes), ``deploy/compose`` and :class:`deploy.local_triton.LocalTriton`
-(``ser serve``) make; ``tests/test_deploy.py`` fails when a script or manifest drifts
+(``ser serve``) make; ``tests/system/test_deploy.py`` fails when a script or manifest drifts
 from them. Each was checked against ``tritonserver --help`` of the 2.51 binary bundled here
 and against the command-line parser of the pinned release (:data:`TRITON_TAG`):
 

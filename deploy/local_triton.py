@@ -2,7 +2,7 @@
 
 The ``nvidia-pytriton`` wheel ships a real ``tritonserver`` (2.51) with the python
 backend; nothing from pytriton's Python API is used, only the binary
-(the README's "Serving" and ``docs/hostile-traffic.md`` say what was measured). :class:`LocalTriton`
+(docs/serving-and-repositories.md, "The local server", and docs/hostile-traffic.md). :class:`LocalTriton`
 
 * builds a temporary backend directory ``<tmp>/backends/python/`` of symlinks to
   ``libtriton_python.so``, ``triton_python_backend_utils.py`` and the backend
@@ -204,7 +204,7 @@ def _grpc_models(url: str, *, admin_key: str | None) -> dict[str, str]:
 _ERROR_LINE = re.compile(r"^E\d{4} ")
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)'[^:]*: (.*)$")
 _IN_USE = re.compile(r"(?:Socket|address) '?([0-9.:]+)'? (?:is )?already in use", re.I)
-#: Error lines that are harmless on a CPU host (TRITON_LOCAL.md).
+#: Error lines that are harmless on a CPU host (no GPU, no NVML/DCGM, no pinned memory).
 _HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "pinned memory", "Pinned memory", "GPU metrics")
 _TABLE_ROW = re.compile(r"^\|\s*([^|\s]+)\s*\|\s*(\S+)\s*\|\s*UNAVAILABLE: (.*?)\s*\|?\s*$")
 

@@ -2,7 +2,7 @@
 
 Both checks run the same seeded batches (several batch sizes, full and padded
 windows of several lengths), collect *every* mismatch and raise one
-:class:`~client.errors.ParityError` listing them (STYLE.md 6).
+:class:`~client.errors.ParityError` listing them.
 
 * fp32 parity: ONNX Runtime vs PyTorch, ``max |Δlogit| <= logit_atol`` (1e-4).
 * variant agreement (int8): the variant's ONNX vs the fp32 ONNX,

@@ -32,7 +32,6 @@ from typing import Any, Mapping
 from client.errors import ConfigError, ExportError
 from export.attention_fusion import fuse_attention
 from export.conv_rewrite import convs_to_matmul
-from export.cpu_class import cpu_flags, cpu_has_vnni  # noqa: F401 - re-exported for export.bench
 
 WEIGHT_TYPES = ("qint8", "quint8")
 #: How the weights of Conv nodes left in fp32 are stored (see :func:`store_conv_weights`).

@@ -1,4 +1,4 @@
-"""The recipe that lies beside every exported model (STYLE.md 5).
+"""The recipe that lies beside every exported model, saying how it was made.
 
 ``<export>/<variant>/recipe.json`` says how ``model.onnx`` was made: the variant
 and its options/preset, library versions and opset, the source checkpoint and
@@ -60,17 +60,10 @@ def checkpoint_weights_sha256(checkpoint: str | Path) -> str:
 
 
 def library_versions(*, opset: int) -> dict[str, str]:
-    """Versions of the libraries that shaped the model, and the ONNX opset."""
-    import importlib.metadata as md
+    """Versions of the libraries that shaped the model (:data:`export.versions.MODEL_LIBRARIES`), and the ONNX opset."""
+    from export.versions import installed_versions
 
-    versions = {}
-    for dist in ("torch", "transformers", "onnx", "onnxruntime"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = "not installed"
-    versions["opset"] = str(opset)
-    return versions
+    return {**installed_versions(missing="not installed"), "opset": str(opset)}
 
 
 def utc_now() -> str:

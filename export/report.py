@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -292,30 +291,18 @@ def _clips(*, manifest: Path | None, audio_dir: Path | None, partition: str, roo
 
 
 def _latency(path: Path, windows: np.ndarray, counts: np.ndarray, config: ReportConfig) -> dict[int, dict[str, float]]:
-    """Median/p95 ms of ``session.run`` on real windows, per batch size."""
-    import onnxruntime as ort
-
+    """Median/p95 ms of ``session.run`` on real windows, per batch size, with the served session options."""
     from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM
-    from export.bench import _percentile
+    from client.onnx_session import open_session
+    from client.timing import percentile, time_calls
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = config.threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_session(path, intra_op_threads=config.threads)
     out = {}
     for b in config.batch_sizes:
         idx = np.arange(b) % len(windows)
         feeds = {INPUT_WAVEFORM: np.ascontiguousarray(windows[idx]), INPUT_NUM_SAMPLES: counts[idx].reshape(-1, 1).astype(np.int64)}
-        for _ in range(config.warmup):
-            session.run(None, feeds)
-        times = []
-        for _ in range(config.repeat):
-            t0 = time.perf_counter()
-            session.run(None, feeds)
-            times.append((time.perf_counter() - t0) * 1e3)
-        out[b] = {"median": _percentile(times, 50), "p95": _percentile(times, 95), "runs": len(times)}
+        times = time_calls(lambda feeds=feeds: session.run(None, feeds), warmup=config.warmup, runs=config.repeat)
+        out[b] = {"median": percentile(times, 50), "p95": percentile(times, 95), "runs": len(times)}
     return out
 
 
@@ -430,7 +417,7 @@ def quantization_report(
         ))
     import platform
 
-    import onnxruntime
+    from export.versions import installed_versions
 
     report = QuantReport(
         export_dir=str(export_dir),
@@ -441,7 +428,7 @@ def quantization_report(
         labels=tuple(contract.labels),
         threads=config.threads,
         lines=tuple(lines),
-        environment={"host": platform.node(), "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+        environment={"host": platform.node(), "cpus": os.cpu_count(), "onnxruntime": installed_versions(("onnxruntime",), missing="not installed")["onnxruntime"],
                      "loadavg_start": None if load_start is None else round(load_start, 2),
                      "loadavg_end": None if load_end is None else round(load_end, 2)},
     )

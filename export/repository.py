@@ -8,7 +8,7 @@ Layout (Triton's, exactly)::
     <repo>/ser_<variant>/1/model.py       portable runtime only: export/triton_python_model.py
     <repo>/ser_<variant>/1/cpu_class.py   portable runtime only: export/cpu_class.py (imported by model.py)
 
-Two runtimes from one builder (DESIGN.md, "Two runtimes for one repository"):
+Two runtimes from one builder (docs/serving-and-repositories.md):
 
 * ``native``: ``platform: "onnxruntime_onnx"`` (Triton's onnxruntime backend, NGC
   container); ``int8`` on ``KIND_CPU`` with intra/inter-op thread parameters

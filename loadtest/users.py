@@ -1,6 +1,6 @@
 """Locust users over tritonclient: transport and timing here, scenarios in the locustfile.
 
-:class:`TritonUser` is abstract (STYLE 12, after locust's ``examples/grpc``): it
+:class:`TritonUser` is abstract (after locust's ``examples/grpc``): it
 opens its own tritonclient connection (gRPC or HTTP), sends the served model's
 real audio windows, times each call itself and fires Locust's ``request`` event
 with the typed exception on failure. A locustfile subclasses it and only
@@ -48,7 +48,7 @@ from locust.exception import StopUser
 
 import grpc.experimental.gevent as grpc_gevent  # isort: skip
 
-grpc_gevent.init_gevent()  # before any channel is created (TRITON_LOCAL.md, "Locust against it")
+grpc_gevent.init_gevent()  # before any channel is created, or users run one after another
 
 from client.contract import (  # noqa: E402
     INPUT_NUM_SAMPLES,

@@ -15,40 +15,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from client.errors import SerError
+from ser.arg_types import csv_ints as _csv_ints
+from ser.arg_types import csv_list as _csv
+from ser.arg_types import non_negative_float as _non_negative_float
+from ser.arg_types import non_negative_int as _non_negative_int
+from ser.arg_types import positive_int as _positive_int
 
 DEFAULT_REPOSITORY = Path("model_repository/portable")
-
-
-def _int_at_least(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _int_at_least(text, 1)
-
-
-def _non_negative_int(text: str) -> int:
-    return _int_at_least(text, 0)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
-    return value
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 # --- corpus ---------------------------------------------------------------------
@@ -307,7 +280,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """`ser bench`: in-process latency/throughput of shapes x runners x batch sizes, side by side."""
-    from export.bench import config_from_args, run_bench
+    from export.bench import run_bench
+    from ser.bench_options import config_from_args
 
     run_bench(config_from_args(args))
     return 0
@@ -399,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("cv", help="k-fold actor-grouped cross-validation (or --cross-corpus) with report.md, metrics, confusion matrices")
     _add_training_options(cv)
     cv.add_argument("--folds", type=_positive_int, default=None, help="k (default: 5)")
-    cv.add_argument("--only", type=lambda t: tuple(int(x) for x in _csv(t)), default=None, help="run only these folds, e.g. 0,1")
+    cv.add_argument("--only", type=_csv_ints, default=None, help="run only these folds, e.g. 0,1")
     cv.add_argument("--cross-corpus", action="store_true", help="train on RAVDESS, CREMA-D and both; test on each (needs both corpora)")
     cv.add_argument("--cross-fold", type=int, default=0, help="fold of the cross-corpus table (default: 0)")
     cv.set_defaults(func=cmd_cv)
@@ -505,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tls-insecure", action="store_true", help="HTTP: skip the server certificate check")
     pr.set_defaults(func=cmd_predict)
 
-    from export.bench import add_bench_arguments  # argparse only: no torch, numpy or onnxruntime
+    from ser.bench_options import add_bench_arguments  # no torch, numpy or onnxruntime
 
     add_bench_arguments(sub.add_parser(
         "bench", help="in-process benchmark: model shapes x runners (ORT fp32/int8 presets, PyTorch fp32/int8/fp16) x batch sizes"

@@ -1,7 +1,15 @@
-"""Shared, session-scoped fixtures: small, seeded artifacts built once per run.
+"""Test tiers and shared, session-scoped fixtures: small, seeded artifacts built once per run.
 
-Sections are owned by parts of the bundle; each builds on real code paths
-(no mocks of Triton, ONNX Runtime or the model).
+Tiers, by folder (each test gets its folder's marker, so ``-m unit`` etc. select a tier):
+
+* ``tests/unit``: neither a server nor training (``make test-fast``);
+* ``tests/integration``: starts the real tritonserver;
+* ``tests/system``: trains models, or runs torchrun, qemu-user or Prometheus.
+
+A fixture below that starts the server (``triton_server``) or trains (``trained_*``,
+``cv_result``, ``exported_trained``, ...) puts the file that uses it in that tier at least.
+Sections are owned by parts of the bundle; each builds on real code paths (no mocks
+of Triton, ONNX Runtime or the model).
 """
 
 from __future__ import annotations
@@ -10,7 +18,28 @@ from pathlib import Path
 
 import pytest
 
-RAVDESS8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+from tests.helpers import RAVDESS8
+
+#: The tier folders under tests/, cheapest first; each is also a marker of the same name.
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test with its tier (its folder); refuse test files that sit in no tier."""
+    root = Path(__file__).resolve().parent
+    outside = set()
+    for item in items:
+        try:
+            tier = Path(str(item.path)).resolve().relative_to(root).parts[0]
+        except ValueError:  # collected from outside tests/ (e.g. a doctest): no tier
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        else:
+            outside.add(str(Path(str(item.path)).resolve().relative_to(root.parent)))
+    if outside:
+        raise pytest.UsageError(f"test files outside tests/{{{','.join(TIERS)}}}/: {sorted(outside)}: "
+                                "move each into the tier of what it needs (see tests/conftest.py)")
 
 
 @pytest.fixture(scope="session")

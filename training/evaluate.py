@@ -84,20 +84,20 @@ def torch_window_scorer(classifier: torch.nn.Module) -> WindowScorer:
 def onnx_window_scorer(path: str | Path, *, threads: int = 0) -> WindowScorer:
     """A :data:`WindowScorer` over an exported ONNX model (tensors named as in ``client.contract``).
 
+    The session has the served model's options (:func:`client.onnx_session.open_session`);
+    ``threads`` are its intra-op threads (0: the served default, ``min(4, cpu_count)``).
+
     Raises:
         CheckpointError: the file is missing or is not a model with the bundle's tensors.
     """
-    import onnxruntime as ort
-
     from client.contract import INPUT_NAMES, INPUT_NUM_SAMPLES, INPUT_WAVEFORM, OUTPUT_PROBABILITIES
+    from client.onnx_session import open_session
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such ONNX file")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = open_session(path, intra_op_threads=threads)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise CheckpointError(f"{path}: cannot load ONNX model: {str(exc).splitlines()[0]}") from None
     names = {i.name for i in session.get_inputs()}

@@ -735,7 +735,7 @@ def _remove_trainer_dir(path: Path) -> None:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named corpus + training recipe (STYLE: named presets over piles of flags).
+    """A named corpus + training recipe: one name instead of a pile of flags.
 
     Attributes:
         synth: keyword options of :func:`training.synth.synthesize_corpus`.

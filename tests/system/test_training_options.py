@@ -33,6 +33,7 @@ def _rows(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_and_ends_like_an_uninterrupted_run(synth_corpus_dir, tmp_path):
     config = TEST.config(corpus=synth_corpus_dir, out=tmp_path / "once", max_steps=20, save_steps=10, eval_steps=10,
                          val_actors=1, cache=False)
@@ -61,6 +62,7 @@ def load_predictions_json(directory) -> np.ndarray:
     return np.array([[v for k, v in row.items() if k.startswith("p_")] for row in doc["clips"]])
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_when_validation_weighted_f1_stops_improving(synth_corpus_dir, tmp_path):
     # A learning rate too small to change any prediction: the F1 of step 5 is never beaten.
     config = TEST.config(corpus=synth_corpus_dir, out=tmp_path / "es", max_steps=60, learning_rate=1e-9,
@@ -76,6 +78,7 @@ def test_class_weights_are_inverse_class_frequencies():
     np.testing.assert_allclose(class_weights([0, 0, 0, 1], 3), [4 / 9, 4 / 3, 0.0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_on_a_fold_holds_out_that_folds_actors(synth_corpus_dir, tmp_path):
     from training.corpus import read_ravdess
     from training.folds import actor_kfold, read_manifest

@@ -29,8 +29,8 @@ import soundfile as sf
 from client.errors import AccessDeniedError, ConfigError, ServerError, ServerUnavailableError
 from client.triton_client import RetryPolicy, SerClient
 from deploy.local_triton import STUB_NAME, LocalTriton, _pid_alive, free_ports
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The service answers a good request again within this many seconds of the killing request.
 RECOVERY_S = 30.0
 #: What the client of a batch job rides out (``ser predict --retry-for``).

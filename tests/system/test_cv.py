@@ -69,6 +69,7 @@ def test_ser_evaluate_prints_the_metrics_and_writes_predictions(trained_result, 
     assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] == pytest.approx(trained_result.test_accuracy)
 
 
+@pytest.mark.slow
 def test_cross_corpus_trains_on_each_and_both_and_tests_on_each(synth_corpus_dir, crema_corpus_dir, session_dir):
     from training.cv import run_cross_corpus
     from training.train import TEST

@@ -1,4 +1,4 @@
-"""``ser bench`` (export/bench.py): a smoke run on the tiny shape and the FLOP counter.
+"""``ser bench`` (export/bench/): a smoke run on the tiny shape and the FLOP counter.
 
 Speed is never asserted: the run only has to produce every requested cell,
 measured or skipped with a reason.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT as REPO
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,8 @@ def test_a_second_run_reuses_the_cached_onnx_files(tiny_bench):
 
 
 def test_runners_take_turns_call_by_call_and_sequential_runs_time_one_after_another(tiny_bench):
-    from export.bench import BenchConfig, _time_interleaved, run_bench
+    from export.bench import BenchConfig, run_bench
+    from export.bench.run import time_interleaved as _time_interleaved
 
     config, _, printed = tiny_bench
     assert "timing: interleaved" in printed
@@ -154,8 +155,8 @@ def test_flop_count_matches_torch_flop_counter_on_tiny():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from export.bench import import_training_model
-    from export.bench_flops import count_flops
+    from export.bench.config import import_training_model
+    from export.bench.flops import count_flops
 
     tm = import_training_model()
     model = tm.new_model("tiny", labels=[f"c{i}" for i in range(8)], seed=0)
@@ -172,8 +173,8 @@ def test_flop_count_matches_torch_flop_counter_on_tiny():
 
 
 def test_flop_count_of_xlsr_large_at_two_and_a_half_seconds():
-    from export.bench import shape_config
-    from export.bench_flops import count_flops
+    from export.bench.config import shape_config
+    from export.bench.flops import count_flops
 
     flops = count_flops({**shape_config("xlsr-large"), "num_labels": 8}, window_samples=40_000)
     assert flops.frames == 124
@@ -187,7 +188,8 @@ def test_flop_count_of_xlsr_large_at_two_and_a_half_seconds():
 
 
 def test_a_time_budget_still_times_at_least_five_calls():
-    from export.bench import MIN_TIMED_RUNS, BenchConfig, _time_call
+    from export.bench.config import MIN_TIMED_RUNS, BenchConfig
+    from export.bench.run import time_cell as _time_call
 
     calls = []
     config = BenchConfig(shapes=("tiny",), runners=("ort-fp32",), warmup=1, budget_s=1e-6, threads=1)
@@ -197,6 +199,7 @@ def test_a_time_budget_still_times_at_least_five_calls():
     assert len(_time_call(lambda: None, capped)) == 7
 
 
+@pytest.mark.slow
 def test_the_bench_runs_where_soundfile_and_soxr_are_not_installed(tmp_path):
     """The GPU box has torch/transformers/onnxruntime but neither soundfile nor soxr (nor cffi).
 
@@ -215,7 +218,7 @@ def test_the_bench_runs_where_soundfile_and_soxr_are_not_installed(tmp_path):
                 (packages / entry.name).symlink_to(entry)
     args = ["--shape", "tiny", "--runners", "torch-fp32", "--batch-sizes", "1", "--seconds", "0.5", "--warmup", "0",
             "--repeat", "1", "--threads", "1", "--no-peak", "--quiet", "--workdir", str(tmp_path / "work")]
-    proc = subprocess.run([sys.executable, "-S", "-m", "export.bench", *args], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-S", "-m", "ser", "bench", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env={"PYTHONPATH": f"{REPO}:{packages}", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "torch-fp32" in proc.stdout and "n=1" in proc.stdout, proc.stdout[-2000:]

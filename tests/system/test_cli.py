@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,22 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local_triton import free_ports
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def ser(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "ser", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode != 0, proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert lines and all(ln.startswith("error: ") for ln in lines), proc.stderr
-    for fragment in fragments:
-        assert fragment in proc.stderr, proc.stderr
+from tests.helpers import REPO_ROOT, assert_one_line_error, ser
 
 
 def test_help_lists_every_command_and_imports_no_torch():

@@ -6,12 +6,12 @@ import json
 import platform
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from client.contract import INPUT_NAMES, OUTPUT_NAMES
+from tests.helpers import REPO_ROOT
 
 W = 16_000  # tiny_checkpoint's window
 
@@ -288,6 +288,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
                     reason="needs qemu-user's qemu-x86_64 on an x86-64 host (make test installs it when run as root)")
 def test_the_default_int8_model_keeps_its_agreement_on_an_emulated_avx2_only_cpu(exported_trained, tmp_path):
@@ -308,7 +309,7 @@ def test_the_default_int8_model_keeps_its_agreement_on_an_emulated_avx2_only_cpu
     window = Recipe.read(exported_trained / "int8" / "recipe.json").contract.window_samples
     proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _EMULATED_AGREEMENT,
                            str(fp32), str(window), str(default), str(vnni)],
-                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     tolerance = ParityConfig().prob_atol  # what the export itself demands of int8

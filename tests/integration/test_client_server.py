@@ -20,11 +20,11 @@ import pytest
 from client.audio import aggregate, load_audio, make_windows
 from client.contract import ModelContract
 from client.triton_client import ClassifyResult, SerClient
+from tests.helpers import RAVDESS8, REPO_ROOT
 
 PROTOCOLS = ("grpc", "http")
 TOL = 1e-5
 #: The tiny checkpoint's labels (conftest ``tiny_checkpoint``), in logit order.
-RAVDESS8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
 def _url(server, protocol: str) -> str:
@@ -75,7 +75,7 @@ def test_importing_the_client_leaves_torch_and_transformers_out():
         "heavy = [m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -51,6 +51,7 @@ def _rows(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_server_stopped_mid_run_then_restarted_lets_resume_finish_every_file_exactly_once(own_server, clip_dir, tmp_path):
     files = find_audio([clip_dir])
     assert len(files) == 38 and not any(f.suffix == ".txt" for f in files)
@@ -89,6 +90,7 @@ def test_a_server_stopped_mid_run_then_restarted_lets_resume_finish_every_file_e
     assert again.skipped == len(files) and again.ok == again.failed == 0 and _rows(out) == rows
 
 
+@pytest.mark.slow
 def test_a_client_opened_while_the_server_is_down_connects_when_it_comes_up_during_the_backoff(own_server, clip_dir):
     own_server.stop()
     attempts: list[tuple[str, int]] = []

@@ -1,4 +1,4 @@
-"""Two training processes (torchrun, gloo on the CPU): the command of the README, run for real.
+"""Two training processes (torchrun, gloo on the CPU): the command of docs/training.md, run for real.
 
 ``torchrun --standalone --nproc_per_node 2 -m ser.cli train --recipe test ...`` on the
 session's synthetic corpus, 6 steps with validation every 3 (early stopping armed, so
@@ -51,6 +51,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_cpu_processes_trains_once_and_only_process_zero_writes(synth_corpus_dir, tmp_path):
     out, writes, site = tmp_path / "out", tmp_path / "writes", tmp_path / "site"
     writes.mkdir()

@@ -20,8 +20,8 @@ import pytest
 
 from client.errors import ConfigError, ServerStartError
 from deploy.local_triton import LocalTriton, _pid_alive, find_installation, summarize_failure
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_TRITON = REPO_ROOT / "deploy" / "gpu" / "run-triton.sh"
 
 

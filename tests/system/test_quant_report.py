@@ -32,7 +32,7 @@ def test_every_int8_preset_agrees_with_fp32_on_the_held_out_split(preset, export
 
     if preset in VNNI_ONLY_PRESETS and not cpu_has_vnni():
         pytest.skip(f"{preset} is for CPUs with VNNI or AMX, and this one has neither "
-                    "(its drift on AVX2-only CPUs is tested under emulation in tests/test_export.py)")
+                    "(its drift on AVX2-only CPUs is tested under emulation in tests/system/test_export.py)")
     int8 = quantize_int8(exported_trained / "fp32" / "model.onnx", tmp_path / "int8.onnx", config=QUANTIZATION_PRESETS[preset])
     scores = _scores(int8, held_out_clips)
     assert len(scores.label_ids) >= 16

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from client.errors import ConfigError
 from deploy.flags import grpc_tls_from_dir, read_admin_key, restricted_args
+from tests.helpers import REPO_ROOT
 
-RUN_TRITON = Path(__file__).resolve().parents[1] / "deploy" / "gpu" / "run-triton.sh"
+RUN_TRITON = REPO_ROOT / "deploy" / "gpu" / "run-triton.sh"
 
 
 @pytest.mark.parametrize("key", ["", "has space", "a:b", "a=b", "a,b"])

@@ -56,9 +56,9 @@ def test_ort_int8_expands_to_every_preset_and_default_to_the_default_preset():
 
 
 def test_the_command_line_prints_one_error_line_and_exits_2(capsys, tmp_path):
-    from export.bench import main
+    from ser.cli import main
 
-    code = main(["--shape", "tiny", "--batch-sizes", "0", "--workdir", str(tmp_path)])
+    code = main(["bench", "--shape", "tiny", "--batch-sizes", "0", "--workdir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and "batch size 0" in err and "Traceback" not in err
@@ -66,16 +66,17 @@ def test_the_command_line_prints_one_error_line_and_exits_2(capsys, tmp_path):
 
 
 def test_the_command_line_rejects_non_integer_batch_sizes(capsys):
-    from export.bench import main
+    from ser.cli import main
 
     with pytest.raises(SystemExit) as info:
-        main(["--batch-sizes", "1,eight"])
+        main(["bench", "--batch-sizes", "1,eight"])
     assert info.value.code == 2
     assert "'1,eight'" in capsys.readouterr().err
 
 
 def test_a_runner_that_fails_mid_run_leaves_the_rounds_and_the_others_go_on():
-    from export.bench import BenchConfig, _time_interleaved
+    from export.bench import BenchConfig
+    from export.bench.run import time_interleaved as _time_interleaved
 
     calls = {"n": 0}
 

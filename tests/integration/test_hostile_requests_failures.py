@@ -4,7 +4,7 @@ Against the real session server (``triton_server``, the bundled tritonserver 2.5
 portable python-backend models) over raw HTTP and raw gRPC, bypassing the bundle's client so
 that nothing is cleaned up before it reaches the server. After every request the server must
 be READY and answer a good request exactly as before. The one request that kills 2.51 (a huge
-declared shape in an HTTP JSON body) is in ``tests/test_supervisor_failures.py``, against a
+declared shape in an HTTP JSON body) is in ``tests/integration/test_supervisor_failures.py``, against a
 server of its own.
 
 The value checks (``num_samples`` outside ``[1, W]``, NaN/Inf samples) are also tested on

@@ -33,8 +33,8 @@ import pytest
 import yaml
 
 from deploy import flags
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 DASHBOARD = DEPLOY / "compose" / "grafana" / "dashboards" / "ser-triton.json"

@@ -19,9 +19,9 @@ from client.audio import AudioConfig, aggregate, resample
 from client.batch import find_audio, predict_files
 from client.errors import AudioTooLongError, ConfigError
 from client.triton_client import AsyncSerClient, SerClient, TransportOptions, parse_classification
+from tests.helpers import RAVDESS8
 
 PROTOCOLS = ("grpc", "http")
-RAVDESS8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
 def _url(server, protocol: str) -> str:
@@ -224,7 +224,7 @@ def test_transport_options_reach_the_tritonclient_constructors_and_every_call(tr
 
 
 def test_the_cli_classifies_a_directory_concurrently_into_jsonl_with_a_progress_bar(triton_server, serving_clips, tmp_path):
-    from tests.test_cli import ser
+    from tests.helpers import ser
 
     folder = tmp_path / "in"
     folder.mkdir()

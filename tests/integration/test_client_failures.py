@@ -262,7 +262,7 @@ def test_directory_mode_refuses_what_it_cannot_resume_or_find(int8_client, tmp_p
 
 
 def test_the_cli_refuses_a_malformed_header_in_one_line(serving_clips):
-    from tests.test_cli import assert_one_line_error, ser
+    from tests.helpers import assert_one_line_error, ser
 
     proc = ser("predict", str(serving_clips["short"]), "--header", "no-equals-sign")
     assert_one_line_error(proc, "--header 'no-equals-sign': expected KEY=VALUE")

@@ -1,0 +1,30 @@
+"""Helpers shared by several test files (test modules never import each other)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: The repository root (the folder holding ``pyproject.toml``).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: RAVDESS's eight emotions in code order (01 neutral ... 08 surprised): the labels of the tiny test checkpoint.
+RAVDESS8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def ser(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the ``ser`` command line as a user runs it: a subprocess from the repository root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ser", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Assert the command failed with ``error: ...`` lines only (no traceback), naming every fragment."""
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert lines and all(ln.startswith("error: ") for ln in lines), proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
