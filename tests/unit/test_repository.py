@@ -62,7 +62,7 @@ def test_native_runtime_serves_int8_on_cpu_and_fp32_on_gpu_with_the_onnxruntime_
 
 
 def test_portable_runtime_ships_the_generic_python_model_beside_model_onnx(portable_repository):
-    from export import triton_python_model
+    from export import cpu_class, triton_python_model
 
     source = Path(triton_python_model.__file__).read_bytes()
     for name in MODELS:
@@ -71,7 +71,8 @@ def test_portable_runtime_ships_the_generic_python_model_beside_model_onnx(porta
         assert [g.kind for g in msg.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
         # __pycache__ appears once a server has imported model.py from this (shared) repository
         shipped = sorted(p.name for p in (portable_repository / name / "1").iterdir() if p.name != "__pycache__")
-        assert shipped == ["model.onnx", "model.py"]
+        assert shipped == ["cpu_class.py", "model.onnx", "model.py"]  # model.py imports cpu_class beside it
+        assert (portable_repository / name / "1" / "cpu_class.py").read_bytes() == Path(cpu_class.__file__).read_bytes()
         assert (portable_repository / name / "1" / "model.py").read_bytes() == source
 
 
