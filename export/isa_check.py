@@ -6,12 +6,13 @@ ONNX Runtime chooses its integer GEMM kernels from ``cpuid``. ``qemu-x86_64 -cpu
 an AVX2-only serving node would run (only slower). qemu's TCG does not implement
 AVX-512 or AVX-VNNI, so the ``vnni`` and ``amx`` classes can only be checked on such a CPU.
 
-The child process runs :func:`export.parity.compare_variants` and prints the report as
-JSON; this module reads it back and applies the same tolerances as the export.
+The emulated child runs only the model under test on the export's parity batches and
+saves its outputs; the fp32 reference runs natively here and the comparison applies the
+export's own tolerances (:func:`export.parity.compare_variants`).
 
 Usage as a script (what the emulator runs)::
 
-    python -m export.isa_check REFERENCE.onnx CANDIDATE.onnx WINDOW_SAMPLES PARITY_JSON
+    python -m export.isa_check CANDIDATE.onnx WINDOW_SAMPLES PARITY_JSON OUT.npz
 """
 
 from __future__ import annotations
@@ -21,13 +22,22 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from client.errors import ConfigError, ExportError
 from export.cpu_class import CPU_CLASSES, cpu_class
-from export.parity import ParityConfig, ParityReport, compare_variants
+from export.parity import (
+    ParityConfig,
+    ParityReport,
+    compare_variants,
+    make_parity_batches,
+    run_outputs,
+)
 
 #: qemu CPU models that make ONNX Runtime take a class's kernels (classes qemu can emulate).
 EMULATED_CPU_MODELS = {"avx2": "Haswell"}
@@ -96,17 +106,23 @@ def compare_on_class(
         raise ConfigError(f"cannot check {Path(candidate)} on CPU class {target!r}: {why_not_emulated(target)}")
     if prefix == []:
         return compare_variants(reference, candidate, window_samples=window_samples, config=config, what=label)
-    cmd = [*prefix, sys.executable, "-m", "export.isa_check", str(reference), str(candidate), str(window_samples),
-           json.dumps({**asdict(config), "batch_sizes": list(config.batch_sizes)}), label]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=EMULATION_TIMEOUT_S,
-                              cwd=Path(__file__).resolve().parents[1])
-    except subprocess.TimeoutExpired:
-        raise ExportError(f"{candidate}: the emulated {target} check took over {EMULATION_TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise ExportError(f"{candidate}: the emulated {target} check failed (exit {proc.returncode}): {tail[0]}")
-    return ParityReport.from_json(json.loads(proc.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory(prefix="ser-isa-") as tmp:
+        out = Path(tmp) / "outputs.npz"
+        cmd = [*prefix, sys.executable, "-m", "export.isa_check", str(candidate), str(window_samples),
+               json.dumps({**asdict(config), "batch_sizes": list(config.batch_sizes)}), str(out)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=EMULATION_TIMEOUT_S,
+                                  cwd=Path(__file__).resolve().parents[1])
+        except subprocess.TimeoutExpired:
+            raise ExportError(f"{candidate}: the emulated {target} check took over {EMULATION_TIMEOUT_S} s") from None
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ExportError(f"{candidate}: the emulated {target} check failed (exit {proc.returncode}): {tail[0]}")
+        with np.load(out) as saved:
+            outputs = [(saved[f"logits_{j}"], saved[f"probabilities_{j}"]) for j in range(len(config.batch_sizes))]
+    # The fp32 reference runs here: only the model under test needs the other class's kernels.
+    return compare_variants(reference, candidate, window_samples=window_samples, config=config, what=label,
+                            candidate_outputs=outputs)
 
 
 def verify_export_on_classes(export_dir: str | Path, classes: Sequence[str], *,
@@ -153,11 +169,15 @@ def verify_export_on_classes(export_dir: str | Path, classes: Sequence[str], *,
 
 
 def _main(argv: Sequence[str]) -> int:
-    reference, candidate, window, parity_json, what = argv
+    candidate, window, parity_json, out = argv
     d = json.loads(parity_json)
     config = ParityConfig(**{**d, "batch_sizes": tuple(d["batch_sizes"])})
-    report = compare_variants(reference, candidate, window_samples=int(window), config=config, what=what)
-    print(json.dumps(report.to_json()))
+    batches = make_parity_batches(int(window), batch_sizes=config.batch_sizes, seed=config.seed)
+    outputs = run_outputs(candidate, batches, intra_op_threads=config.intra_op_threads)
+    arrays = {}
+    for j, (logits, probabilities) in enumerate(outputs):
+        arrays[f"logits_{j}"], arrays[f"probabilities_{j}"] = logits, probabilities
+    np.savez(out, **arrays)
     return 0
 
 

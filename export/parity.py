@@ -180,6 +180,12 @@ def _run(session, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(logits, dtype=np.float32), np.asarray(probs, dtype=np.float32)
 
 
+def run_outputs(path: str | Path, batches: Iterable[Batch], *, intra_op_threads: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(logits, probabilities)`` of the ONNX file at ``path`` for each batch (float32 ``[b, C]`` each)."""
+    session = _session(Path(path), intra_op_threads)
+    return [_run(session, batch) for batch in batches]
+
+
 def _describe(j: int, batch: Batch, row: int) -> str:
     return f"batch {j} (size {batch[0].shape[0]}) window {row} (num_samples={int(batch[1][row, 0])})"
 
@@ -286,6 +292,7 @@ def compare_variants(
     config: ParityConfig = ParityConfig(),
     batches: Iterable[Batch] | None = None,
     what: str = "variant vs fp32 ONNX",
+    candidate_outputs: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> ParityReport:
     """Compare a quantized/converted ONNX file with the fp32 one.
 
@@ -297,6 +304,9 @@ def compare_variants(
         batches: real inputs instead of the seeded ones, e.g. held-out clips cut with
             :func:`client.audio.make_windows`: ``[(waveform [b, W] f32, num_samples [b, 1] i64)]``.
         what: how the error and report name this comparison.
+        candidate_outputs: the candidate's ``(logits, probabilities)`` per batch, computed
+            elsewhere (e.g. on an emulated CPU by :func:`run_outputs`); ``candidate`` is then
+            only named, not run.
 
     Returns:
         The :class:`ParityReport`; its ``mismatches`` list every batch whose max
@@ -304,7 +314,7 @@ def compare_variants(
         agreement below ``min_label_agreement`` (empty: passed).
     """
     ref = _session(Path(reference), config.intra_op_threads)
-    cand = _session(Path(candidate), config.intra_op_threads)
+    cand = _session(Path(candidate), config.intra_op_threads) if candidate_outputs is None else None
     if batches is None:
         batches = make_parity_batches(window_samples, batch_sizes=config.batch_sizes, seed=config.seed)
     batches = [(np.ascontiguousarray(w, dtype=np.float32), np.ascontiguousarray(n, dtype=np.int64).reshape(-1, 1)) for w, n in batches]
@@ -314,7 +324,7 @@ def compare_variants(
     tie_margin = 2 * config.prob_atol
     for j, batch in enumerate(batches):
         ref_logits, ref_probs = _run(ref, batch)
-        logits, probs = _run(cand, batch)
+        logits, probs = _run(cand, batch) if candidate_outputs is None else candidate_outputs[j]
         finite = np.isfinite(logits).all(axis=1) & np.isfinite(probs).all(axis=1)
         for row in np.flatnonzero(~finite):
             mismatches.append(f"{_describe(j, batch, row)}: non-finite output")
