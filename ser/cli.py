@@ -73,7 +73,7 @@ def _train_config(args: argparse.Namespace):
                  eval_steps=args.eval_steps, save_steps=args.save_steps, precision=args.precision,
                  folds=getattr(args, "folds", None), fold=getattr(args, "fold", None), manifest=getattr(args, "manifest", None))
     flags = dict(calm_as_neutral=args.calm_as_neutral, include_song=args.include_song, class_weighted=args.class_weighted,
-                 resume=args.resume, gradient_checkpointing=args.gradient_checkpointing)
+                 resume=args.resume, gradient_checkpointing=args.gradient_checkpointing, strict=args.strict)
     options = {k: v for k, v in given.items() if v is not None}  # unset: the recipe's or TrainConfig's default
     options.update({k: True for k, v in flags.items() if v})
     if args.layout:
@@ -109,6 +109,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last Trainer checkpoint in --out after an interruption")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None, help="fp16/bf16 mixed precision needs a GPU (default: fp32)")
+    p.add_argument("--strict", action="store_true", help="stop at corpus files that cannot be used (misnamed, undecodable, silent, far outside the corpus's durations) instead of skipping them and listing them in split.json")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

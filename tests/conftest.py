@@ -68,7 +68,7 @@ def trained_checkpoint(trained_result, synth_corpus_dir) -> tuple[Path, Path, Pa
 
 #: The synthetic CREMA-D of the tests: 6 actors (1001..1006) x 24 clips, 4 emotions, 16 kHz.
 CREMA_TEST_SYNTH = dict(layout="crema-d", actors=6, emotions=("angry", "happy", "sad", "fearful"),
-                        sentences=("DFA", "IEO", "KIT", "TSI"), sample_rate=16_000, seed=0)
+                        sentences=("DFA", "IEO", "WSI", "TSI"), sample_rate=16_000, seed=0)
 
 
 @pytest.fixture(scope="session")
