@@ -153,16 +153,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """`ser export`: ONNX variants with recipes (and optionally a repository)."""
     from export.pipeline import export_checkpoint
+    from training.hf_import import is_bundle_checkpoint
 
-    if (args.manifest or args.audio_dir) and not args.report:
+    bundle = is_bundle_checkpoint(args.checkpoint)
+    if (args.manifest or (args.audio_dir and bundle)) and not args.report:
         from client.errors import ConfigError
 
-        raise ConfigError("--manifest/--audio-dir choose the clips of the quantization report: add --report")
+        raise ConfigError("--manifest/--audio-dir choose the clips of the quantization report: add --report "
+                          "(for a Hugging Face checkpoint, --audio-dir alone chooses the window W)")
     if args.report:  # before exporting: a wrong data source must not cost an export or replace the one in --out
         from export.report import check_data_source
 
         check_data_source(manifest=args.manifest, audio_dir=args.audio_dir)
-    result = export_checkpoint(args.checkpoint, args.out, variants=args.variants, preset=args.preset)
+    window_dir = None if bundle or args.window_s is not None else args.audio_dir
+    result = export_checkpoint(args.checkpoint, args.out, variants=args.variants, preset=args.preset,
+                               window_s=args.window_s, audio_dir=window_dir)
     print(result)
     if args.report:
         from export.report import ReportConfig, quantization_report
@@ -363,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 + int8), parity-checked, with recipes")
-    ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`")
+    ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`, or a Hugging Face audio-classification checkpoint (folder or hub name; wav2vec2, HuBERT, WavLM, Data2VecAudio)")
+    ex.add_argument("--window-s", type=float, default=None, help="Hugging Face checkpoint: window W in seconds (or give --audio-dir)")
     ex.add_argument("--out", type=Path, required=True, help="export directory (one sub-folder per variant)")
     ex.add_argument("--variants", type=_csv, default=("fp32", "int8"), help="comma-separated: fp32, int8 (CPU instances), fp16 (GPU instances) (default: fp32,int8)")
     ex.add_argument("--preset", default=None, help="int8 quantization preset (default: dynamic-int8-matmul; see export.quantize.QUANTIZATION_PRESETS)")
@@ -371,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--runtime", choices=["portable", "native"], default="portable", help="repository runtime (with --repository)")
     ex.add_argument("--report", action="store_true", help="also write the quantization report (size, latency, accuracy, agreement per variant) to OUT/report")
     ex.add_argument("--manifest", type=Path, default=None, help="report: score this split.json's test clips (default: the checkpoint's recorded split)")
-    ex.add_argument("--audio-dir", type=Path, default=None, help="report: score this audio folder instead (RAVDESS/CREMA-D names give labels)")
+    ex.add_argument("--audio-dir", type=Path, default=None, help="report: score this audio folder instead (RAVDESS/CREMA-D names give labels); Hugging Face checkpoint without --window-s: W from these clips' durations")
     ex.add_argument("--report-out", type=Path, default=None, help="report folder (default: OUT/report)")
     ex.add_argument("--report-threads", type=_positive_int, default=2, help="report: ONNX Runtime intra-op threads (default: 2)")
     ex.set_defaults(func=cmd_export)

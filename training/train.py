@@ -360,7 +360,8 @@ def _build_model(config: TrainConfig, labels: tuple[str, ...]):
     if config.is_preset:
         return new_model(config.base, labels=labels, seed=config.seed)
     _check_base_name(config)
-    return load_pretrained(config.base, labels=labels)
+    model, _ = load_pretrained(config.base, labels=labels)
+    return model
 
 
 class _LossModule:
