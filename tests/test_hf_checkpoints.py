@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import HF_FAMILIES, HF_LABELS
+from conftest import HF_FAMILIES, HF_LABELS, build_tiny_hf_checkpoint
 
+from client.errors import ConfigError
 from client.triton_client import SerClient
 from deploy.local_triton import LocalTriton
 from export.pipeline import export_checkpoint
@@ -118,3 +119,46 @@ def test_ser_export_takes_a_hugging_face_folder_from_the_command_line(hf_checkpo
     assert proc.returncode == 0, proc.stderr
     config = (tmp_path / "r" / "ser_fp32" / "config.pbtxt").read_text()
     assert "ser.hf_model_type" in config and "wavlm" in config and "ser.window_samples" in config and "24000" in config
+
+
+VALUES = ("arousal", "dominance", "valence")
+
+
+def test_a_regression_head_is_served_as_named_values_aggregated_like_probabilities(hf_checkpoints, tmp_path):
+    import subprocess
+    import sys
+
+    folder = build_tiny_hf_checkpoint("wavlm", tmp_path / "adv", labels=VALUES, problem_type="regression")
+    result = export_checkpoint(folder, tmp_path / "export", variants=("fp32", "int8"), window_s=W_S, progress=False)
+    assert json.loads(result.variants["fp32"].recipe_path.read_text())["contract"]["extra"]["problem_type"] == "regression"
+    write_repository(result.out_dir, tmp_path / "repo", runtime="portable", variants=("fp32", "int8"))
+    short, long = tmp_path / "short.wav", tmp_path / "long.wav"
+    y = _voice(0.7, 170.0, 3)
+    sf.write(str(short), y, SR, subtype="FLOAT")
+    sf.write(str(long), _voice(2.6, 130.0, 4), SR, subtype="FLOAT")
+    with LocalTriton(tmp_path / "repo", startup_timeout_s=120, log_path=tmp_path / "triton.log") as server:
+        with SerClient(server.grpc_url, model="ser_fp32", protocol="grpc") as client:
+            assert client.contract.regression
+            one, many = client.classify(short), client.classify(long)
+            with pytest.raises(ConfigError, match="regression head"):
+                client.classify(short, top_k=1)
+        proc = subprocess.run([sys.executable, "-m", "ser", "predict", str(short), str(long), "--url", server.grpc_url,
+                               "--model", "ser_fp32", "--format", "text"], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parents[1])
+        rows = subprocess.run([sys.executable, "-m", "ser", "predict", str(short), "--url", server.grpc_url,
+                               "--model", "ser_int8", "--json"], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parents[1])
+    want = _pipeline_scores(folder, y)  # the pipeline applies no function to a regression head
+    assert set(one.values) == set(VALUES) and one.probabilities == {} and one.label == ""
+    assert max(abs(one.values[k] - want[k]) for k in VALUES) <= PIPELINE_ATOL
+    assert max(abs(v) for v in one.values.values()) > 0.05, "not all near zero: the comparison means something"
+    assert many.num_windows > 1
+    weights = many.window_num_samples.astype(np.float64)
+    weighted = weights @ many.window_probabilities.astype(np.float64) / weights.sum()
+    assert np.allclose([many.values[k] for k in VALUES], weighted, atol=1e-6)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith(str(short)) and all(f"{k}={one.values[k]:.3f}" in first for k in VALUES)
+    assert rows.returncode == 0, rows.stderr
+    int8 = json.loads(rows.stdout.splitlines()[0])["values"]
+    assert max(abs(int8[k] - one.values[k]) for k in VALUES) < 0.05

@@ -6,8 +6,9 @@ with a :class:`training.model.CheckpointInfo`, so ``ser export`` treats it like 
 checkpoint ``ser train`` wrote:
 
 * labels: ``config.id2label``, in id order;
-* head: ``config.problem_type`` (single-label classification; regression and
-  multi-label heads are refused with the reason);
+* head: ``config.problem_type``: single-label classification (softmax over the
+  labels) or regression (the head's named values, e.g. arousal / dominance /
+  valence); multi-label heads are refused with the reason;
 * input: ``sampling_rate``, ``do_normalize`` and ``return_attention_mask`` of the
   feature extractor (:class:`InputSpec`), applied in the graph as the model was trained;
 * the model class: ``AutoModelForAudioClassification``; any family whose model reads
@@ -62,7 +63,8 @@ class HFCheckpoint:
         path: the local folder holding it.
         model_type: ``config.model_type`` (``wav2vec2``, ``hubert``...).
         architecture: ``config.architectures[0]`` (``""`` if unrecorded).
-        problem_type: ``single_label_classification`` (``config.problem_type`` or its default).
+        problem_type: ``single_label_classification`` or ``regression`` (``config.problem_type``
+            or its default).
         labels: ``id2label`` in id order.
         inputs: the feature extractor's :class:`InputSpec`.
     """
@@ -220,9 +222,9 @@ def inspect_checkpoint(name_or_path: str | Path, *, need_head: bool = True, need
         raise CheckpointError(f"{name}: architecture {architecture or '(none recorded)'!r} has no trained "
                               f"audio-classification head ({head_class}); fine-tune it first (ser train --base {name})")
     problem_type = getattr(config, "problem_type", None) or "single_label_classification"
-    if need_head and problem_type != "single_label_classification":
+    if need_head and problem_type not in ("single_label_classification", "regression"):
         raise CheckpointError(f"{name}: problem_type {problem_type!r}: the bundle serves single-label classifiers "
-                              "(softmax over the labels)")
+                              "(softmax over the labels) and regression heads (named values)")
     id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
     labels = tuple(id2label[i] for i in sorted(id2label))
     if need_head and (sorted(id2label) != list(range(len(labels))) or len(set(labels)) != len(labels)

@@ -128,9 +128,15 @@ class CheckpointInfo:
             extra=dict(self.contract_extra),
         )
 
+    @property
+    def regression(self) -> bool:
+        """Whether the head is a regression head (named values, no softmax)."""
+        return self.contract_extra.get("problem_type") == "regression"
+
     def classifier(self, model) -> "WaveformClassifier":
-        """``model`` wrapped as this checkpoint's input preparation says."""
-        return WaveformClassifier(model, normalize=self.normalize, attention_mask=self.attention_mask)
+        """``model`` wrapped as this checkpoint's input preparation and head say."""
+        return WaveformClassifier(model, normalize=self.normalize, attention_mask=self.attention_mask,
+                                  regression=self.regression)
 
     def save(self, directory: Path) -> Path:
         """Write ``ser_checkpoint.json`` into ``directory``."""
@@ -288,14 +294,18 @@ class WaveformClassifier(nn.Module):
             valid samples when the model takes a mask, over the whole zero-padded
             window when it does not (what its feature extractor does to a padded batch).
         attention_mask: pass the mask derived from ``num_samples`` (``return_attention_mask``).
+        regression: a regression head: the second output is the head's values as they
+            are (``problem_type: "regression"``), not a softmax.
     """
 
-    def __init__(self, model: nn.Module, *, normalize: bool = True, attention_mask: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, normalize: bool = True, attention_mask: bool = True,
+                 regression: bool = False) -> None:
         super().__init__()
         _mask_stacked_positional_convs(model)
         self.model = model
         self.use_normalization = bool(normalize)
         self.use_attention_mask = bool(attention_mask)
+        self.regression = bool(regression)
 
     @staticmethod
     def normalize(waveform: torch.Tensor, num_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,7 +356,13 @@ class WaveformClassifier(nn.Module):
         return waveform * (positions < num_samples.reshape(-1, 1)).to(waveform.dtype), None
 
     def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(logits [B, C], probabilities [B, C])``, both float32."""
+        """Return ``(logits [B, C], probabilities [B, C])``, both float32.
+
+        For a regression head the second output carries the values themselves (the
+        interface keeps its tensor names; the contract's ``problem_type`` says how to read it).
+        """
         x, mask = self.prepare(waveform, num_samples)
         logits = self.model(input_values=x, attention_mask=mask).logits
+        if self.regression:
+            return logits, logits * 1.0
         return logits, torch.softmax(logits, dim=-1)
