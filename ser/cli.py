@@ -89,7 +89,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, action="append", required=True, help="corpus root; give it twice (with two --layout) for combined corpora")
     p.add_argument("--layout", action="append", choices=["ravdess", "crema-d"], default=None, help="layout of each --corpus, in order (default: ravdess)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--base", default=None, help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2 (default: tiny)")
+    p.add_argument("--base", default=None, help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2, HuBERT, WavLM or Data2VecAudio (default: tiny)")
     p.add_argument("--recipe", default=None, help="demo, test, ravdess8, ravdess7, crema6, combined7 (training/recipes/*.json) or a recipe JSON path; options given explicitly override it")
     p.add_argument("--class-set", choices=["ravdess8", "ravdess7", "crema6", "combined7"], default=None, help="(default: ravdess8)")
     p.add_argument("--calm-as-neutral", action="store_true", help="ravdess7/combined7: relabel calm as neutral instead of dropping it")

@@ -162,3 +162,32 @@ def test_a_regression_head_is_served_as_named_values_aggregated_like_probabiliti
     assert rows.returncode == 0, rows.stderr
     int8 = json.loads(rows.stdout.splitlines()[0])["values"]
     assert max(abs(int8[k] - one.values[k]) for k in VALUES) < 0.05
+
+
+@pytest.mark.parametrize("family", ["hubert", "data2vec-audio"])  # raw input without masks; normalised with masks
+def test_training_starts_from_an_encoder_of_another_family_and_keeps_its_input_preparation(
+        family, hf_checkpoints, synth_corpus_dir, tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    from training.model import CheckpointInfo, load_checkpoint
+    from training.train import TEST, train
+
+    base = tmp_path / "encoder"
+    encoder = AutoModel.from_pretrained(str(hf_checkpoints[family]))  # no classification head: a base to fine-tune
+    encoder.save_pretrained(str(base))
+    shutil.copy(hf_checkpoints[family] / "preprocessor_config.json", base)
+    result = train(TEST.config(corpus=synth_corpus_dir, out=tmp_path / "run", base=str(base), max_steps=3, window_s=1.0),
+                   progress=False)
+    info = CheckpointInfo.load(result.checkpoint)
+    _, _, normalize, mask = HF_FAMILIES[family]
+    assert (info.normalize, info.attention_mask, info.base) == (normalize, mask, str(base))
+    model, _ = load_checkpoint(result.checkpoint)
+    assert model.config.model_type == family and model.config.num_labels == len(result.labels)
+    conv = "feature_extractor.conv_layers.0.conv.weight"  # frozen while fine-tuning a pretrained base
+    trained = dict(model.named_parameters())[f"{model.base_model_prefix}.{conv}"]
+    assert torch.equal(trained, dict(encoder.named_parameters())[conv])
+    exported = export_checkpoint(result.checkpoint, tmp_path / "export", variants=("fp32",), progress=False)
+    assert exported.variants["fp32"].parity.passed

@@ -107,3 +107,17 @@ def test_a_folder_that_is_no_checkpoint_of_either_kind_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointError, match="ser_checkpoint.json.*config.json"):
         export_checkpoint(tmp_path, tmp_path / "out", progress=False)
+
+
+def test_ser_train_with_an_unfetchable_hub_base_fails_fast_before_decoding(tmp_path):
+    from training.train import TrainConfig, train
+
+    for a in (1, 2, 3, 4):
+        for e in (3, 4):
+            p = tmp_path / "c" / f"Actor_{a:02d}" / f"03-01-{e:02d}-01-01-01-{a:02d}.wav"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"")  # names only: the base must fail before any clip is decoded
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match=f"^{UNFETCHABLE}: .*local"):
+        train(TrainConfig(corpus=tmp_path / "c", out=tmp_path / "out", base=UNFETCHABLE, max_steps=1), progress=False)
+    assert time.perf_counter() - t0 < 20

@@ -93,7 +93,8 @@ class TrainConfig:
         out: checkpoint directory to write.
         base: a preset of ``training.model.MODEL_PRESETS`` (``tiny``, ``base``,
             ``xlsr-large``: random weights, trained from scratch) or a hub name /
-            local folder of a pretrained wav2vec2 (fine-tuned).
+            local folder of a pretrained wav2vec2, HuBERT, WavLM or Data2VecAudio encoder
+            (fine-tuned; its ``preprocessor_config.json`` says how the input is prepared).
         epochs: passes over the training clips (ignored when ``max_steps`` is set).
         max_steps: optimiser steps; overrides ``epochs``.
         batch_size: clips per step.
@@ -355,13 +356,22 @@ def _cached_result(config: TrainConfig, digest: str) -> TrainResult | None:
 
 
 def _build_model(config: TrainConfig, labels: tuple[str, ...]):
+    """``(model, InputSpec)`` to train.
+
+    A preset's random model gets normalised input and a mask; a pretrained base keeps its
+    feature extractor's input preparation and gets a new head.
+    """
+    from training.hf_import import InputSpec
     from training.model import load_pretrained, new_model
 
     if config.is_preset:
-        return new_model(config.base, labels=labels, seed=config.seed)
+        return new_model(config.base, labels=labels, seed=config.seed), InputSpec()
     _check_base_name(config)
-    model, _ = load_pretrained(config.base, labels=labels)
-    return model
+    model, inputs = load_pretrained(config.base, labels=labels)
+    if inputs.sample_rate != 16_000:
+        raise ConfigError(f"base={config.base!r}: its feature extractor expects {inputs.sample_rate} Hz; training "
+                          "feeds 16 kHz audio")
+    return model, inputs
 
 
 class _LossModule:
@@ -560,7 +570,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
     # The model first: a bad base fails before minutes of audio decoding.
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    hf_model = _build_model(config, labels)
+    hf_model, inputs = _build_model(config, labels)
     if hp["freeze_feature_encoder"]:
         hf_model.freeze_feature_encoder()
     cache = active_cache()
@@ -586,7 +596,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
         window = int(round(config.window_s * sr))
     hop = window // 2
 
-    classifier = WaveformClassifier(hf_model)
+    classifier = WaveformClassifier(hf_model, normalize=inputs.normalize, attention_mask=inputs.attention_mask)
     weights = class_weights([lc.label_id for lc in train_loaded], len(labels)) if config.class_weighted else None
     module = _LossModule.wrap(classifier, class_weights=weights)
     train_ds = WindowDataset(train_loaded, window_samples=window, hop_samples=hop, train=True, seed=config.seed)
@@ -733,6 +743,8 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
         base=config.base,
         corpus=" + ".join(f"{lay}:{root.resolve()}" for lay, root in config.roots().items())
         + f" ({config.class_set}, {len(clips)} clips)",
+        normalize=inputs.normalize,
+        attention_mask=inputs.attention_mask,
         extra={
             "split_manifest": str(manifest_path.resolve()),
             "config_hash": digest,
