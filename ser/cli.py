@@ -156,7 +156,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from training.hf_import import is_bundle_checkpoint
 
     bundle = is_bundle_checkpoint(args.checkpoint)
-    if (args.manifest or (args.audio_dir and bundle)) and not args.report:
+    if (args.manifest or (args.audio_dir and (bundle or args.window_s is not None))) and not args.report:
         from client.errors import ConfigError
 
         raise ConfigError("--manifest/--audio-dir choose the clips of the quantization report: add --report "
