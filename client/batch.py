@@ -31,7 +31,7 @@ from client.triton_client import ClassifyResult, SerClient
 #: Suffixes :func:`find_audio` picks up in directories (files named explicitly are always taken).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au", ".w64", ".caf", ".webm")
 FORMATS = ("jsonl", "csv", "text")
-#: CSV columns before the one-per-label ``p_<label>`` columns.
+#: CSV columns before the one-per-label ``p_<label>`` columns (``v_<name>`` for a regression head's values).
 CSV_COLUMNS = ("file", "ok", "label", "confidence", "windows", "latency_s", "top_k", "error_type", "error")
 
 
@@ -94,6 +94,9 @@ def row_of(result: ClassifyResult) -> dict:
     if result.ok:
         pred = result.prediction
         assert pred is not None
+        if pred.values:  # a regression head: named values, no label
+            return {"file": result.source, "ok": True, "values": {k: round(v, 6) for k, v in pred.values.items()},
+                    "windows": pred.num_windows, "latency_s": round(pred.latency_s, 6)}
         row = {"file": result.source, "ok": True, "label": pred.label, "confidence": round(pred.confidence, 6),
                "probabilities": {k: round(v, 6) for k, v in pred.probabilities.items()},
                "windows": pred.num_windows, "latency_s": round(pred.latency_s, 6)}
@@ -136,9 +139,10 @@ def done_files(output: Path, fmt: str) -> set[str]:
 class _Writer:
     """Writes rows in one format, flushing each."""
 
-    def __init__(self, stream: TextIO, fmt: str, labels: Sequence[str], *, header: bool) -> None:
+    def __init__(self, stream: TextIO, fmt: str, labels: Sequence[str], *, header: bool, values: bool = False) -> None:
         self.stream, self.fmt, self.labels = stream, fmt, tuple(labels)
-        self.columns = (*CSV_COLUMNS, *(f"p_{lab}" for lab in self.labels))
+        self.key, self.prefix = ("values", "v_") if values else ("probabilities", "p_")
+        self.columns = _csv_columns(self.labels, values=values)
         self._csv = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n") if fmt == "csv" else None
         if self._csv is not None and header:
             self._csv.writeheader()
@@ -151,8 +155,11 @@ class _Writer:
             assert self._csv is not None
             flat = {k: row.get(k, "") for k in CSV_COLUMNS}
             flat["top_k"] = ";".join(f"{lab}:{p}" for lab, p in row.get("top_k", []))
-            flat.update({f"p_{lab}": row.get("probabilities", {}).get(lab, "") for lab in self.labels})
+            flat.update({f"{self.prefix}{lab}": row.get(self.key, {}).get(lab, "") for lab in self.labels})
             self._csv.writerow(flat)
+        elif row["ok"] and "values" in row:
+            named = " ".join(f"{k}={v:.3f}" for k, v in row["values"].items())
+            self.stream.write(f"{row['file']}\t{named}\n")
         elif row["ok"]:
             top = ", ".join(f"{k}={v:.2f}" for k, v in sorted(row["probabilities"].items(), key=lambda kv: -kv[1])[:3])
             self.stream.write(f"{row['file']}\t{row['label']}\t{row['confidence']:.3f}\t[{top}]\n")
@@ -205,14 +212,14 @@ def predict_files(
     todo = [n for n in names if n not in done]
     header = fmt == "csv" and (output is None or not resume or not output.exists() or output.stat().st_size == 0)
     if fmt == "csv" and not header:
-        _check_csv_header(output, client.contract.labels)
+        _check_csv_header(output, client.contract.labels, values=client.contract.regression)
     from tqdm import tqdm
 
     ok = failed = 0
     t0 = time.perf_counter()
     stream = open(output, "a" if resume else "w", encoding="utf-8", newline="") if output is not None else (stdout or sys.stdout)  # noqa: SIM115
     try:
-        writer = _Writer(stream, fmt, client.contract.labels, header=header)
+        writer = _Writer(stream, fmt, client.contract.labels, header=header, values=client.contract.regression)
         with tqdm(total=len(names), initial=len(names) - len(todo), file=sys.stderr, unit="file",
                   disable=not progress, dynamic_ncols=True, desc="predict") as bar:
             for result in client.classify_many(todo, concurrency=concurrency, top_k=top_k):
@@ -239,10 +246,15 @@ def predict_files(
                           elapsed_s=time.perf_counter() - t0)
 
 
-def _check_csv_header(output: Path, labels: Sequence[str]) -> None:
+def _csv_columns(labels: Sequence[str], *, values: bool) -> tuple[str, ...]:
+    """The CSV header: :data:`CSV_COLUMNS`, then ``p_<label>`` per class (``v_<name>`` per value of a regression head)."""
+    return (*CSV_COLUMNS, *(f"{'v_' if values else 'p_'}{lab}" for lab in labels))
+
+
+def _check_csv_header(output: Path, labels: Sequence[str], *, values: bool = False) -> None:
     with open(output, encoding="utf-8", newline="") as fh:
         header = next(csv.reader(fh), [])
-    expected = [*CSV_COLUMNS, *(f"p_{lab}" for lab in labels)]
+    expected = list(_csv_columns(labels, values=values))
     if header != expected:
         raise ConfigError(f"{output}: its CSV columns {header} differ from this model's {expected}; cannot resume into it")
 

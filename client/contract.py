@@ -58,7 +58,7 @@ class ModelContract:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
-        if len(self.labels) < 2:
+        if len(self.labels) < (1 if self.regression else 2):
             raise ConfigError(f"labels={list(self.labels)!r}: a classifier needs at least 2 labels")
         if len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"labels={list(self.labels)!r}: labels must be unique")
@@ -74,6 +74,15 @@ class ModelContract:
                 f"hop_samples={hop}: must be in (0, window_samples={self.window_samples}]"
             )
         object.__setattr__(self, "hop_samples", int(hop))
+
+    @property
+    def regression(self) -> bool:
+        """Whether the model has a regression head (``extra["problem_type"] == "regression"``).
+
+        Its ``probabilities`` output then carries one named value per label (e.g.
+        arousal, dominance, valence), not a distribution.
+        """
+        return dict(self.extra).get("problem_type") == "regression"
 
     @property
     def num_labels(self) -> int:

@@ -85,6 +85,10 @@ class Prediction:
             ``(label, logit score)`` pairs, best first (``class_count`` on ``logits``).
         preprocess_s: seconds spent decoding, resampling and windowing.
         infer_s: seconds spent in requests (including retries).
+        values: a model with a regression head (``contract.regression``): ``{name: value}``,
+            the valid-sample-weighted mean of the window values (``window_probabilities``
+            then holds the window values); ``label`` is ``""``, ``confidence`` nan and
+            ``probabilities`` empty.
     """
 
     source: str
@@ -99,6 +103,7 @@ class Prediction:
     window_top_k: tuple[tuple[tuple[str, float], ...], ...] = ()
     preprocess_s: float = 0.0
     infer_s: float = 0.0
+    values: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_windows(self) -> int:
@@ -562,6 +567,8 @@ class _ClientBase:
         if top_k is None:
             return 0
         assert self.contract is not None
+        if self.contract.regression:
+            raise ConfigError(f"top_k={top_k}: model {self.model!r} has a regression head (named values, no classes)")
         if int(top_k) != top_k or not 1 <= top_k <= self.contract.num_labels:
             raise ConfigError(f"top_k={top_k}: must be an integer in [1, {self.contract.num_labels}] (the model's classes)")
         return int(top_k)
@@ -614,10 +621,17 @@ class _ClientBase:
     ) -> Prediction:
         assert self.contract is not None
         p = aggregate(probs, windows.num_samples)
-        best = int(np.argmax(p))
         labels = self.contract.labels
-        order = np.argsort(-p, kind="stable")[:top_k] if top_k else []
         now = time.perf_counter()
+        if self.contract.regression:  # the same valid-sample weights, over values
+            return Prediction(
+                source=label or ("<bytes>" if isinstance(source, bytes) else "<array>"), label="", confidence=float("nan"),
+                probabilities={}, window_probabilities=probs, latency_s=now - t0, window_offsets=windows.offsets,
+                window_num_samples=windows.num_samples, preprocess_s=t_pre - t0, infer_s=now - t_pre,
+                values={lab: float(v) for lab, v in zip(labels, p, strict=True)},
+            )
+        best = int(np.argmax(p))
+        order = np.argsort(-p, kind="stable")[:top_k] if top_k else []
         return Prediction(
             source=label or ("<bytes>" if isinstance(source, bytes) else "<array>"),
             label=labels[best],

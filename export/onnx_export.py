@@ -132,27 +132,47 @@ class GraphSignature:
         return self.outputs[OUTPUT_LOGITS].shape[1]
 
 
-def load_classifier(checkpoint: str | Path):
+def load_classifier(checkpoint: str | Path, *, window_s: float | None = None, audio_dir: str | Path | None = None):
     """Load a checkpoint and wrap it as the exported graph.
 
     Args:
-        checkpoint: directory written by ``training.model.save_checkpoint``.
+        checkpoint: directory written by ``training.model.save_checkpoint``, or a Hugging
+            Face audio-classification checkpoint (folder or hub name,
+            :mod:`training.hf_import`), whose window W comes from ``window_s`` or the
+            durations of the audio under ``audio_dir``.
+        window_s: W in seconds (Hugging Face checkpoints only).
+        audio_dir: choose W from these clips' durations (Hugging Face checkpoints only).
 
     Returns:
         ``(WaveformClassifier in eval mode, CheckpointInfo)``.
 
     Raises:
-        CheckpointError: missing directory, no ``ser_checkpoint.json``, unreadable weights.
+        CheckpointError: missing directory, unreadable config or weights, an unsupported model.
+        ConfigError: a window option for a bundle checkpoint (its W is fixed), or none for a Hugging Face one.
     """
-    from training.model import WaveformClassifier, load_checkpoint
+    from training.hf_import import (
+        choose_window,
+        inspect_checkpoint,
+        is_bundle_checkpoint,
+        load_hf_classifier,
+    )
+    from training.model import load_checkpoint
 
     path = Path(checkpoint)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint directory")
-    if not path.is_dir():
+    if path.exists() and not path.is_dir():
         raise CheckpointError(f"{path}: is a file, expected a checkpoint directory")
-    model, info = load_checkpoint(path)
-    return WaveformClassifier(model).eval(), info
+    if is_bundle_checkpoint(path):
+        if window_s is not None or audio_dir is not None:
+            raise ConfigError(f"{path}: a checkpoint written by ser train fixes its window W; "
+                              "window_s/audio_dir choose W for Hugging Face checkpoints only")
+        model, info = load_checkpoint(path)
+        return info.classifier(model).eval(), info
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: neither a checkpoint written by ser train (ser_checkpoint.json) nor a "
+                              "Hugging Face checkpoint (config.json)")
+    source = inspect_checkpoint(str(checkpoint))
+    window, how = choose_window(window_s=window_s, audio_dir=audio_dir, sample_rate=source.inputs.sample_rate)
+    return load_hf_classifier(source, window_samples=window, window_source=how)
 
 
 @contextmanager

@@ -213,12 +213,16 @@ def export_checkpoint(
     opset: int = DEFAULT_OPSET,
     parity: ParityConfig | None = None,
     verify_cpu_classes: Sequence[str] = (),
+    window_s: float | None = None,
+    audio_dir: str | Path | None = None,
     progress: bool = True,
 ) -> ExportResult:
     """Export a checkpoint to parity-checked ONNX variants, each with its recipe.
 
     Args:
-        checkpoint: directory written by ``ser train`` (HF files + ``ser_checkpoint.json``).
+        checkpoint: directory written by ``ser train`` (HF files + ``ser_checkpoint.json``),
+            or a Hugging Face audio-classification checkpoint (folder or hub name; see
+            :mod:`training.hf_import`).
         out_dir: export directory; ``<out_dir>/<variant>/{model.onnx, recipe.json}``.
         variants: ``fp32``, ``int8`` and/or ``fp16``.
         preset: int8 quantization preset (:data:`export.quantize.QUANTIZATION_PRESETS`); ``None``:
@@ -229,6 +233,8 @@ def export_checkpoint(
         opset: ONNX opset.
         parity: batches and tolerances of the checks.
         verify_cpu_classes: CPU classes the int8 model must also pass on (e.g. ``("avx2",)``).
+        window_s: W in seconds, for a Hugging Face checkpoint.
+        audio_dir: or W from the durations of the audio files under this folder.
         progress: show a tqdm bar of the steps.
 
     Returns:
@@ -260,10 +266,12 @@ def export_checkpoint(
         verify_cpu_classes=tuple(verify_cpu_classes),
     )
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    classifier, info = load_classifier(checkpoint)  # CheckpointError before touching out_dir
+    # CheckpointError before touching out_dir
+    classifier, info = load_classifier(checkpoint, window_s=window_s, audio_dir=audio_dir)
     _prepare_out_dir(out_dir, config.variants)
-    source = str(checkpoint.resolve())
-    source_sha = checkpoint_weights_sha256(checkpoint)
+    local = Path(info.extra.get("hf_checkpoint", checkpoint))
+    source = str(checkpoint.resolve()) if checkpoint.exists() else f"{checkpoint} ({local})"
+    source_sha = checkpoint_weights_sha256(local)
     versions = library_versions(opset=config.onnx.opset)
     W = info.window_samples
     steps = ["export fp32", "parity fp32"] + [f"{step} {v}" for v in ("int8", "fp16") if v in config.variants

@@ -56,7 +56,7 @@ def _train_config(args: argparse.Namespace):
                  eval_steps=args.eval_steps, save_steps=args.save_steps, precision=args.precision,
                  folds=getattr(args, "folds", None), fold=getattr(args, "fold", None), manifest=getattr(args, "manifest", None))
     flags = dict(calm_as_neutral=args.calm_as_neutral, include_song=args.include_song, class_weighted=args.class_weighted,
-                 resume=args.resume, gradient_checkpointing=args.gradient_checkpointing)
+                 resume=args.resume, gradient_checkpointing=args.gradient_checkpointing, strict=args.strict)
     options = {k: v for k, v in given.items() if v is not None}  # unset: the recipe's or TrainConfig's default
     options.update({k: True for k, v in flags.items() if v})
     if args.layout:
@@ -72,7 +72,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, action="append", required=True, help="corpus root; give it twice (with two --layout) for combined corpora")
     p.add_argument("--layout", action="append", choices=["ravdess", "crema-d"], default=None, help="layout of each --corpus, in order (default: ravdess)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--base", default=None, help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2 (default: tiny)")
+    p.add_argument("--base", default=None, help="model preset (tiny, base, xlsr-large: random weights) or a hub name / local path of a pretrained wav2vec2, HuBERT, WavLM or Data2VecAudio (default: tiny)")
     p.add_argument("--recipe", default=None, help="demo, test, ravdess8, ravdess7, crema6, combined7 (training/recipes/*.json) or a recipe JSON path; options given explicitly override it")
     p.add_argument("--class-set", choices=["ravdess8", "ravdess7", "crema6", "combined7"], default=None, help="(default: ravdess8)")
     p.add_argument("--calm-as-neutral", action="store_true", help="ravdess7/combined7: relabel calm as neutral instead of dropping it")
@@ -92,6 +92,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last Trainer checkpoint in --out after an interruption")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None, help="fp16/bf16 mixed precision needs a GPU (default: fp32)")
+    p.add_argument("--strict", action="store_true", help="stop at corpus files that cannot be used (misnamed, undecodable, silent, far outside the corpus's durations) instead of skipping them and listing them in split.json")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -135,16 +136,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """`ser export`: ONNX variants with recipes (and optionally a repository)."""
     from export.pipeline import export_checkpoint
+    from training.hf_import import is_bundle_checkpoint
 
-    if (args.manifest or args.audio_dir) and not args.report:
+    bundle = is_bundle_checkpoint(args.checkpoint)
+    if (args.manifest or (args.audio_dir and (bundle or args.window_s is not None))) and not args.report:
         from client.errors import ConfigError
 
-        raise ConfigError("--manifest/--audio-dir choose the clips of the quantization report: add --report")
+        raise ConfigError("--manifest/--audio-dir choose the clips of the quantization report: add --report "
+                          "(for a Hugging Face checkpoint, --audio-dir alone chooses the window W)")
     if args.report:  # before exporting: a wrong data source must not cost an export or replace the one in --out
         from export.report import check_data_source
 
         check_data_source(manifest=args.manifest, audio_dir=args.audio_dir)
+    window_dir = None if bundle or args.window_s is not None else args.audio_dir
     result = export_checkpoint(args.checkpoint, args.out, variants=args.variants, preset=args.preset,
+                               window_s=args.window_s, audio_dir=window_dir,
                                verify_cpu_classes=args.verify_cpu_class)
     print(result)
     if args.report:
@@ -389,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 + int8), parity-checked, with recipes")
-    ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`")
+    ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`, or a Hugging Face audio-classification checkpoint (folder or hub name; wav2vec2, HuBERT, WavLM, Data2VecAudio)")
+    ex.add_argument("--window-s", type=float, default=None, help="Hugging Face checkpoint: window W in seconds (or give --audio-dir)")
     ex.add_argument("--out", type=Path, required=True, help="export directory (one sub-folder per variant)")
     ex.add_argument("--variants", type=_csv, default=("fp32", "int8"), help="comma-separated: fp32, int8 (CPU instances), fp16 (GPU instances) (default: fp32,int8)")
     ex.add_argument("--preset", default=None, choices=sorted(QUANTIZATION_PRESETS),
@@ -402,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--runtime", choices=["portable", "native"], default="portable", help="repository runtime (with --repository)")
     ex.add_argument("--report", action="store_true", help="also write the quantization report (size, latency, accuracy, agreement per variant) to OUT/report")
     ex.add_argument("--manifest", type=Path, default=None, help="report: score this split.json's test clips (default: the checkpoint's recorded split)")
-    ex.add_argument("--audio-dir", type=Path, default=None, help="report: score this audio folder instead (RAVDESS/CREMA-D names give labels)")
+    ex.add_argument("--audio-dir", type=Path, default=None, help="report: score this audio folder instead (RAVDESS/CREMA-D names give labels); Hugging Face checkpoint without --window-s: W from these clips' durations")
     ex.add_argument("--report-out", type=Path, default=None, help="report folder (default: OUT/report)")
     ex.add_argument("--report-threads", type=_positive_int, default=2, help="report: ONNX Runtime intra-op threads (default: 2)")
     ex.set_defaults(func=cmd_export)

@@ -97,7 +97,7 @@ def trained_checkpoint(trained_result, synth_corpus_dir) -> tuple[Path, Path, Pa
 
 #: The synthetic CREMA-D of the tests: 6 actors (1001..1006) x 24 clips, 4 emotions, 16 kHz.
 CREMA_TEST_SYNTH = dict(layout="crema-d", actors=6, emotions=("angry", "happy", "sad", "fearful"),
-                        sentences=("DFA", "IEO", "KIT", "TSI"), sample_rate=16_000, seed=0)
+                        sentences=("DFA", "IEO", "WSI", "TSI"), sample_rate=16_000, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -322,3 +322,56 @@ def quant_report(exported_trained, trained_checkpoint, session_dir):
     _, corpus, manifest = trained_checkpoint
     return quantization_report(exported_trained, manifest=manifest, roots=corpus, out_dir=session_dir / "quant-report",
                                config=ReportConfig(warmup=1, repeat=3, threads=1))
+
+
+# --- Hugging Face checkpoints ---
+# Owner: model import (training/hf_import.py). Tiny models of each family, built from a
+# config with random weights (no hub here), saved as a user's fine-tuned checkpoint is:
+# ``save_pretrained`` plus a ``preprocessor_config.json``.
+
+#: Family -> (config class, shape options, the feature extractor's do_normalize, return_attention_mask).
+#: Between them the four cover every combination of normalisation and attention mask.
+HF_FAMILIES = {
+    "wav2vec2": ("Wav2Vec2Config", dict(feat_extract_norm="group", do_stable_layer_norm=False), True, False),
+    "hubert": ("HubertConfig", dict(feat_extract_norm="group", do_stable_layer_norm=False), False, False),
+    "wavlm": ("WavLMConfig", dict(feat_extract_norm="layer", do_stable_layer_norm=True, num_buckets=16,
+                                  max_bucket_distance=64), False, True),
+    "data2vec-audio": ("Data2VecAudioConfig", dict(num_conv_pos_embeddings=5, conv_pos_kernel_size=5), True, True),
+}
+HF_LABELS = ("angry", "happy", "neutral", "sad")
+
+
+def build_tiny_hf_checkpoint(family: str, folder: Path, *, labels=HF_LABELS, seed: int = 0, **config_options) -> Path:
+    """Save a tiny random ``<Family>ForSequenceClassification`` and its feature extractor config into ``folder``.
+
+    The head's weights are scaled up so that its answers are decisive (not near-uniform).
+    """
+    import torch
+    import transformers
+    from transformers import AutoModelForAudioClassification, Wav2Vec2FeatureExtractor
+
+    config_class, shape, normalize, mask = HF_FAMILIES[family]
+    options = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                   conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, classifier_proj_size=16,
+                   num_labels=len(labels), id2label=dict(enumerate(labels)),
+                   label2id={lab: i for i, lab in enumerate(labels)})
+    options.update(shape)
+    if family == "data2vec-audio":
+        options.pop("num_conv_pos_embedding_groups")
+    options.update(config_options)
+    torch.manual_seed(seed)
+    model = AutoModelForAudioClassification.from_config(getattr(transformers, config_class)(**options)).eval()
+    with torch.no_grad():
+        model.projector.weight.mul_(8.0)
+        model.classifier.weight.mul_(8.0)
+    model.save_pretrained(str(folder))
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=normalize,
+                             return_attention_mask=mask).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoints(session_dir) -> dict[str, Path]:
+    """``{family: folder}`` of tiny Hugging Face checkpoints (:data:`HF_FAMILIES`). Treat as read-only."""
+    return {family: build_tiny_hf_checkpoint(family, session_dir / "hf" / family) for family in HF_FAMILIES}

@@ -13,17 +13,25 @@ AA    actor: 01..24 (odd male, even female)
 ====  =========================================================
 
 Only audio-only speech is read by default. Everything else found under the root
-(song, video modalities, names that do not parse, non-audio files) is counted
-and reported in one warning, never silently dropped.
+(song, video modalities, names that do not parse, non-audio files, second copies
+of a recording) is counted and reported in one warning, never silently dropped; a
+name that does not parse is reported with what exactly is wrong with it
+(``unknown emotion code 'XYZ' ...``), and :func:`scan_corpora` returns the skipped
+files with their reasons so training can record them.
 
 CREMA-D file names (``AudioWAV/AAAA_SSS_EMO_LVL.wav``):
 
 ====  =========================================================
 AAAA  actor: 1001..1091
-SSS   sentence: DFA IEO IOM ITH ITS IWL IWW KIT MTI TAI TIE TSI
+SSS   sentence: IEO TIE IOM IWW TAI MTI IWL ITH DFA ITS TSI WSI (see :data:`CREMA_D_SENTENCE_TEXTS`)
 EMO   emotion: ANG DIS FEA HAP NEU SAD
-LVL   level: LO MD HI (sentence IEO only), XX (unspecified)
+LVL   level: LO MD HI (in the distribution: sentence IEO only), XX (unspecified)
 ====  =========================================================
+
+The distribution's ``AudioWAV/`` holds 7442 clips (91 actors x 82 recordings, 20 of
+them never made); ``AudioMP3/`` holds the same recordings as mp3 (the versions
+played to raters, a few of them broken): a root holding both reads each recording
+once, from its wav.
 
 Both corpora map their codes onto one vocabulary of emotion names (``"angry"``,
 ``"neutral"``...), so class sets (:data:`CLASS_SETS`) work across corpora:
@@ -38,7 +46,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from client.errors import ConfigError, CorpusError
 
@@ -50,8 +58,23 @@ RAVDESS8: tuple[str, ...] = (
 CREMA_D_EMOTIONS: dict[str, str] = {
     "ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad",
 }
-#: The twelve CREMA-D sentences, in the corpus's order (``Clip.statement`` is the 1-based index).
-CREMA_D_SENTENCES: tuple[str, ...] = ("DFA", "IEO", "IOM", "ITH", "ITS", "IWL", "IWW", "KIT", "MTI", "TAI", "TIE", "TSI")
+#: The twelve CREMA-D sentences by code, in the order of the corpus's README.
+CREMA_D_SENTENCE_TEXTS: dict[str, str] = {
+    "IEO": "It's eleven o'clock",
+    "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting",
+    "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full",
+    "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock",
+    "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket",
+    "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick",
+    "WSI": "We'll stop in a couple of minutes",
+}
+#: The sentence codes in that order (``Clip.statement`` is the 1-based index).
+CREMA_D_SENTENCES: tuple[str, ...] = tuple(CREMA_D_SENTENCE_TEXTS)
 #: CREMA-D levels; ``Clip.intensity`` is the index (0 XX unspecified, 1 LO, 2 MD, 3 HI).
 CREMA_D_LEVELS: tuple[str, ...] = ("XX", "LO", "MD", "HI")
 CREMA6: tuple[str, ...] = ("angry", "disgust", "fearful", "happy", "neutral", "sad")  # CREMA-D code order
@@ -69,9 +92,24 @@ CLASS_SET_LAYOUTS: dict[str, tuple[str, ...]] = {
 }
 LAYOUTS: tuple[str, ...] = ("ravdess", "crema-d")
 
-_RAVDESS_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.(wav|flac|ogg|mp4)$", re.IGNORECASE)
-_CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})\.(wav|flac|mp3)$")
+#: RAVDESS code tables (file-name field -> {code: meaning}), from the corpus's own description.
+RAVDESS_CODES: dict[str, dict[int, str]] = {
+    "modality": {1: "full-AV", 2: "video-only", 3: "audio-only"},
+    "vocal_channel": {1: "speech", 2: "song"},
+    "emotion": {i + 1: name for i, name in enumerate(RAVDESS8)},
+    "intensity": {1: "normal", 2: "strong"},
+    "statement": {1: "Kids are talking by the door", 2: "Dogs are sitting by the door"},
+    "repetition": {1: "1st repetition", 2: "2nd repetition"},
+    "actor": {a: "male" if a % 2 else "female" for a in range(1, 25)},
+}
+#: Emotions RAVDESS recorded as song (vocal channel 02): no disgust, no surprised.
+RAVDESS_SONG_EMOTIONS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful")
+_RAVDESS_FIELDS = tuple(RAVDESS_CODES)
+_RAVDESS_SUFFIXES = {".wav", ".flac", ".ogg", ".mp4"}
+_CREMA_D_SUFFIXES = {".wav", ".flac", ".mp3"}
 _AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".mp4", ".aac"}
+_RAVDESS_NAME_REASON = "name not MM-VV-EE-II-SS-RR-AA.wav"
+_CREMA_D_NAME_REASON = "name not AAAA_SSS_EMO_LVL.wav"
 
 
 class CorpusWarning(UserWarning):
@@ -112,23 +150,108 @@ class Clip:
         return self.actor % 2 == 0
 
 
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file under a corpus root that is not used, and why.
+
+    Attributes:
+        path: absolute path.
+        corpus: layout of the root it was found under.
+        reason: the category it is counted under (``"song (vocal channel 02)"``,
+            ``"name not AAAA_SSS_EMO_LVL.wav"``, ``"silent"``...).
+        detail: what exactly is wrong (``"unknown emotion code 'XYZ' (expected ANG DIS FEA HAP NEU SAD)"``).
+        defect: ``True`` for a broken or misnamed file of the corpus (fatal for a strict run);
+            ``False`` for what is left out on purpose (song, video, non-audio files, second copies).
+    """
+
+    path: Path
+    corpus: str
+    reason: str
+    detail: str = ""
+    defect: bool = False
+
+    def describe(self, root: Path | None = None) -> str:
+        """``path (detail)``, the path relative to ``root`` when under it."""
+        path = self.path
+        if root is not None:
+            try:
+                path = self.path.relative_to(Path(root).resolve())
+            except ValueError:
+                pass
+        return f"{path.as_posix()} ({self.detail})" if self.detail else path.as_posix()
+
+
+@dataclass(frozen=True)
+class CorpusScan:
+    """What reading corpus roots found: the clips, and every skipped file with its reason."""
+
+    clips: tuple[Clip, ...]
+    skipped: tuple[SkippedFile, ...] = ()
+
+
+def _ravdess_fields(name: str) -> dict[str, int] | str:
+    """The fields of a RAVDESS file name, or what is wrong with it (one line)."""
+    suffix = Path(name).suffix
+    if suffix.lower() not in _RAVDESS_SUFFIXES:
+        return f"suffix {suffix or '(none)'!r} is not a RAVDESS file type ({' '.join(sorted(_RAVDESS_SUFFIXES))})"
+    parts = name[: -len(suffix)].split("-")
+    if len(parts) != len(_RAVDESS_FIELDS):
+        return f"{len(parts)} field(s), expected 7 two-digit codes MM-VV-EE-II-SS-RR-AA"
+    fields: dict[str, int] = {}
+    for key, text in zip(_RAVDESS_FIELDS, parts, strict=True):
+        if len(text) != 2 or not text.isdigit():
+            return f"{key} {text!r} is not a two-digit code"
+        value = int(text)
+        if value not in RAVDESS_CODES[key]:
+            codes = RAVDESS_CODES[key]
+            known = f"{min(codes):02d}..{max(codes):02d}" if len(codes) > 3 else ", ".join(
+                f"{c:02d} {m}" for c, m in codes.items())
+            return f"unknown {key.replace('_', ' ')} code {text!r} (expected {known})"
+        fields[key] = value
+    return fields
+
+
 def parse_ravdess_name(name: str) -> dict[str, int] | None:
-    """Fields of a RAVDESS file name, or ``None`` if it is not one.
+    """Fields of a RAVDESS file name, or ``None`` if it is not one (see :func:`ravdess_name_problem` for why).
+
+    Every field must be a code of :data:`RAVDESS_CODES`; whether the corpus holds
+    such a recording (no strong neutral, no song of disgust or surprise) is
+    checked by the reader.
 
     Returns:
         ``{"modality", "vocal_channel", "emotion", "intensity", "statement",
         "repetition", "actor"}`` as ints, each within its code range.
     """
-    m = _RAVDESS_NAME.match(name)
-    if not m:
-        return None
-    keys = ("modality", "vocal_channel", "emotion", "intensity", "statement", "repetition", "actor")
-    d = dict(zip(keys, (int(g) for g in m.groups()[:7]), strict=True))
-    ranges = {"modality": (1, 3), "vocal_channel": (1, 2), "emotion": (1, 8), "intensity": (1, 2),
-              "statement": (1, 2), "repetition": (1, 2), "actor": (1, 99)}
-    if any(not lo <= d[k] <= hi for k, (lo, hi) in ranges.items()):
-        return None
-    return d
+    got = _ravdess_fields(name)
+    return got if isinstance(got, dict) else None
+
+
+def ravdess_name_problem(name: str) -> str | None:
+    """What is wrong with a RAVDESS file name (one line), or ``None`` if its codes are all valid."""
+    got = _ravdess_fields(name)
+    return got if isinstance(got, str) else None
+
+
+def _crema_d_fields(name: str) -> dict[str, int | str] | str:
+    """The fields of a CREMA-D file name, or what is wrong with it (one line)."""
+    suffix = Path(name).suffix
+    if suffix.lower() not in _CREMA_D_SUFFIXES:
+        return f"suffix {suffix or '(none)'!r} is not a CREMA-D file type ({' '.join(sorted(_CREMA_D_SUFFIXES))})"
+    parts = name[: -len(suffix)].split("_")
+    if len(parts) != 4:
+        return f"{len(parts)} field(s), expected 4: AAAA_SSS_EMO_LVL"
+    actor, sentence, emotion, level = parts
+    if len(actor) != 4 or not actor.isdigit():
+        return f"actor {actor!r} is not a four-digit id"
+    if not 1001 <= int(actor) <= 1091:
+        return f"actor {actor} outside CREMA-D's 1001..1091"
+    if sentence not in CREMA_D_SENTENCES:
+        return f"unknown sentence code {sentence!r} (expected one of {' '.join(CREMA_D_SENTENCES)})"
+    if emotion not in CREMA_D_EMOTIONS:
+        return f"unknown emotion code {emotion!r} (expected one of {' '.join(CREMA_D_EMOTIONS)})"
+    if level not in CREMA_D_LEVELS:
+        return f"unknown level code {level!r} (expected one of LO MD HI XX)"
+    return {"actor": int(actor), "sentence": sentence, "emotion": emotion, "level": level}
 
 
 def parse_crema_d_name(name: str) -> dict[str, int | str] | None:
@@ -137,23 +260,26 @@ def parse_crema_d_name(name: str) -> dict[str, int | str] | None:
     Returns:
         ``{"actor": 1001..1091, "sentence": "DFA", "emotion": "ANG", "level": "XX"}``.
     """
-    m = _CREMA_D_NAME.match(name)
-    if not m:
-        return None
-    actor, sentence, emotion, level = int(m.group(1)), m.group(2), m.group(3), m.group(4)
-    if not 1001 <= actor <= 1091 or sentence not in CREMA_D_SENTENCES or emotion not in CREMA_D_EMOTIONS:
-        return None
-    if level not in CREMA_D_LEVELS:
-        return None
-    return {"actor": actor, "sentence": sentence, "emotion": emotion, "level": level}
+    got = _crema_d_fields(name)
+    return got if isinstance(got, dict) else None
 
 
-#: A per-file classifier for :func:`_read_tree`: ``(path) -> Clip`` or a skip reason (str).
-_FileRule = Callable[[Path], "Clip | str"]
+def crema_d_name_problem(name: str) -> str | None:
+    """What is wrong with a CREMA-D file name (one line), or ``None`` if it parses."""
+    got = _crema_d_fields(name)
+    return got if isinstance(got, str) else None
 
 
-def _read_tree(root: str | Path, rule: _FileRule, *, nothing: str) -> list[Clip]:
-    """Walk ``root`` (any depth), keep what ``rule`` accepts, warn once about the rest.
+#: A per-file classifier for :func:`_scan_tree`: ``(path) -> Clip`` or a skip (``reason``, ``detail``, ``defect``).
+_FileRule = Callable[[Path], "Clip | tuple[str, str, bool]"]
+
+
+def _scan_tree(root: str | Path, rule: _FileRule, *, layout: str, nothing: str) -> CorpusScan:
+    """Walk ``root`` (any depth), keep what ``rule`` accepts and one file per recording; warn once about the rest.
+
+    Two files of one recording (the same name stem, e.g. ``AudioWAV/x.wav`` and
+    ``AudioMP3/x.mp3``, or a RAVDESS tree unpacked twice) give one clip: the wav if
+    there is one, else the first path in sorted order.
 
     Raises:
         CorpusError: ``root`` is missing or not a directory, or no clip remains
@@ -164,26 +290,121 @@ def _read_tree(root: str | Path, rule: _FileRule, *, nothing: str) -> list[Clip]
         raise CorpusError(f"{root}: corpus directory does not exist")
     if not root.is_dir():
         raise CorpusError(f"{root}: not a directory")
-    clips: list[Clip] = []
-    skipped: dict[str, list[str]] = {}
+    by_stem: dict[str, list[Clip]] = {}
+    skipped: list[SkippedFile] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.name.startswith("."):
-            got: Clip | str = "hidden file"
+            got: Clip | tuple[str, str, bool] = ("hidden file", "", False)
         elif path.suffix.lower() not in _AUDIO_SUFFIXES:
-            got = "not audio"
+            got = ("not audio", "", False)
         else:
             got = rule(path)
-        if isinstance(got, str):
-            skipped.setdefault(got, []).append(str(path.relative_to(root)))
+        if isinstance(got, Clip):
+            by_stem.setdefault(path.stem, []).append(got)
         else:
-            clips.append(got)
-    if skipped:
-        total = sum(len(v) for v in skipped.values())
-        parts = "; ".join(f"{len(v)} {reason} (e.g. {v[0]})" for reason, v in sorted(skipped.items()))
-        warnings.warn(f"{root}: skipped {total} file(s): {parts}", CorpusWarning, stacklevel=3)
+            reason, detail, defect = got
+            skipped.append(SkippedFile(path.resolve(), layout, reason, detail, defect))
+    clips: list[Clip] = []
+    for copies in by_stem.values():
+        keep = min(copies, key=lambda c: (c.path.suffix.lower() != ".wav", str(c.path)))
+        clips.append(keep)
+        skipped += [SkippedFile(c.path, layout, "second copy of a recording", f"read from {keep.path.relative_to(root.resolve())}")
+                    for c in copies if c is not keep]
+    clips.sort(key=lambda c: str(c.path))
+    warn_skipped(root, skipped)
     if not clips:
         raise CorpusError(f"{root}: {nothing}")
-    return clips
+    return CorpusScan(clips=tuple(clips), skipped=tuple(skipped))
+
+
+def summarize_skipped(skipped: Sequence[SkippedFile], *, root: Path | None = None, examples: int = 3) -> str:
+    """One line: how many files were skipped, counted by reason, with up to ``examples`` files (and details) each."""
+    groups: dict[str, list[SkippedFile]] = {}
+    for s in skipped:
+        groups.setdefault(s.reason, []).append(s)
+    parts = []
+    for reason, group in sorted(groups.items()):
+        shown = ", ".join(s.describe(root) for s in group[:examples])
+        more = f", +{len(group) - examples} more" if len(group) > examples else ""
+        parts.append(f"{len(group)} {reason} (e.g. {shown}{more})")
+    return f"skipped {len(skipped)} file(s): " + "; ".join(parts)
+
+
+def warn_skipped(root: str | Path, skipped: Sequence[SkippedFile]) -> None:
+    """One :class:`CorpusWarning` counting ``skipped`` by reason (nothing when empty)."""
+    if skipped:
+        warnings.warn(f"{root}: {summarize_skipped(skipped, root=Path(root))}", CorpusWarning, stacklevel=3)
+
+
+def _ravdess_rule(*, include_song: bool) -> _FileRule:
+    def rule(path: Path) -> Clip | tuple[str, str, bool]:
+        f = _ravdess_fields(path.name)
+        if isinstance(f, str):
+            return _RAVDESS_NAME_REASON, f, True
+        emotion = RAVDESS8[f["emotion"] - 1]
+        if f["modality"] != 3:
+            return "video modality (01/02)", "", False
+        if f["vocal_channel"] == 2 and not include_song:
+            return "song (vocal channel 02)", "", False
+        if emotion == "neutral" and f["intensity"] == 2:
+            return "no such RAVDESS recording", "intensity 02 (strong) with emotion 01 (neutral): neutral has normal intensity only", True
+        if f["vocal_channel"] == 2 and emotion not in RAVDESS_SONG_EMOTIONS:
+            return ("no such RAVDESS recording",
+                    f"song with emotion {f['emotion']:02d} ({emotion}): songs are {', '.join(RAVDESS_SONG_EMOTIONS)}", True)
+        folder = re.fullmatch(r"Actor_(\d+)", path.parent.name)
+        if folder and int(folder.group(1)) != f["actor"]:
+            return ("actor in name differs from its Actor_XX folder",
+                    f"actor {f['actor']:02d} in {path.parent.name}", True)
+        return Clip(
+            path=path.resolve(), actor=f["actor"], label=emotion, statement=f["statement"],
+            repetition=f["repetition"], intensity=f["intensity"], vocal_channel=f["vocal_channel"],
+        )
+
+    return rule
+
+
+def _crema_d_rule(path: Path) -> Clip | tuple[str, str, bool]:
+    f = _crema_d_fields(path.name)
+    if isinstance(f, str):
+        return _CREMA_D_NAME_REASON, f, True
+    return Clip(
+        path=path.resolve(), actor=int(f["actor"]), label=CREMA_D_EMOTIONS[str(f["emotion"])],
+        statement=CREMA_D_SENTENCES.index(str(f["sentence"])) + 1, repetition=1,
+        intensity=CREMA_D_LEVELS.index(str(f["level"])), corpus="crema-d",
+    )
+
+
+_NOTHING = {
+    "ravdess": "no RAVDESS audio-only speech clips found (expected Actor_XX/03-01-EE-II-SS-RR-AA.wav)",
+    "crema-d": "no CREMA-D clips found (expected AudioWAV/1001_DFA_ANG_XX.wav)",
+}
+
+
+def scan_corpus(root: str | Path, *, layout: str = "ravdess", include_song: bool = False) -> CorpusScan:
+    """Read a corpus in the named layout, keeping the skipped files and their reasons.
+
+    Args:
+        root: corpus root.
+        layout: one of :data:`LAYOUTS`.
+        include_song: RAVDESS only: also read vocal channel 02.
+
+    Returns:
+        :class:`CorpusScan`: clips sorted by path, and every skipped file.
+
+    Raises:
+        ConfigError: unknown layout, or ``include_song`` with CREMA-D.
+        CorpusError: ``root`` is missing or not a directory, or no clip remains.
+
+    Warns:
+        CorpusWarning: once, counting the skipped files by reason, with examples.
+    """
+    if layout == "ravdess":
+        return _scan_tree(root, _ravdess_rule(include_song=include_song), layout=layout, nothing=_NOTHING[layout])
+    if layout == "crema-d":
+        if include_song:
+            raise ConfigError("include_song=True: CREMA-D has no song recordings (RAVDESS only)")
+        return _scan_tree(root, _crema_d_rule, layout=layout, nothing=_NOTHING[layout])
+    raise ConfigError(f"layout={layout!r}: expected one of {list(LAYOUTS)}")
 
 
 def read_ravdess(root: str | Path, *, include_song: bool = False) -> list[Clip]:
@@ -191,7 +412,7 @@ def read_ravdess(root: str | Path, *, include_song: bool = False) -> list[Clip]:
 
     Args:
         root: corpus root.
-        include_song: also read vocal channel 02 (song).
+        include_song: also read vocal channel 02.
 
     Returns:
         Clips sorted by path (deterministic order).
@@ -202,25 +423,7 @@ def read_ravdess(root: str | Path, *, include_song: bool = False) -> list[Clip]:
     Warns:
         CorpusWarning: once, counting the skipped files by reason, with examples.
     """
-
-    def rule(path: Path) -> Clip | str:
-        f = parse_ravdess_name(path.name)
-        if f is None:
-            return "name not MM-VV-EE-II-SS-RR-AA.wav"
-        if f["modality"] != 3:
-            return "video modality (01/02)"
-        if f["vocal_channel"] == 2 and not include_song:
-            return "song (vocal channel 02)"
-        folder = re.fullmatch(r"Actor_(\d+)", path.parent.name)
-        if folder and int(folder.group(1)) != f["actor"]:
-            return "actor in name differs from its Actor_XX folder"
-        return Clip(
-            path=path.resolve(), actor=f["actor"], label=RAVDESS8[f["emotion"] - 1], statement=f["statement"],
-            repetition=f["repetition"], intensity=f["intensity"], vocal_channel=f["vocal_channel"],
-        )
-
-    return _read_tree(root, rule,
-                      nothing="no RAVDESS audio-only speech clips found (expected Actor_XX/03-01-EE-II-SS-RR-AA.wav)")
+    return list(scan_corpus(root, layout="ravdess", include_song=include_song).clips)
 
 
 def read_crema_d(root: str | Path) -> list[Clip]:
@@ -239,18 +442,7 @@ def read_crema_d(root: str | Path) -> list[Clip]:
     Warns:
         CorpusWarning: once, counting the skipped files by reason, with examples.
     """
-
-    def rule(path: Path) -> Clip | str:
-        f = parse_crema_d_name(path.name)
-        if f is None:
-            return "name not AAAA_SSS_EMO_LVL.wav"
-        return Clip(
-            path=path.resolve(), actor=int(f["actor"]), label=CREMA_D_EMOTIONS[str(f["emotion"])],
-            statement=CREMA_D_SENTENCES.index(str(f["sentence"])) + 1, repetition=1,
-            intensity=CREMA_D_LEVELS.index(str(f["level"])), corpus="crema-d",
-        )
-
-    return _read_tree(root, rule, nothing="no CREMA-D clips found (expected AudioWAV/1001_DFA_ANG_XX.wav)")
+    return list(scan_corpus(root, layout="crema-d").clips)
 
 
 def read_corpus(root: str | Path, *, layout: str = "ravdess", include_song: bool = False) -> list[Clip]:
@@ -265,13 +457,30 @@ def read_corpus(root: str | Path, *, layout: str = "ravdess", include_song: bool
         ConfigError: unknown layout, or ``include_song`` with CREMA-D.
         CorpusError: see :func:`read_ravdess` / :func:`read_crema_d`.
     """
-    if layout == "ravdess":
-        return read_ravdess(root, include_song=include_song)
-    if layout == "crema-d":
-        if include_song:
-            raise ConfigError("include_song=True: CREMA-D has no song recordings (RAVDESS only)")
-        return read_crema_d(root)
-    raise ConfigError(f"layout={layout!r}: expected one of {list(LAYOUTS)}")
+    return list(scan_corpus(root, layout=layout, include_song=include_song).clips)
+
+
+def scan_corpora(roots: Mapping[str, str | Path], *, include_song: bool = False) -> CorpusScan:
+    """Read several corpora (``{layout: root}``), keeping every skipped file and its reason.
+
+    Raises:
+        ConfigError: an unknown layout or no roots.
+        CorpusError: a root that cannot be read, or actor ids that collide across corpora.
+    """
+    if not roots:
+        raise ConfigError("roots={}: give at least one {layout: corpus root}")
+    clips: list[Clip] = []
+    skipped: list[SkippedFile] = []
+    owner: dict[int, str] = {}
+    for layout, root in roots.items():
+        scan = scan_corpus(root, layout=layout, include_song=include_song and layout == "ravdess")
+        clash = sorted({c.actor for c in scan.clips if owner.get(c.actor, layout) != layout})
+        if clash:
+            raise CorpusError(f"{root}: actor ids {clash[:5]} also occur in the {owner[clash[0]]} corpus")
+        owner.update({c.actor: layout for c in scan.clips})
+        clips += scan.clips
+        skipped += scan.skipped
+    return CorpusScan(clips=tuple(clips), skipped=tuple(skipped))
 
 
 def read_corpora(roots: Mapping[str, str | Path], *, include_song: bool = False) -> list[Clip]:
@@ -281,18 +490,7 @@ def read_corpora(roots: Mapping[str, str | Path], *, include_song: bool = False)
         ConfigError: an unknown layout or no roots.
         CorpusError: a root that cannot be read, or actor ids that collide across corpora.
     """
-    if not roots:
-        raise ConfigError("roots={}: give at least one {layout: corpus root}")
-    clips: list[Clip] = []
-    owner: dict[int, str] = {}
-    for layout, root in roots.items():
-        got = read_corpus(root, layout=layout, include_song=include_song and layout == "ravdess")
-        clash = sorted({c.actor for c in got if owner.get(c.actor, layout) != layout})
-        if clash:
-            raise CorpusError(f"{root}: actor ids {clash[:5]} also occur in the {owner[clash[0]]} corpus")
-        owner.update({c.actor: layout for c in got})
-        clips += got
-    return clips
+    return list(scan_corpora(roots, include_song=include_song).clips)
 
 
 def apply_class_set(clips: list[Clip], class_set: str, *, calm_as_neutral: bool = False) -> list[Clip]:

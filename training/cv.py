@@ -5,7 +5,9 @@ is trained into ``out/fold_<i>/`` (checkpoint, ``split.json``, ``metrics.csv``,
 ``predictions.{csv,json}`` of its test actors); ``out/report.md`` and
 ``out/metrics.json`` are then computed from those saved predictions. A fold whose
 checkpoint already exists with an identical config is reused (``train``'s cache),
-so an interrupted CV resumes at the first unfinished fold.
+so an interrupted CV resumes at the first unfinished fold. The folds share one
+:func:`training.screen.decode_cache`: each clip is decoded once for all of them, and a
+corpus file that cannot be used is reported once (and recorded in every fold's ``split.json``).
 
 ``run_cross_corpus``: on one fold of RAVDESS and CREMA-D (each corpus folded on its
 own, so "RAVDESS" and "RAVDESS + CREMA-D" test on the same actors), train on
@@ -23,6 +25,7 @@ from typing import Any
 
 from client.errors import ConfigError
 from training.metrics import save_predictions
+from training.screen import decode_cache
 from training.train import TrainConfig, TrainResult, train
 
 CORPUS_TITLES = {"ravdess": "RAVDESS", "crema-d": "CREMA-D"}
@@ -100,8 +103,9 @@ def run_cv(config: TrainConfig, *, folds: int | None = None, only: tuple[int, ..
         raise ConfigError(f"only={only}: fold indices must be in 0..{k - 1}")
     t0 = time.perf_counter()
     results = []
-    for i in tqdm(indices, desc="folds", unit="fold", disable=not progress):
-        results.append(train(replace(config, out=config.out / f"fold_{i}", fold=i, folds=k), progress=progress))
+    with decode_cache():  # every clip decoded, and every unusable one reported, once for all folds
+        for i in tqdm(indices, desc="folds", unit="fold", disable=not progress):
+            results.append(train(replace(config, out=config.out / f"fold_{i}", fold=i, folds=k), progress=progress))
     report = write_cv_report(
         config.out, predictions=[r.checkpoint / "predictions.json" for r in results],
         protocol=_protocol(config, folds=f"{k} actor-grouped folds (no speaker in two partitions), seed {config.seed}, "
@@ -158,7 +162,8 @@ def run_cross_corpus(config: TrainConfig, *, fold: int = 0, progress: bool = Tru
         "RAVDESS + CREMA-D": replace(base, corpus=(roots["ravdess"], roots["crema-d"]), layout=("ravdess", "crema-d"),
                                      class_set="combined7", out=config.out / "both"),
     }
-    trained = {name: train(cfg, progress=progress) for name, cfg in runs.items()}
+    with decode_cache():
+        trained = {name: train(cfg, progress=progress) for name, cfg in runs.items()}
     both_manifest = trained["RAVDESS + CREMA-D"].manifest  # holds both corpora's test actors of this fold
     cells: dict[tuple[str, str], Path] = {}
     for name, result in trained.items():

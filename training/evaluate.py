@@ -222,7 +222,7 @@ def evaluate_checkpoint(
     from training.data import load_clips
     from training.folds import PARTITIONS, read_manifest
     from training.metrics import save_predictions
-    from training.model import CheckpointInfo, WaveformClassifier, load_checkpoint
+    from training.model import CheckpointInfo, load_checkpoint
 
     if partition not in PARTITIONS:
         raise CorpusError(f"partition={partition!r}: expected one of {list(PARTITIONS)}")
@@ -236,7 +236,7 @@ def evaluate_checkpoint(
         model_name = str(onnx)
     else:
         model, info = load_checkpoint(checkpoint)
-        scorer = WaveformClassifier(model)
+        scorer = info.classifier(model)
         model_name = str(checkpoint)
     labels = tuple(info.labels) + tuple(sorted({c.label for c in clips} - set(info.labels)))
     loaded = load_clips(clips, labels=labels, sample_rate=info.sample_rate, progress=progress, desc=f"load {partition}")

@@ -15,12 +15,12 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from client.errors import ConfigError, CorpusError
-from training.corpus import Clip
+from training.corpus import Clip, SkippedFile
 
 PARTITIONS = ("train", "val", "test")
 #: 2 adds ``corpus`` per clip, ``roots`` for combined corpora and ``extra`` (fold, folds...); 1 is still read.
@@ -209,35 +209,43 @@ def resolve_roots(root: Roots) -> dict[str, Path]:
     return {"*": Path(root).resolve()}
 
 
-def write_manifest(split: Split, path: str | Path, *, root: Roots) -> Path:
+def write_manifest(split: Split, path: str | Path, *, root: Roots, skipped: Sequence[SkippedFile] = ()) -> Path:
     """Write the split as JSON: one entry per clip with its path relative to its corpus root.
 
-    Format (``roots`` and per-clip ``corpus`` for combined corpora)::
+    Format (``roots`` and per-clip ``corpus`` for combined corpora; ``skipped`` and
+    ``skipped_counts`` when files of the corpus were left out as unusable)::
 
         {"version": 2, "seed": 0, "root": "/abs/corpus", "extra": {"fold": 0, "folds": 5},
          "actors": {"train": [...], "val": [...], "test": [...]},
          "labels": {"train": {"angry": 40, ...}, ...},
          "clips": [{"path": "Actor_01/03-01-...wav", "actor": 1, "label": "calm", "corpus": "ravdess",
-                    "partition": "train", "statement": 1, "repetition": 1, "intensity": 1}, ...]}
+                    "partition": "train", "statement": 1, "repetition": 1, "intensity": 1}, ...],
+         "skipped": [{"path": "AudioWAV/1076_MTI_SAD_XX.wav", "corpus": "crema-d", "reason": "silent",
+                      "detail": "loudest 25 ms frame at -inf dBFS < -55 dBFS"}, ...],
+         "skipped_counts": {"silent": 1}}
 
     Args:
         split: the split.
         path: the JSON file to write.
         root: the corpus root, or ``{layout: root}`` for combined corpora.
+        skipped: files of the corpus the split leaves out as unusable (with their reasons).
     """
     roots = resolve_roots(root)
+
+    def relative(p: Path, corpus: str) -> str:
+        base = roots.get(corpus, roots.get("*"))
+        try:
+            if base is None:
+                raise ValueError
+            return Path(p).resolve().relative_to(base).as_posix()
+        except ValueError:
+            raise CorpusError(f"{p}: not under the {corpus} corpus root {base}") from None
+
     entries = []
     for name in PARTITIONS:
         for c in getattr(split, name):
-            base = roots.get(c.corpus, roots.get("*"))
-            try:
-                if base is None:
-                    raise ValueError
-                rel = Path(c.path).resolve().relative_to(base)
-            except ValueError:
-                raise CorpusError(f"{c.path}: not under the {c.corpus} corpus root {base}") from None
             entries.append({
-                "path": rel.as_posix(), "actor": c.actor, "label": c.label, "corpus": c.corpus, "partition": name,
+                "path": relative(c.path, c.corpus), "actor": c.actor, "label": c.label, "corpus": c.corpus, "partition": name,
                 "statement": c.statement, "repetition": c.repetition, "intensity": c.intensity,
             })
     entries.sort(key=lambda e: (e["corpus"], e["path"]))
@@ -249,6 +257,10 @@ def write_manifest(split: Split, path: str | Path, *, root: Roots) -> Path:
         doc["roots"] = {k: str(v) for k, v in roots.items()}
     doc.update({"extra": split.extra, "actors": {p: list(split.actors(p)) for p in PARTITIONS}, "labels": labels,
                 "clips": entries})
+    if skipped:
+        doc["skipped"] = [{"path": relative(s.path, s.corpus), "corpus": s.corpus, "reason": s.reason, "detail": s.detail}
+                          for s in skipped]
+        doc["skipped_counts"] = dict(sorted(Counter(s.reason for s in skipped).items()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""The model: Wav2Vec2ForSequenceClassification behind the bundle's tensor interface.
+"""The model: a Hugging Face audio classifier behind the bundle's tensor interface.
 
 :class:`WaveformClassifier` is what is trained *and* what is exported, so the
 per-clip normalisation and the attention mask are the same code in both:
@@ -6,11 +6,19 @@ per-clip normalisation and the attention mask are the same code in both:
     waveform [B, W] float32 (raw, 16 kHz), num_samples [B, 1] int64
       -> normalise over the valid samples (as Wav2Vec2FeatureExtractor does)
       -> attention mask from num_samples
-      -> Wav2Vec2ForSequenceClassification
+      -> Wav2Vec2ForSequenceClassification (or HuBERT, WavLM, Data2VecAudio: any
+         ``AutoModelForAudioClassification`` that reads raw ``input_values``)
       -> logits [B, C] float32, probabilities [B, C] float32
 
+Models whose feature extractor was configured without attention masks
+(``return_attention_mask: false``, e.g. wav2vec2-base with its group-normed conv
+layer) are fed as they were trained: the zero-padded window, normalised as a
+whole when ``do_normalize`` is set, and no mask. Models configured without
+``do_normalize`` get the raw samples.
+
 Checkpoints are Hugging Face folders (``config.json`` + ``model.safetensors``)
-plus ``ser_checkpoint.json`` (:class:`CheckpointInfo`): labels, rate, window.
+plus ``ser_checkpoint.json`` (:class:`CheckpointInfo`): labels, rate, window, and
+how the input is prepared.
 """
 
 from __future__ import annotations
@@ -89,6 +97,12 @@ class CheckpointInfo:
         base: the preset or hub name/path the model started from.
         corpus: description of the training data (layout, path, class set).
         extra: anything else worth keeping (split manifest path, metrics).
+        normalize: per-window zero mean / unit variance in the graph (the feature
+            extractor's ``do_normalize``).
+        attention_mask: the model takes an attention mask (the feature extractor's
+            ``return_attention_mask``); without one it gets the zero-padded window as is.
+        contract_extra: string parameters recorded in the serving contract (where the
+            model and its window came from).
     """
 
     labels: tuple[str, ...]
@@ -98,6 +112,9 @@ class CheckpointInfo:
     base: str = ""
     corpus: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    normalize: bool = True
+    attention_mask: bool = True
+    contract_extra: dict[str, str] = field(default_factory=dict)
 
     def contract(self, *, variant: str = "fp32", source: str = "") -> ModelContract:
         """The serving contract of this checkpoint."""
@@ -108,7 +125,18 @@ class CheckpointInfo:
             hop_samples=self.hop_samples,
             variant=variant,
             source=source or self.base,
+            extra=dict(self.contract_extra),
         )
+
+    @property
+    def regression(self) -> bool:
+        """Whether the head is a regression head (named values, no softmax)."""
+        return self.contract_extra.get("problem_type") == "regression"
+
+    def classifier(self, model) -> "WaveformClassifier":
+        """``model`` wrapped as this checkpoint's input preparation and head say."""
+        return WaveformClassifier(model, normalize=self.normalize, attention_mask=self.attention_mask,
+                                  regression=self.regression)
 
     def save(self, directory: Path) -> Path:
         """Write ``ser_checkpoint.json`` into ``directory``."""
@@ -155,20 +183,34 @@ def new_model(preset: str, *, labels, seed: int = 0):
 
 
 def load_pretrained(name_or_path: str, *, labels):
-    """Start from a pretrained wav2vec2 (hub name or local folder) with a new head for ``labels``."""
-    from transformers import Wav2Vec2ForSequenceClassification
+    """Start from a pretrained waveform encoder (hub name or local folder) with a new head for ``labels``.
 
+    Any family :func:`training.hf_import.inspect_checkpoint` accepts (wav2vec2, HuBERT,
+    WavLM, Data2VecAudio...), with or without a classification head.
+
+    Returns:
+        ``(model, input)``: the ``...ForSequenceClassification`` model and the
+        :class:`training.hf_import.InputSpec` of its feature extractor (or the
+        wav2vec2 defaults when the folder has none).
+    """
+    from transformers import AutoModelForAudioClassification
+
+    from training.hf_import import inspect_checkpoint
+
+    source = inspect_checkpoint(name_or_path, need_head=False, need_preprocessor=False)
     labels = list(labels)
     try:
-        return Wav2Vec2ForSequenceClassification.from_pretrained(
-            name_or_path,
+        model = AutoModelForAudioClassification.from_pretrained(
+            str(source.path),
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={lab: i for i, lab in enumerate(labels)},
+            problem_type="single_label_classification",
             ignore_mismatched_sizes=True,
         )
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{name_or_path}: cannot load a wav2vec2 model: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{name_or_path}: cannot load a {source.model_type} model: {str(exc).splitlines()[0]}") from None
+    return model, source.inputs
 
 
 def load_checkpoint(path: str | Path):
@@ -178,14 +220,14 @@ def load_checkpoint(path: str | Path):
         ``(model, info)``: a Wav2Vec2ForSequenceClassification in eval mode and its
         :class:`CheckpointInfo`.
     """
-    from transformers import Wav2Vec2ForSequenceClassification
+    from transformers import AutoModelForAudioClassification
 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     info = CheckpointInfo.load(path)
     try:
-        model = Wav2Vec2ForSequenceClassification.from_pretrained(str(path))
+        model = AutoModelForAudioClassification.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot load model weights: {str(exc).splitlines()[0]}") from None
     if model.config.num_labels != len(info.labels):
@@ -204,16 +246,66 @@ def save_checkpoint(model, directory: str | Path, info: CheckpointInfo) -> Path:
     return directory
 
 
+class FrameMaskedConvStack(nn.Module):
+    """A stack of positional convolutions that re-zeroes padded frames between its layers.
+
+    Data2VecAudio's relative positional embedding is several conv layers in a row. Its
+    encoder zeroes the padded frames before the first one, but from the second layer
+    on the padded frames hold ``LayerNorm(conv(0) + bias)``, which leaks into the last
+    valid frames: a zero-padded clip with its mask is then answered differently from
+    the clip alone (as ``transformers.pipeline`` answers it). Zeroing the frames the encoder
+    zeroed (all-zero rows of the input) after every layer is what each layer's own
+    zero padding does to the clip alone, so the two answers agree. A model without
+    padded frames (no mask) sees no change.
+
+    Args:
+        stack: the model's ``pos_conv_embed``; its ``layers`` act on ``[B, D, T]``.
+    """
+
+    def __init__(self, stack: nn.Module) -> None:
+        super().__init__()
+        self.layers = stack.layers
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` float32 -> ``[B, T, D]`` float32."""
+        keep = (hidden_states != 0).any(dim=-1, keepdim=True).transpose(1, 2).to(hidden_states.dtype)
+        x = hidden_states.transpose(1, 2)
+        for layer in self.layers:
+            x = layer(x) * keep
+        return x.transpose(1, 2)
+
+
+def _mask_stacked_positional_convs(model: nn.Module) -> None:
+    """Replace every multi-layer ``pos_conv_embed`` of ``model`` by a :class:`FrameMaskedConvStack`."""
+    for parent in list(model.modules()):
+        stack = getattr(parent, "pos_conv_embed", None)
+        if isinstance(stack, nn.Module) and not isinstance(stack, FrameMaskedConvStack) \
+                and isinstance(getattr(stack, "layers", None), nn.ModuleList) and len(stack.layers) > 1:
+            parent.pos_conv_embed = FrameMaskedConvStack(stack)
+
+
 class WaveformClassifier(nn.Module):
     """Raw windows in, class scores out; the graph that is trained and exported.
 
     Args:
-        model: a ``Wav2Vec2ForSequenceClassification``.
+        model: a ``...ForSequenceClassification`` reading raw ``input_values``
+            (wav2vec2, HuBERT, WavLM, Data2VecAudio).
+        normalize: zero mean / unit variance per window (``do_normalize``): over the
+            valid samples when the model takes a mask, over the whole zero-padded
+            window when it does not (what its feature extractor does to a padded batch).
+        attention_mask: pass the mask derived from ``num_samples`` (``return_attention_mask``).
+        regression: a regression head: the second output is the head's values as they
+            are (``problem_type: "regression"``), not a softmax.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, normalize: bool = True, attention_mask: bool = True,
+                 regression: bool = False) -> None:
         super().__init__()
+        _mask_stacked_positional_convs(model)
         self.model = model
+        self.use_normalization = bool(normalize)
+        self.use_attention_mask = bool(attention_mask)
+        self.regression = bool(regression)
 
     @staticmethod
     def normalize(waveform: torch.Tensor, num_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,8 +333,40 @@ class WaveformClassifier(nn.Module):
         normalised = centred / torch.sqrt(var + NORM_EPS)
         return normalised, valid.to(torch.int64)
 
+    @staticmethod
+    def normalize_padded(waveform: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
+        """Zero the samples past ``num_samples``, then zero mean / unit variance over the whole window.
+
+        What a feature extractor without attention masks does to a zero-padded clip.
+        ``[B, W]`` float32 -> ``[B, W]`` float32.
+        """
+        positions = torch.arange(waveform.shape[1], device=waveform.device).unsqueeze(0)
+        x = waveform * (positions < num_samples.reshape(-1, 1)).to(waveform.dtype)
+        mean = x.mean(dim=1, keepdim=True)
+        centred = x - mean
+        var = (centred * centred).mean(dim=1, keepdim=True)
+        return centred / torch.sqrt(var + NORM_EPS)
+
+    def prepare(self, waveform: torch.Tensor, num_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(input_values [B, W] float32, attention_mask [B, W] int64 or None)`` as the model was trained."""
+        if self.use_attention_mask:
+            x, mask = self.normalize(waveform, num_samples)
+            if not self.use_normalization:
+                x = waveform * mask.to(waveform.dtype)
+            return x, mask
+        if self.use_normalization:
+            return self.normalize_padded(waveform, num_samples), None
+        positions = torch.arange(waveform.shape[1], device=waveform.device).unsqueeze(0)
+        return waveform * (positions < num_samples.reshape(-1, 1)).to(waveform.dtype), None
+
     def forward(self, waveform: torch.Tensor, num_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(logits [B, C], probabilities [B, C])``, both float32."""
-        x, mask = self.normalize(waveform, num_samples)
+        """Return ``(logits [B, C], probabilities [B, C])``, both float32.
+
+        For a regression head the second output carries the values themselves (the
+        interface keeps its tensor names; the contract's ``problem_type`` says how to read it).
+        """
+        x, mask = self.prepare(waveform, num_samples)
         logits = self.model(input_values=x, attention_mask=mask).logits
+        if self.regression:
+            return logits, logits * 1.0
         return logits, torch.softmax(logits, dim=-1)

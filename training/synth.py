@@ -3,9 +3,13 @@
 No corpus can be downloaded here, so the training, export and serving code paths
 run on generated speech-like audio written exactly as RAVDESS lays it out
 (``Actor_XX/03-01-EE-II-SS-RR-AA.wav``, 16-bit PCM, 48 kHz) or as CREMA-D does
-(``AudioWAV/1001_DFA_ANG_XX.wav``, 16-bit PCM, 16 kHz; 91 actors 1001..1091, 12
-sentences, 6 emotions; only sentence IEO is spoken at levels LO/MD/HI, the rest
-and IEO-neutral are XX). Everything is deterministic for a seed, and each clip's
+(``AudioWAV/1001_DFA_ANG_XX.wav``, 16-bit PCM, 16 kHz; 91 actors 1001..1091, the 12
+sentences of the corpus's README, 6 emotions; only sentence IEO is spoken at levels
+LO/MD/HI, the rest and IEO-neutral are XX). By default the CREMA-D twin is the corpus
+as distributed: the 20 recordings the distribution lacks are not written
+(:data:`CREMA_D_ABSENT`) and the clip documented as holding no audio is written
+as digital silence (:data:`CREMA_D_NO_AUDIO`), so training meets what it meets on
+the real corpus. Everything is deterministic for a seed, and each clip's
 randomness is seeded from its own file-name fields, so a smaller corpus is a
 subset of a bigger one made with the same seed.
 
@@ -63,21 +67,30 @@ _STATEMENT_VOWELS = {
     1: ("I", "a", "o", "I", "a", "I", "o"),      # kids are talk-ing by the door
     2: ("a", "a", "I", "I", "a", "A", "o"),      # dogs are sit-ting by the door
 }
-#: Vowel sequence per CREMA-D sentence code.
+#: Vowel sequence per CREMA-D sentence code (the sentences of ``training.corpus.CREMA_D_SENTENCE_TEXTS``).
 _SENTENCE_VOWELS = {
-    "DFA": ("o", "er", "e", "A", "ae", "I"),            # don't for-get a jack-et
     "IEO": ("I", "I", "e", "A", "A", "o"),              # it's e-lev-en o'-clock
+    "TIE": ("ae", "I", "I", "ae", "i", "A", "ae", "A"),  # that is ex-act-ly what hap-pened
     "IOM": ("a", "a", "a", "e", "u", "A", "i", "I"),    # I'm on my way to the meet-ing
-    "ITH": ("a", "I", "a", "ae", "A", "a", "er", "A", "o", "A"),
-    "ITS": ("a", "I", "a", "i", "I", "I", "o"),         # I think I've seen this be-fore
-    "IWL": ("a", "u", "a", "A", "u", "A", "a", "o"),    # I would like a new a-larm clock
     "IWW": ("a", "A", "er", "A", "I", "I", "A", "a"),   # I won-der what this is a-bout
-    "KIT": _STATEMENT_VOWELS[1],                        # kids are talk-ing by the door
-    "MTI": ("e", "i", "A", "o", "u", "I", "I", "i", "o"),
-    "TAI": ("ae", "I", "I", "ae", "i", "A", "ae", "A"),  # that is ex-act-ly what hap-pened
-    "TIE": ("A", "e", "e", "I", "o", "o", "u"),         # the air-plane is al-most full
+    "TAI": ("A", "e", "e", "I", "o", "o", "u"),         # the air-plane is al-most full
+    "MTI": ("e", "i", "A", "o", "o", "I", "I", "i", "o"),  # may-be to-mor-row it will be cold
+    "IWL": ("a", "u", "a", "A", "u", "A", "a", "o"),    # I would like a new a-larm clock
+    "ITH": ("a", "I", "a", "ae", "A", "a", "er", "A", "o", "A"),  # I think I have a doc-tor's ap-point-ment
+    "DFA": ("o", "er", "e", "A", "ae", "I"),            # don't for-get a jack-et
+    "ITS": ("a", "I", "a", "i", "I", "I", "o"),         # I think I've seen this be-fore
     "TSI": ("A", "er", "A", "I", "I"),                  # the sur-face is slick
+    "WSI": ("i", "a", "I", "A", "A", "A", "A", "I", "I"),  # we'll stop in a cou-ple of min-utes
 }
+#: Recordings the CREMA-D distribution does not have (its ``AudioWAV/`` holds 91 x 82 - 20 = 7442 clips).
+CREMA_D_ABSENT: frozenset[str] = frozenset(
+    ["1002_TIE_NEU_XX", "1076_ITS_NEU_XX"]
+    + [f"1008_WSI_{e}_XX" for e in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")]
+    + [f"1009_MTI_{e}_XX" for e in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")]
+    + [f"1019_ITH_{e}_XX" for e in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")]
+)
+#: Clips the CREMA-D README documents as holding no audio (the wav file exists; written as digital silence here).
+CREMA_D_NO_AUDIO: dict[str, float] = {"1076_MTI_SAD_XX": 2.569}
 
 
 @dataclass(frozen=True)
@@ -206,6 +219,9 @@ class SynthConfig:
         sample_rate: Hz of the written 16-bit PCM files; ``None``: the layout's
             own (:data:`DEFAULT_SAMPLE_RATES`).
         seed: corpus seed.
+        as_distributed: CREMA-D: leave out the recordings the distribution lacks
+            (:data:`CREMA_D_ABSENT`) and write the documented no-audio clips as silence
+            (:data:`CREMA_D_NO_AUDIO`); ``False``: every recording of the design, all voiced.
     """
 
     layout: str = "ravdess"
@@ -218,6 +234,7 @@ class SynthConfig:
     levels: tuple[str, ...] = ("LO", "MD", "HI")
     sample_rate: int | None = None
     seed: int = 0
+    as_distributed: bool = True
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -253,6 +270,8 @@ class SynthConfig:
             if not vals or any(v not in allowed for v in vals) or len(set(vals)) != len(vals):
                 raise ConfigError(f"{name}={list(vals)!r}: need a non-empty subset of {list(allowed)}")
             object.__setattr__(self, name, vals)
+        if not isinstance(self.as_distributed, bool):
+            raise ConfigError(f"as_distributed={self.as_distributed!r}: expected True or False")
         if not 8_000 <= int(self.sample_rate) <= 192_000:
             raise ConfigError(f"sample_rate={self.sample_rate}: need 8000..192000 Hz")
 
@@ -293,6 +312,11 @@ class ClipSpec:
         if self.layout == "crema-d":
             return _SENTENCE_VOWELS[CREMA_D_SENTENCES[self.statement - 1]]
         return _STATEMENT_VOWELS[self.statement]
+
+    @property
+    def stem(self) -> str:
+        """The file name without its suffix (``1001_DFA_ANG_XX``, ``03-01-05-01-01-01-01``)."""
+        return self.filename().rsplit(".", 1)[0]
 
     def filename(self) -> str:
         """``03-01-EE-II-SS-RR-AA.wav`` (RAVDESS) or ``1001_DFA_ANG_XX.wav`` (CREMA-D)."""
@@ -359,8 +383,8 @@ def crema_d_clip_specs(config: SynthConfig) -> list[ClipSpec]:
     """Every clip of a CREMA-D ``config`` (actor, sentence, emotion, level order).
 
     Sentence IEO is spoken at ``config.levels`` (neutral: XX only); every other
-    sentence at XX. The full corpus: 91 x (11 x 6 + 5 x 3 + 1) = 7462 clips
-    (the real one has 7442: 20 recordings are missing).
+    sentence at XX. The full design: 91 x (11 x 6 + 5 x 3 + 1) = 7462 clips; as
+    distributed (``config.as_distributed``) 7442, without :data:`CREMA_D_ABSENT`.
     """
     specs = []
     for actor in config.actors:
@@ -368,8 +392,10 @@ def crema_d_clip_specs(config: SynthConfig) -> list[ClipSpec]:
             for emotion in config.emotions:
                 levels = config.levels if sentence == "IEO" and emotion != "neutral" else ("XX",)
                 for level in levels:
-                    specs.append(ClipSpec(actor, emotion, CREMA_D_LEVELS.index(level), CREMA_D_SENTENCES.index(sentence) + 1,
-                                          1, layout="crema-d"))
+                    spec = ClipSpec(actor, emotion, CREMA_D_LEVELS.index(level), CREMA_D_SENTENCES.index(sentence) + 1,
+                                    1, layout="crema-d")
+                    if not (config.as_distributed and spec.stem in CREMA_D_ABSENT):
+                        specs.append(spec)
     return specs
 
 
@@ -538,6 +564,7 @@ def synthesize_corpus(
     levels: Sequence[str] = ("LO", "MD", "HI"),
     sample_rate: int | None = None,
     seed: int = 0,
+    as_distributed: bool = True,
     progress: bool = False,
 ) -> SynthSummary:
     """Write a deterministic synthetic corpus in a real corpus's exact layout.
@@ -545,7 +572,9 @@ def synthesize_corpus(
     With the defaults this is RAVDESS's speech part: 24 actors x 60 clips
     (neutral: 1 intensity x 2 statements x 2 repetitions; the 7 others: 2 x 2 x 2).
     With ``layout="crema-d"`` it is CREMA-D: 91 actors (1001..1091) x 82 clips
-    (11 sentences x 6 emotions at XX, plus IEO: 5 emotions x LO/MD/HI and neutral XX).
+    (11 sentences x 6 emotions at XX, plus IEO: 5 emotions x LO/MD/HI and neutral XX),
+    as distributed: without the 20 recordings the distribution lacks, and with its
+    documented no-audio clip silent (``as_distributed=False``: all 7462, all voiced).
     Fewer actors, emotions, statements, repetitions, intensities, sentences or
     levels give a smaller corpus whose clips are identical to the same clips of the full one.
 
@@ -562,6 +591,7 @@ def synthesize_corpus(
         levels: CREMA-D levels of sentence IEO (LO, MD, HI).
         sample_rate: Hz of the 16-bit PCM wav files (``None``: 48000 RAVDESS, 16000 CREMA-D).
         seed: corpus seed.
+        as_distributed: CREMA-D as the distribution ships it (see :class:`SynthConfig`).
         progress: show a tqdm bar.
 
     Returns:
@@ -577,14 +607,17 @@ def synthesize_corpus(
         layout=layout, actors=actors if isinstance(actors, int) else tuple(actors),
         emotions=None if emotions is None else tuple(emotions), statements=tuple(statements),
         repetitions=tuple(repetitions), intensities=tuple(intensities), sentences=tuple(sentences),
-        levels=tuple(levels), sample_rate=sample_rate, seed=seed,
+        levels=tuple(levels), sample_rate=sample_rate, seed=seed, as_distributed=as_distributed,
     )
     root = Path(out_dir)
     specs = clip_specs(config)
     speakers = {a: Speaker.sample(a, seed=config.seed) for a in config.actors}
     total = 0.0
     for spec in tqdm(specs, desc="synth", unit="clip", disable=not progress):
-        y = synthesize_clip(spec, speaker=speakers[spec.actor], seed=config.seed, sample_rate=config.sample_rate)
+        if config.as_distributed and spec.layout == "crema-d" and spec.stem in CREMA_D_NO_AUDIO:
+            y = np.zeros(int(round(CREMA_D_NO_AUDIO[spec.stem] * config.sample_rate)), dtype=np.float32)
+        else:
+            y = synthesize_clip(spec, speaker=speakers[spec.actor], seed=config.seed, sample_rate=config.sample_rate)
         path = root / spec.relpath()
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(path), y, config.sample_rate, subtype="PCM_16")

@@ -3,8 +3,9 @@
 One function, :func:`train`, over one self-checking config, :class:`TrainConfig`:
 
     corpus dir(s) --read_corpora + apply_class_set--> clips
-      --actor_split, or fold i of actor_kfold--> train/val/test (+ split.json)
-      --load_clips (client.audio: mono, 16 kHz)--> WindowDataset (one W-sample window per clip)
+      --actor_split, or fold i of actor_kfold--> train/val/test
+      --screen_split (client.audio: mono, 16 kHz, decoded once; unusable clips set aside)--> split.json
+      --> WindowDataset (one W-sample window per clip)
       --HF Trainer over WaveformClassifier (normalisation inside)--> weights
       --score_clips (all windows, client.audio.aggregate)--> held-out accuracy
       --save_checkpoint--> out/{config.json, model.safetensors, ser_checkpoint.json, split.json,
@@ -25,6 +26,11 @@ process takes the same early-stopping decision. A run with N > 1 processes recor
 ``world_size`` in its result metrics and its config hash (N processes see N times
 the clips per step).
 
+Files of the corpus that cannot be used (misnamed, undecodable, silent, far outside
+the corpus's duration range: :mod:`training.screen`) are skipped, reported once and
+recorded in ``split.json`` (``skipped``, ``skipped_counts``); with ``strict`` they are
+fatal (:class:`client.errors.UnusableClipsError`).
+
 If ``out`` already holds a checkpoint made from an identical config and corpus
 (same ``config_hash``), training is skipped and the stored result returned.
 """
@@ -40,8 +46,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from client.errors import CheckpointError, ConfigError, CorpusError
-from training.corpus import CLASS_SET_LAYOUTS, CLASS_SETS, LAYOUTS, apply_class_set, read_corpora
+from client.errors import CheckpointError, ConfigError, CorpusError, UnusableClipsError
+from training.corpus import (
+    CLASS_SET_LAYOUTS,
+    CLASS_SETS,
+    LAYOUTS,
+    CorpusScan,
+    SkippedFile,
+    apply_class_set,
+    scan_corpora,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +93,8 @@ class TrainConfig:
         out: checkpoint directory to write.
         base: a preset of ``training.model.MODEL_PRESETS`` (``tiny``, ``base``,
             ``xlsr-large``: random weights, trained from scratch) or a hub name /
-            local folder of a pretrained wav2vec2 (fine-tuned).
+            local folder of a pretrained wav2vec2, HuBERT, WavLM or Data2VecAudio encoder
+            (fine-tuned; its ``preprocessor_config.json`` says how the input is prepared).
         epochs: passes over the training clips (ignored when ``max_steps`` is set).
         max_steps: optimiser steps; overrides ``epochs``.
         batch_size: clips per step.
@@ -115,6 +130,8 @@ class TrainConfig:
         resume: continue from the last Trainer checkpoint under ``out/trainer`` if there is one.
         gradient_checkpointing: recompute activations in the backward pass (less memory).
         precision: ``fp32``, or ``fp16``/``bf16`` mixed precision (GPU only).
+        strict: stop with :class:`client.errors.UnusableClipsError` at the first sign of a
+            corpus file that cannot be used, instead of skipping and recording it.
     """
 
     corpus: Path | tuple[Path, ...]
@@ -146,6 +163,7 @@ class TrainConfig:
     resume: bool = False
     gradient_checkpointing: bool = False
     precision: str = "fp32"
+    strict: bool = False
 
     def __post_init__(self) -> None:
         corpora = self.corpus if isinstance(self.corpus, (tuple, list)) else (self.corpus,)
@@ -207,6 +225,8 @@ class TrainConfig:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
         if not 0 <= self.weight_decay < 1:
             raise ConfigError(f"weight_decay={self.weight_decay}: must be in [0, 1)")
+        if not isinstance(self.strict, bool):
+            raise ConfigError(f"strict={self.strict!r}: expected True or False")
 
     def roots(self) -> dict[str, Path]:
         """``{layout: corpus root}``."""
@@ -303,7 +323,7 @@ def config_hash(config: TrainConfig, *, corpus_fingerprint: str, world_size: int
     it enters the digest only when > 1, so single-process digests are unchanged.
     """
     d = config.to_json()
-    for k in ("out", "cache", "corpus", "resume", "save_steps"):
+    for k in ("out", "cache", "corpus", "resume", "save_steps", "strict"):
         d.pop(k)
     d.update(config.resolved())
     d["manifest"] = (hashlib.sha256(config.manifest.read_bytes()).hexdigest()[:16]
@@ -336,12 +356,22 @@ def _cached_result(config: TrainConfig, digest: str) -> TrainResult | None:
 
 
 def _build_model(config: TrainConfig, labels: tuple[str, ...]):
+    """``(model, InputSpec)`` to train.
+
+    A preset's random model gets normalised input and a mask; a pretrained base keeps its
+    feature extractor's input preparation and gets a new head.
+    """
+    from training.hf_import import InputSpec
     from training.model import load_pretrained, new_model
 
     if config.is_preset:
-        return new_model(config.base, labels=labels, seed=config.seed)
+        return new_model(config.base, labels=labels, seed=config.seed), InputSpec()
     _check_base_name(config)
-    return load_pretrained(config.base, labels=labels)
+    model, inputs = load_pretrained(config.base, labels=labels)
+    if inputs.sample_rate != 16_000:
+        raise ConfigError(f"base={config.base!r}: its feature extractor expects {inputs.sample_rate} Hz; training "
+                          "feeds 16 kHz audio")
+    return model, inputs
 
 
 class _LossModule:
@@ -408,13 +438,13 @@ def _from_process_zero(value: float, args) -> float:
     return float(t.item())
 
 
-def _split(config: TrainConfig, clips, *, write: bool = True):
-    from training.folds import actor_kfold, actor_split, read_manifest, write_manifest
+def _split(config: TrainConfig, clips):
+    """``(split, where its manifest goes)``: the given manifest's split, fold ``config.fold``, or a fresh actor split."""
+    from training.folds import actor_kfold, actor_split, read_manifest
 
     manifest_out = config.out / MANIFEST_NAME
-    root = config.manifest_root()
     if config.manifest is not None:
-        split = read_manifest(config.manifest, root=root)
+        split = read_manifest(config.manifest, root=config.manifest_root())
         missing = [str(c.path) for part in split for c in part if not Path(c.path).is_file()]
         if missing:
             raise CorpusError(f"{config.manifest}: {len(missing)} clip(s) missing under {config.corpus}, e.g. {missing[0]}")
@@ -422,8 +452,6 @@ def _split(config: TrainConfig, clips, *, write: bool = True):
         split = actor_kfold(clips, k=config.folds, val_actors=config.val_actors, seed=config.seed)[config.fold]
     else:
         split = actor_split(clips, test_actors=config.test_actors, val_actors=config.val_actors, seed=config.seed)
-    if write:  # process 0 of a distributed run; the others draw the same split (seeded) and write nothing
-        write_manifest(split, manifest_out, root=root)
     return split, manifest_out
 
 
@@ -433,15 +461,31 @@ def read_training_clips(config: TrainConfig):
     Raises:
         CorpusError: a missing corpus root, or no clip of the class set.
     """
+    return list(scan_training_clips(config).clips)
+
+
+def scan_training_clips(config: TrainConfig) -> CorpusScan:
+    """:func:`read_training_clips` with the files the readers skipped (misnamed, song, not audio...).
+
+    Raises:
+        CorpusError: a missing corpus root, or no clip of the class set.
+    """
     for root in config.roots().values():
         if not root.is_dir():
             raise CorpusError(f"{root}: corpus directory does not exist" if not root.exists()
                               else f"{root}: not a directory")
-    clips = apply_class_set(read_corpora(config.roots(), include_song=config.include_song), config.class_set,
-                            calm_as_neutral=config.calm_as_neutral)
+    scan = scan_corpora(config.roots(), include_song=config.include_song)
+    clips = apply_class_set(list(scan.clips), config.class_set, calm_as_neutral=config.calm_as_neutral)
     if not clips:
         raise CorpusError(f"{config.corpus}: no clips of class set {config.class_set!r}")
-    return clips
+    return CorpusScan(clips=tuple(clips), skipped=scan.skipped)
+
+
+def _refuse_if_strict(config: TrainConfig, skipped) -> None:
+    """Raise :class:`UnusableClipsError` for the defects among ``skipped`` when ``config.strict``."""
+    defects = [s for s in skipped if s.defect]
+    if config.strict and defects:
+        raise UnusableClipsError(f"{config.corpus} (strict)", [f"{s.path} ({s.reason}: {s.detail})" for s in defects])
 
 
 def _write_metrics_log(path: Path, rows: list[dict[str, float]]) -> None:
@@ -486,11 +530,16 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
     """
     if config.out.exists() and not config.out.is_dir():
         raise ConfigError(f"out={config.out}: exists and is not a directory")
-    clips = read_training_clips(config)
+    scan = scan_training_clips(config)
+    _refuse_if_strict(config, scan.skipped)  # misnamed files: before any decoding
+    clips = list(scan.clips)
     rank, world_size = _launched_as()
     digest = config_hash(config, corpus_fingerprint=_corpus_fingerprint(clips), world_size=world_size)
     cached = _cached_result(config, digest)
     if cached is not None:
+        if config.strict and cached.metrics.get("skipped"):
+            raise UnusableClipsError(f"{config.corpus} (strict; as recorded in {cached.manifest})",
+                                     list(cached.metrics["skipped"]))
         log.info("%s: reusing checkpoint trained with config %s", config.out, digest)
         return cached
     if not config.is_preset:  # fail on a bad base before any expensive step
@@ -506,42 +555,48 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
 
-    from training.data import WindowDataset, choose_window_samples, collate, load_clips
+    from training.data import LoadedClip, WindowDataset, choose_window_samples, collate
     from training.evaluate import score_clips
+    from training.folds import write_manifest
     from training.model import CheckpointInfo, WaveformClassifier, save_checkpoint
+    from training.screen import ScreenConfig, active_cache, screen_split, unreported
 
     hp = config.resolved()
+    sr = 16_000
     config.out.mkdir(parents=True, exist_ok=True)
-    split, manifest_path = _split(config, clips, write=rank == 0)
-    if not split.train:
-        raise CorpusError(f"{config.corpus}: the split leaves no training clips")
-    present = {c.label for c in split.train}
-    labels = tuple(lab for lab in CLASS_SETS[config.class_set] if lab in present)
-    if len(labels) < 2:
-        raise CorpusError(f"{config.corpus}: training clips hold {len(labels)} class(es) {list(labels)}; need >= 2")
-    unseen = sorted({c.label for part in (split.val, split.test) for c in part} - present)
-    if unseen:
-        raise CorpusError(f"{config.corpus}: classes {unseen} occur in val/test but not in training")
-    if config.early_stopping_patience is not None and not split.val:
-        raise ConfigError(f"early_stopping_patience={config.early_stopping_patience}: the split has no validation clips")
+    split, manifest_path = _split(config, clips)
+    labels = _labels_of(config, split)
 
-    # The model first: a bad base fails before minutes of audio loading.
+    # The model first: a bad base fails before minutes of audio decoding.
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    hf_model = _build_model(config, labels)
+    hf_model, inputs = _build_model(config, labels)
     if hp["freeze_feature_encoder"]:
         hf_model.freeze_feature_encoder()
-    train_loaded = load_clips(split.train, labels=labels, progress=progress, desc="load train")
-    val_loaded = load_clips(split.val, labels=labels, progress=progress, desc="load val")
-    test_loaded = load_clips(split.test, labels=labels, progress=progress, desc="load test")
-    sr = 16_000
+    cache = active_cache()
+    split, screened = screen_split(split, config=ScreenConfig(sample_rate=sr), cache=cache, progress=progress)
+    skipped = [s for s in scan.skipped if s.defect] + list(screened.skipped)
+    if rank == 0:  # process 0 of a distributed run; the others draw the same split (seeded) and write nothing
+        write_manifest(split, manifest_path, root=config.manifest_root(), skipped=skipped)
+    _refuse_if_strict(config, skipped)
+    if not screened.audio:
+        raise UnusableClipsError(f"{config.corpus}: no clip can be used",
+                                 [f"{s.path} ({s.reason}: {s.detail})" for s in screened.skipped])
+    if rank == 0:
+        _report_skipped(config, unreported(screened.skipped, cache), manifest_path)
+    if screened.skipped and _labels_of(config, split) != labels:
+        raise CorpusError(f"{config.corpus}: without the {len(screened.skipped)} unusable clip(s) the training clips "
+                          f"no longer hold every class of {list(labels)} (see {manifest_path})")
+    index = {lab: i for i, lab in enumerate(labels)}
+    train_loaded, val_loaded, test_loaded = (
+        [LoadedClip(screened.audio[c.path], index[c.label], c) for c in part] for part in split)
     if config.window_s is None:
         window = choose_window_samples([lc.audio.shape[0] / sr for lc in train_loaded], sample_rate=sr)
     else:
         window = int(round(config.window_s * sr))
     hop = window // 2
 
-    classifier = WaveformClassifier(hf_model)
+    classifier = WaveformClassifier(hf_model, normalize=inputs.normalize, attention_mask=inputs.attention_mask)
     weights = class_weights([lc.label_id for lc in train_loaded], len(labels)) if config.class_weighted else None
     module = _LossModule.wrap(classifier, class_weights=weights)
     train_ds = WindowDataset(train_loaded, window_samples=window, hop_samples=hop, train=True, seed=config.seed)
@@ -674,6 +729,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
         "test_confusion": test.confusion().tolist(),
         "actors": {p: list(split.actors(p)) for p in ("train", "val", "test")},
         "clips": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+        "skipped": [f"{s.path} ({s.reason}: {s.detail})" for s in skipped],
         "history": history,
         **({"world_size": args.world_size} if args.world_size > 1 else {}),
     }
@@ -687,6 +743,8 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
         base=config.base,
         corpus=" + ".join(f"{lay}:{root.resolve()}" for lay, root in config.roots().items())
         + f" ({config.class_set}, {len(clips)} clips)",
+        normalize=inputs.normalize,
+        attention_mask=inputs.attention_mask,
         extra={
             "split_manifest": str(manifest_path.resolve()),
             "config_hash": digest,
@@ -713,6 +771,41 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
         test_accuracy=test.accuracy, val_accuracy=val.accuracy, steps=int(out.global_step),
         train_seconds=train_seconds, metrics=result_metrics,
     )
+
+
+def _labels_of(config: TrainConfig, split) -> tuple[str, ...]:
+    """The model's labels: the class set's labels present in ``split.train``, in class-set order.
+
+    Raises:
+        CorpusError: no training clips, fewer than 2 classes, or a val/test class absent from training.
+        ConfigError: early stopping without validation clips.
+    """
+    if not split.train:
+        raise CorpusError(f"{config.corpus}: the split leaves no training clips")
+    present = {c.label for c in split.train}
+    labels = tuple(lab for lab in CLASS_SETS[config.class_set] if lab in present)
+    if len(labels) < 2:
+        raise CorpusError(f"{config.corpus}: training clips hold {len(labels)} class(es) {list(labels)}; need >= 2")
+    unseen = sorted({c.label for part in (split.val, split.test) for c in part} - present)
+    if unseen:
+        raise CorpusError(f"{config.corpus}: classes {unseen} occur in val/test but not in training")
+    if config.early_stopping_patience is not None and not split.val:
+        raise ConfigError(f"early_stopping_patience={config.early_stopping_patience}: the split has no validation clips")
+    return labels
+
+
+def _report_skipped(config: TrainConfig, skipped: list[SkippedFile], manifest: Path) -> None:
+    """One warning for the clips the screen set aside (not yet reported in this decode-cache block)."""
+    if not skipped:
+        return
+    import warnings
+
+    from training.corpus import CorpusWarning, summarize_skipped
+
+    roots = config.roots()
+    root = next(iter(roots.values())) if len(roots) == 1 else None
+    warnings.warn(f"{config.corpus}: {summarize_skipped(skipped, root=root)} as unusable; training goes on without "
+                  f"them (listed in {manifest}; --strict makes them fatal)", CorpusWarning, stacklevel=3)
 
 
 def _check_base_name(config: TrainConfig) -> None:

@@ -169,7 +169,7 @@ from training.corpus import (  # noqa: E402
 from training.folds import actor_kfold  # noqa: E402
 
 CREMA = ["AudioWAV/1001_DFA_ANG_XX.wav", "AudioWAV/1001_IEO_HAP_HI.wav", "AudioWAV/1002_IEO_NEU_XX.wav",
-         "AudioWAV/1091_TSI_SAD_XX.wav", "AudioWAV/1002_KIT_FEA_XX.wav", "AudioWAV/1002_MTI_DIS_XX.wav"]
+         "AudioWAV/1091_TSI_SAD_XX.wav", "AudioWAV/1002_WSI_FEA_XX.wav", "AudioWAV/1002_MTI_DIS_XX.wav"]
 CREMA_SKIPPED = [
     "AudioWAV/1001_DFA_SUR_XX.wav",   # no such emotion
     "AudioWAV/1092_DFA_ANG_XX.wav",   # actor out of range
@@ -187,9 +187,9 @@ def test_crema_d_reader_labels_clips_and_skips_the_rest_with_one_warning(tmp_pat
         clips = read_crema_d(root)
     got = {(c.path.name, c.actor, c.label, c.statement, c.intensity, c.corpus) for c in clips}
     assert got == {
-        ("1001_DFA_ANG_XX.wav", 1001, "angry", 1, 0, "crema-d"), ("1001_IEO_HAP_HI.wav", 1001, "happy", 2, 3, "crema-d"),
-        ("1002_IEO_NEU_XX.wav", 1002, "neutral", 2, 0, "crema-d"), ("1091_TSI_SAD_XX.wav", 1091, "sad", 12, 0, "crema-d"),
-        ("1002_KIT_FEA_XX.wav", 1002, "fearful", 8, 0, "crema-d"), ("1002_MTI_DIS_XX.wav", 1002, "disgust", 9, 0, "crema-d"),
+        ("1001_DFA_ANG_XX.wav", 1001, "angry", 9, 0, "crema-d"), ("1001_IEO_HAP_HI.wav", 1001, "happy", 1, 3, "crema-d"),
+        ("1002_IEO_NEU_XX.wav", 1002, "neutral", 1, 0, "crema-d"), ("1091_TSI_SAD_XX.wav", 1091, "sad", 11, 0, "crema-d"),
+        ("1002_WSI_FEA_XX.wav", 1002, "fearful", 12, 0, "crema-d"), ("1002_MTI_DIS_XX.wav", 1002, "disgust", 6, 0, "crema-d"),
     }
     ours = [w for w in caught if issubclass(w.category, CorpusWarning)]
     assert len(ours) == 1 and "skipped 6 file(s)" in str(ours[0].message)

@@ -114,13 +114,42 @@ def test_crema_d_is_deterministic_and_a_smaller_corpus_is_a_subset(tmp_path):
 def test_default_crema_d_counts_match_the_corpus_design():
     from training.synth import SynthConfig, clip_specs
 
-    specs = clip_specs(SynthConfig(layout="crema-d", actors=91))
+    specs = clip_specs(SynthConfig(layout="crema-d", actors=91, as_distributed=False))
     assert len(specs) == 91 * 82 == 7462  # 11 sentences x 6 emotions + IEO (5 emotions x 3 levels + neutral XX)
     assert {s.actor for s in specs} == set(range(1001, 1092))
 
 
+def test_the_crema_d_twin_has_the_distributions_7442_clips_per_sentence_and_its_sentence_codes():
+    from collections import Counter
+
+    from training.corpus import CREMA_D_SENTENCE_TEXTS
+    from training.synth import SynthConfig, clip_specs
+
+    specs = clip_specs(SynthConfig(layout="crema-d", actors=91))
+    assert len(specs) == 7442, "the CREMA-D README: 7,442 original clips from 91 actors"
+    per_sentence = Counter(s.filename().split("_")[1] for s in specs)
+    # Counted in the distribution's AudioWAV/ listing (12 sentences; 20 recordings never made).
+    assert per_sentence == {"IEO": 1456, "TIE": 545, "IOM": 546, "IWW": 546, "TAI": 546, "MTI": 540, "IWL": 546,
+                            "ITH": 540, "DFA": 546, "ITS": 545, "TSI": 546, "WSI": 540}
+    assert CREMA_D_SENTENCE_TEXTS["WSI"] == "We'll stop in a couple of minutes"
+    assert CREMA_D_SENTENCE_TEXTS["TIE"] == "That is exactly what happened"
+    assert "KIT" not in CREMA_D_SENTENCE_TEXTS
+
+
+def test_the_crema_d_twin_writes_the_documented_no_audio_clip_as_silence(tmp_path):
+    root = synthesize_corpus(tmp_path / "c", layout="crema-d", actors=(1076,), emotions=("sad", "neutral"),
+                             sentences=("MTI", "ITS")).root
+    silent, _ = sf.read(str(root / "AudioWAV/1076_MTI_SAD_XX.wav"), dtype="float32")
+    voiced, _ = sf.read(str(root / "AudioWAV/1076_MTI_NEU_XX.wav"), dtype="float32")
+    assert 2.5 < silent.shape[0] / 16_000 < 2.6 and not silent.any()
+    assert np.abs(voiced).max() > 0.01
+    assert not (root / "AudioWAV/1076_ITS_NEU_XX.wav").exists(), "a recording the distribution lacks"
+    assert (root / "AudioWAV/1076_ITS_SAD_XX.wav").exists()
+
+
 @pytest.mark.parametrize(
-    "bad", [dict(actors=92), dict(actors=(1, 2)), dict(emotions=("calm",)), dict(sentences=("XYZ",)), dict(levels=("XX",))],
+    "bad", [dict(actors=92), dict(actors=(1, 2)), dict(emotions=("calm",)), dict(sentences=("XYZ",)), dict(levels=("XX",)),
+            dict(sentences=("KIT",)), dict(as_distributed="yes")],
 )
 def test_bad_crema_d_options_raise_config_error_naming_the_value(bad, tmp_path):
     with pytest.raises(ConfigError) as err:
