@@ -132,3 +132,21 @@ def test_ser_repository_verifies_the_int8_model_on_emulated_avx2_and_records_it(
     assert classes == list(dict.fromkeys([cpu_class(), "avx2"]))
     recipe = json.loads((written[0] / "recipe.json").read_text())
     assert recipe["contract"]["extra"]["verified_cpu_classes"] == cpu_class()  # provenance stays as exported
+
+
+def test_the_real_server_logs_one_warning_when_an_int8_model_runs_on_a_class_it_was_not_verified_on(exported_tiny, tmp_path):
+    from deploy.local_triton import LocalTriton
+    from export.cpu_class import CPU_CLASSES, VERIFIED_CLASSES_PARAMETER, cpu_class
+    from export.repository import read_model_config, write_config, write_repository
+
+    elsewhere = next(c for c in CPU_CLASSES if c != cpu_class())
+    model_dir = write_repository(exported_tiny, tmp_path / "repo", variants=("int8",))[0]
+    config = read_model_config(model_dir)
+    config.parameters[VERIFIED_CLASSES_PARAMETER].string_value = elsewhere
+    write_config(config, model_dir / "config.pbtxt")
+    log = tmp_path / "triton.log"
+    with LocalTriton(tmp_path / "repo", log_path=log, startup_timeout_s=120):
+        pass
+    warnings = [line for line in log.read_text().splitlines() if "was verified on CPU class" in line]
+    assert len(warnings) == 1, log.read_text()[-3000:]
+    assert f"'{cpu_class()}'" in warnings[0] and elsewhere in warnings[0] and "'ser_int8'" in warnings[0]
