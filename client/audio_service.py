@@ -100,6 +100,8 @@ OUTPUTS = CLIP_OUTPUTS + TIMELINE_OUTPUTS
 
 #: Prefix of the audio model's own config parameters (after the contract's ``ser.*``).
 AUDIO_PARAM_PREFIX = PARAM_PREFIX + "audio."
+#: Config parameter saying what ``scores`` are.
+HEAD_PARAMETER = AUDIO_PARAM_PREFIX + "head"
 HEAD_CATEGORICAL = "categorical"
 HEADS = (HEAD_CATEGORICAL,)
 #: Encoded size accepted by default: 64 MiB (10 min of 16-bit 48 kHz stereo WAV is 110 MB: send FLAC or raise it).

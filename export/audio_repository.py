@@ -34,6 +34,7 @@ from client.audio_service import (
     AUDIO_MODEL,
     AUDIO_PARAM_PREFIX,
     HEAD_CATEGORICAL,
+    HEAD_PARAMETER,
     HEADS,
     INPUTS,
     OUTPUTS,
@@ -54,7 +55,6 @@ PREFERENCE = {"native": ("fp16", "fp32", "int8"), "portable": ("int8", "fp32", "
 #: Instances of the audio model: clips decoded at once, each in its own stub process.
 DEFAULT_INSTANCES = 4
 CODE_PARAMETER = AUDIO_PARAM_PREFIX + "code_sha256"
-HEAD_PARAMETER = AUDIO_PARAM_PREFIX + "head"
 INNER_PARAMETER = AUDIO_PARAM_PREFIX + "inner_models"
 CONFIG_FILENAME = "config.pbtxt"
 VERSION = "1"

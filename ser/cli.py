@@ -183,6 +183,13 @@ def cmd_repository(args: argparse.Namespace) -> int:
     """`ser repository`: write a Triton model repository."""
     from export.repository import write_repository
 
+    audio = None
+    if args.audio_model:
+        from client.audio_service import AudioLimits
+        from export.audio_repository import AudioModelConfig
+
+        audio = AudioModelConfig(instances=args.audio_instances, limits=AudioLimits(
+            max_bytes=args.audio_max_bytes, max_duration_s=args.audio_max_duration_s))
     written = write_repository(
         args.export_dir,
         args.out,
@@ -194,6 +201,7 @@ def cmd_repository(args: argparse.Namespace) -> int:
         gpu_accelerator=args.gpu_accelerator,
         bench=args.bench,
         bench_shape=args.bench_shape,
+        audio=audio,
     )
     for path in written:
         print(f"wrote {path}")
@@ -387,6 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--bench-shape", default=None, help="bench shape to read (default: the largest measured)")
     rp.add_argument("--intra-op-threads", type=_positive_int, default=None, help="ONNX Runtime threads per CPU instance (native default: 4)")
     rp.add_argument("--gpu-accelerator", choices=["tensorrt", "cuda"], default="tensorrt", help="native GPU models: TensorRT EP (fp16 precision, engine cache) or plain CUDA EP")
+    from client.audio_service import DEFAULT_MAX_BYTES  # numpy-only module
+    from client.audio_service import DEFAULT_MAX_DURATION_S as AUDIO_MAX_S
+
+    rp.add_argument("--audio-model", action="store_true",
+                    help="also write 'ser', the server-side audio model: one encoded clip (or PCM + rate) per request, "
+                         "label/probabilities/timeline back; on GPU nodes it needs the image of deploy/Dockerfile")
+    rp.add_argument("--audio-instances", type=_positive_int, default=4, help="--audio-model: clips decoded at once (default: 4)")
+    rp.add_argument("--audio-max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES,
+                    help=f"--audio-model: largest encoded clip accepted, bytes (default: {DEFAULT_MAX_BYTES})")
+    rp.add_argument("--audio-max-duration-s", type=float, default=AUDIO_MAX_S,
+                    help=f"--audio-model: longest clip accepted, s (default: {AUDIO_MAX_S:g})")
     rp.set_defaults(func=cmd_repository)
 
     sv = sub.add_parser("serve", help="run the bundled tritonserver on 127.0.0.1 until Ctrl-C")
