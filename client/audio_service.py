@@ -384,7 +384,9 @@ def audio_error_from_message(message: str, *, source: str):
     cls = getattr(errors, m.group(1), None)
     if not (isinstance(cls, type) and issubclass(cls, errors.AudioError)):
         return None
-    rest = m.group(2)
+    rest = m.group(2).strip()
+    while rest.endswith(")") and rest.count(")") > rest.count("("):  # the client's wrapper "infer failed (...)"
+        rest = rest[:-1]
     detail = rest[len(cls.reason):].strip() if rest.startswith(cls.reason) else rest
     if detail.startswith("(") and detail.endswith(")"):
         detail = detail[1:-1]

@@ -251,7 +251,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     files = find_audio(args.files)
     with SerClient(args.url, model=args.model, protocol=args.protocol, timeout_s=args.timeout_s, retry=retry,
-                   transport=transport, audio=AudioConfig(max_duration_s=args.max_duration_s)) as client:
+                   transport=transport, audio=AudioConfig(max_duration_s=args.max_duration_s),
+                   server_side=args.server_side) as client:
         summary = predict_files(client, files, output=args.output, fmt=fmt, resume=args.resume,
                                 concurrency=args.concurrency, top_k=args.top_k, progress=progress)
     if summary.failed:
@@ -424,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with ffmpeg)")
     pr.add_argument("--url", default=None, help="server address HOST:PORT (default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
     pr.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    pr.add_argument("--model", default="ser_int8", help="model name (default: ser_int8)")
+    pr.add_argument("--model", default=None, help="model name (default: ser_int8; ser with --server-side)")
+    pr.add_argument("--server-side", action="store_true",
+                    help="send each file's bytes to the server-side audio model, which decodes and windows it "
+                         "(same answers; the client decodes nothing)")
     pr.add_argument("--timeout-s", type=float, default=30.0, help="time limit of each call, s (default: 30)")
     pr.add_argument("--request-timeout-s", type=float, default=None, help="per-request limit (gRPC client_timeout, HTTP network timeout); default: --timeout-s")
     pr.add_argument("--json", action="store_true", help="same as --format jsonl")

@@ -164,7 +164,7 @@ def serving_repository(portable_repository, session_dir) -> Path:
 
 
 #: Limits of the session server's audio model ``ser``: small, so the hostile-input tests stay cheap.
-SERVING_AUDIO_LIMITS = dict(max_bytes=1 << 20, max_duration_s=30.0)
+SERVING_AUDIO_LIMITS = dict(max_bytes=1 << 20, max_duration_s=30.0, max_decoded_samples=1_000_000)
 
 
 def _write_audio_model(root: Path) -> Path:

@@ -132,8 +132,8 @@ def test_a_server_message_maps_back_to_the_typed_audio_error_naming_the_file():
 
     server = error_message(SilentAudioError("audio", "peak 0.00e+00 < 0.0001"))
     assert server == "SilentAudioError: audio: audio is silent (peak 0.00e+00 < 0.0001)"
-    err = audio_error_from_message(f"model 'ser' at h:1: infer failed (INVALID_ARGUMENT: {server})"[:-1] + ")", source="a.wav")
-    assert isinstance(err, SilentAudioError) and str(err).startswith("a.wav: audio is silent (peak 0.00e+00")
+    err = audio_error_from_message(f"model 'ser' at h:1: infer failed (INVALID_ARGUMENT: {server})", source="a.wav")
+    assert isinstance(err, SilentAudioError) and str(err) == "a.wav: audio is silent (peak 0.00e+00 < 0.0001)"
     big = audio_error_from_message(error_message(AudioTooLargeError("pcm", "9 samples > 8")), source="<array>")
     assert isinstance(big, AudioTooLargeError) and str(big) == "<array>: audio is larger than the allowed maximum (9 samples > 8)"
     assert audio_error_from_message("BadRequest: send exactly one of 'audio'", source="x") is None
