@@ -95,6 +95,8 @@ class LoadTestConfig:
             so both sides of the served/in-process ratio are sampled over the same time).
         out_dir: where the report goes (created).
         startup_timeout_s: seconds a local server may take to become ready.
+        locustfile: the Locust file each run loads (default: ``loadtest/locustfile.py``, window users).
+        user_classes: the Locust user classes to run (default: every class of ``locustfile``).
     """
 
     repository: Path | None = None
@@ -117,6 +119,8 @@ class LoadTestConfig:
     ort_seconds: float | None = None
     out_dir: Path = DEFAULT_OUT
     startup_timeout_s: float = 120.0
+    locustfile: Path = LOCUSTFILE
+    user_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.repository is not None:
@@ -478,7 +482,7 @@ def combine_baselines(slices: Sequence[OrtBaseline]) -> OrtBaseline:
 def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: Path) -> list[str]:
     """The headless Locust command line of one run."""
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        sys.executable, "-m", "locust", "-f", str(config.locustfile), "--headless",
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{config.warmup_s + config.run_time_s}s",
         "--host", url, "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING",
         # At the end, let requests in flight finish: killed, they reach the server as cancelled (= failed) requests.
@@ -493,7 +497,7 @@ def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: 
         cmd += ["--audio-dir", str(config.audio.audio_dir)]
     if config.audio.manifest is not None:
         cmd += ["--manifest", str(config.audio.manifest)]
-    return cmd + config.thresholds.cli_args()
+    return cmd + config.thresholds.cli_args() + list(config.user_classes)
 
 
 def warmup_marker(csv_prefix: Path) -> Path:

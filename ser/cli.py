@@ -300,6 +300,8 @@ def cmd_bench_client(args: argparse.Namespace) -> int:
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     """`ser loadtest`: Locust against a started or given server; report + exit code from the gates."""
+    if args.compare_server_side:
+        return _compare_paths(args)
     from loadtest.runner import loadtest
 
     return loadtest(
@@ -312,6 +314,25 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         compare_instances=args.compare_instances, compare_model=args.compare_model, ort_baseline=args.ort_baseline,
         ort_batch=args.ort_batch, out_dir=args.out,
     )
+
+
+def _compare_paths(args: argparse.Namespace) -> int:
+    """`ser loadtest --compare-server-side`: client-side vs server-side audio path, side by side."""
+    from loadtest.gates import Thresholds
+    from loadtest.path_compare import compare_paths
+    from loadtest.payload import AudioSourceConfig
+
+    cmp = compare_paths(
+        repository=args.repository, url=args.url, metrics_url=args.metrics_url, window_model=args.model,
+        audio_model=args.audio_model, protocol=args.protocol, users=args.compare_users, run_time_s=args.run_time,
+        warmup_s=args.warmup, out_dir=args.out, progress=sys.stdout,
+        audio=AudioSourceConfig(audio_dir=args.audio_dir, manifest=args.manifest, partition=args.partition,
+                                generated_clips=args.generated_clips),
+        thresholds=Thresholds(max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio),
+    )
+    print(f"report: {cmp.files['markdown']} (+ .json)")
+    print(cmp.headline(), flush=True)
+    return 0 if cmp.passed else 1
 
 
 # --- demo -------------------------------------------------------------------------
@@ -490,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--compare-model", default=None, help="also run another model of the repository, e.g. ser_fp32 (needs --repository)")
     lt.add_argument("--ort-baseline", action="store_true", help="also measure in-process ONNX Runtime at --ort-batch (needs --repository)")
     lt.add_argument("--ort-batch", type=_positive_int, default=8)
+    lt.add_argument("--compare-server-side", action="store_true",
+                    help="instead of the sweep: whole clips at --compare-users, the client decoding them (windows to --model) "
+                         "against the server decoding them (bytes to --audio-model), side by side; report paths.md")
+    lt.add_argument("--audio-model", default="ser", help="--compare-server-side: the server-side audio model (default: ser)")
     lt.add_argument("--out", type=Path, default=Path(".cache/loadtest"), help="report directory (default: .cache/loadtest)")
     lt.set_defaults(func=cmd_loadtest)
 
