@@ -51,6 +51,30 @@ _pools: dict[AudioSourceConfig, ClipPool] = {}
 _pools_lock = threading.Lock()
 
 
+def _source(options) -> AudioSourceConfig:
+    return AudioSourceConfig(
+        audio_dir=getattr(options, "audio_dir", "") or None, manifest=getattr(options, "manifest", "") or None,
+        partition=getattr(options, "partition", "test"), generated_clips=getattr(options, "generated_clips", 8),
+    )
+
+
+def _pool(source: AudioSourceConfig) -> ClipPool:
+    with _pools_lock:
+        if source not in _pools:
+            _pools[source] = build_clip_pool(source)
+        return _pools[source]
+
+
+@events.init.add_listener
+def _build_pool(environment, **_kwargs) -> None:
+    """Encode the clips before any user starts (synthesis in a user would stall every greenlet and the clock)."""
+    if environment.parsed_options is not None:
+        try:
+            _pool(_source(environment.parsed_options))
+        except SerError:
+            pass  # each user reports it at its start, as a failed "setup" request
+
+
 class ClipUser(User):
     """Abstract: classify the next whole clip with the bundle's client, back to back.
 
@@ -69,10 +93,7 @@ class ClipUser(User):
         self.model = getattr(opts, "model", None)
         self.protocol = getattr(opts, "protocol", "grpc")
         self.timeout_s = float(getattr(opts, "client_timeout_s", 30.0))
-        self.source = AudioSourceConfig(
-            audio_dir=getattr(opts, "audio_dir", "") or None, manifest=getattr(opts, "manifest", "") or None,
-            partition=getattr(opts, "partition", "test"), generated_clips=getattr(opts, "generated_clips", 8),
-        )
+        self.source = _source(opts)
         if not self.host:
             raise ConfigError("no --host: give the Triton server's HOST:PORT (gRPC or HTTP port to match --protocol)")
         self.url = normalize_url(self.host, protocol=self.protocol)
@@ -92,10 +113,7 @@ class ClipUser(User):
         """Build the clip pool (once per process) and open this user's client (no retries: failures count)."""
         t0 = time.perf_counter()
         try:
-            with _pools_lock:
-                if self.source not in _pools:
-                    _pools[self.source] = build_clip_pool(self.source)
-                self.pool = _pools[self.source]
+            self.pool = _pool(self.source)
             self.client = SerClient(self.url, model=self.model, protocol=self.protocol, timeout_s=self.timeout_s,
                                     retry=RetryPolicy.none(), server_side=self.server_side).open()
         except SerError as exc:
