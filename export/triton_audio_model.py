@@ -129,6 +129,9 @@ class TritonPythonModel:
         self.limits = AudioLimits.from_parameters(params, model=self.name)
         self.inner = inner_models_from_parameters(params, model=self.name)
         self._chosen: InnerModel | None = None
+        import client.audio as contract_code
+
+        pb_utils.Logger.log_info(f"model {self.name!r}: audio contract from {Path(contract_code.__file__).parent}")
         self._cpu = {}
         if hasattr(pb_utils, "PreferredMemory"):  # window models on a GPU hand their outputs back in host memory
             self._cpu = {"preferred_memory": pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)}

@@ -43,6 +43,13 @@ def _same(pred, ref) -> None:
     np.testing.assert_array_equal(pred.window_num_samples, ref.window_num_samples)
 
 
+def test_the_stub_runs_the_audio_contract_packaged_with_the_model(triton_server, serving_repository):
+    from export.audio_repository import installed_code_matches
+
+    assert f"model 'ser': audio contract from {serving_repository / 'ser' / '1' / 'client'}" in triton_server.log_text()
+    assert installed_code_matches(serving_repository / "ser")
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_the_server_side_path_answers_as_the_client_side_path_does(triton_server, serving_clips, reference, protocol):
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
