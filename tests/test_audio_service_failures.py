@@ -213,3 +213,27 @@ def test_after_all_of_it_the_server_and_every_stub_are_still_up(triton_server, s
     assert set(triton_server.stub_pids()) == stubs_at_start, "a python-backend stub died or was restarted"
     with SerClient(triton_server.grpc_url, server_side=True) as client:
         assert client.classify(serving_clips["short"]).label
+
+
+@pytest.mark.slow
+def test_without_a_ready_window_model_the_answer_is_unavailable_until_one_is_loaded(serving_repository, serving_clips, tmp_path):
+    """A second server on the same repository, loading only ``ser``: the client retries UNAVAILABLE, then gives up."""
+    from client.errors import ServerUnavailableError
+    from client.triton_client import RetryPolicy, SerClient
+    from deploy.local_triton import LocalTriton
+
+    attempts = []
+    with LocalTriton(serving_repository, load_models=["ser"], log_path=tmp_path / "triton.log") as server:
+        with SerClient(server.grpc_url, server_side=True, retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.01),
+                       on_attempt=lambda what, n: attempts.append((what, n))) as client:
+            with pytest.raises(ServerUnavailableError, match=r"none of the window models \['ser_fp32', 'ser_int8'\] is ready"):
+                client.classify(serving_clips["short"])
+            assert [a for a in attempts if a[0] == "infer"] == [("infer", 1), ("infer", 2)]
+            import tritonclient.grpc as tc
+
+            admin = tc.InferenceServerClient(server.grpc_url)
+            try:
+                admin.load_model("ser_int8")
+            finally:
+                admin.close()
+            assert client.classify(serving_clips["short"]).label  # the audio model picks it up at the next request
