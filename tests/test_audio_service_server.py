@@ -64,6 +64,22 @@ def test_the_server_side_path_answers_as_the_client_side_path_does(triton_server
     assert reference["very_long"].num_windows == 12  # more windows than one request to ser_fp32 holds (max_batch_size 8)
 
 
+@pytest.mark.parametrize("fmt", ["FLAC/PCM_16", "OGG/VORBIS", "OGG/OPUS", "MP3/MPEG_LAYER_III"])
+def test_every_format_the_decoder_reads_gets_the_client_side_answer(triton_server, fmt):
+    import io
+
+    import soundfile as sf
+
+    container, subtype = fmt.split("/")
+    t = np.arange(int(1.8 * 48_000)) / 48_000
+    y = (0.3 * np.sin(2 * np.pi * 180 * (1 + 0.1 * np.sin(2 * np.pi * 3 * t)) * t)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, y, 48_000, format=container, subtype=subtype)
+    data = buf.getvalue()
+    with SerClient(triton_server.grpc_url, model="ser_fp32") as window, SerClient(triton_server.grpc_url, server_side=True) as audio:
+        _same(audio.classify(data), window.classify(data))
+
+
 def test_the_answer_carries_a_timeline_of_segments_that_tile_the_clip(triton_server, serving_clips, reference):
     import tritonclient.grpc as tc
 
