@@ -33,11 +33,16 @@ test-fast: $(STAMP)  ## the unit tier only (tests/unit): no server, no training
 
 # Debian tools some tests use, installed when missing and we are root (otherwise those tests skip and say so):
 # Prometheus for tests/system/test_deploy.py's real scrape; qemu-user to run the int8 model on an emulated
-# AVX2-only CPU (tests/system/test_export.py). Compose, kubectl and the schemas come with the venv (dev extra).
+# AVX2-only CPU (tests/system/test_export.py, tests/system/test_int8_selection.py); curl, Node.js and npm for the
+# server-side audio callers (tests/integration/test_audio_service_server.py). Compose, kubectl and the schemas come
+# with the venv (dev extra).
 system-tools:
 	@missing=""; \
 	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
 	command -v qemu-x86_64 >/dev/null || missing="$$missing qemu-user"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

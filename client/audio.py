@@ -130,7 +130,8 @@ def decode(source: str | Path | bytes, *, name: str | None = None, max_duration_
             handle.seek(0)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         if isinstance(source, bytes):
-            raise AudioDecodeError(label, f"not a format libsndfile reads: {exc}") from None
+            reason = str(exc).rsplit(">: ", 1)[-1]  # libsndfile names the BytesIO object's address first
+            raise AudioDecodeError(label, f"not a format libsndfile reads: {reason}") from None
         return _decode_fallback(Path(source), label, max_duration_s)
     truncated = _riff_truncation(source)
     if truncated:

@@ -67,6 +67,18 @@ class AudioTooLongError(AudioError):
     reason = "audio is longer than the allowed maximum"
 
 
+class AudioTooLargeError(AudioError):
+    """The encoded audio, or what it decodes to, is larger than the configured maximum."""
+
+    reason = "audio is larger than the allowed maximum"
+
+
+class AudioFormatError(AudioError):
+    """The audio decodes, but its sample rate or channel count is outside what is accepted."""
+
+    reason = "unsupported audio format"
+
+
 # --- configuration and files ----------------------------------------------------
 
 

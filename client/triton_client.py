@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from client.audio import AudioConfig, AudioSource, Windows, aggregate, load_audio, make_windows
+from client.audio_service import AUDIO_MODEL
 from client.contract import (
     INPUT_NUM_SAMPLES,
     INPUT_WAVEFORM,
@@ -58,6 +59,7 @@ from client.errors import (
     SerError,
     ServerUnavailableError,
 )
+from client.server_side import ServerSideMixin
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_GRPC_URL = "127.0.0.1:8001"
@@ -457,14 +459,14 @@ def translate_error(exc: BaseException, *, url: str, model: str, protocol: str, 
     return InferenceError(f"model {model!r} at {url}: {what} failed ({type(exc).__name__}: {_one_line(exc)})")
 
 
-class _ClientBase:
+class _ClientBase(ServerSideMixin):
     """What the sync and async clients share: options, contract checks, requests, results."""
 
     def __init__(
         self,
         url: str | None = None,
         *,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         protocol: str = "grpc",
         timeout_s: float = 30.0,
         audio: AudioConfig | None = None,
@@ -472,7 +474,10 @@ class _ClientBase:
         retry: RetryPolicy | None = None,
         transport: TransportOptions | None = None,
         on_attempt: Callable[[str, int], None] | None = None,
+        server_side: bool = False,
     ) -> None:
+        if model is None:
+            model = AUDIO_MODEL if server_side else DEFAULT_MODEL
         if protocol not in PROTOCOLS:
             raise ConfigError(f"protocol={protocol!r}: expected one of {PROTOCOLS}")
         if not timeout_s > 0:
@@ -493,6 +498,8 @@ class _ClientBase:
         self.retry = retry or RetryPolicy()
         self.transport = transport or TransportOptions()
         self.on_attempt = on_attempt
+        self.server_side = bool(server_side)
+        self.audio_limits = None
         self._audio_in = audio or AudioConfig()
         self.audio: AudioConfig = self._audio_in
         self.contract: ModelContract | None = None
@@ -535,6 +542,8 @@ class _ClientBase:
 
     def _check_tensors(self) -> None:
         assert self.contract is not None
+        if self.server_side:
+            return self._check_audio_model()
         inputs = {t.get("name"): t for t in self.config.get("input", [])}
         outputs = {t.get("name"): t for t in self.config.get("output", [])}
         missing = [n for n in (INPUT_WAVEFORM, INPUT_NUM_SAMPLES) if n not in inputs]
@@ -574,6 +583,8 @@ class _ClientBase:
         return int(top_k)
 
     def _check_windows(self, waveforms: np.ndarray, num_samples: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self.server_side:
+            raise ConfigError(f"model {self.model!r}: a server_side client sends clips, not windows (use classify)")
         x = np.ascontiguousarray(waveforms, dtype=np.float32)
         n = np.ascontiguousarray(np.asarray(num_samples, dtype=np.int64).reshape(-1, 1))
         if x.ndim != 2 or x.shape[0] == 0 or n.shape[0] != x.shape[0]:
@@ -684,7 +695,8 @@ class SerClient(_ClientBase):
     Args:
         url: ``host:port`` of the server's gRPC or HTTP endpoint; None gives
             ``127.0.0.1:8001`` for gRPC, ``127.0.0.1:8000`` for HTTP.
-        model: model name in the repository (``ser_int8``, ``ser_fp32``, ...).
+        model: model name in the repository (``ser_int8``, ``ser_fp32``, ...); None: ``ser_int8``,
+            or ``ser`` with ``server_side``.
         protocol: ``grpc`` or ``http``.
         timeout_s: per-call time limit (connection and request), seconds; the
             ``transport`` time limits override it where set.
@@ -697,6 +709,9 @@ class SerClient(_ClientBase):
         transport: TLS, extra headers and time limits (:class:`TransportOptions`).
         on_attempt: called as ``on_attempt(what, attempt)`` before every attempt of
             every call (``what``: ``"infer"``, ``"liveness check"``...; attempt 1, 2...).
+        server_side: send each clip itself (encoded bytes, or an array's samples and rate) to
+            the server-side audio model (``model`` default ``ser``), which decodes and windows it
+            with the same code (:mod:`client.server_side`); the answer is the same Prediction.
 
     Attributes:
         contract: the served model's :class:`ModelContract` (after open).
@@ -925,6 +940,8 @@ class SerClient(_ClientBase):
         """
         self._transport()  # raises if not open
         k = self._check_top_k(top_k)
+        if self.server_side:
+            return self._classify_server_side(source, sample_rate=sample_rate, name=name, top_k=k)
         t0 = time.perf_counter()
         label, windows = self._prepare(source, sample_rate, name)
         t_pre = time.perf_counter()
@@ -1129,6 +1146,8 @@ class AsyncSerClient(_ClientBase):
 
         self._require_open()
         k = self._check_top_k(top_k)
+        if self.server_side:
+            return await self._aclassify_server_side(source, sample_rate=sample_rate, name=name, top_k=k)
         t0 = time.perf_counter()
         label, windows = await asyncio.to_thread(self._prepare, source, sample_rate, name)
         t_pre = time.perf_counter()

@@ -34,7 +34,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from client.contract import (
     INPUT_NAMES,
@@ -49,6 +49,9 @@ from export.cpu_class import VERIFIED_CLASSES_PARAMETER
 from export.onnx_export import read_signature
 from export.pipeline import ensure_writable_dir, install_dir
 from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, Recipe, sha256_file
+
+if TYPE_CHECKING:
+    from export.audio_repository import AudioModelConfig
 
 RUNTIMES = ("portable", "native")
 CONFIG_FILENAME = "config.pbtxt"
@@ -386,6 +389,8 @@ def write_repository(
     bench: str | Path | None = None,
     bench_shape: str | None = None,
     verify_cpu_classes: Sequence[str] = (),
+    audio_model: bool = False,
+    audio: AudioModelConfig | None = None,
 ) -> list[Path]:
     """Write ``ser_<variant>`` models from an export directory into a Triton repository.
 
@@ -414,9 +419,12 @@ def write_repository(
         verify_cpu_classes: check the int8 model against fp32 on these CPU classes too
             (emulated where needed, :func:`export.isa_check.verify_export_on_classes`) and
             list them in its config parameter ``ser.verified_cpu_classes``.
+        audio_model: also write the server-side audio model ``ser`` (one clip in, emotions
+            out; :mod:`export.audio_repository`), sending its windows to these models.
+        audio: its options (name, instances, limits); given, it implies ``audio_model``.
 
     Returns:
-        The written model directories, in ``variants`` order.
+        The written model directories, in ``variants`` order (then the audio model's).
 
     Raises:
         ConfigError: bad option. ExportError: missing/stale export, unusable ``repo_dir``.
@@ -510,6 +518,11 @@ def write_repository(
             validate_model_dir(stage, name=name)
             install_dir(stage, target)
         written.append(target)
+    if audio_model or audio is not None:
+        from export.audio_repository import write_audio_model
+
+        contract = recipes[config.variants[0]].contract
+        written.append(write_audio_model(repo_dir, contract=contract, runtime=config.runtime, config=audio))
     return written
 
 
@@ -710,7 +723,7 @@ def validate_model_dir(model_dir: str | Path, *, name: str | None = None, check_
 
 
 def validate_repository(repo_dir: str | Path, *, check_sha: bool = True) -> dict[str, object]:
-    """Validate every bundle model (``ser_*`` folders) in a repository.
+    """Validate every bundle model (``ser_*`` folders, and audio models such as ``ser``) in a repository.
 
     Other models (not written by this bundle) are not checked.
 
@@ -730,6 +743,13 @@ def validate_repository(repo_dir: str | Path, *, check_sha: bool = True) -> dict
     for model in models:
         try:
             configs[model.name] = validate_model_dir(model, check_sha=check_sha)
+        except ModelConfigError as exc:
+            errors.append(str(exc))
+    from export.audio_repository import is_audio_model_dir, validate_audio_model_dir
+
+    for model in sorted(p for p in repo_dir.iterdir() if p.is_dir() and p not in models and is_audio_model_dir(p)):
+        try:
+            configs[model.name] = validate_audio_model_dir(model)
         except ModelConfigError as exc:
             errors.append(str(exc))
     if errors:

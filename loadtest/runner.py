@@ -106,6 +106,8 @@ class LoadTestConfig:
         max_rss_growth_pct: gate: fail a run whose server + stub memory grows by more than this
             many percent from the warm-up's end to its end (:func:`loadtest.sampler.rss_growth_pct`).
         sample_interval_s: seconds between samples of counters and memory during a run.
+        locustfile: the Locust file each run loads (default: ``loadtest/locustfile.py``, window users).
+        user_classes: the Locust user classes to run (default: every class of ``locustfile``).
     """
 
     repository: Path | None = None
@@ -131,6 +133,8 @@ class LoadTestConfig:
     server_pid: int | None = None
     max_rss_growth_pct: float | None = None
     sample_interval_s: float = 1.0
+    locustfile: Path = LOCUSTFILE
+    user_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.repository is not None:
@@ -520,7 +524,7 @@ def combine_baselines(slices: Sequence[OrtBaseline]) -> OrtBaseline:
 def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: Path) -> list[str]:
     """The headless Locust command line of one run."""
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        sys.executable, "-m", "locust", "-f", str(config.locustfile), "--headless",
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{config.warmup_s + config.run_time_s}s",
         "--host", url, "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING",
         # At the end, let requests in flight finish: killed, they reach the server as cancelled (= failed) requests.
@@ -535,7 +539,7 @@ def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: 
         cmd += ["--audio-dir", str(config.audio.audio_dir)]
     if config.audio.manifest is not None:
         cmd += ["--manifest", str(config.audio.manifest)]
-    return cmd + config.thresholds.cli_args()
+    return cmd + config.thresholds.cli_args() + list(config.user_classes)
 
 
 def warmup_marker(csv_prefix: Path) -> Path:

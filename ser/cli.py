@@ -196,6 +196,13 @@ def cmd_repository(args: argparse.Namespace) -> int:
     """`ser repository`: write a Triton model repository."""
     from export.repository import write_repository
 
+    audio = None
+    if args.audio_model:
+        from client.audio_service import AudioLimits
+        from export.audio_repository import AudioModelConfig
+
+        audio = AudioModelConfig(instances=args.audio_instances, limits=AudioLimits(
+            max_bytes=args.audio_max_bytes, max_duration_s=args.audio_max_duration_s))
     written = write_repository(
         args.export_dir,
         args.out,
@@ -208,6 +215,7 @@ def cmd_repository(args: argparse.Namespace) -> int:
         bench=args.bench,
         bench_shape=args.bench_shape,
         verify_cpu_classes=args.verify_cpu_class,
+        audio=audio,
     )
     for path in written:
         print(f"wrote {path}")
@@ -272,7 +280,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     files = find_audio(args.files)
     with SerClient(args.url, model=args.model, protocol=args.protocol, timeout_s=args.timeout_s, retry=retry,
-                   transport=transport, audio=AudioConfig(max_duration_s=args.max_duration_s)) as client:
+                   transport=transport, audio=AudioConfig(max_duration_s=args.max_duration_s),
+                   server_side=args.server_side) as client:
         summary = predict_files(client, files, output=args.output, fmt=fmt, resume=args.resume,
                                 concurrency=args.concurrency, top_k=args.top_k, progress=progress)
     if summary.failed:
@@ -321,6 +330,8 @@ def cmd_bench_client(args: argparse.Namespace) -> int:
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     """`ser loadtest`: Locust against a started or given server; report + exit code from the gates."""
+    if args.compare_server_side:
+        return _compare_paths(args)
     from loadtest.runner import loadtest
 
     return loadtest(
@@ -333,6 +344,25 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         compare_instances=args.compare_instances, compare_model=args.compare_model, ort_baseline=args.ort_baseline,
         ort_batch=args.ort_batch, out_dir=args.out, server_pid=args.server_pid, max_rss_growth_pct=args.max_rss_growth,
     )
+
+
+def _compare_paths(args: argparse.Namespace) -> int:
+    """`ser loadtest --compare-server-side`: client-side vs server-side audio path, side by side."""
+    from loadtest.gates import Thresholds
+    from loadtest.path_compare import compare_paths
+    from loadtest.payload import AudioSourceConfig
+
+    cmp = compare_paths(
+        repository=args.repository, url=args.url, metrics_url=args.metrics_url, window_model=args.model,
+        audio_model=args.audio_model, protocol=args.protocol, users=args.compare_users, run_time_s=args.run_time,
+        warmup_s=args.warmup, out_dir=args.out, progress=sys.stdout,
+        audio=AudioSourceConfig(audio_dir=args.audio_dir, manifest=args.manifest, partition=args.partition,
+                                generated_clips=args.generated_clips),
+        thresholds=Thresholds(max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio),
+    )
+    print(f"report: {cmp.files['markdown']} (+ .json)")
+    print(cmp.headline(), flush=True)
+    return 0 if cmp.passed else 1
 
 
 # --- demo -------------------------------------------------------------------------
@@ -436,6 +466,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--verify-cpu-class", action="append", default=[], choices=CPU_CLASSES, metavar="CLASS",
                     help="check the int8 model against fp32 on this CPU class too (avx2: emulated with qemu-x86_64) "
                          "and record it in its config; repeatable")
+    from client.audio_service import DEFAULT_MAX_BYTES  # numpy-only module
+    from client.audio_service import DEFAULT_MAX_DURATION_S as AUDIO_MAX_S
+
+    rp.add_argument("--audio-model", action="store_true",
+                    help="also write 'ser', the server-side audio model: one encoded clip (or PCM + rate) per request, "
+                         "label/probabilities/timeline back; on GPU nodes it needs the image of deploy/Dockerfile")
+    rp.add_argument("--audio-instances", type=_positive_int, default=4, help="--audio-model: clips decoded at once (default: 4)")
+    rp.add_argument("--audio-max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES,
+                    help=f"--audio-model: largest encoded clip accepted, bytes (default: {DEFAULT_MAX_BYTES})")
+    rp.add_argument("--audio-max-duration-s", type=float, default=AUDIO_MAX_S,
+                    help=f"--audio-model: longest clip accepted, s (default: {AUDIO_MAX_S:g})")
     rp.set_defaults(func=cmd_repository)
 
     sv = sub.add_parser("serve", help="run the bundled tritonserver on 127.0.0.1 until Ctrl-C")
@@ -460,7 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with ffmpeg)")
     pr.add_argument("--url", default=None, help="server address HOST:PORT (default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
     pr.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    pr.add_argument("--model", default="ser_int8", help="model name (default: ser_int8)")
+    pr.add_argument("--model", default=None, help="model name (default: ser_int8; ser with --server-side)")
+    pr.add_argument("--server-side", action="store_true",
+                    help="send each file's bytes to the server-side audio model, which decodes and windows it "
+                         "(same answers; the client decodes nothing)")
     pr.add_argument("--timeout-s", type=float, default=30.0, help="time limit of each call, s (default: 30)")
     pr.add_argument("--request-timeout-s", type=float, default=None, help="per-request limit (gRPC client_timeout, HTTP network timeout); default: --timeout-s")
     pr.add_argument("--json", action="store_true", help="same as --format jsonl")
@@ -531,6 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--compare-model", default=None, help="also run another model of the repository, e.g. ser_fp32 (needs --repository)")
     lt.add_argument("--ort-baseline", action="store_true", help="also measure in-process ONNX Runtime at --ort-batch (needs --repository)")
     lt.add_argument("--ort-batch", type=_positive_int, default=8)
+    lt.add_argument("--compare-server-side", action="store_true",
+                    help="instead of the sweep: whole clips at --compare-users, the client decoding them (windows to --model) "
+                         "against the server decoding them (bytes to --audio-model), side by side; report paths.md")
+    lt.add_argument("--audio-model", default="ser", help="--compare-server-side: the server-side audio model (default: ser)")
     lt.add_argument("--out", type=Path, default=Path(".cache/loadtest"), help="report directory (default: .cache/loadtest)")
     lt.set_defaults(func=cmd_loadtest)
 

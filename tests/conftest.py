@@ -173,10 +173,11 @@ def served_models(triton_server) -> list[str]:
 
 @pytest.fixture(scope="session")
 def serving_repository(portable_repository, session_dir) -> Path:
-    """A copy of :func:`portable_repository` plus ``no_contract`` and ``wrong_tensors`` test models.
+    """A copy of :func:`portable_repository` plus ``no_contract`` and ``wrong_tensors`` test models, and ``ser``.
 
     ``no_contract`` has no ``ser.*`` parameters; ``wrong_tensors`` has them but
     names its tensors ``x``/``y``. Both must be refused by the client with a ContractError.
+    ``ser`` is the server-side audio model (limits :data:`SERVING_AUDIO_LIMITS`) over ``ser_int8``/``ser_fp32``.
     """
     import shutil
 
@@ -187,7 +188,27 @@ def serving_repository(portable_repository, session_dir) -> Path:
     _write_plain_model(root, "no_contract", parameters={})
     contract = ModelContract(labels=RAVDESS8, window_samples=16_000, hop_samples=8_000, variant="fp32", source="test")
     _write_plain_model(root, "wrong_tensors", parameters=contract.to_parameters())
+    _write_audio_model(root)
     return root
+
+
+#: Limits of the session server's audio model ``ser``: small, so the hostile-input tests stay cheap.
+SERVING_AUDIO_LIMITS = dict(max_bytes=1 << 20, max_duration_s=30.0, max_decoded_samples=1_000_000)
+
+
+def _write_audio_model(root: Path) -> Path:
+    """The server-side audio model ``ser`` (export/audio_repository.py) over the copied ``ser_*`` models."""
+    from client.audio_service import AudioLimits
+    from client.contract import ModelContract
+    from export.audio_repository import AudioModelConfig, write_audio_model
+    from export.repository import read_model_config
+
+    params = {k: v.string_value for k, v in read_model_config(root / "ser_int8").parameters.items()}
+    contract = ModelContract.from_parameters(params)
+    # fp32 first: its answers equal the client-side path's within 1e-4 whatever windows share a batch
+    # (dynamic int8 quantizes with one scale per batch, so its scores move a little with the batch's company).
+    return write_audio_model(root, contract=contract, runtime="portable",
+                             config=AudioModelConfig(limits=AudioLimits(**SERVING_AUDIO_LIMITS), preference=("fp32", "int8")))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,270 @@
+"""The server-side audio model ``ser`` on the real tritonserver: same answers as the client, batching, other callers.
+
+``ser`` sends its windows to ``ser_fp32`` on the session server (conftest: fp32 first, so
+answers compare within 1e-4 with the client-side path on ``ser_fp32``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.timeline import timeline_of
+from client.triton_client import AsyncSerClient, SerClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCS = REPO_ROOT / "docs" / "server-side-audio.md"
+EXAMPLES = REPO_ROOT / "client" / "examples"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference(triton_server, serving_clips):
+    """``{clip key: Prediction}`` of the client-side path on ser_fp32, the window model behind ``ser``."""
+    with SerClient(triton_server.grpc_url, model="ser_fp32") as client:
+        return {k: client.classify(serving_clips[k]) for k in ("short", "long", "very_long")}
+
+
+def _same(pred, ref) -> None:
+    assert pred.label == ref.label
+    assert list(pred.probabilities) == list(ref.probabilities)
+    np.testing.assert_allclose(list(pred.probabilities.values()), list(ref.probabilities.values()), atol=TOL)
+    np.testing.assert_allclose(pred.window_probabilities, ref.window_probabilities, atol=TOL)
+    np.testing.assert_array_equal(pred.window_offsets, ref.window_offsets)
+    np.testing.assert_array_equal(pred.window_num_samples, ref.window_num_samples)
+
+
+def test_the_stub_runs_the_audio_contract_packaged_with_the_model(triton_server, serving_repository):
+    from export.audio_repository import installed_code_matches
+
+    assert f"model 'ser': audio contract from {serving_repository / 'ser' / '1' / 'client'}" in triton_server.log_text()
+    assert installed_code_matches(serving_repository / "ser")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_server_side_path_answers_as_the_client_side_path_does(triton_server, serving_clips, reference, protocol):
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    with SerClient(url, protocol=protocol, server_side=True) as client:
+        assert client.model == "ser" and client.contract.labels == tuple(reference["short"].probabilities)
+        for key, ref in reference.items():
+            pred = client.classify(serving_clips[key], top_k=3)
+            _same(pred, ref)
+            assert pred.source == str(serving_clips[key]) and len(pred.top_k) == 3 and pred.top_k[0][0] == pred.label
+            rate = client.contract.sample_rate
+            assert timeline_of(pred, sample_rate=rate).segments == timeline_of(ref, sample_rate=rate).segments
+    assert reference["very_long"].num_windows == 12  # more windows than one request to ser_fp32 holds (max_batch_size 8)
+
+
+@pytest.mark.parametrize("fmt", ["FLAC/PCM_16", "OGG/VORBIS", "OGG/OPUS", "MP3/MPEG_LAYER_III"])
+def test_every_format_the_decoder_reads_gets_the_client_side_answer(triton_server, fmt):
+    import io
+
+    import soundfile as sf
+
+    container, subtype = fmt.split("/")
+    t = np.arange(int(1.8 * 48_000)) / 48_000
+    y = (0.3 * np.sin(2 * np.pi * 180 * (1 + 0.1 * np.sin(2 * np.pi * 3 * t)) * t)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, y, 48_000, format=container, subtype=subtype)
+    data = buf.getvalue()
+    with SerClient(triton_server.grpc_url, model="ser_fp32") as window, SerClient(triton_server.grpc_url, server_side=True) as audio:
+        _same(audio.classify(data), window.classify(data))
+
+
+def test_the_answer_carries_a_timeline_of_segments_that_tile_the_clip(triton_server, serving_clips, reference):
+    import tritonclient.grpc as tc
+
+    client = tc.InferenceServerClient(triton_server.grpc_url)
+    try:
+        audio = tc.InferInput("audio", [1], "BYTES")
+        audio.set_data_from_numpy(np.array([serving_clips["very_long"].read_bytes()], dtype=np.object_))
+        flag = tc.InferInput("timeline", [1], "BOOL")
+        flag.set_data_from_numpy(np.array([True]))
+        result = client.infer("ser", [audio, flag])
+        plain = client.infer("ser", [audio])
+    finally:
+        client.close()
+    ref = timeline_of(reference["very_long"], sample_rate=16_000)
+    labels = [s.decode() for s in result.as_numpy("segment_label")]
+    starts, ends = result.as_numpy("segment_start_s"), result.as_numpy("segment_end_s")
+    assert labels == [s.label for s in ref.segments] and len(labels) >= 1
+    np.testing.assert_allclose(starts, [s.start_s for s in ref.segments])
+    np.testing.assert_allclose(ends, [s.end_s for s in ref.segments])
+    assert starts[0] == 0.0 and ends[-1] == pytest.approx(6.2) and (starts[1:] == ends[:-1]).all()
+    assert result.as_numpy("duration_s").tolist() == [pytest.approx(6.2)]
+    np.testing.assert_allclose(result.as_numpy("window_start_s"), ref.start_s)
+    assert result.as_numpy("window_scores").shape == (12, 8)
+    assert plain.as_numpy("window_scores") is None and plain.as_numpy("segment_label") is None  # only on request
+
+
+def test_pcm_with_its_rate_answers_as_the_file_it_came_from(triton_server, serving_clips, reference):
+    import soundfile as sf
+
+    y, sr = sf.read(serving_clips["long"], dtype="float32")  # stereo 22.05 kHz: the client mixes, the server resamples
+    with SerClient(triton_server.grpc_url, server_side=True) as client:
+        pred = client.classify(y, sample_rate=sr, name="long-pcm")
+        ints = client.classify((y * 32767).astype(np.int16), sample_rate=sr)
+    _same(pred, reference["long"])
+    assert pred.source == "long-pcm" and ints.label == pred.label and ints.source == "<array>"
+
+
+def test_the_async_client_has_the_server_side_mode_too(triton_server, serving_clips, reference):
+    import asyncio
+
+    async def run():
+        async with AsyncSerClient(triton_server.grpc_url, server_side=True) as client:
+            return await client.classify_many([serving_clips["short"], serving_clips["silent"]], concurrency=2)
+
+    ok, silent = asyncio.run(run())
+    _same(ok.prediction, reference["short"])
+    assert type(silent.error).__name__ == "SilentAudioError" and str(silent.error).startswith(str(serving_clips["silent"]))
+
+
+def test_windows_of_concurrent_clips_are_batched_at_the_window_model(triton_server, tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(7)
+    clips = []
+    for i in range(48):  # 0.6 s each: one window per clip, so a batch of several windows merges several requests
+        t = np.arange(9_600) / 16_000
+        y = 0.3 * np.sin(2 * np.pi * (150 + 5 * i) * t) + 0.01 * rng.standard_normal(t.size)
+        sf.write(tmp_path / f"c{i}.wav", y.astype(np.float32), 16_000, subtype="PCM_16")
+        clips.append((tmp_path / f"c{i}.wav").read_bytes())
+    with SerClient(triton_server.grpc_url, model="ser_fp32") as inner, \
+            SerClient(triton_server.grpc_url, server_side=True) as outer:
+        before, outer_before = inner.statistics(), outer.statistics()
+        results = list(outer.classify_many(clips, concurrency=16))
+        after, outer_after = inner.statistics(), outer.statistics()
+    assert all(r.ok for r in results), [str(r.error) for r in results if not r.ok][:3]
+    inferences = after.inference_count - before.inference_count
+    executions = after.execution_count - before.execution_count
+    assert outer_after.success_count - outer_before.success_count == 48
+    assert inferences == 48, "one window per clip reached the window model"
+    assert executions < inferences, f"{inferences} windows ran in {executions} executions: no batching across requests"
+    print(f"\n48 clips -> window model: {inferences} inferences in {executions} executions "
+          f"(mean batch {inferences / executions:.2f})")
+
+
+# --- callers that are not the Python client ----------------------------------------------------
+
+
+def _documented_block(marker: str) -> str:
+    text = DOCS.read_text()
+    m = re.search(rf"<!-- {re.escape(marker)} -->\s*```(?:bash|sh)\n(.*?)```", text, re.S)
+    assert m, f"{DOCS} has no ```bash block after <!-- {marker} -->"
+    return m.group(1)
+
+
+def _probabilities_close(answer: dict, ref) -> None:
+    assert answer["label"] == ref.label
+    assert list(answer["probabilities"]) == list(ref.probabilities)
+    np.testing.assert_allclose(list(answer["probabilities"].values()), list(ref.probabilities.values()), atol=TOL)
+
+
+def test_the_documented_curl_command_answers_as_the_client_does(triton_server, serving_clips, reference):
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed (make system-tools installs it as root)")
+    block = _documented_block("test: curl")
+    env = {**os.environ, "AUDIO": str(serving_clips["long"]), "URL": triton_server.http_url}
+    out = subprocess.run(["bash", "-c", block], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr + out.stdout
+    outputs = {o["name"]: o["data"] for o in json.loads(out.stdout)["outputs"]}
+    _probabilities_close({"label": outputs["label"][0], "probabilities": dict(zip(outputs["names"], outputs["scores"], strict=True))},
+                         reference["long"])
+    env["AUDIO"] = str(serving_clips["garbage"])
+    bad = subprocess.run(["bash", "-c", block], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 22 and "AudioDecodeError: audio: cannot decode audio" in bad.stdout  # HTTP 400, reason in the body
+
+
+def test_the_tritonclient_only_example_answers_as_the_client_does(triton_server, serving_clips, reference):
+    script = EXAMPLES / "classify_tritonclient.py"
+    assert len([ln for ln in script.read_text().splitlines() if ln.strip() and not ln.startswith(("#", '"""', "Usage"))]) <= 14
+    # no audio stack: the bundle's client, soundfile and soxr are made unimportable
+    code = ("import runpy, sys; sys.modules.update(client=None, soundfile=None, soxr=None, librosa=None); "
+            f"sys.argv = ['x', {str(serving_clips['very_long'])!r}, {triton_server.grpc_url!r}]; runpy.run_path({str(script)!r})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    _probabilities_close(json.loads(out.stdout), reference["very_long"])
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    """``@grpc/grpc-js`` + ``@grpc/proto-loader`` as pinned in the example's package.json, installed once under .cache/."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm not installed (make system-tools installs Debian's nodejs and npm as root)")
+    cache = REPO_ROOT / ".cache" / "node-example"
+    package = (EXAMPLES / "node" / "package.json").read_text()
+    if not (cache / "node_modules" / "@grpc" / "proto-loader").is_dir() or (cache / "package.json").read_text() != package:
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(parents=True)
+        (cache / "package.json").write_text(package)
+        out = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error"],
+                             cwd=cache, capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            pytest.skip(f"npm install of the example's packages failed (no registry?): {out.stderr.strip()[-300:]}")
+    return cache / "node_modules"
+
+
+def test_the_node_grpc_example_answers_as_the_client_does(triton_server, serving_clips, reference, node_modules, tmp_path):
+    descriptors = tmp_path / "triton.desc"
+    subprocess.run([sys.executable, str(EXAMPLES / "node" / "triton_descriptors.py"), str(descriptors)], check=True, timeout=60)
+    env = {**os.environ, "NODE_PATH": str(node_modules)}
+    script = str(EXAMPLES / "node" / "classify.js")
+    out = subprocess.run(["node", script, str(descriptors), str(serving_clips["short"]), triton_server.grpc_url],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    _probabilities_close(json.loads(out.stdout), reference["short"])
+    bad = subprocess.run(["node", script, str(descriptors), str(serving_clips["silent"]), triton_server.grpc_url],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "INVALID_ARGUMENT: SilentAudioError: audio: audio is silent" in bad.stderr
+
+
+# --- ser predict --server-side ------------------------------------------------------------------
+
+
+def test_predict_server_side_classifies_a_directory_resumes_and_matches_the_client_side_rows(triton_server, serving_clips, tmp_path):
+    from ser.cli import main
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for key in ("short", "long", "very_long", "silent"):
+        shutil.copyfile(serving_clips[key], folder / serving_clips[key].name)
+    out_server, out_client = tmp_path / "server.jsonl", tmp_path / "client.jsonl"
+    assert main(["predict", str(folder), "--url", triton_server.grpc_url, "--server-side", "-o", str(out_server)]) == 1
+    assert main(["predict", str(folder), "--url", triton_server.grpc_url, "--model", "ser_fp32", "-o", str(out_client)]) == 1
+    server = [json.loads(line) for line in out_server.read_text().splitlines()]
+    client = [json.loads(line) for line in out_client.read_text().splitlines()]
+    assert [r["file"] for r in server] == [r["file"] for r in client] and len(server) == 4
+    for s, c in zip(server, client, strict=True):
+        assert s["ok"] == c["ok"] and s.get("label") == c.get("label") and s.get("windows") == c.get("windows")
+        assert s.get("error_type") == c.get("error_type") and s.get("error") == c.get("error")
+        if s["ok"]:
+            np.testing.assert_allclose(list(s["probabilities"].values()), list(c["probabilities"].values()), atol=2e-6 + TOL)
+    assert [r["error_type"] for r in server if not r["ok"]] == ["SilentAudioError"]
+    # resume: drop the last two rows, run again: only those two are classified
+    lines = out_server.read_text().splitlines(keepends=True)
+    out_server.write_text("".join(lines[:2]))
+    t0 = time.monotonic()
+    assert main(["predict", str(folder), "--url", triton_server.grpc_url, "--server-side", "-o", str(out_server), "--resume"]) == 1
+    assert time.monotonic() - t0 < 60
+    again = [json.loads(line) for line in out_server.read_text().splitlines()]
+    assert [r["file"] for r in again] == [r["file"] for r in server]
+    assert [r.get("label") for r in again] == [r.get("label") for r in server]
+
+
+def test_a_server_side_client_refuses_a_window_model_and_window_calls(triton_server):
+    from client.errors import ConfigError, ContractError
+
+    with pytest.raises(ContractError, match="not a server-side audio model"):
+        SerClient(triton_server.grpc_url, model="ser_fp32", server_side=True).open()
+    with SerClient(triton_server.grpc_url, server_side=True) as client, pytest.raises(ConfigError, match="sends clips, not windows"):
+        client.infer_windows(np.zeros((1, 16_000), np.float32), [16_000])
