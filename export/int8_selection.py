@@ -18,7 +18,7 @@ from client.errors import ParityError
 from export.cpu_class import cpu_class
 from export.isa_check import compare_on_class
 from export.parity import ParityConfig, ParityReport
-from export.quantize import QuantizationConfig, quantize_int8
+from export.quantize import GraphRewrites, QuantizationConfig, quantize_int8_with_rewrites
 
 WHAT = "int8 vs fp32 ONNX"
 
@@ -64,12 +64,14 @@ class Int8Choice:
         config: its quantization options.
         attempts: every candidate tried, in order (the last one is the kept one).
         verified_classes: the CPU classes its agreement check passed on.
+        rewrites: what its graph rewrites changed (how many convs became MatMuls, attention blocks fused).
     """
 
     preset: str
     config: QuantizationConfig
     attempts: tuple[PresetAttempt, ...]
     verified_classes: tuple[str, ...]
+    rewrites: GraphRewrites = GraphRewrites()
 
     @property
     def report(self) -> ParityReport:
@@ -111,7 +113,7 @@ def choose_int8(
     for name, qconfig in candidates:
         if on_attempt:
             on_attempt(name)
-        quantize_int8(fp32_path, out_path, config=qconfig)
+        _, rewrites = quantize_int8_with_rewrites(fp32_path, out_path, config=qconfig)
         reports: dict[str, ParityReport] = {}
         for target in order:
             reports[target] = compare_on_class(fp32_path, out_path, window_samples=window_samples, target=target,
@@ -120,7 +122,8 @@ def choose_int8(
                 break
         attempts.append(PresetAttempt(preset=name, reports=reports))
         if attempts[-1].passed:
-            return Int8Choice(preset=name, config=qconfig, attempts=tuple(attempts), verified_classes=tuple(order))
+            return Int8Choice(preset=name, config=qconfig, attempts=tuple(attempts), verified_classes=tuple(order),
+                              rewrites=rewrites)
     if len(attempts) == 1:
         failed = [r for r in attempts[0].reports.values() if not r.passed][0]
         raise ParityError(failed.what, list(failed.mismatches))

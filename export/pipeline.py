@@ -342,6 +342,7 @@ def export_checkpoint(
                                           for c, r in list(choice.attempts[-1].reports.items())[1:]}}
                 stage("int8", choice.preset, {**fp32_options, "quantization": choice.config.to_json(),
                                               "preset_selection": [a.to_json() for a in choice.attempts],
+                                              "graph_rewrites": choice.rewrites.to_json(),
                                               "integer_weights": integer_weights(int8_path).to_json(),
                                               "reference_sha256": results["fp32"].sha256}, choice.report,
                       extra={"verified_cpu_classes": ",".join(choice.verified_classes)})

@@ -212,7 +212,32 @@ def resolve_preset(preset: str | None = None, config: QuantizationConfig | None 
     return name, QUANTIZATION_PRESETS[name]
 
 
+@dataclass(frozen=True)
+class GraphRewrites:
+    """What the graph rewrites before quantization changed (recorded in the int8 recipe).
+
+    Attributes:
+        convs_as_matmul: ``Conv`` nodes rewritten as ``MatMul`` graphs (``conv_as_matmul``);
+            a convolution the rewrite does not recognise (grouped, padded, of unknown length) stays.
+        attention_fused: self-attention blocks fused into ``Attention`` (``fuse_attention``); a
+            block the fusion does not recognise stays as separate MatMuls (still quantized).
+    """
+
+    convs_as_matmul: int = 0
+    attention_fused: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
 def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfig = QuantizationConfig()) -> Path:
+    """Dynamic int8 quantization of an fp32 ONNX file: :func:`quantize_int8_with_rewrites`, the path only."""
+    return quantize_int8_with_rewrites(src, dst, config=config)[0]
+
+
+def quantize_int8_with_rewrites(src: str | Path, dst: str | Path, *,
+                                config: QuantizationConfig = QuantizationConfig()) -> tuple[Path, GraphRewrites]:
     """Dynamic int8 quantization of an fp32 ONNX file.
 
     Args:
@@ -221,7 +246,7 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
         config: what to quantize and how.
 
     Returns:
-        ``dst``.
+        ``(dst, what the graph rewrites changed)``.
 
     Raises:
         ExportError: pre-processing or quantization failed (message names ``src``).
@@ -241,14 +266,17 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
             except Exception as exc:  # noqa: BLE001 - shape inference raises many types
                 raise ExportError(f"{src}: quant_pre_process failed (try preprocess=False): {type(exc).__name__}: {exc}") from None
         keep_fp32: list[str] = []
+        convs = fused_blocks = 0
         extra_options = dict(config.extra_options)
         if config.conv_as_matmul:
             rewritten = Path(tmp) / "conv_as_matmul.onnx"
-            keep_fp32 = list(convs_to_matmul(source, rewritten).fp32_matmuls)
+            conv_rewrite = convs_to_matmul(source, rewritten)
+            keep_fp32 = list(conv_rewrite.fp32_matmuls)
+            convs = conv_rewrite.rewritten
             source = rewritten
         if config.fuse_attention:
             fused = Path(tmp) / "attention.onnx"
-            fuse_attention(source, fused)
+            fused_blocks = fuse_attention(source, fused)
             source = fused
             # The quantizer's shape inference cannot type the outputs of com.microsoft ops.
             extra_options.setdefault("DefaultTensorType", 1)  # onnx.TensorProto.FLOAT
@@ -277,7 +305,7 @@ def quantize_int8(src: str | Path, dst: str | Path, *, config: QuantizationConfi
             raise ExportError(f"{src}: quantize_dynamic failed: {type(exc).__name__}: {exc}") from None
     if config.conv_weight_storage != "fp32":
         store_conv_weights(dst, storage=config.conv_weight_storage, nodes=config.conv_weight_nodes)
-    return dst
+    return dst, GraphRewrites(convs_as_matmul=convs, attention_fused=fused_blocks)
 
 
 #: Integer-GEMM operators and the input index of their (constant) weight.

@@ -89,6 +89,9 @@ def test_the_recipe_and_the_served_config_carry_the_cpu_classes_the_int8_model_w
     selection = recipe.options["preset_selection"]
     assert selection[-1]["preset"] == recipe.preset and selection[-1]["passed"]
     assert recipe.preset == INT8_PRESET_ORDER[0], selection  # the default passes on the test model
+    # What the rewrites did is recorded (how much depends on the family: docs/corpora-and-checkpoints.md).
+    rewrites = recipe.options["graph_rewrites"]
+    assert set(rewrites) == {"convs_as_matmul", "attention_fused"} and rewrites["convs_as_matmul"] >= 1, rewrites
     config = read_model_config(portable_repository / "ser_int8")
     assert config.parameters[VERIFIED_CLASSES_PARAMETER].string_value == cpu_class()
     assert (portable_repository / "ser_int8" / "1" / "cpu_class.py").is_file()
