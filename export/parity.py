@@ -47,7 +47,9 @@ class ParityConfig:
         min_label_agreement: variant vs fp32, fraction of windows whose top-1 label
             must agree; flips where fp32's top-1/top-2 margin is below ``2 * prob_atol``
             are excused (they are within the probability tolerance).
-        intra_op_threads: ONNX Runtime threads for the checks (0: ORT's default).
+        intra_op_threads: ONNX Runtime threads for the checks (0: the served model's default,
+            :func:`client.onnx_session.default_intra_op_threads`); the other session options
+            are the served model's.
         fp16_prob_atol: the fp16 variant's max |Δprobability| vs fp32 (default 0.01:
             fp16 rounds, it does not quantize; the tiny model measures ~6e-5).
     """
@@ -70,7 +72,7 @@ class ParityConfig:
         if not 0.0 <= self.min_label_agreement <= 1.0:
             raise ConfigError(f"min_label_agreement={self.min_label_agreement}: must be in [0, 1]")
         if self.intra_op_threads < 0:
-            raise ConfigError(f"intra_op_threads={self.intra_op_threads}: must be >= 0 (0: ORT default)")
+            raise ConfigError(f"intra_op_threads={self.intra_op_threads}: must be >= 0 (0: the served default)")
 
 
 @dataclass(frozen=True)
@@ -163,14 +165,11 @@ def make_parity_batches(window_samples: int, *, batch_sizes: Sequence[int] = (1,
 
 
 def _session(path: Path, threads: int):
-    import onnxruntime as ort
+    """The served model's ONNX Runtime session (:func:`client.onnx_session.open_session`), or an ExportError."""
+    from client.onnx_session import open_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return open_session(path, intra_op_threads=threads or None)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
         raise ExportError(f"{path}: ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
 
