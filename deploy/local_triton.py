@@ -13,7 +13,7 @@ backend; nothing from pytriton's Python API is used, only the binary
 * binds 127.0.0.1 only, on free ports unless told otherwise, with a unique
   python-backend shared-memory prefix so it removes exactly its own
   ``/dev/shm`` regions;
-* starts the server in its own session, waits for readiness (``/v2/health/ready``, or
+* starts the server in its own process group, waits for readiness (``/v2/health/ready``, or
   gRPC's ``ServerReady`` with ``http=False``) and fails fast (:class:`~client.errors.ServerStartError` naming the model that failed to
   load) when the process exits;
 * stops with SIGTERM, then SIGKILL of the process group, kills leftover backend
@@ -576,7 +576,7 @@ class LocalTriton:
                         os.killpg(pgid, signal.SIGKILL)
                     proc.wait(timeout=10)
             self.returncode = proc.returncode
-            # Anything left in its session (stubs that ignored SIGTERM), then stubs by PID.
+            # Anything left in its process group (stubs that ignored SIGTERM), then stubs by PID.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
             stubs = self._stubs_seen | set(_pids_of_stubs(self.shm_prefix))
