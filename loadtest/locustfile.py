@@ -27,22 +27,9 @@ from __future__ import annotations
 
 from locust import constant, events, task
 
-from loadtest.users import TritonUser, add_arguments, gate_failures, schedule_warmup
+from loadtest.users import TritonUser, install_listeners
 
-
-@events.init_command_line_parser.add_listener
-def _options(parser, **_kwargs) -> None:
-    add_arguments(parser)
-
-
-@events.test_start.add_listener
-def _warmup(environment, **_kwargs) -> None:
-    schedule_warmup(environment)
-
-
-@events.quitting.add_listener
-def _gates(environment, **_kwargs) -> None:
-    gate_failures(environment)
+install_listeners(events)
 
 
 class SerUser(TritonUser):

@@ -29,22 +29,9 @@ from client.errors import ConfigError, ContractError, SerError
 from client.triton_client import RetryPolicy, SerClient, normalize_url
 from loadtest.clip_pool import ClipPool, build_clip_pool
 from loadtest.payload import AudioSourceConfig
-from loadtest.users import add_arguments, gate_failures, schedule_warmup
+from loadtest.users import install_listeners
 
-
-@events.init_command_line_parser.add_listener
-def _options(parser, **_kwargs) -> None:
-    add_arguments(parser)
-
-
-@events.test_start.add_listener
-def _warmup(environment, **_kwargs) -> None:
-    schedule_warmup(environment)
-
-
-@events.quitting.add_listener
-def _gates(environment, **_kwargs) -> None:
-    gate_failures(environment)
+install_listeners(events)
 
 
 _pools: dict[AudioSourceConfig, ClipPool] = {}

@@ -223,6 +223,16 @@ def gate_failures(environment) -> list[str]:
 # --- what every user of one process shares ------------------------------------------------
 
 
+def install_listeners(events) -> None:
+    """Register the bundle's Locust listeners on ``locust.events``: options, warm-up, gates.
+
+    Each locustfile calls this once at import (Locust loads one locustfile per run).
+    """
+    events.init_command_line_parser.add_listener(lambda parser, **_kwargs: add_arguments(parser))
+    events.test_start.add_listener(lambda environment, **_kwargs: schedule_warmup(environment))
+    events.quitting.add_listener(lambda environment, **_kwargs: gate_failures(environment))
+
+
 @dataclass(frozen=True)
 class _Shared:
     contract: ModelContract
