@@ -267,7 +267,7 @@ def load_audio(
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise ConfigError(f"{label}: a numpy array needs sample_rate= (Hz)")
-        data = _array_to_float(source, label)
+        data = array_to_float(source, label)
         sr = int(sample_rate)
         if data.size and data.shape[0] / sr > config.max_duration_s:
             raise AudioTooLongError(label, f"{data.shape[0] / sr:.1f} s > {config.max_duration_s:g} s")
@@ -282,7 +282,17 @@ def load_audio(
     return validate(y, source=label, sample_rate=config.sample_rate, config=config)
 
 
-def _array_to_float(a: np.ndarray, label: str) -> np.ndarray:
+def array_to_float(a: np.ndarray, label: str) -> np.ndarray:
+    """Scale a PCM array to float32 in [-1, 1] the way the client reads arrays.
+
+    Args:
+        a: ``[n]`` or ``[n, channels]`` samples; float (kept), signed integer (divided by
+            ``-min``) or uint8 (centred on 128).
+        label: names the array in errors.
+
+    Raises:
+        ConfigError: another shape or dtype.
+    """
     if a.ndim not in (1, 2):
         raise ConfigError(f"{label}: array shape {a.shape}: expected [n] or [n, channels]")
     if np.issubdtype(a.dtype, np.floating):

@@ -5,8 +5,11 @@ server, a broken config) is a :class:`SerError` subclass whose message names the
 offending input and the reason. The CLI prints ``error: <message>`` on one line
 and exits with :attr:`SerError.exit_code`; it never shows a traceback for these.
 
-This module lives in ``client/`` because the client is the foundation every
-other part imports; it depends on nothing.
+This module holds the root and every error a calling service can meet (audio,
+configuration, serving); it lives in ``client/`` because the client is the foundation
+every other part imports, and it depends on nothing. The errors only training or export
+raise subclass the same root in their own parts: ``training/errors.py`` (corpora,
+checkpoints) and ``export/errors.py`` (export, quantization, parity, repositories).
 """
 
 from __future__ import annotations
@@ -79,58 +82,11 @@ class AudioFormatError(AudioError):
     reason = "unsupported audio format"
 
 
-# --- configuration and files ----------------------------------------------------
+# --- configuration -------------------------------------------------------------
 
 
 class ConfigError(SerError, ValueError):
     """A configuration value or combination is invalid; the message says which."""
-
-
-class CorpusError(SerError):
-    """A corpus directory is missing, empty or not in the expected layout."""
-
-
-class UnusableClipsError(CorpusError):
-    """A strict run met corpus files it cannot use.
-
-    Undecodable, silent, far out of the corpus's duration range, or misnamed; a run
-    that is not strict skips and records them instead.
-
-    Attributes:
-        skipped: one line per file, ``path (reason: detail)``.
-    """
-
-    def __init__(self, what: str, skipped: list[str]) -> None:
-        self.skipped = list(skipped)
-        lines = "; ".join(self.skipped[:5])
-        more = f" (+{len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
-        super().__init__(f"{what}: {len(self.skipped)} unusable file(s): {lines}{more}")
-
-
-class CheckpointError(SerError):
-    """A checkpoint cannot be found or loaded."""
-
-
-class ExportError(SerError):
-    """ONNX export, quantization or repository writing failed."""
-
-
-class ParityError(ExportError):
-    """An exported model disagrees with its source beyond tolerance.
-
-    Attributes:
-        mismatches: one human-readable line per failed comparison.
-    """
-
-    def __init__(self, what: str, mismatches: list[str]) -> None:
-        self.mismatches = list(mismatches)
-        lines = "; ".join(self.mismatches[:8])
-        more = f" (+{len(self.mismatches) - 8} more)" if len(self.mismatches) > 8 else ""
-        super().__init__(f"{what}: {len(self.mismatches)} mismatch(es): {lines}{more}")
-
-
-class ModelConfigError(ExportError):
-    """A Triton model config is invalid or does not match its ONNX graph."""
 
 
 # --- serving and calling -------------------------------------------------------

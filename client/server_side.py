@@ -71,12 +71,12 @@ def read_clip(source: AudioSource, *, sample_rate: int | None, name: str, max_by
         AudioTooLargeError: more than ``max_bytes`` (checked before reading the file).
         ConfigError: an array without ``sample_rate``, or of a shape or dtype that is not audio.
     """
-    from client.audio import _array_to_float  # the client's own scaling of integer PCM
+    from client.audio import array_to_float  # the client's own scaling of integer PCM
 
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise ConfigError(f"{name}: a numpy array needs sample_rate= (Hz)")
-        return None, np.ascontiguousarray(to_mono(_array_to_float(source, name)), dtype=np.float32)
+        return None, np.ascontiguousarray(to_mono(array_to_float(source, name)), dtype=np.float32)
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():

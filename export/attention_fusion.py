@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.errors import ExportError
+from export.errors import ExportError
 
 
 def fuse_attention(src: str | Path, dst: str | Path) -> int:

@@ -44,7 +44,8 @@ from client.audio_service import (
     inner_models_to_parameter,
 )
 from client.contract import INPUT_NAMES, OUTPUT_NAMES, PARAM_PREFIX, ModelContract
-from client.errors import ConfigError, ContractError, ExportError, ModelConfigError
+from client.errors import ConfigError, ContractError
+from export.errors import ExportError, ModelConfigError
 from export.pipeline import ensure_writable_dir, install_dir
 
 #: The client modules the audio model imports, copied into ``1/client/``.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from client.errors import ExportError
+from export.errors import ExportError
 
 
 @dataclass(frozen=True)

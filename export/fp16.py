@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from client.errors import ConfigError, ExportError
+from client.errors import ConfigError
+from export.errors import ExportError
 
 #: Operator types kept in fp32 in the fp16 variant: normalisations and reductions
 #: (sums of squares over a window or a frame overflow fp16's 65504), Softmax, and

@@ -5,7 +5,7 @@ agreement check (:func:`export.parity.compare_variants`) on every CPU class aske
 this host's class first, then others through :mod:`export.isa_check`. The first
 candidate that passes everywhere is kept; every attempt, with the reason a refused one
 was refused, goes into the recipe. A user who names a preset gets a one-candidate list:
-that preset or a :class:`~client.errors.ParityError`.
+that preset or a :class:`~export.errors.ParityError`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from client.errors import ParityError
 from export.cpu_class import cpu_class
+from export.errors import ParityError
 from export.isa_check import compare_on_class
 from export.parity import ParityConfig, ParityReport
 from export.quantize import GraphRewrites, QuantizationConfig, quantize_int8_with_rewrites

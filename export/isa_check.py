@@ -29,8 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
-from client.errors import ConfigError, ExportError
+from client.errors import ConfigError
 from export.cpu_class import CPU_CLASSES, cpu_class
+from export.errors import ExportError
 from export.parity import (
     ParityConfig,
     ParityReport,
@@ -145,9 +146,9 @@ def verify_export_on_classes(export_dir: str | Path, classes: Sequence[str], *,
         ParityError: the model disagrees with fp32 on one of ``classes``.
         ConfigError: a class cannot be checked on this host.
     """
-    from client.errors import ParityError
     from export.cpu_class import parse_classes
-    from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, Recipe
+    from export.errors import ParityError
+    from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, ExportRecord
 
     export_dir = Path(export_dir)
     fp32, int8 = export_dir / "fp32" / MODEL_FILENAME, export_dir / "int8" / MODEL_FILENAME
@@ -155,7 +156,7 @@ def verify_export_on_classes(export_dir: str | Path, classes: Sequence[str], *,
         if not path.is_file():
             raise ExportError(f"{path}: missing; verifying int8 on another CPU class compares it with the fp32 export "
                               "(export with --variants fp32,int8)")
-    recipe = Recipe.read(export_dir / "int8" / RECIPE_FILENAME)
+    recipe = ExportRecord.read(export_dir / "int8" / RECIPE_FILENAME)
     verified = list(parse_classes(recipe.contract.extra.get("verified_cpu_classes", "")))
     for target in classes:
         if target in verified:

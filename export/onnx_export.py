@@ -41,7 +41,9 @@ from client.contract import (
     OUTPUT_NAMES,
     OUTPUT_PROBABILITIES,
 )
-from client.errors import CheckpointError, ConfigError, ExportError
+from client.errors import ConfigError
+from export.errors import ExportError
+from training.errors import CheckpointError
 
 #: Name of the batch axis in the exported graph.
 BATCH_AXIS = "batch"

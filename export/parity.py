@@ -2,7 +2,7 @@
 
 Both checks run the same seeded batches (several batch sizes, full and padded
 windows of several lengths), collect *every* mismatch and raise one
-:class:`~client.errors.ParityError` listing them.
+:class:`~export.errors.ParityError` listing them.
 
 * fp32 parity: ONNX Runtime vs PyTorch, ``max |Δlogit| <= logit_atol`` (1e-4).
 * variant agreement (int8): the variant's ONNX vs the fp32 ONNX,
@@ -24,7 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM, OUTPUT_LOGITS, OUTPUT_PROBABILITIES
-from client.errors import ConfigError, ExportError, ParityError
+from client.errors import ConfigError
+from export.errors import ExportError, ParityError
 
 #: Shortest window used in parity batches (samples): wav2vec2's conv stack needs
 #: 400 samples (25 ms @ 16 kHz) for one frame.

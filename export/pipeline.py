@@ -3,7 +3,7 @@
 :func:`export_checkpoint` writes, for each requested variant::
 
     <out_dir>/<variant>/model.onnx     one file, named tensors, dynamic batch
-    <out_dir>/<variant>/recipe.json    how it was made (export.recipe.Recipe)
+    <out_dir>/<variant>/recipe.json    how it was made (export.recipe.ExportRecord)
 
 Everything is built in a temporary folder inside ``out_dir`` and checked
 (``onnx.checker``, fp32 vs PyTorch parity, variant vs fp32 agreement) before any
@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from client.errors import ConfigError, ExportError
+from client.errors import ConfigError
 from export.cpu_class import CPU_CLASSES
+from export.errors import ExportError
 from export.fp16 import Fp16Config
 from export.onnx_export import DEFAULT_OPSET, OnnxExportConfig
 from export.parity import ParityConfig, ParityReport
@@ -254,7 +255,7 @@ def export_checkpoint(
     from export.onnx_export import export_onnx, load_classifier
     from export.parity import check_onnx_parity, check_variant_agreement
     from export.quantize import integer_weights
-    from export.recipe import Recipe, checkpoint_weights_sha256, library_versions, sha256_file
+    from export.recipe import ExportRecord, checkpoint_weights_sha256, library_versions, sha256_file
 
     config = ExportConfig(
         variants=tuple(variants),
@@ -291,7 +292,7 @@ def export_checkpoint(
                 contract = info.contract(variant=variant, source=source)
                 if extra:
                     contract = replace(contract, extra={**contract.extra, **extra})
-                recipe = Recipe(
+                recipe = ExportRecord(
                     variant=variant,
                     preset=preset_name,
                     options=options,

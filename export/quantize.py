@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from client.errors import ConfigError, ExportError
+from client.errors import ConfigError
 from export.attention_fusion import fuse_attention
 from export.conv_rewrite import convs_to_matmul
+from export.errors import ExportError
 
 WEIGHT_TYPES = ("qint8", "quint8")
 #: How the weights of Conv nodes left in fp32 are stored (see :func:`store_conv_weights`).

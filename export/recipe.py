@@ -1,10 +1,10 @@
-"""The recipe that lies beside every exported model, saying how it was made.
+"""The export record (``recipe.json``) that lies beside every exported model, saying how it was made.
 
 ``<export>/<variant>/recipe.json`` says how ``model.onnx`` was made: the variant
 and its options/preset, library versions and opset, the source checkpoint and
 the sha256 of its weights, the sha256 of the produced model, the serving
 contract, the parity results and when it was made. It round-trips:
-``Recipe.read(recipe.write(path)) == recipe``.
+``ExportRecord.read(recipe.write(path)) == recipe``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from client.contract import ModelContract
-from client.errors import ConfigError, ExportError
+from client.errors import ConfigError
+from export.errors import ExportError
 
 RECIPE_FILENAME = "recipe.json"
 MODEL_FILENAME = "model.onnx"
@@ -72,7 +73,7 @@ def utc_now() -> str:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class ExportRecord:
     """How one exported model was made.
 
     Attributes:
@@ -129,7 +130,7 @@ class Recipe:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Recipe":
+    def from_json(cls, d: Mapping[str, Any]) -> "ExportRecord":
         """Inverse of :meth:`to_json`.
 
         Raises:
@@ -168,7 +169,7 @@ class Recipe:
         return path
 
     @classmethod
-    def read(cls, path: str | Path) -> "Recipe":
+    def read(cls, path: str | Path) -> "ExportRecord":
         """Read a recipe file.
 
         Raises:

@@ -26,7 +26,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from client.errors import ConfigError, CorpusError, ExportError
+from client.errors import ConfigError
+from export.errors import ExportError
+from training.errors import CorpusError
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -339,7 +341,7 @@ def quantization_report(
         CorpusError: missing manifest/folder, no clips, labels the model does not know.
     """
     from client.audio import make_windows
-    from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, Recipe, sha256_file
+    from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, ExportRecord, sha256_file
     from training.data import load_clips
     from training.evaluate import onnx_window_scorer, score_clips
     from training.report import write_confusion
@@ -350,7 +352,7 @@ def quantization_report(
     if manifest is not None and audio_dir is not None:
         raise ConfigError("manifest and audio_dir: give one data source, not both")
     variants = _variants(export_dir, config.variants)
-    recipes = {v: Recipe.read(export_dir / v / RECIPE_FILENAME) for v in variants}
+    recipes = {v: ExportRecord.read(export_dir / v / RECIPE_FILENAME) for v in variants}
     contract = recipes["fp32"].contract
     for v, r in recipes.items():
         if r.contract.labels != contract.labels or r.contract.window_samples != contract.window_samples:

@@ -44,11 +44,12 @@ from client.contract import (
     PARAM_PREFIX,
     ModelContract,
 )
-from client.errors import ConfigError, ContractError, ExportError, ModelConfigError
+from client.errors import ConfigError, ContractError
 from export.cpu_class import VERIFIED_CLASSES_PARAMETER
+from export.errors import ExportError, ModelConfigError
 from export.onnx_export import read_signature
 from export.pipeline import ensure_writable_dir, install_dir
-from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, Recipe, sha256_file
+from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, ExportRecord, sha256_file
 
 if TYPE_CHECKING:
     from export.audio_repository import AudioModelConfig
@@ -191,7 +192,7 @@ class RepositoryConfig:
         return "KIND_GPU"
 
 
-def build_model_config(*, name: str, recipe: Recipe, recipe_sha256: str, model_path: str | Path, config: RepositoryConfig):
+def build_model_config(*, name: str, recipe: ExportRecord, recipe_sha256: str, model_path: str | Path, config: RepositoryConfig):
     """Fill a ``ModelConfig`` message from the ONNX graph and the recipe.
 
     Args:
@@ -473,7 +474,7 @@ def write_repository(
         if not (folder / MODEL_FILENAME).is_file() or not (folder / RECIPE_FILENAME).is_file():
             available = sorted(p.name for p in export_dir.iterdir() if (p / MODEL_FILENAME).is_file())
             raise ExportError(f"{folder}: no exported {variant!r} model ({MODEL_FILENAME} + {RECIPE_FILENAME}); available: {available}")
-        recipe = Recipe.read(folder / RECIPE_FILENAME)
+        recipe = ExportRecord.read(folder / RECIPE_FILENAME)
         if recipe.variant != variant:
             raise ExportError(f"{folder / RECIPE_FILENAME}: describes variant {recipe.variant!r}, not {variant!r}")
         recipe.verify_model(folder / MODEL_FILENAME)  # refuse a model.onnx that is not the one the recipe describes

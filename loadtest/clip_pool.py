@@ -15,8 +15,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.errors import CorpusError
-from loadtest.payload import AudioSourceConfig, _folder_files, _generated, _manifest_files
+from loadtest.payload import AudioSourceConfig, folder_files, generated_clips, manifest_files
+from training.errors import CorpusError
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,13 @@ def build_clip_pool(source: AudioSourceConfig) -> ClipPool:
 
     clips: list[tuple[str, bytes]] = []
     if source.kind == "generated":
-        for name, y, sr in _generated(source.generated_clips, source.seed):
+        for name, y, sr in generated_clips(source.generated_clips, source.seed):
             buf = io.BytesIO()
             sf.write(buf, y, sr, format="WAV", subtype="PCM_16")
             clips.append((name, buf.getvalue()))
     else:
-        files = (_folder_files(source.audio_dir, source.max_clips) if source.kind == "folder"
-                 else _manifest_files(source.manifest, source.partition, source.max_clips))
+        files = (folder_files(source.audio_dir, source.max_clips) if source.kind == "folder"
+                 else manifest_files(source.manifest, source.partition, source.max_clips))
         clips = [(str(p), Path(p).read_bytes()) for p in files if Path(p).is_file() and Path(p).stat().st_size > 0]
         if not clips:
             raise CorpusError(f"{source.describe()}: none of {len(files)} file(s) holds any bytes")

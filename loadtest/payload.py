@@ -28,7 +28,8 @@ import numpy as np
 
 from client.audio import AudioConfig, load_audio, make_windows
 from client.contract import ModelContract
-from client.errors import AudioError, ConfigError, CorpusError
+from client.errors import AudioError, ConfigError
+from training.errors import CorpusError
 
 #: File suffixes taken from an audio folder (decoded by soundfile, or librosa when present).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
@@ -133,7 +134,8 @@ class WindowPool:
         return out
 
 
-def _folder_files(folder: Path, max_clips: int) -> list[Path]:
+def folder_files(folder: Path, max_clips: int) -> list[Path]:
+    """The first ``max_clips`` audio files under ``folder`` (sorted; ``CorpusError`` when none)."""
     if not folder.exists():
         raise CorpusError(f"{folder}: no such audio folder")
     if not folder.is_dir():
@@ -144,7 +146,8 @@ def _folder_files(folder: Path, max_clips: int) -> list[Path]:
     return files[:max_clips]
 
 
-def _manifest_files(manifest: Path, partition: str, max_clips: int) -> list[Path]:
+def manifest_files(manifest: Path, partition: str, max_clips: int) -> list[Path]:
+    """The first ``max_clips`` clip paths of one partition of a fold manifest (``CorpusError`` when empty)."""
     from training.folds import read_manifest  # noqa: PLC0415 - numpy-only module, imported when used
 
     split = read_manifest(manifest)
@@ -154,7 +157,7 @@ def _manifest_files(manifest: Path, partition: str, max_clips: int) -> list[Path
     return [Path(c.path) for c in clips][:max_clips]
 
 
-def _generated(count: int, seed: int) -> list[tuple[str, np.ndarray, int]]:
+def generated_clips(count: int, seed: int) -> list[tuple[str, np.ndarray, int]]:
     """``(name, samples [n] float32, sample_rate)`` of synthetic speech clips (2-4 s each)."""
     from training.synth import INTERNAL_SR, RAVDESS_EMOTIONS, ClipSpec, Speaker, synthesize_clip  # noqa: PLC0415
 
@@ -201,13 +204,13 @@ def build_window_pool(source: AudioSourceConfig, *, contract: ModelContract, aud
         clips += 1
 
     if source.kind == "generated":
-        for name, y, sr in _generated(source.generated_clips, source.seed):
+        for name, y, sr in generated_clips(source.generated_clips, source.seed):
             add(load_audio(y, sample_rate=sr, config=config, name=name))
     else:
         files = (
-            _folder_files(source.audio_dir, source.max_clips)
+            folder_files(source.audio_dir, source.max_clips)
             if source.kind == "folder"
-            else _manifest_files(source.manifest, source.partition, source.max_clips)
+            else manifest_files(source.manifest, source.partition, source.max_clips)
         )
         for path in files:
             try:

@@ -171,15 +171,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_int8_presets(args: argparse.Namespace) -> int:
     """`ser int8-presets`: every preset's drift from fp32 on one exported model, per CPU class."""
-    from client.errors import ExportError
+    from export.errors import ExportError
     from export.parity import ParityConfig
     from export.preset_survey import survey_markdown, survey_presets
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
 
     fp32 = args.export_dir / "fp32"
     if not (fp32 / "model.onnx").is_file():
         raise ExportError(f"{fp32 / 'model.onnx'}: missing; the survey quantizes the fp32 export (ser export --variants fp32,int8)")
-    window = Recipe.read(fp32 / "recipe.json").contract.window_samples
+    window = ExportRecord.read(fp32 / "recipe.json").contract.window_samples
     rows = survey_presets(fp32 / "model.onnx", window_samples=window, presets=args.presets or _all_presets(),
                           classes=args.cpu_class, progress=lambda what: print(f"  checking {what}", file=sys.stderr))
     print(survey_markdown(rows, tolerance=ParityConfig().prob_atol))

@@ -48,7 +48,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from client.errors import ConfigError, CorpusError
+from client.errors import ConfigError
+from training.errors import CorpusError
 
 #: The ravdess8 class set, in emotion-code order (01..08).
 RAVDESS8: tuple[str, ...] = (

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from client.audio import aggregate, make_windows
-from client.errors import CheckpointError, CorpusError
 from training.data import LoadedClip
+from training.errors import CheckpointError, CorpusError
 from training.metrics import Metrics, Predictions, confusion_matrix
 
 #: ``(waveforms [B, W] float32, num_samples [B, 1] int64) -> probabilities [B, C] float32``.

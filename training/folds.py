@@ -19,8 +19,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from client.errors import ConfigError, CorpusError
+from client.errors import ConfigError
 from training.corpus import Clip, SkippedFile
+from training.errors import CorpusError
 
 PARTITIONS = ("train", "val", "test")
 #: 2 adds ``corpus`` per clip, ``roots`` for combined corpora and ``extra`` (fold, folds...); 1 is still read.

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from client.errors import CheckpointError, ConfigError
+from client.errors import ConfigError
+from training.errors import CheckpointError
 
 #: Model families exported, served and compared with ``transformers.pipeline`` by the tests.
 TESTED_MODEL_TYPES: tuple[str, ...] = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")

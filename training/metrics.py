@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from client.errors import ConfigError, CorpusError
+from client.errors import ConfigError
+from training.errors import CorpusError
 
 #: Scalar metrics, in report order.
 SCALARS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "weighted_f1", "macro_f1")

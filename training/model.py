@@ -33,7 +33,8 @@ from torch import nn
 
 from client.audio import NORM_EPS
 from client.contract import DEFAULT_SAMPLE_RATE, ModelContract
-from client.errors import CheckpointError, ConfigError
+from client.errors import ConfigError
+from training.errors import CheckpointError
 
 CHECKPOINT_INFO = "ser_checkpoint.json"
 

@@ -29,7 +29,7 @@ the clips per step).
 Files of the corpus that cannot be used (misnamed, undecodable, silent, far outside
 the corpus's duration range: :mod:`training.screen`) are skipped, reported once and
 recorded in ``split.json`` (``skipped``, ``skipped_counts``); with ``strict`` they are
-fatal (:class:`client.errors.UnusableClipsError`).
+fatal (:class:`training.errors.UnusableClipsError`).
 
 If ``out`` already holds a checkpoint made from an identical config and corpus
 (same ``config_hash``), training is skipped and the stored result returned.
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from client.errors import CheckpointError, ConfigError, CorpusError, UnusableClipsError
+from client.errors import ConfigError
 from training.corpus import (
     CLASS_SET_LAYOUTS,
     CLASS_SETS,
@@ -56,6 +56,7 @@ from training.corpus import (
     apply_class_set,
     scan_corpora,
 )
+from training.errors import CheckpointError, CorpusError, UnusableClipsError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class TrainConfig:
         resume: continue from the last Trainer checkpoint under ``out/trainer`` if there is one.
         gradient_checkpointing: recompute activations in the backward pass (less memory).
         precision: ``fp32``, or ``fp16``/``bf16`` mixed precision (GPU only).
-        strict: stop with :class:`client.errors.UnusableClipsError` at the first sign of a
+        strict: stop with :class:`training.errors.UnusableClipsError` at the first sign of a
             corpus file that cannot be used, instead of skipping and recording it.
     """
 
@@ -827,7 +828,7 @@ def _remove_trainer_dir(path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class TrainingRecipe:
     """A named corpus + training recipe: one name instead of a pile of flags.
 
     Attributes:
@@ -852,7 +853,7 @@ class Recipe:
                               f"per run); known: {known}")
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Recipe":
+    def from_json(cls, path: str | Path) -> "TrainingRecipe":
         """Read a recipe file (``{"train": {...}, "note", "expected", "wall_time", "synth"}``).
 
         Raises:
@@ -876,7 +877,7 @@ class Recipe:
 #: The demo: 10 synthetic actors x 60 clips (8 emotions), tiny model from scratch,
 #: 2 s windows, 2 test + 1 val actors held out. See the module docstring of
 #: training.synth for why it is learnable and why level statistics do not give it away.
-DEMO = Recipe(
+DEMO = TrainingRecipe(
     synth=dict(actors=10, sample_rate=48_000, seed=0),
     train=dict(base="tiny", max_steps=600, batch_size=16, learning_rate=1.5e-3, window_s=2.0,
                test_actors=2, val_actors=1, seed=0),
@@ -884,19 +885,19 @@ DEMO = Recipe(
 )
 
 #: The test suite's recipe: 6 actors, 4 emotions, 16 kHz, short windows, few steps.
-TEST = Recipe(
+TEST = TrainingRecipe(
     synth=dict(actors=6, emotions=("happy", "sad", "angry", "fearful"), sample_rate=16_000, seed=0),
     train=dict(base="tiny", max_steps=150, batch_size=16, learning_rate=1e-3, window_s=1.5,
                test_actors=2, val_actors=0, seed=0),
     note="tests: measured ~21 s of train() (150 steps: 17 s) + 6 s synth; held-out-actor accuracy 75% (chance 25%)",
 )
 
-RECIPES: dict[str, Recipe] = {"demo": DEMO, "test": TEST}
+RECIPES: dict[str, TrainingRecipe] = {"demo": DEMO, "test": TEST}
 #: Folder of the reference recipes (``ravdess8.json``, ``ravdess7.json``, ``crema6.json``, ``combined7.json``).
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
+def load_recipe(name_or_path: str | Path) -> TrainingRecipe:
     """A recipe by name (:data:`RECIPES`, then ``training/recipes/<name>.json``) or from a JSON file.
 
     Raises:
@@ -907,9 +908,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         return RECIPES[name]
     path = RECIPE_DIR / f"{name}.json"
     if path.is_file():
-        return Recipe.from_json(path)
+        return TrainingRecipe.from_json(path)
     if name.endswith(".json") or Path(name).is_file():
-        return Recipe.from_json(name)
+        return TrainingRecipe.from_json(name)
     known = sorted(RECIPES) + sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
     raise ConfigError(f"recipe {name!r}: not a known recipe {known} or a recipe JSON file")
 
@@ -919,5 +920,5 @@ def config_fields() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
 
 
-__all__ = ["TrainConfig", "TrainResult", "Recipe", "DEMO", "TEST", "RECIPES", "train", "config_hash", "load_recipe",
+__all__ = ["TrainConfig", "TrainResult", "TrainingRecipe", "DEMO", "TEST", "RECIPES", "train", "config_hash", "load_recipe",
            "class_weights", "read_training_clips"]

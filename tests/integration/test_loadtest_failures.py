@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from client.contract import ModelContract
-from client.errors import ConfigError, CorpusError, ModelNotFoundError, ServerUnavailableError
+from client.errors import ConfigError, ModelNotFoundError, ServerUnavailableError
 from deploy.local_triton import free_ports
 from loadtest.gates import Thresholds, evaluate
 from loadtest.payload import AudioSourceConfig, build_window_pool
 from loadtest.runner import LOCUSTFILE, REPO_ROOT, LoadTestConfig, run_loadtest
+from training.errors import CorpusError
 
 CONTRACT = ModelContract(labels=("a", "b"), window_samples=16_000, hop_samples=8_000)
 

@@ -76,7 +76,7 @@ def test_serve_refuses_a_folder_that_is_not_a_repository(tmp_path):
 def test_export_with_report_writes_a_report_whose_numbers_match_the_files_it_names(trained_checkpoint, tmp_path):
     import numpy as np
 
-    from export.recipe import Recipe, sha256_file
+    from export.recipe import ExportRecord, sha256_file
     from training.folds import read_manifest
     from training.model import CheckpointInfo
 
@@ -106,8 +106,8 @@ def test_export_with_report_writes_a_report_whose_numbers_match_the_files_it_nam
         assert line["model_path"] == str(model) and model.is_file()
         assert line["size_bytes"] == model.stat().st_size
         assert line["size_vs_fp32"] == pytest.approx(line["size_bytes"] / fp32_bytes)
-        assert line["model_sha256"] == sha256_file(model) == Recipe.read(out / v / "recipe.json").model_sha256
-        assert line["preset"] == Recipe.read(out / v / "recipe.json").preset
+        assert line["model_sha256"] == sha256_file(model) == ExportRecord.read(out / v / "recipe.json").model_sha256
+        assert line["preset"] == ExportRecord.read(out / v / "recipe.json").preset
         assert 0.0 <= line["accuracy"] <= 1.0 and 0.0 <= line["weighted_f1"] <= 1.0
         assert 0.0 <= line["label_agreement"] <= 1.0 and line["max_abs_prob_diff"] >= 0.0
         assert set(line["latency_ms"]) == {"1", "8"}

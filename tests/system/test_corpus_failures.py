@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from client.errors import UnusableClipsError
 from training.corpus import (
     CorpusWarning,
     crema_d_name_problem,
@@ -22,6 +21,7 @@ from training.corpus import (
     read_ravdess,
     scan_corpus,
 )
+from training.errors import UnusableClipsError
 from training.screen import DecodeCache, ScreenConfig, decode_cache, screen_clips
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ def test_the_demo_path_trains_exports_int8_verified_on_both_cpu_classes_and_serv
     from export.cpu_class import cpu_class
     from export.isa_check import emulator_command
     from export.quantize import INT8_PRESET_ORDER, integer_weights
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
     from ser.demo import DemoConfig, run_demo
 
     emulated = emulator_command("avx2") is not None
@@ -33,7 +33,7 @@ def test_the_demo_path_trains_exports_int8_verified_on_both_cpu_classes_and_serv
     assert run_demo(config, out=out) == 0, out.getvalue()[-3000:]
     text = out.getvalue()
 
-    recipe = Recipe.read(tmp_path / "demo" / "export" / "int8" / "recipe.json")
+    recipe = ExportRecord.read(tmp_path / "demo" / "export" / "int8" / "recipe.json")
     attempts = recipe.options["preset_selection"]
     assert recipe.preset in INT8_PRESET_ORDER and attempts[-1] == {**attempts[-1], "preset": recipe.preset, "passed": True}
     assert [a["preset"] for a in attempts] == list(INT8_PRESET_ORDER[:len(attempts)])  # tried in the stated order

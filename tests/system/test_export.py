@@ -172,11 +172,11 @@ def test_int8_agrees_with_fp32_on_held_out_clips_of_a_trained_model(trained_chec
 def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_checkpoint, tmp_path):
     from client.contract import ModelContract
     from export.cpu_class import cpu_class
-    from export.recipe import Recipe, sha256_file
+    from export.recipe import ExportRecord, sha256_file
 
     for variant in ("fp32", "int8"):
         path = exported_tiny / variant / "recipe.json"
-        recipe = Recipe.read(path)
+        recipe = ExportRecord.read(path)
         assert recipe.variant == variant
         assert recipe.model_sha256 == sha256_file(exported_tiny / variant / "model.onnx")
         assert recipe.source_sha256 == sha256_file(tiny_checkpoint / "model.safetensors")
@@ -186,13 +186,13 @@ def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_ch
         assert recipe.contract == ModelContract(labels=recipe.contract.labels, window_samples=W, hop_samples=8_000,
                                                 variant=variant, source=str(tiny_checkpoint.resolve()), extra=extra)
         assert all(report["passed"] for report in recipe.parity.values())
-        assert Recipe.read(recipe.write(tmp_path / f"{variant}.json")) == recipe
-        assert Recipe.from_json(json.loads(path.read_text())) == recipe
-    int8 = Recipe.read(exported_tiny / "int8" / "recipe.json")
+        assert ExportRecord.read(recipe.write(tmp_path / f"{variant}.json")) == recipe
+        assert ExportRecord.from_json(json.loads(path.read_text())) == recipe
+    int8 = ExportRecord.read(exported_tiny / "int8" / "recipe.json")
     assert int8.preset == "dynamic-int8-convmatmul" and int8.options["quantization"]["op_types"] == ["MatMul", "Attention"]
     assert int8.options["quantization"]["conv_weight_storage"] == "int8" and "preset_evidence" not in int8.options
     assert int8.options["preset_selection"] == [{**int8.options["preset_selection"][0], "preset": int8.preset, "passed": True}]
-    assert int8.options["reference_sha256"] == Recipe.read(exported_tiny / "fp32" / "recipe.json").model_sha256
+    assert int8.options["reference_sha256"] == ExportRecord.read(exported_tiny / "fp32" / "recipe.json").model_sha256
     assert set(int8.parity) == {"int8_vs_fp32", "fp32_vs_pytorch"}
 
 
@@ -242,12 +242,12 @@ def test_default_int8_weights_are_exact_on_avx2_cpus_and_the_vnni_preset_is_mark
         integer_weights,
         quantize_int8,
     )
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
 
     assert 2 * 255 * AVX2_SAFE_S8_WEIGHT <= 2**15 - 1 < 2 * 255 * (AVX2_SAFE_S8_WEIGHT + 1)
     default = integer_weights(exported_tiny / "int8" / "model.onnx")
     assert default.gemms >= 10 and 32 < default.s8_max_abs <= AVX2_SAFE_S8_WEIGHT and default.avx2_exact
-    assert Recipe.read(exported_tiny / "int8" / "recipe.json").options["integer_weights"] == default.to_json()
+    assert ExportRecord.read(exported_tiny / "int8" / "recipe.json").options["integer_weights"] == default.to_json()
 
     fp32 = exported_tiny / "fp32" / "model.onnx"
     vnni = integer_weights(quantize_int8(fp32, tmp_path / "vnni.onnx",
@@ -302,11 +302,11 @@ def test_the_default_int8_model_keeps_its_agreement_on_an_emulated_avx2_only_cpu
 
     from export.parity import ParityConfig
     from export.quantize import QUANTIZATION_PRESETS, quantize_int8
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
 
     fp32, default = exported_trained / "fp32" / "model.onnx", exported_trained / "int8" / "model.onnx"
     vnni = quantize_int8(fp32, tmp_path / "vnni.onnx", config=QUANTIZATION_PRESETS["dynamic-int8-convmatmul-vnni"])
-    window = Recipe.read(exported_trained / "int8" / "recipe.json").contract.window_samples
+    window = ExportRecord.read(exported_trained / "int8" / "recipe.json").contract.window_samples
     proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _EMULATED_AGREEMENT,
                            str(fp32), str(window), str(default), str(vnni)],
                           capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
@@ -344,9 +344,9 @@ def test_fp16_keeps_fp32_inputs_outputs_and_normalisation_and_halves_the_weights
 def test_fp16_matches_fp32_on_seeded_windows_within_its_own_tolerance_and_its_recipe_round_trips(exported_trained, tmp_path):
     from export.fp16 import Fp16Config
     from export.parity import ParityConfig, check_variant_agreement
-    from export.recipe import Recipe, sha256_file
+    from export.recipe import ExportRecord, sha256_file
 
-    recipe = Recipe.read(exported_trained / "fp16" / "recipe.json")
+    recipe = ExportRecord.read(exported_trained / "fp16" / "recipe.json")
     config = ParityConfig(batch_sizes=(1, 8), prob_atol=ParityConfig().fp16_prob_atol)
     report = check_variant_agreement(exported_trained / "fp32" / "model.onnx", exported_trained / "fp16" / "model.onnx",
                                      window_samples=recipe.contract.window_samples, config=config)
@@ -355,8 +355,8 @@ def test_fp16_matches_fp32_on_seeded_windows_within_its_own_tolerance_and_its_re
     assert recipe.model_sha256 == sha256_file(exported_trained / "fp16" / "model.onnx")
     assert Fp16Config.from_json(recipe.options["fp16"]) == Fp16Config()
     assert recipe.options["converter"].startswith("onnxconverter-common")
-    assert recipe.options["reference_sha256"] == Recipe.read(exported_trained / "fp32" / "recipe.json").model_sha256
-    assert recipe.parity["fp16_vs_fp32"]["passed"] and Recipe.read(recipe.write(tmp_path / "r.json")) == recipe
+    assert recipe.options["reference_sha256"] == ExportRecord.read(exported_trained / "fp32" / "recipe.json").model_sha256
+    assert recipe.parity["fp16_vs_fp32"]["passed"] and ExportRecord.read(recipe.write(tmp_path / "r.json")) == recipe
 
 
 def test_the_default_compact_preset_stores_conv_weights_int8_that_onnx_runtime_folds_back_to_fp32(exported_tiny, tmp_path):

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from client.errors import ConfigError, ParityError
+from client.errors import ConfigError
+from export.errors import ParityError
 
 needs_qemu = pytest.mark.skipif(
     shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
@@ -28,10 +29,10 @@ def test_the_first_preset_that_passes_is_kept_and_the_refused_ones_are_recorded_
     from export.int8_selection import choose_int8
     from export.parity import ParityConfig
     from export.quantize import QUANTIZATION_PRESETS
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
 
     fp32 = exported_tiny / "fp32" / "model.onnx"
-    window = Recipe.read(exported_tiny / "fp32" / "recipe.json").contract.window_samples
+    window = ExportRecord.read(exported_tiny / "fp32" / "recipe.json").contract.window_samples
     # Two presets whose drift differs on this model; a tolerance between them refuses one and admits the other.
     a, b = "dynamic-int8-matmul-per-channel", "dynamic-int8-matmul-avx2"
     drift = {n: _drift(fp32, n, tmp_path, window) for n in (a, b)}
@@ -62,9 +63,9 @@ def test_a_named_preset_that_fails_is_an_error_not_a_silent_substitute(exported_
 
 def _export_with(exported_tiny, out, preset, parity):
     from export.pipeline import export_checkpoint
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
 
-    checkpoint = Recipe.read(exported_tiny / "fp32" / "recipe.json").source_checkpoint
+    checkpoint = ExportRecord.read(exported_tiny / "fp32" / "recipe.json").source_checkpoint
     return export_checkpoint(checkpoint, out, preset=preset, parity=parity, progress=False)
 
 
@@ -81,10 +82,10 @@ def test_when_every_preset_fails_the_error_lists_each_one_and_why(exported_tiny,
 def test_the_recipe_and_the_served_config_carry_the_cpu_classes_the_int8_model_was_verified_on(exported_tiny, portable_repository):
     from export.cpu_class import VERIFIED_CLASSES_PARAMETER, cpu_class
     from export.quantize import INT8_PRESET_ORDER
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
     from export.repository import read_model_config
 
-    recipe = Recipe.read(exported_tiny / "int8" / "recipe.json")
+    recipe = ExportRecord.read(exported_tiny / "int8" / "recipe.json")
     assert recipe.contract.extra["verified_cpu_classes"] == cpu_class()
     selection = recipe.options["preset_selection"]
     assert selection[-1]["preset"] == recipe.preset and selection[-1]["passed"]

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from client.errors import ConfigError, ExportError
+from client.errors import ConfigError
+from export.errors import ExportError
 from export.quantize import QUANTIZATION_PRESETS
 
 
@@ -66,25 +67,25 @@ def test_the_transformer_preset_stays_within_a_hundredth_of_fp32_and_flips_only_
 
 def test_fp16_agrees_with_fp32_on_the_held_out_split_within_its_own_tolerance(exported_trained, held_out_clips, fp32_scores):
     from export.parity import ParityConfig
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
 
     scores = _scores(exported_trained / "fp16" / "model.onnx", held_out_clips)
     assert float((scores.predictions == fp32_scores.predictions).mean()) >= 0.99
     assert abs(scores.accuracy - fp32_scores.accuracy) <= 0.005
     assert np.abs(scores.probabilities - fp32_scores.probabilities).max() <= ParityConfig().fp16_prob_atol
-    recipe = Recipe.read(exported_trained / "fp16" / "recipe.json")
+    recipe = ExportRecord.read(exported_trained / "fp16" / "recipe.json")
     assert recipe.parity["fp16_vs_fp32"]["tolerances"]["prob_atol"] == ParityConfig().fp16_prob_atol
 
 
 def test_the_report_names_each_file_with_its_checksum_and_size(quant_report, exported_trained):
-    from export.recipe import Recipe, sha256_file
+    from export.recipe import ExportRecord, sha256_file
 
     assert [line.variant for line in quant_report.lines] == ["fp32", "int8", "fp16"]
     fp32_size = (exported_trained / "fp32" / "model.onnx").stat().st_size
     for line in quant_report.lines:
         path = exported_trained / line.variant / "model.onnx"
         assert line.model_path == str(path)
-        assert line.model_sha256 == sha256_file(path) == Recipe.read(path.with_name("recipe.json")).model_sha256
+        assert line.model_sha256 == sha256_file(path) == ExportRecord.read(path.with_name("recipe.json")).model_sha256
         assert line.size_bytes == path.stat().st_size
         assert line.size_vs_fp32 == pytest.approx(line.size_bytes / fp32_size)
         assert set(line.latency_ms) == {1, 8}

@@ -249,8 +249,8 @@ def _edit(model_dir: Path, change) -> None:
 
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 def test_a_broken_audio_model_is_refused_naming_the_problem(portable_repository, tmp_path, breakage):
-    from client.errors import ModelConfigError
     from export.audio_repository import validate_audio_model_dir
+    from export.errors import ModelConfigError
     from export.repository import validate_repository
 
     repo = _with_audio_model(portable_repository, tmp_path, "portable")
@@ -265,8 +265,8 @@ def test_a_broken_audio_model_is_refused_naming_the_problem(portable_repository,
 
 
 def test_the_writer_refuses_a_repository_without_a_window_model_of_the_contract(tmp_path):
-    from client.errors import ExportError
     from export.audio_repository import write_audio_model
+    from export.errors import ExportError
 
     (tmp_path / "repo").mkdir()
     with pytest.raises(ExportError, match="no window model with labels"):

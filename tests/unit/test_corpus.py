@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import ConfigError, CorpusError
+from client.errors import ConfigError
 from training.corpus import CorpusWarning, parse_ravdess_name, read_ravdess
+from training.errors import CorpusError
 from training.folds import actor_split, read_manifest, write_manifest
 
 SPEECH = [

@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 
-from client.errors import CheckpointError, ConfigError, ExportError, ParityError
+from client.errors import ConfigError
+from export.errors import ExportError, ParityError
+from training.errors import CheckpointError
 
 
 def _export(checkpoint, out, **kwargs):
@@ -187,14 +189,14 @@ def test_a_repository_path_that_is_a_file_is_refused(exported_tiny, tmp_path):
 
 
 def test_a_malformed_recipe_is_refused(tmp_path):
-    from export.recipe import Recipe
+    from export.recipe import ExportRecord
 
     (tmp_path / "recipe.json").write_text("{not json")
     with pytest.raises(ExportError, match="not JSON"):
-        Recipe.read(tmp_path / "recipe.json")
+        ExportRecord.read(tmp_path / "recipe.json")
     (tmp_path / "recipe.json").write_text('{"variant": "int8"}')
     with pytest.raises(ConfigError, match="missing or malformed field"):
-        Recipe.read(tmp_path / "recipe.json")
+        ExportRecord.read(tmp_path / "recipe.json")
 
 
 def test_a_graph_without_the_bundle_interface_is_refused_listing_every_deviation(tmp_path):

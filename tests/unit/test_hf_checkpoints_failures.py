@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import CheckpointError, ConfigError
+from client.errors import ConfigError
 from export.pipeline import export_checkpoint
+from training.errors import CheckpointError
 from training.hf_import import inspect_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from client.errors import ConfigError, CorpusError
+from client.errors import ConfigError
+from training.errors import CorpusError
 from training.metrics import Metrics, Predictions, Summary, load_predictions, save_predictions
 from training.report import write_cross_corpus_report, write_cv_report
 

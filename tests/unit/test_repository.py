@@ -77,13 +77,13 @@ def test_portable_runtime_ships_the_generic_python_model_beside_model_onnx(porta
 
 
 def test_config_parameters_carry_the_contract_and_the_recipe_checksums(portable_repository, exported_tiny):
-    from export.recipe import Recipe, sha256_file
+    from export.recipe import ExportRecord, sha256_file
 
     for variant in ("fp32", "int8"):
         model = portable_repository / f"ser_{variant}"
         params = {k: v.string_value for k, v in _parse(model).parameters.items()}
         contract = ModelContract.from_parameters(params)
-        recipe = Recipe.read(exported_tiny / variant / "recipe.json")
+        recipe = ExportRecord.read(exported_tiny / variant / "recipe.json")
         assert contract.labels == recipe.contract.labels == tuple((model / "labels.txt").read_text().split())
         assert (contract.window_samples, contract.hop_samples, contract.variant) == (W, 8_000, variant)
         assert contract.extra["model_sha256"] == recipe.model_sha256 == sha256_file(model / "1" / "model.onnx")
@@ -114,7 +114,7 @@ BREAKAGES = {
 
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 def test_a_broken_config_is_refused_naming_the_field(portable_repository, tmp_path, breakage):
-    from client.errors import ModelConfigError
+    from export.errors import ModelConfigError
     from export.repository import validate_model_dir, validate_repository
 
     repo = tmp_path / "repo"
@@ -235,7 +235,7 @@ NATIVE_BREAKAGES = {
 
 @pytest.mark.parametrize("breakage", sorted(NATIVE_BREAKAGES))
 def test_a_broken_native_config_is_refused_naming_the_field(native_gpu_repository, tmp_path, breakage):
-    from client.errors import ModelConfigError
+    from export.errors import ModelConfigError
     from export.repository import validate_model_dir
 
     repo, _ = native_gpu_repository

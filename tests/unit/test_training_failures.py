@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import CheckpointError, ConfigError, CorpusError, UnusableClipsError
+from client.errors import ConfigError
+from training.errors import CheckpointError, CorpusError, UnusableClipsError
 from training.train import TrainConfig, train
 
 
@@ -119,7 +120,7 @@ def test_a_corpus_without_clips_of_the_class_set_raises_corpus_error(tmp_path):
 
 
 def test_an_unknown_or_malformed_recipe_raises_config_error_naming_it(tmp_path):
-    from training.train import Recipe, load_recipe
+    from training.train import TrainingRecipe, load_recipe
 
     with pytest.raises(ConfigError, match="'ravdess9'"):
         load_recipe("ravdess9")
@@ -129,7 +130,7 @@ def test_an_unknown_or_malformed_recipe_raises_config_error_naming_it(tmp_path):
         load_recipe(bad)
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="malformed"):
-        Recipe.from_json(bad)
+        TrainingRecipe.from_json(bad)
 
 
 def test_run_cv_refuses_a_pinned_fold_or_folds_outside_k(tmp_path):
