@@ -24,7 +24,7 @@ from typing import Union
 
 import numpy as np
 
-from client.errors import (
+from .errors import (
     AudioDecodeError,
     AudioTooLongError,
     ConfigError,

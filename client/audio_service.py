@@ -36,7 +36,7 @@ from typing import Mapping
 
 import numpy as np
 
-from client.audio import (
+from .audio import (
     DEFAULT_MAX_DURATION_S,
     DEFAULT_SILENCE_PEAK,
     AudioConfig,
@@ -45,15 +45,15 @@ from client.audio import (
     load_audio,
     make_windows,
 )
-from client.contract import PARAM_PREFIX, ModelContract
-from client.errors import (
+from .contract import PARAM_PREFIX, ModelContract
+from .errors import (
     AudioDecodeError,
     AudioFormatError,
     AudioTooLargeError,
     ConfigError,
     EmptyAudioError,
 )
-from client.timeline import Timeline, build_timeline
+from .timeline import Timeline, build_timeline
 
 #: Default name of the server-side audio model in a repository.
 AUDIO_MODEL = "ser"
@@ -376,7 +376,7 @@ def audio_error_from_message(message: str, *, source: str):
     """
     import re
 
-    from client import errors
+    from . import errors
 
     m = re.search(r"\b([A-Za-z]+Error): (?:audio|pcm): (.*)$", message)
     if not m:

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
-from client.errors import ConfigError, ModelNotFoundError, ServerUnavailableError
-from client.triton_client import ClassifyResult, SerClient
+from .errors import ConfigError, ModelNotFoundError, ServerUnavailableError
+from .results import ClassifyResult
+from .sync_client import SerClient
 
 #: Suffixes :func:`find_audio` picks up in directories (files named explicitly are always taken).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au", ".w64", ".caf", ".webm")

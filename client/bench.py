@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from client.errors import ConfigError
+from .errors import ConfigError
 
 if TYPE_CHECKING:  # argparse users (ser --help) must not pay for numpy, soxr or tritonclient
-    from client.triton_client import SerClient
+    from .sync_client import SerClient
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ def make_clip(config: ClientBenchConfig, *, seed: int = 0) -> bytes:
 
 def preprocessing_ms(clip: bytes, *, window_samples: int, hop_samples: int, reps: int) -> float:
     """Median ms of bytes -> 16 kHz mono -> windows, in this thread."""
-    from client.audio import AudioConfig, load_audio, make_windows
-    from client.timing import percentile, time_calls
+    from .audio import AudioConfig, load_audio, make_windows
+    from .timing import percentile, time_calls
 
     def preprocess() -> None:
         y = load_audio(clip, config=AudioConfig(sample_rate=16_000))
@@ -82,9 +82,9 @@ def preprocessing_ms(clip: bytes, *, window_samples: int, hop_samples: int, reps
 
 def run_client_bench(client: SerClient, config: ClientBenchConfig = ClientBenchConfig(), *, print_fn=print) -> dict:
     """Measure and print; returns the figures as a dict. ``client`` must be open."""
-    from client.audio import load_audio, make_windows
-    from client.batch import predict_files
-    from client.timing import percentile, time_calls
+    from .audio import load_audio, make_windows
+    from .batch import predict_files
+    from .timing import percentile, time_calls
 
     assert client.contract is not None, "client must be open"
     clip = make_clip(config)
@@ -139,7 +139,7 @@ def config_from_args(args: argparse.Namespace) -> ClientBenchConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m client.bench``: against a running server."""
-    from client.triton_client import SerClient
+    from .sync_client import SerClient
 
     args = add_arguments(argparse.ArgumentParser(prog="python -m client.bench", description=__doc__.splitlines()[0])).parse_args(argv)
     with SerClient(args.url, model=args.model, protocol=args.protocol) as client:
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    from client.errors import SerError
+    from .errors import SerError
 
     try:
         sys.exit(main())

@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
-from client.errors import ConfigError, ContractError
+from .errors import ConfigError, ContractError
 
 INPUT_WAVEFORM = "waveform"
 INPUT_NUM_SAMPLES = "num_samples"

@@ -5,7 +5,7 @@ one request: a file's or a ``bytes`` object's encoded bytes (``audio``), or an
 array's mono float32 samples with their rate (``pcm`` + ``sample_rate``), and asks
 for the timeline. It decodes nothing: the server does, with the same code
 (:mod:`client.audio_service`). The answer becomes the same
-:class:`~client.triton_client.Prediction` as the client-side path gives: label,
+:class:`~client.results.Prediction` as the client-side path gives: label,
 probabilities, per-window probabilities, window offsets and valid samples (from
 the timeline's start/end seconds), so directory mode, resume, retries and
 :func:`client.timeline.timeline_of` work unchanged.
@@ -15,8 +15,8 @@ too long, too large) raises the same :class:`~client.errors.AudioError` subclass
 naming the file, as client-side decoding would. A file larger than the model's
 ``ser.audio.max_bytes`` is refused before it is sent.
 
-:class:`ServerSideMixin` is mixed into the client classes of
-:mod:`client.triton_client`; it uses their connection, retries and error translation.
+:class:`ServerSideMixin` is mixed into the client classes
+(:mod:`client.client_base`); it uses their connection, retries and error translation.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from client.audio import AudioSource, to_mono
-from client.audio_service import (
+from .audio import AudioSource, to_mono
+from .audio_service import (
     HEAD_CATEGORICAL,
     HEAD_PARAMETER,
     INPUT_AUDIO,
@@ -46,7 +46,7 @@ from client.audio_service import (
     AudioLimits,
     audio_error_from_message,
 )
-from client.errors import (
+from .errors import (
     AudioDecodeError,
     AudioTooLargeError,
     ConfigError,
@@ -54,6 +54,7 @@ from client.errors import (
     InferenceError,
     SerError,
 )
+from .results import Prediction
 
 
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
@@ -71,7 +72,7 @@ def read_clip(source: AudioSource, *, sample_rate: int | None, name: str, max_by
         AudioTooLargeError: more than ``max_bytes`` (checked before reading the file).
         ConfigError: an array without ``sample_rate``, or of a shape or dtype that is not audio.
     """
-    from client.audio import array_to_float  # the client's own scaling of integer PCM
+    from .audio import array_to_float  # the client's own scaling of integer PCM
 
     if isinstance(source, np.ndarray):
         if sample_rate is None:
@@ -148,9 +149,7 @@ class ServerSideMixin:
         return [*inputs, flag], outputs
 
     def _clip_prediction(self, result: Any, source: AudioSource, name: str, *, top_k: int, t0: float, t_pre: float):
-        """The :class:`~client.triton_client.Prediction` of one answer."""
-        from client.triton_client import Prediction
-
+        """The :class:`~client.results.Prediction` of one answer."""
         assert self.contract is not None
         names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in result.as_numpy(OUTPUT_NAMES).reshape(-1)]
         if tuple(names) != self.contract.labels:

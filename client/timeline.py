@@ -10,7 +10,7 @@ into one :class:`Segment`, so the segments tile ``[0, duration]`` without gaps o
 overlaps ("angry from 12.0 s to 19.5 s").
 
 Both sides use this module: the server-side audio model (``ser``) returns the
-timeline it builds, and a client-side :class:`~client.triton_client.Prediction`
+timeline it builds, and a client-side :class:`~client.results.Prediction`
 turns into the same timeline with :func:`timeline_of`.
 """
 
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from client.errors import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def build_timeline(
 
 
 def timeline_of(prediction, *, sample_rate: int) -> Timeline:
-    """The timeline of a :class:`~client.triton_client.Prediction` (window offsets, counts and probabilities).
+    """The timeline of a :class:`~client.results.Prediction` (window offsets, counts and probabilities).
 
     Args:
         prediction: a prediction whose ``window_offsets`` and ``window_num_samples`` are set.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from client.errors import ConfigError
+from .errors import ConfigError
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -1,0 +1,186 @@
+"""The asyncio client: :class:`AsyncSerClient`, the twin of :class:`~client.sync_client.SerClient`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+import numpy as np
+
+from .audio import AudioSource
+from .client_base import ClientBase
+from .errors import ConfigError, ModelNotFoundError, ServerUnavailableError
+from .results import ClassifyResult, ModelStats, Prediction, model_stats
+
+
+class AsyncSerClient(ClientBase):
+    """The asyncio twin of :class:`SerClient` (``tritonclient.grpc.aio`` / ``tritonclient.http.aio``).
+
+    Same arguments, contract checks, retries and results; ``open``, ``close``,
+    ``classify``, ``classify_many``, ``infer_windows`` and ``statistics`` are
+    coroutines, and it is an async context manager. Decoding and resampling run
+    in worker threads (``asyncio.to_thread``) so they do not block the event loop.
+
+    Example:
+        >>> async with AsyncSerClient("127.0.0.1:8001") as client:  # doctest: +SKIP
+        ...     results = await client.classify_many(paths, concurrency=16)
+    """
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._client = None
+
+    def _new_transport(self):
+        if self.protocol == "grpc":
+            import tritonclient.grpc.aio as grpcaio
+
+            return grpcaio.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs())
+        import tritonclient.http.aio as httpaio
+
+        return httpaio.InferenceServerClient(
+            self.url,
+            conn_timeout=self.transport.connection_timeout_s or self.timeout_s,
+            ssl=self.transport.ssl,
+            ssl_context=self.transport.ssl_context(),
+        )
+
+    def _require_open(self):
+        if self._client is None:
+            raise ConfigError(f"AsyncSerClient({self.url!r}, model={self.model!r}) is not open: use `async with`")
+        return self._client
+
+    async def _call(self, what: str, fn, *args, **kwargs):
+        import asyncio
+
+        attempt = 0
+        started = time.monotonic()
+        while True:
+            attempt += 1
+            self._attempt(what, attempt)
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
+                delay = self._retry_delay(exc, attempt, started)
+                if delay is None:
+                    raise self._translate(exc, what) from None
+            await asyncio.sleep(delay)
+
+    async def open(self) -> "AsyncSerClient":
+        """As :meth:`SerClient.open`."""
+        if self._client is not None:
+            return self
+        try:
+            try:
+                self._client = self._new_transport()
+            except Exception as exc:  # noqa: BLE001
+                raise self._translate(exc, "connect") from None
+            if not await self._call("liveness check", self._client.is_server_live, **self._kw()):
+                raise ServerUnavailableError(f"{self.url}: Triton server answers over {self.protocol} but is not live")
+            if not await self._call("readiness check", self._client.is_model_ready, self.model, self.model_version, **self._kw()):
+                raise ModelNotFoundError(f"model {self.model!r} is not ready at {self.url}")
+            extra = {"as_json": True} if self.protocol == "grpc" else {}
+            raw = await self._call("model config", self._client.get_model_config, self.model, self.model_version, **extra, **self._kw())
+            self._accept_config(self._config_from_raw(raw))
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001, S110 - closing is best effort
+                pass
+
+    async def __aenter__(self) -> "AsyncSerClient":
+        return await self.open()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def statistics(self) -> ModelStats:
+        """As :meth:`SerClient.statistics`."""
+        client = self._require_open()
+        extra = {"as_json": True} if self.protocol == "grpc" else {}
+        raw = await self._call("statistics", client.get_inference_statistics, self.model, **extra, **self._kw())
+        return model_stats(self.model, raw)
+
+    async def infer_windows(self, waveforms: np.ndarray, num_samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`SerClient.infer_windows`; the batches of one call are sent concurrently."""
+        self._require_open()
+        return await self._infer_all(*self._check_windows(waveforms, num_samples), top_k=0)
+
+    async def _infer_all(self, x: np.ndarray, n: np.ndarray, *, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        import asyncio
+
+        step = self.max_batch_size
+        parts = await asyncio.gather(*(self._infer_batch(x[s : s + step], n[s : s + step], top_k) for s in range(0, x.shape[0], step)))
+        return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+
+    async def _infer_batch(self, x: np.ndarray, n: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        client = self._require_open()
+        inputs, outputs, _ = self._request(x, n, top_k)
+        result = await self._call(
+            "infer", client.infer, self.model, inputs, model_version=self.model_version, outputs=outputs, **self._kw()
+        )
+        return self._response(result, x.shape[0], top_k)
+
+    async def classify(
+        self,
+        source: AudioSource,
+        *,
+        sample_rate: int | None = None,
+        name: str | None = None,
+        top_k: int | None = None,
+    ) -> Prediction:
+        """As :meth:`SerClient.classify`."""
+        import asyncio
+
+        self._require_open()
+        k = self._check_top_k(top_k)
+        if self.server_side:
+            return await self._aclassify_server_side(source, sample_rate=sample_rate, name=name, top_k=k)
+        t0 = time.perf_counter()
+        label, windows = await asyncio.to_thread(self._prepare, source, sample_rate, name)
+        t_pre = time.perf_counter()
+        first, probs = await self._infer_all(*self._check_windows(windows.waveforms, windows.num_samples), top_k=k)
+        return self._prediction(source, label, windows, probs, first if k else None, top_k=k, t0=t0, t_pre=t_pre)
+
+    async def classify_many(
+        self,
+        sources: Iterable[AudioSource],
+        *,
+        concurrency: int = 8,
+        sample_rate: int | None = None,
+        top_k: int | None = None,
+    ) -> list[ClassifyResult]:
+        """Classify many clips with up to ``concurrency`` clips in flight (a semaphore over ``asyncio.gather``).
+
+        Returns:
+            One :class:`ClassifyResult` per source, in input order; failures are
+            reported in the result, not raised.
+        """
+        import asyncio
+
+        if concurrency < 1:
+            raise ConfigError(f"concurrency={concurrency}: must be >= 1")
+        self._require_open()
+        self._check_top_k(top_k)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(index: int, source: AudioSource) -> ClassifyResult:
+            name = self._source_name(index, source)
+            async with gate:
+                try:
+                    pred = await self.classify(source, sample_rate=sample_rate, name=name, top_k=top_k)
+                except Exception as exc:  # noqa: BLE001 - reported per file
+                    return self._failed(index, name, exc)
+            return ClassifyResult(index, name, prediction=pred)
+
+        return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(sources))))
+
+
+__all__ = ["AsyncSerClient"]
