@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m client.bench``: against a running server."""
     from .sync_client import SerClient
 
-    args = add_arguments(argparse.ArgumentParser(prog="python -m client.bench", description=__doc__.splitlines()[0])).parse_args(argv)
+    args = add_arguments(argparse.ArgumentParser(prog=f"python -m {__package__}.bench", description=__doc__.splitlines()[0])).parse_args(argv)
     with SerClient(args.url, model=args.model, protocol=args.protocol) as client:
         run_client_bench(client, config_from_args(args))
     return 0

@@ -33,6 +33,7 @@ from .contract import (
     OUTPUT_LOGITS,
     OUTPUT_PROBABILITIES,
     ModelContract,
+    string_parameters,
 )
 from .error_mapping import one_line, translate_error
 from .errors import ConfigError, ContractError, InferenceError, SerError
@@ -251,15 +252,4 @@ class ClientBase(ServerSideMixin):
         return ClassifyResult(index, name, error=InferenceError(f"{name}: {type(exc).__name__}: {one_line(exc)}"))
 
 
-def string_parameters(config: Mapping[str, Any]) -> dict[str, str]:
-    """``{key: string_value}`` of a model config's ``parameters`` (gRPC or HTTP JSON form)."""
-    out = {}
-    for key, value in (config.get("parameters") or {}).items():
-        if isinstance(value, Mapping):
-            out[key] = str(value.get("string_value", value.get("stringValue", "")))
-        else:
-            out[key] = str(value)
-    return out
-
-
-__all__ = ["ClientBase", "string_parameters"]
+__all__ = ["ClientBase"]

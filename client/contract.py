@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from .errors import ConfigError, ContractError
 
@@ -153,3 +153,14 @@ class ModelContract:
     def from_json(cls, d: Mapping) -> "ModelContract":
         """Inverse of :meth:`to_json`."""
         return cls(**{**d, "labels": tuple(d["labels"]), "extra": dict(d.get("extra", {}))})
+
+
+def string_parameters(config: Mapping[str, Any]) -> dict[str, str]:
+    """``{key: string_value}`` of a model config's ``parameters`` (gRPC or HTTP JSON form)."""
+    out = {}
+    for key, value in (config.get("parameters") or {}).items():
+        if isinstance(value, Mapping):
+            out[key] = str(value.get("string_value", value.get("stringValue", "")))
+        else:
+            out[key] = str(value)
+    return out

@@ -46,6 +46,7 @@ from .audio_service import (
     AudioLimits,
     audio_error_from_message,
 )
+from .contract import string_parameters
 from .errors import (
     AudioDecodeError,
     AudioTooLargeError,
@@ -55,13 +56,6 @@ from .errors import (
     SerError,
 )
 from .results import Prediction
-
-
-def _parameters(config: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for key, value in (config.get("parameters") or {}).items():
-        out[key] = str(value.get("string_value", value.get("stringValue", ""))) if isinstance(value, dict) else str(value)
-    return out
 
 
 def read_clip(source: AudioSource, *, sample_rate: int | None, name: str, max_bytes: int) -> tuple[bytes | None, np.ndarray | None]:
@@ -115,7 +109,7 @@ class ServerSideMixin:
                 f"model {self.model!r} at {self.url} is not a server-side audio model: it lacks tensors {missing} "
                 "(server_side=True needs the audio model, e.g. 'ser', written by `ser repository --audio-model`)"
             )
-        params = _parameters(self.config)
+        params = string_parameters(self.config)
         head = params.get(HEAD_PARAMETER, "")
         if head != HEAD_CATEGORICAL:
             raise ContractError(f"model {self.model!r} at {self.url}: {HEAD_PARAMETER}={head!r}; this client reads {HEAD_CATEGORICAL!r} answers")
