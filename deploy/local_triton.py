@@ -19,6 +19,11 @@ backend; nothing from pytriton's Python API is used, only the binary
 * stops with SIGTERM, then SIGKILL of the process group, kills leftover backend
   stubs by PID and removes its shm regions and temporary folder.
 
+The pieces it uses live beside it: :mod:`deploy.triton_binary` (the wheel's files, the
+backend directory, the environment), :mod:`deploy.probes` (readiness and the model index),
+:mod:`deploy.server_log` (why a server failed, in one line) and :mod:`deploy.cleanup`
+(leftover stubs and shm regions).
+
 Example:
     >>> with LocalTriton("model_repository/portable") as server:  # doctest: +SKIP
     ...     print(server.grpc_url)
@@ -29,89 +34,26 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.util
-import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from client.errors import ConfigError, ServerError, ServerStartError
-from deploy.flags import (
-    ADMIN_HEADER,
-    GRPC_ADMIN_HEADER,
-    SUMMARY_LATENCIES,
-    GrpcTls,
-    restricted_args,
-)
+from deploy.cleanup import kill_stubs, pid_alive, pids_of_stubs, remove_shm_regions, shm_regions
+from deploy.flags import SUMMARY_LATENCIES, GrpcTls, restricted_args
+from deploy.probes import grpc_models, grpc_ready, http_get_status, http_models
+from deploy.server_log import summarize_failure
+from deploy.triton_binary import find_installation, make_backend_directory, server_env
 
-#: Where the python backend puts its shared-memory regions.
-SHM_DIR = Path("/dev/shm")
-#: Name of the backend stub executable (one per Python version in the wheel).
-STUB_NAME = "triton_python_backend_stub"
 MODEL_CONTROL_MODES = ("none", "explicit", "poll")
-#: Lines of the server log kept in error messages.
-LOG_TAIL_LINES = 40
-
-
-@dataclass(frozen=True)
-class TritonInstallation:
-    """Files of the tritonserver shipped in the ``nvidia-pytriton`` wheel.
-
-    Attributes:
-        server: the ``tritonserver`` executable.
-        python_backend: ``libtriton_python.so``.
-        backend_utils: ``triton_python_backend_utils.py``.
-        stub: ``triton_python_backend_stub`` built for the running Python version.
-        cache_dir: the response-cache implementations (``--cache-directory``).
-    """
-
-    server: Path
-    python_backend: Path
-    backend_utils: Path
-    stub: Path
-    cache_dir: Path
-
-
-def find_installation() -> TritonInstallation:
-    """Locate the tritonserver binary and python backend without importing pytriton.
-
-    Raises:
-        ServerStartError: nvidia-pytriton is not installed, or lacks a stub for
-            this Python version.
-    """
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServerStartError(
-            "tritonserver not found: install nvidia-pytriton==0.7.0 (pip install -e '.[full]') "
-            "or run the NGC container (deploy/gpu/run-triton.sh)"
-        )
-    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    inst = TritonInstallation(
-        server=root / "bin" / "tritonserver",
-        python_backend=root / "backends" / "python" / "libtriton_python.so",
-        backend_utils=root / "backends" / "python" / "triton_python_backend_utils.py",
-        stub=root / "python_backend_stubs" / version / STUB_NAME,
-        cache_dir=root / "caches",
-    )
-    missing = [str(p) for p in (inst.server, inst.python_backend, inst.backend_utils, inst.stub) if not p.exists()]
-    if missing:
-        raise ServerStartError(f"tritonserver installation at {root} is incomplete for Python {version}: missing {missing}")
-    return inst
 
 
 def free_ports(count: int = 3) -> list[int]:
@@ -126,150 +68,6 @@ def free_ports(count: int = 3) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _server_env() -> dict[str, str]:
-    """Environment for tritonserver: venv ``bin`` first on PATH, libpython's dir on LD_LIBRARY_PATH."""
-    env = dict(os.environ)
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bindir, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != bindir]])
-    libdirs = [d for d in (sysconfig.get_config_var("LIBDIR"),) if d and Path(d).is_dir()]
-    old = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(dict.fromkeys([*libdirs, *old]))
-    env.pop("PYTHONPATH", None)  # ignored by the isolated stub interpreter anyway
-    return env
-
-
-def _pids_of_stubs(prefix: str) -> list[int]:
-    """PIDs of python-backend stubs whose command line carries the shm ``prefix``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if STUB_NAME.encode() in cmdline and prefix.encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is as good as gone
-
-
-def _http_get_status(url: str, *, timeout_s: float = 1.0) -> int | None:
-    """HTTP status of GET ``url`` (a fresh connection, closed after), or None if nothing answers."""
-    req = urllib.request.Request(url, headers={"Connection": "close"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return None
-
-
-def _grpc_ready(url: str, *, timeout_s: float) -> bool:
-    """Whether plaintext gRPC ``ServerReady`` answers true (False when nothing answers)."""
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        return bool(client.is_server_ready(client_timeout=timeout_s))
-    except InferenceServerException:
-        return False
-    finally:
-        client.close()
-
-
-def _grpc_models(url: str, *, admin_key: str | None) -> dict[str, str]:
-    import tritonclient.grpc as grpcclient
-
-    headers = {GRPC_ADMIN_HEADER: admin_key} if admin_key is not None else None
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        index = client.get_model_repository_index(headers=headers, as_json=True, client_timeout=5.0)
-    finally:
-        client.close()
-    return {m["name"]: m.get("state", "") for m in index.get("models", [])}
-
-
-_ERROR_LINE = re.compile(r"^E\d{4} ")
-_FAILED_LOAD = re.compile(r"failed to load '([^']+)'[^:]*: (.*)$")
-_IN_USE = re.compile(r"(?:Socket|address) '?([0-9.:]+)'? (?:is )?already in use", re.I)
-#: Error lines that are harmless on a CPU host (no GPU, no NVML/DCGM, no pinned memory).
-_HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "pinned memory", "Pinned memory", "GPU metrics")
-_TABLE_ROW = re.compile(r"^\|\s*([^|\s]+)\s*\|\s*(\S+)\s*\|\s*UNAVAILABLE: (.*?)\s*\|?\s*$")
-
-
-def summarize_failure(log_text: str) -> str:
-    """One line naming what went wrong, read from a tritonserver log.
-
-    Prefers ``failed to load '<model>' ...: <reason>`` lines and the model-status
-    table's ``UNAVAILABLE`` rows; falls back to the last error lines.
-    """
-    lines = log_text.splitlines()
-    for line in lines:
-        m = _IN_USE.search(line)
-        if m:
-            return f"address {m.group(1)} already in use (another server or process holds the port)"
-    crash = _crash_reason(lines)
-    if crash:
-        return crash
-    failed: dict[str, str] = {}
-    for line in lines:
-        m = _FAILED_LOAD.search(line)
-        if m:
-            failed.setdefault(m.group(1), m.group(2).strip())
-    for line in lines:
-        m = _TABLE_ROW.match(line.strip())
-        if m and m.group(1) not in failed:
-            failed[m.group(1)] = m.group(3)
-    if failed:
-        return "; ".join(f"model {name!r} failed to load: {_squash(reason)}" for name, reason in failed.items())
-    errors = [
-        _squash(line.split("] ", 1)[-1])
-        for line in lines
-        if _ERROR_LINE.match(line) and not any(h in line for h in _HARMLESS)
-    ]
-    if errors:
-        return "; ".join(errors[-3:])
-    tail = [ln.strip() for ln in lines if ln.strip()]
-    return _squash(tail[-1]) if tail else "no output"
-
-
-_SIGNAL = re.compile(r"^Signal \((\d+)\) received\.")
-_TERMINATE = re.compile(r"^terminate called after throwing an instance of '([^']+)'")
-
-
-def _crash_reason(lines: list[str]) -> str:
-    """``aborted by signal 6 (uncaught std::bad_alloc: ...)`` from the last crash in a log, or ``""``."""
-    for i in range(len(lines) - 1, -1, -1):
-        m = _SIGNAL.match(lines[i].strip())
-        if not m:
-            continue
-        cause = ""
-        for j in range(i - 1, max(i - 6, -1), -1):
-            t = _TERMINATE.match(lines[j].strip())
-            if t:
-                what = next((ln.strip()[len("what():"):].strip() for ln in lines[j + 1 : i] if ln.strip().startswith("what():")), "")
-                cause = f" (uncaught {t.group(1)}" + (f": {_squash(what, 200)}" if what and what != t.group(1) else "") + ")"
-                break
-        return f"aborted by signal {m.group(1)}{cause}"
-    return ""
-
-
-def _squash(text: str, limit: int = 400) -> str:
-    text = text.replace("\\n", "\n").split("\n\nAt:")[0]  # drop the Python traceback the stub appends
-    text = " ".join(text.split()).strip().strip('"').strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class LocalTriton:
@@ -486,10 +284,7 @@ class LocalTriton:
         )
         self._tmp = Path(tempfile.mkdtemp(prefix="ser-triton-"))
         try:
-            backend = self._tmp / "backends" / "python"
-            backend.mkdir(parents=True)
-            for src in (inst.python_backend, inst.backend_utils, inst.stub):
-                (backend / src.name).symlink_to(src)
+            make_backend_directory(inst, self._tmp)
             self._log_path = self._user_log_path or (self._tmp / "tritonserver.log")
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             # A restart appends to a log file of the caller's: the crash that caused it stays readable.
@@ -503,7 +298,7 @@ class LocalTriton:
                     stdin=subprocess.DEVNULL,
                     stdout=self._log_handle,
                     stderr=subprocess.STDOUT,
-                    env=_server_env(),
+                    env=server_env(),
                     cwd=self._tmp,
                     start_new_session=True,  # its own process group: Ctrl-C in our terminal does not reach it
                 )
@@ -520,8 +315,8 @@ class LocalTriton:
     def is_ready(self, *, timeout_s: float = 1.0) -> bool:
         """Whether the server answers ready: ``/v2/health/ready`` is 200, or gRPC ``ServerReady`` without HTTP."""
         if self.http:
-            return _http_get_status(f"http://{self.http_url}/v2/health/ready", timeout_s=timeout_s) == 200
-        return _grpc_ready(self.grpc_url, timeout_s=timeout_s)
+            return http_get_status(f"http://{self.http_url}/v2/health/ready", timeout_s=timeout_s) == 200
+        return grpc_ready(self.grpc_url, timeout_s=timeout_s)
 
     def _wait_ready(self, t0: float) -> None:
         assert self._proc is not None
@@ -545,7 +340,7 @@ class LocalTriton:
             time.sleep(0.1)
 
     def _remember_stubs(self) -> None:
-        self._stubs_seen.update(_pids_of_stubs(self.shm_prefix))
+        self._stubs_seen.update(pids_of_stubs(self.shm_prefix))
 
     def stop(self) -> int | None:
         """Stop the server and clean up everything it left. Safe to call twice.
@@ -579,22 +374,13 @@ class LocalTriton:
             # Anything left in its process group (stubs that ignored SIGTERM), then stubs by PID.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
-            stubs = self._stubs_seen | set(_pids_of_stubs(self.shm_prefix))
-            for pid in stubs:
-                if _pid_alive(pid):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-            while any(_pid_alive(p) for p in stubs) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            kill_stubs(self._stubs_seen | set(pids_of_stubs(self.shm_prefix)), wait_s=5.0)
             self._stubs_seen.clear()
             self._cleanup_files()
             return self.returncode
 
     def _cleanup_files(self) -> None:
-        for region in self.shm_regions():
-            with contextlib.suppress(FileNotFoundError):
-                region.unlink()
+        remove_shm_regions(self.shm_prefix)
         if self._log_handle is not None:
             with contextlib.suppress(OSError):
                 self._log_handle.close()
@@ -610,25 +396,17 @@ class LocalTriton:
 
     def shm_regions(self) -> list[Path]:
         """This server's python-backend shared-memory regions under /dev/shm."""
-        if not SHM_DIR.is_dir():
-            return []
-        return sorted(SHM_DIR.glob(f"{self.shm_prefix}*"))
+        return shm_regions(self.shm_prefix)
 
     def stub_pids(self) -> list[int]:
         """PIDs of this server's live python-backend stubs."""
-        return [p for p in _pids_of_stubs(self.shm_prefix) if _pid_alive(p)]
+        return [p for p in pids_of_stubs(self.shm_prefix) if pid_alive(p)]
 
     def models(self) -> dict[str, str]:
         """``{model name: state}`` from the repository index (``READY``, ``UNAVAILABLE``, ...)."""
         if not self.http:
-            return _grpc_models(self.grpc_url, admin_key=self._admin_key)
-        headers = {"Connection": "close"}
-        if self._admin_key is not None:
-            headers[ADMIN_HEADER] = self._admin_key
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST", headers=headers)
-        with urllib.request.urlopen(req, timeout=5.0) as resp:
-            index = json.loads(resp.read())
-        return {m["name"]: m.get("state", "") for m in index}
+            return grpc_models(self.grpc_url, admin_key=self._admin_key)
+        return http_models(self.http_url, admin_key=self._admin_key)
 
     def __enter__(self) -> "LocalTriton":
         return self.start()

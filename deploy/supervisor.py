@@ -29,7 +29,8 @@ from typing import Callable, TextIO
 
 from client.errors import ConfigError, ServerError, ServerStartError
 from deploy.flags import GrpcTls
-from deploy.local_triton import LocalTriton, summarize_failure
+from deploy.local_triton import LocalTriton
+from deploy.server_log import summarize_failure
 
 
 @dataclass(frozen=True)

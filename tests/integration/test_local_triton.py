@@ -19,14 +19,17 @@ from pathlib import Path
 import pytest
 
 from client.errors import ConfigError, ServerStartError
-from deploy.local_triton import LocalTriton, _pid_alive, find_installation, summarize_failure
+from deploy.cleanup import pid_alive
+from deploy.local_triton import LocalTriton
+from deploy.server_log import summarize_failure
+from deploy.triton_binary import find_installation
 from tests.helpers import REPO_ROOT
 
 RUN_TRITON = REPO_ROOT / "deploy" / "gpu" / "run-triton.sh"
 
 
 def _leftovers(server: LocalTriton, pids: list[int]) -> tuple[list[int], list[Path]]:
-    return [p for p in pids if _pid_alive(p)], server.shm_regions()
+    return [p for p in pids if pid_alive(p)], server.shm_regions()
 
 
 def test_the_bundled_tritonserver_binary_backend_and_stub_are_found():

@@ -28,7 +28,9 @@ import soundfile as sf
 
 from client.errors import AccessDeniedError, ConfigError, ServerError, ServerUnavailableError
 from client.triton_client import RetryPolicy, SerClient
-from deploy.local_triton import STUB_NAME, LocalTriton, _pid_alive, free_ports
+from deploy.cleanup import pid_alive
+from deploy.local_triton import LocalTriton, free_ports
+from deploy.triton_binary import STUB_NAME
 from tests.helpers import REPO_ROOT
 
 #: The service answers a good request again within this many seconds of the killing request.
@@ -70,7 +72,7 @@ def _stubs(owner_pid: int) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if STUB_NAME.encode() in cmdline and tag in cmdline and _pid_alive(int(entry.name)):
+            if STUB_NAME.encode() in cmdline and tag in cmdline and pid_alive(int(entry.name)):
                 out.append(int(entry.name))
     return sorted(out)
 
@@ -165,7 +167,7 @@ def test_the_request_that_aborts_tritonserver_is_survived_within_30_s_with_nothi
     print(f"\nkilling request -> answering again after {recovered_s:.1f} s ({restarted.split(': ', 1)[-1]})")
     assert recovered_s < RECOVERY_S
     np.testing.assert_array_equal(after, before)
-    assert not any(_pid_alive(p) for p in stubs), "the dead server's stubs were not killed"
+    assert not any(pid_alive(p) for p in stubs), "the dead server's stubs were not killed"
     assert len(_stubs(served.proc.pid)) == len(stubs) and len(_regions(served.proc.pid)) == len(regions)
 
 
@@ -269,7 +271,7 @@ def test_a_server_that_keeps_dying_is_restarted_max_restarts_times_then_the_erro
     assert "rc=-9" in str(outcome[0]) and "1 restart(s) in a row" in str(outcome[0])
     assert [r.returncode for r in supervisor.restarts] == [-9, -9] and supervisor.restarts[1].down_s is None
     assert "restart 1 of 1" in lines[0] and "restarted" in lines[1]
-    assert not any(_pid_alive(p) for p in pids) and server.shm_regions() == []
+    assert not any(pid_alive(p) for p in pids) and server.shm_regions() == []
 
 
 def test_restart_policy_and_launcher_options_check_themselves(portable_repository, tmp_path):

@@ -1,0 +1,73 @@
+"""What a tritonserver's python backend can leave behind, and removing it.
+
+Each model instance of the python backend runs in a stub process and talks to the
+server through ``/dev/shm`` regions named with a prefix (``--backend-config=python,
+shm-region-prefix-name=...``). A server that is killed can leave both behind. Given
+the prefix one server was started with, this module finds its stubs (by their command
+line in ``/proc``) and its regions, and removes them; :meth:`deploy.local_triton.LocalTriton.stop`
+calls it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Iterable
+
+from deploy.triton_binary import STUB_NAME
+
+#: Where the python backend puts its shared-memory regions.
+SHM_DIR = Path("/dev/shm")
+
+
+def pids_of_stubs(prefix: str) -> list[int]:
+    """PIDs of python-backend stubs whose command line carries the shm ``prefix``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if STUB_NAME.encode() in cmdline and prefix.encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a zombie is as good as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is as good as gone
+
+
+def kill_stubs(pids: Iterable[int], *, wait_s: float = 5.0) -> None:
+    """SIGKILL each live process of ``pids``, then wait up to ``wait_s`` seconds for all to be gone."""
+    stubs = set(pids)
+    for pid in stubs:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while any(pid_alive(p) for p in stubs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def shm_regions(prefix: str) -> list[Path]:
+    """The python-backend shared-memory regions under :data:`SHM_DIR` named with ``prefix``."""
+    if not SHM_DIR.is_dir():
+        return []
+    return sorted(SHM_DIR.glob(f"{prefix}*"))
+
+
+def remove_shm_regions(prefix: str) -> None:
+    """Delete the regions of :func:`shm_regions` (ones already gone are fine)."""
+    for region in shm_regions(prefix):
+        with contextlib.suppress(FileNotFoundError):
+            region.unlink()
