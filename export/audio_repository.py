@@ -47,6 +47,9 @@ from client.contract import INPUT_NAMES, OUTPUT_NAMES, PARAM_PREFIX, ModelContra
 from client.errors import ConfigError, ContractError
 from export.errors import ExportError, ModelConfigError
 from export.pipeline import ensure_writable_dir, install_dir
+from export.repository.config import RUNTIMES
+from export.repository.names import CONFIG_FILENAME, VERSION
+from export.repository.pbtxt import read_model_config, write_config
 
 #: The client modules the audio model imports, copied into ``1/client/``.
 PACKAGED_MODULES = ("__init__.py", "errors.py", "contract.py", "audio.py", "timeline.py", "audio_service.py")
@@ -57,8 +60,6 @@ PREFERENCE = {"native": ("fp16", "fp32", "int8"), "portable": ("int8", "fp32", "
 DEFAULT_INSTANCES = 4
 CODE_PARAMETER = AUDIO_PARAM_PREFIX + "code_sha256"
 INNER_PARAMETER = AUDIO_PARAM_PREFIX + "inner_models"
-CONFIG_FILENAME = "config.pbtxt"
-VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,6 @@ def window_models(repo_dir: Path, *, contract: ModelContract, preference: tuple[
     A window model is any model whose config takes ``waveform``/``num_samples`` and gives
     ``logits``/``probabilities`` with the bundle's contract parameters; others are ignored.
     """
-    from export.repository import read_model_config
-
     found: list[tuple[int, str, InnerModel]] = []
     for model_dir in sorted(p for p in Path(repo_dir).iterdir() if (p / CONFIG_FILENAME).is_file() and p.name != exclude):
         try:
@@ -184,8 +183,6 @@ def write_audio_model(repo_dir: str | Path, *, contract: ModelContract, runtime:
         ExportError: no window model of that contract in the repository.
         ModelConfigError: the written model failed validation (a bug, reported as such).
     """
-    from export.repository import RUNTIMES, write_config
-
     config = config or AudioModelConfig()
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime={runtime!r}: expected one of {list(RUNTIMES)}")
@@ -235,8 +232,6 @@ def validate_audio_model_dir(model_dir: str | Path, *, name: str | None = None, 
         ModelConfigError: naming the config file and every problem.
     """
     from tritonclient.grpc import model_config_pb2 as mc
-
-    from export.repository import read_model_config
 
     model_dir = Path(model_dir)
     name = name or model_dir.name
@@ -298,8 +293,6 @@ def validate_audio_model_dir(model_dir: str | Path, *, name: str | None = None, 
 
 def is_audio_model_dir(model_dir: str | Path) -> bool:
     """Whether a model folder holds an audio model (its config names the ``ser.audio.head`` parameter)."""
-    from export.repository import read_model_config
-
     try:
         return HEAD_PARAMETER in read_model_config(model_dir).parameters
     except ModelConfigError:

@@ -266,7 +266,7 @@ def serving_clips(session_dir) -> dict[str, Path]:
 
 
 # --- export ---
-# Owner: export (export/pipeline.py, export/repository.py). Session-scoped: the tiny
+# Owner: export (export/pipeline.py, export/repository/). Session-scoped: the tiny
 # untrained checkpoint is exported once (fp32 + int8, ~2 s) and both repository
 # runtimes are written from that one export.
 

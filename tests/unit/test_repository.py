@@ -1,4 +1,4 @@
-"""Triton repositories (export/repository.py) and the generic python-backend model (export/triton_python_model.py)."""
+"""Triton repositories (export/repository/) and the generic python-backend model (export/triton_python_model.py)."""
 
 from __future__ import annotations
 
