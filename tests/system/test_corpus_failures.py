@@ -180,7 +180,7 @@ def test_screen_thresholds_are_checked():
 
 
 def _config(corpus: Path, out: Path, **more):
-    from training.train import TEST
+    from training.training_recipes import TEST
 
     return TEST.config(corpus=corpus, layout="crema-d", class_set="crema6", out=out, max_steps=4, batch_size=8,
                        window_s=1.0, **more)
