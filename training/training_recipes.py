@@ -66,7 +66,7 @@ class TrainingRecipe:
 
 #: The demo: 10 synthetic actors x 60 clips (8 emotions), tiny model from scratch,
 #: 2 s windows, 2 test + 1 val actors held out. See the module docstring of
-#: training.synth for why it is learnable and why level statistics do not give it away.
+#: training.synth_voice for why it is learnable and why level statistics do not give it away.
 DEMO = TrainingRecipe(
     synth=dict(actors=10, sample_rate=48_000, seed=0),
     train=dict(base="tiny", max_steps=600, batch_size=16, learning_rate=1.5e-3, window_s=2.0,

@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.corpus import (
-    CorpusWarning,
-    crema_d_name_problem,
-    ravdess_name_problem,
-    read_crema_d,
-    read_ravdess,
-    scan_corpus,
-)
+from training.corpus import CorpusWarning, read_crema_d, read_ravdess, scan_corpus
+from training.corpus_codes import crema_d_name_problem, ravdess_name_problem
 from training.errors import UnusableClipsError
 from training.screen import DecodeCache, ScreenConfig, decode_cache, screen_clips
 
