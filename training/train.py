@@ -203,8 +203,8 @@ def _build_model(config: TrainConfig, labels: tuple[str, ...]):
     A preset's random model gets normalised input and a mask; a pretrained base keeps its
     feature extractor's input preparation and gets a new head.
     """
-    from training.hf_import import InputSpec
-    from training.model import load_pretrained, new_model
+    from training.hf_import import InputSpec, load_pretrained
+    from training.model import new_model
 
     if config.is_preset:
         return new_model(config.base, labels=labels, seed=config.seed), InputSpec()
