@@ -33,6 +33,7 @@ fatal (:class:`training.errors.UnusableClipsError`).
 
 If ``out`` already holds a checkpoint made from an identical config and corpus
 (same ``config_hash``), training is skipped and the stored result returned.
+
 The parts live beside this module: the config, result and cache key in
 :mod:`training.train_config`, the named recipes in :mod:`training.training_recipes`,
 the clips and their split in :mod:`training.train_clips`, the loss in :mod:`training.loss`
