@@ -2,7 +2,7 @@
 
 The same three sources as :mod:`loadtest.payload` (:class:`~loadtest.payload.AudioSourceConfig`):
 a folder's files and a manifest's partition are sent as the bytes on disk; generated speech
-(:mod:`training.synth`, seeded) is encoded as 16-bit WAV in memory. Both load-test paths send
+(:mod:`training.synth_voice`, seeded) is encoded as 16-bit WAV in memory. Both load-test paths send
 the very same bytes: the client-side path decodes them in the Locust process, the server-side
 path lets the audio model ``ser`` do it.
 

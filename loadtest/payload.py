@@ -13,7 +13,7 @@ Three sources (:class:`AudioSourceConfig`):
 * ``manifest``: one partition (default ``test``, the held-out actors) of a split
   manifest written by :func:`training.folds.write_manifest`;
 * neither: ``generated_clips`` clips of the deterministic synthetic speech of
-  :mod:`training.synth` (seeded), resampled through the same contract.
+  :mod:`training.synth_voice` (seeded), resampled through the same contract.
 
 This module imports neither locust nor gevent, so the runner can build the same
 pool before it launches Locust (and fail early with a typed error).
@@ -159,7 +159,8 @@ def manifest_files(manifest: Path, partition: str, max_clips: int) -> list[Path]
 
 def generated_clips(count: int, seed: int) -> list[tuple[str, np.ndarray, int]]:
     """``(name, samples [n] float32, sample_rate)`` of synthetic speech clips (2-4 s each)."""
-    from training.synth import INTERNAL_SR, RAVDESS_EMOTIONS, ClipSpec, Speaker, synthesize_clip  # noqa: PLC0415
+    from training.synth_specs import RAVDESS_EMOTIONS, ClipSpec  # noqa: PLC0415
+    from training.synth_voice import INTERNAL_SR, Speaker, synthesize_clip  # noqa: PLC0415
 
     out = []
     for i in range(count):

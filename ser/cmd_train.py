@@ -30,7 +30,8 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
 
 def _train_config(args: argparse.Namespace):
     """The TrainConfig of `ser train` / `ser cv` options: the recipe's values, overridden by options given."""
-    from training.train import TrainConfig, load_recipe
+    from training.train_config import TrainConfig
+    from training.training_recipes import load_recipe
 
     given = dict(base=args.base, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                  learning_rate=args.lr, seed=args.seed, window_s=args.window_s, class_set=args.class_set,

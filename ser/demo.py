@@ -80,7 +80,7 @@ def _corpus(config: DemoConfig, out: TextIO) -> Path:
     import shutil
 
     from training.synth import synthesize_corpus
-    from training.train import DEMO
+    from training.training_recipes import DEMO
 
     corpus = config.workdir / "corpus"
     stamp = config.workdir / "corpus.synth.json"  # beside, not inside: the reader would list it as skipped
@@ -100,7 +100,8 @@ def _corpus(config: DemoConfig, out: TextIO) -> Path:
 def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> int:
     """Run the demo; returns the process exit code (0 when every held-out clip was classified)."""
     from training.folds import read_manifest
-    from training.train import DEMO, train
+    from training.train import train
+    from training.training_recipes import DEMO
 
     total = 7
     t_all = time.perf_counter()

@@ -70,9 +70,9 @@ def tiny_checkpoint(session_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_corpus_dir(session_dir) -> Path:
-    """A tiny synthetic RAVDESS-layout corpus (training.train.TEST recipe: 6 actors x 32 clips, 4 emotions, 16 kHz)."""
+    """A tiny synthetic RAVDESS-layout corpus (training.training_recipes.TEST recipe: 6 actors x 32 clips, 4 emotions, 16 kHz)."""
     from training.synth import synthesize_corpus
-    from training.train import TEST
+    from training.training_recipes import TEST
 
     return synthesize_corpus(session_dir / "synth-ravdess", **TEST.synth).root
 
@@ -80,7 +80,8 @@ def synth_corpus_dir(session_dir) -> Path:
 @pytest.fixture(scope="session")
 def trained_result(synth_corpus_dir, session_dir):
     """A tiny wav2vec2 trained on :func:`synth_corpus_dir` (TEST recipe; ~20 s on 2 cores), as a TrainResult."""
-    from training.train import TEST, train
+    from training.train import train
+    from training.training_recipes import TEST
 
     return train(TEST.config(corpus=synth_corpus_dir, out=session_dir / "tiny-trained"), progress=False)
 
@@ -111,7 +112,8 @@ def crema_corpus_dir(session_dir) -> Path:
 @pytest.fixture(scope="session")
 def crema_trained_result(crema_corpus_dir, session_dir):
     """A tiny wav2vec2 trained on :func:`crema_corpus_dir` (TEST recipe with batch 8, crema6; ~20 s on 2 shared cores)."""
-    from training.train import TEST, train
+    from training.train import train
+    from training.training_recipes import TEST
 
     config = TEST.config(corpus=crema_corpus_dir, layout="crema-d", class_set="crema6", out=session_dir / "tiny-crema",
                          batch_size=8)
@@ -122,7 +124,7 @@ def crema_trained_result(crema_corpus_dir, session_dir):
 def cv_result(synth_corpus_dir, session_dir):
     """:func:`training.cv.run_cv` of 3 folds x 15 steps on :func:`synth_corpus_dir` (mechanics, not accuracy; ~15 s)."""
     from training.cv import run_cv
-    from training.train import TEST
+    from training.training_recipes import TEST
 
     config = TEST.config(corpus=synth_corpus_dir, out=session_dir / "cv", max_steps=15, val_actors=0)
     return run_cv(config, folds=3, progress=False)

@@ -1,34 +1,17 @@
 """Corpus readers: a directory tree in a real corpus's layout -> a list of :class:`Clip`.
 
-RAVDESS file names carry every label (``MM-VV-EE-II-SS-RR-AA.wav``):
+What the file names encode (the RAVDESS ``MM-VV-EE-II-SS-RR-AA.wav`` and CREMA-D
+``AudioWAV/AAAA_SSS_EMO_LVL.wav`` code tables, and their parsers) is in
+:mod:`training.corpus_codes`; this module walks a tree and decides what to keep.
 
-====  =========================================================
-MM    modality: 01 audio-video, 02 video-only, 03 audio-only
-VV    vocal channel: 01 speech, 02 song
-EE    emotion: 01 neutral 02 calm 03 happy 04 sad 05 angry 06 fearful 07 disgust 08 surprised
-II    intensity: 01 normal, 02 strong (neutral has only 01)
-SS    statement: 01 "Kids are talking by the door", 02 "Dogs are sitting by the door"
-RR    repetition: 01, 02
-AA    actor: 01..24 (odd male, even female)
-====  =========================================================
-
-Only audio-only speech is read by default. Everything else found under the root
+Only RAVDESS audio-only speech is read by default. Everything else found under the root
 (song, video modalities, names that do not parse, non-audio files, second copies
 of a recording) is counted and reported in one warning, never silently dropped; a
 name that does not parse is reported with what exactly is wrong with it
 (``unknown emotion code 'XYZ' ...``), and :func:`scan_corpora` returns the skipped
 files with their reasons so training can record them.
 
-CREMA-D file names (``AudioWAV/AAAA_SSS_EMO_LVL.wav``):
-
-====  =========================================================
-AAAA  actor: 1001..1091
-SSS   sentence: IEO TIE IOM IWW TAI MTI IWL ITH DFA ITS TSI WSI (see :data:`CREMA_D_SENTENCE_TEXTS`)
-EMO   emotion: ANG DIS FEA HAP NEU SAD
-LVL   level: LO MD HI (in the distribution: sentence IEO only), XX (unspecified)
-====  =========================================================
-
-The distribution's ``AudioWAV/`` holds 7442 clips (91 actors x 82 recordings, 20 of
+The CREMA-D distribution's ``AudioWAV/`` holds 7442 clips (91 actors x 82 recordings, 20 of
 them never made); ``AudioMP3/`` holds the same recordings as mp3 (the versions
 played to raters, a few of them broken): a root holding both reads each recording
 once, from its wav.
@@ -49,36 +32,18 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from client.errors import ConfigError
+from training.corpus_codes import (
+    CREMA6,
+    CREMA_D_EMOTIONS,
+    CREMA_D_LEVELS,
+    CREMA_D_SENTENCES,
+    RAVDESS8,
+    RAVDESS_SONG_EMOTIONS,
+    crema_d_fields,
+    ravdess_fields,
+)
 from training.errors import CorpusError
 
-#: The ravdess8 class set, in emotion-code order (01..08).
-RAVDESS8: tuple[str, ...] = (
-    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
-)
-#: CREMA-D emotion codes -> the shared emotion names.
-CREMA_D_EMOTIONS: dict[str, str] = {
-    "ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad",
-}
-#: The twelve CREMA-D sentences by code, in the order of the corpus's README.
-CREMA_D_SENTENCE_TEXTS: dict[str, str] = {
-    "IEO": "It's eleven o'clock",
-    "TIE": "That is exactly what happened",
-    "IOM": "I'm on my way to the meeting",
-    "IWW": "I wonder what this is about",
-    "TAI": "The airplane is almost full",
-    "MTI": "Maybe tomorrow it will be cold",
-    "IWL": "I would like a new alarm clock",
-    "ITH": "I think I have a doctor's appointment",
-    "DFA": "Don't forget a jacket",
-    "ITS": "I think I've seen this before",
-    "TSI": "The surface is slick",
-    "WSI": "We'll stop in a couple of minutes",
-}
-#: The sentence codes in that order (``Clip.statement`` is the 1-based index).
-CREMA_D_SENTENCES: tuple[str, ...] = tuple(CREMA_D_SENTENCE_TEXTS)
-#: CREMA-D levels; ``Clip.intensity`` is the index (0 XX unspecified, 1 LO, 2 MD, 3 HI).
-CREMA_D_LEVELS: tuple[str, ...] = ("XX", "LO", "MD", "HI")
-CREMA6: tuple[str, ...] = ("angry", "disgust", "fearful", "happy", "neutral", "sad")  # CREMA-D code order
 RAVDESS7: tuple[str, ...] = tuple(lab for lab in RAVDESS8 if lab != "calm")
 #: Class sets by name; each tuple is the logit order of a model trained on it.
 CLASS_SETS: dict[str, tuple[str, ...]] = {
@@ -93,21 +58,6 @@ CLASS_SET_LAYOUTS: dict[str, tuple[str, ...]] = {
 }
 LAYOUTS: tuple[str, ...] = ("ravdess", "crema-d")
 
-#: RAVDESS code tables (file-name field -> {code: meaning}), from the corpus's own description.
-RAVDESS_CODES: dict[str, dict[int, str]] = {
-    "modality": {1: "full-AV", 2: "video-only", 3: "audio-only"},
-    "vocal_channel": {1: "speech", 2: "song"},
-    "emotion": {i + 1: name for i, name in enumerate(RAVDESS8)},
-    "intensity": {1: "normal", 2: "strong"},
-    "statement": {1: "Kids are talking by the door", 2: "Dogs are sitting by the door"},
-    "repetition": {1: "1st repetition", 2: "2nd repetition"},
-    "actor": {a: "male" if a % 2 else "female" for a in range(1, 25)},
-}
-#: Emotions RAVDESS recorded as song (vocal channel 02): no disgust, no surprised.
-RAVDESS_SONG_EMOTIONS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful")
-_RAVDESS_FIELDS = tuple(RAVDESS_CODES)
-_RAVDESS_SUFFIXES = {".wav", ".flac", ".ogg", ".mp4"}
-_CREMA_D_SUFFIXES = {".wav", ".flac", ".mp3"}
 _AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".mp4", ".aac"}
 _RAVDESS_NAME_REASON = "name not MM-VV-EE-II-SS-RR-AA.wav"
 _CREMA_D_NAME_REASON = "name not AAAA_SSS_EMO_LVL.wav"
@@ -124,8 +74,8 @@ class Clip:
     Attributes:
         path: absolute path of the audio file.
         actor: speaker id (1..24 for RAVDESS, 1001..1091 for CREMA-D: the ranges never collide).
-        label: emotion name (see :data:`RAVDESS8`, :data:`CREMA6`).
-        statement: statement code (RAVDESS 1, 2; CREMA-D 1..12, see :data:`CREMA_D_SENTENCES`).
+        label: emotion name (see :data:`training.corpus_codes.RAVDESS8`, :data:`training.corpus_codes.CREMA6`).
+        statement: statement code (RAVDESS 1, 2; CREMA-D 1..12, see :data:`training.corpus_codes.CREMA_D_SENTENCES`).
         repetition: repetition code (RAVDESS 1, 2; CREMA-D 1).
         intensity: RAVDESS 1 normal, 2 strong; CREMA-D 0 XX, 1 LO, 2 MD, 3 HI.
         vocal_channel: 1 speech, 2 song.
@@ -188,88 +138,6 @@ class CorpusScan:
 
     clips: tuple[Clip, ...]
     skipped: tuple[SkippedFile, ...] = ()
-
-
-def _ravdess_fields(name: str) -> dict[str, int] | str:
-    """The fields of a RAVDESS file name, or what is wrong with it (one line)."""
-    suffix = Path(name).suffix
-    if suffix.lower() not in _RAVDESS_SUFFIXES:
-        return f"suffix {suffix or '(none)'!r} is not a RAVDESS file type ({' '.join(sorted(_RAVDESS_SUFFIXES))})"
-    parts = name[: -len(suffix)].split("-")
-    if len(parts) != len(_RAVDESS_FIELDS):
-        return f"{len(parts)} field(s), expected 7 two-digit codes MM-VV-EE-II-SS-RR-AA"
-    fields: dict[str, int] = {}
-    for key, text in zip(_RAVDESS_FIELDS, parts, strict=True):
-        if len(text) != 2 or not text.isdigit():
-            return f"{key} {text!r} is not a two-digit code"
-        value = int(text)
-        if value not in RAVDESS_CODES[key]:
-            codes = RAVDESS_CODES[key]
-            known = f"{min(codes):02d}..{max(codes):02d}" if len(codes) > 3 else ", ".join(
-                f"{c:02d} {m}" for c, m in codes.items())
-            return f"unknown {key.replace('_', ' ')} code {text!r} (expected {known})"
-        fields[key] = value
-    return fields
-
-
-def parse_ravdess_name(name: str) -> dict[str, int] | None:
-    """Fields of a RAVDESS file name, or ``None`` if it is not one (see :func:`ravdess_name_problem` for why).
-
-    Every field must be a code of :data:`RAVDESS_CODES`; whether the corpus holds
-    such a recording (no strong neutral, no song of disgust or surprise) is
-    checked by the reader.
-
-    Returns:
-        ``{"modality", "vocal_channel", "emotion", "intensity", "statement",
-        "repetition", "actor"}`` as ints, each within its code range.
-    """
-    got = _ravdess_fields(name)
-    return got if isinstance(got, dict) else None
-
-
-def ravdess_name_problem(name: str) -> str | None:
-    """What is wrong with a RAVDESS file name (one line), or ``None`` if its codes are all valid."""
-    got = _ravdess_fields(name)
-    return got if isinstance(got, str) else None
-
-
-def _crema_d_fields(name: str) -> dict[str, int | str] | str:
-    """The fields of a CREMA-D file name, or what is wrong with it (one line)."""
-    suffix = Path(name).suffix
-    if suffix.lower() not in _CREMA_D_SUFFIXES:
-        return f"suffix {suffix or '(none)'!r} is not a CREMA-D file type ({' '.join(sorted(_CREMA_D_SUFFIXES))})"
-    parts = name[: -len(suffix)].split("_")
-    if len(parts) != 4:
-        return f"{len(parts)} field(s), expected 4: AAAA_SSS_EMO_LVL"
-    actor, sentence, emotion, level = parts
-    if len(actor) != 4 or not actor.isdigit():
-        return f"actor {actor!r} is not a four-digit id"
-    if not 1001 <= int(actor) <= 1091:
-        return f"actor {actor} outside CREMA-D's 1001..1091"
-    if sentence not in CREMA_D_SENTENCES:
-        return f"unknown sentence code {sentence!r} (expected one of {' '.join(CREMA_D_SENTENCES)})"
-    if emotion not in CREMA_D_EMOTIONS:
-        return f"unknown emotion code {emotion!r} (expected one of {' '.join(CREMA_D_EMOTIONS)})"
-    if level not in CREMA_D_LEVELS:
-        return f"unknown level code {level!r} (expected one of LO MD HI XX)"
-    return {"actor": int(actor), "sentence": sentence, "emotion": emotion, "level": level}
-
-
-def parse_crema_d_name(name: str) -> dict[str, int | str] | None:
-    """Fields of a CREMA-D file name (``1001_DFA_ANG_XX.wav``), or ``None`` if it is not one.
-
-    Returns:
-        ``{"actor": 1001..1091, "sentence": "DFA", "emotion": "ANG", "level": "XX"}``.
-    """
-    got = _crema_d_fields(name)
-    return got if isinstance(got, dict) else None
-
-
-def crema_d_name_problem(name: str) -> str | None:
-    """What is wrong with a CREMA-D file name (one line), or ``None`` if it parses."""
-    got = _crema_d_fields(name)
-    return got if isinstance(got, str) else None
-
 
 #: A per-file classifier for :func:`_scan_tree`: ``(path) -> Clip`` or a skip (``reason``, ``detail``, ``defect``).
 _FileRule = Callable[[Path], "Clip | tuple[str, str, bool]"]
@@ -339,7 +207,7 @@ def warn_skipped(root: str | Path, skipped: Sequence[SkippedFile]) -> None:
 
 def _ravdess_rule(*, include_song: bool) -> _FileRule:
     def rule(path: Path) -> Clip | tuple[str, str, bool]:
-        f = _ravdess_fields(path.name)
+        f = ravdess_fields(path.name)
         if isinstance(f, str):
             return _RAVDESS_NAME_REASON, f, True
         emotion = RAVDESS8[f["emotion"] - 1]
@@ -365,7 +233,7 @@ def _ravdess_rule(*, include_song: bool) -> _FileRule:
 
 
 def _crema_d_rule(path: Path) -> Clip | tuple[str, str, bool]:
-    f = _crema_d_fields(path.name)
+    f = crema_d_fields(path.name)
     if isinstance(f, str):
         return _CREMA_D_NAME_REASON, f, True
     return Clip(
@@ -435,7 +303,8 @@ def read_crema_d(root: str | Path) -> list[Clip]:
 
     Returns:
         Clips sorted by path; ``statement`` is the sentence's 1-based index in
-        :data:`CREMA_D_SENTENCES`, ``intensity`` the level's index in :data:`CREMA_D_LEVELS`.
+        :data:`training.corpus_codes.CREMA_D_SENTENCES`, ``intensity`` the level's index in
+        :data:`training.corpus_codes.CREMA_D_LEVELS`.
 
     Raises:
         CorpusError: ``root`` is missing or not a directory, or no clip remains.
@@ -520,19 +389,6 @@ def apply_class_set(clips: list[Clip], class_set: str, *, calm_as_neutral: bool 
             out.append(c)
     return out
 
-
-def label_code(label: str, *, corpus: str) -> str:
-    """A corpus's own code for an emotion name (``"angry"`` -> ``"05"`` in RAVDESS, ``"ANG"`` in CREMA-D).
-
-    Raises:
-        ConfigError: the corpus has no such emotion (e.g. "surprised" in CREMA-D).
-    """
-    if corpus == "ravdess" and label in RAVDESS8:
-        return f"{RAVDESS8.index(label) + 1:02d}"
-    codes = {v: k for k, v in CREMA_D_EMOTIONS.items()}
-    if corpus == "crema-d" and label in codes:
-        return codes[label]
-    raise ConfigError(f"label={label!r}: corpus {corpus!r} has no such emotion")
 
 
 def class_counts(clips: list[Clip]) -> Counter:

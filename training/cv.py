@@ -26,7 +26,8 @@ from typing import Any
 from client.errors import ConfigError
 from training.metrics import save_predictions
 from training.screen import decode_cache
-from training.train import TrainConfig, TrainResult, train
+from training.train import train
+from training.train_config import TrainConfig, TrainResult
 
 CORPUS_TITLES = {"ravdess": "RAVDESS", "crema-d": "CREMA-D"}
 

@@ -15,6 +15,9 @@ checkpoint ``ser train`` wrote:
   raw ``input_values`` through a raw-waveform feature extractor is accepted (the
   families tested end to end: :data:`TESTED_MODEL_TYPES`).
 
+:func:`load_pretrained` reads a pretrained encoder the same way to fine-tune it
+(``ser train --base``), with a new head for the training labels.
+
 Hub names are looked up in the local Hugging Face cache first; the hub is contacted
 only after a quick reachability check, so a host without network gets a one-line
 error naming the model and asking for a local folder instead of minutes of retries.
@@ -234,6 +237,35 @@ def inspect_checkpoint(name_or_path: str | Path, *, need_head: bool = True, need
     return HFCheckpoint(name=name, path=folder, model_type=model_type, architecture=architecture,
                         problem_type=problem_type, labels=labels,
                         inputs=read_input_spec(folder, required=need_preprocessor))
+
+
+def load_pretrained(name_or_path: str, *, labels):
+    """Start from a pretrained waveform encoder (hub name or local folder) with a new head for ``labels``.
+
+    Any family :func:`inspect_checkpoint` accepts (wav2vec2, HuBERT,
+    WavLM, Data2VecAudio...), with or without a classification head.
+
+    Returns:
+        ``(model, input)``: the ``...ForSequenceClassification`` model and the
+        :class:`InputSpec` of its feature extractor (or the
+        wav2vec2 defaults when the folder has none).
+    """
+    from transformers import AutoModelForAudioClassification
+
+    source = inspect_checkpoint(name_or_path, need_head=False, need_preprocessor=False)
+    labels = list(labels)
+    try:
+        model = AutoModelForAudioClassification.from_pretrained(
+            str(source.path),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)},
+            problem_type="single_label_classification",
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{name_or_path}: cannot load a {source.model_type} model: {str(exc).splitlines()[0]}") from None
+    return model, source.inputs
 
 
 def window_from_durations(durations_s: Sequence[float], *, sample_rate: int) -> int:

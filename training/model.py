@@ -183,37 +183,6 @@ def new_model(preset: str, *, labels, seed: int = 0):
     return Wav2Vec2ForSequenceClassification(build_config(preset, labels=labels)).eval()
 
 
-def load_pretrained(name_or_path: str, *, labels):
-    """Start from a pretrained waveform encoder (hub name or local folder) with a new head for ``labels``.
-
-    Any family :func:`training.hf_import.inspect_checkpoint` accepts (wav2vec2, HuBERT,
-    WavLM, Data2VecAudio...), with or without a classification head.
-
-    Returns:
-        ``(model, input)``: the ``...ForSequenceClassification`` model and the
-        :class:`training.hf_import.InputSpec` of its feature extractor (or the
-        wav2vec2 defaults when the folder has none).
-    """
-    from transformers import AutoModelForAudioClassification
-
-    from training.hf_import import inspect_checkpoint
-
-    source = inspect_checkpoint(name_or_path, need_head=False, need_preprocessor=False)
-    labels = list(labels)
-    try:
-        model = AutoModelForAudioClassification.from_pretrained(
-            str(source.path),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={lab: i for i, lab in enumerate(labels)},
-            problem_type="single_label_classification",
-            ignore_mismatched_sizes=True,
-        )
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{name_or_path}: cannot load a {source.model_type} model: {str(exc).splitlines()[0]}") from None
-    return model, source.inputs
-
-
 def load_checkpoint(path: str | Path):
     """Load a checkpoint written by :func:`save_checkpoint`.
 

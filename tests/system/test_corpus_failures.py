@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.corpus import (
-    CorpusWarning,
-    crema_d_name_problem,
-    ravdess_name_problem,
-    read_crema_d,
-    read_ravdess,
-    scan_corpus,
-)
+from training.corpus import CorpusWarning, read_crema_d, read_ravdess, scan_corpus
+from training.corpus_codes import crema_d_name_problem, ravdess_name_problem
 from training.errors import UnusableClipsError
 from training.screen import DecodeCache, ScreenConfig, decode_cache, screen_clips
 
@@ -180,7 +174,7 @@ def test_screen_thresholds_are_checked():
 
 
 def _config(corpus: Path, out: Path, **more):
-    from training.train import TEST
+    from training.training_recipes import TEST
 
     return TEST.config(corpus=corpus, layout="crema-d", class_set="crema6", out=out, max_steps=4, batch_size=8,
                        window_s=1.0, **more)

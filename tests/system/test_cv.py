@@ -72,7 +72,7 @@ def test_ser_evaluate_prints_the_metrics_and_writes_predictions(trained_result, 
 @pytest.mark.slow
 def test_cross_corpus_trains_on_each_and_both_and_tests_on_each(synth_corpus_dir, crema_corpus_dir, session_dir):
     from training.cv import run_cross_corpus
-    from training.train import TEST
+    from training.training_recipes import TEST
 
     config = TEST.config(corpus=(synth_corpus_dir, crema_corpus_dir), layout=("ravdess", "crema-d"),
                          class_set="combined7", out=session_dir / "cross", max_steps=10, folds=3, val_actors=0)

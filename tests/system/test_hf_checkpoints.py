@@ -173,7 +173,8 @@ def test_training_starts_from_an_encoder_of_another_family_and_keeps_its_input_p
     from transformers import AutoModel
 
     from training.model import CheckpointInfo, load_checkpoint
-    from training.train import TEST, train
+    from training.train import train
+    from training.training_recipes import TEST
 
     base = tmp_path / "encoder"
     encoder = AutoModel.from_pretrained(str(hf_checkpoints[family]))  # no classification head: a base to fine-tune

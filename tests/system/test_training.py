@@ -20,7 +20,8 @@ from training.corpus import read_ravdess
 from training.data import WindowDataset, choose_window_samples, collate, load_clips
 from training.folds import read_manifest
 from training.model import CheckpointInfo, WaveformClassifier, load_checkpoint
-from training.train import TEST, train
+from training.train import train
+from training.training_recipes import TEST
 
 
 @pytest.mark.parametrize(

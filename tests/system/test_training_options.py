@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from transformers import TrainerCallback
 
-from training.train import RECIPE_DIR, TEST, class_weights, load_recipe, train
+from training.loss import class_weights
+from training.train import train
+from training.training_recipes import RECIPE_DIR, TEST, load_recipe
 
 
 class _Interrupt(TrainerCallback):

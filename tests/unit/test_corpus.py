@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from client.errors import ConfigError
-from training.corpus import CorpusWarning, parse_ravdess_name, read_ravdess
+from training.corpus import CorpusWarning, read_ravdess
+from training.corpus_codes import parse_ravdess_name
 from training.errors import CorpusError
 from training.folds import actor_split, read_manifest, write_manifest
 
@@ -161,12 +162,11 @@ def test_a_missing_or_malformed_manifest_raises_corpus_error(tmp_path):
 from training.corpus import (  # noqa: E402
     CLASS_SETS,
     apply_class_set,
-    label_code,
-    parse_crema_d_name,
     read_corpora,
     read_corpus,
     read_crema_d,
 )
+from training.corpus_codes import label_code, parse_crema_d_name  # noqa: E402
 from training.folds import actor_kfold  # noqa: E402
 
 CREMA = ["AudioWAV/1001_DFA_ANG_XX.wav", "AudioWAV/1001_IEO_HAP_HI.wav", "AudioWAV/1002_IEO_NEU_XX.wav",

@@ -111,7 +111,8 @@ def test_a_folder_that_is_no_checkpoint_of_either_kind_is_refused(tmp_path):
 
 
 def test_ser_train_with_an_unfetchable_hub_base_fails_fast_before_decoding(tmp_path):
-    from training.train import TrainConfig, train
+    from training.train import train
+    from training.train_config import TrainConfig
 
     for a in (1, 2, 3, 4):
         for e in (3, 4):

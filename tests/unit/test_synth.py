@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from client.errors import ConfigError
-from training.synth import RAVDESS_EMOTIONS, synthesize_corpus
+from training.synth import synthesize_corpus
+from training.synth_specs import RAVDESS_EMOTIONS
 
 SMALL = dict(actors=2, emotions=("neutral", "sad", "angry"), statements=(1, 2), repetitions=(1,), intensities=(1, 2))
 
@@ -68,7 +69,7 @@ def test_a_smaller_corpus_holds_the_same_clips_as_a_bigger_one(small_corpus, tmp
 
 
 def test_default_counts_match_ravdess_speech_per_actor(tmp_path):
-    from training.synth import SynthConfig, ravdess_clip_specs
+    from training.synth_specs import SynthConfig, ravdess_clip_specs
 
     specs = ravdess_clip_specs(SynthConfig(actors=24))
     assert len(specs) == 1440  # 24 actors x 60 speech clips, as RAVDESS
@@ -112,7 +113,7 @@ def test_crema_d_is_deterministic_and_a_smaller_corpus_is_a_subset(tmp_path):
 
 
 def test_default_crema_d_counts_match_the_corpus_design():
-    from training.synth import SynthConfig, clip_specs
+    from training.synth_specs import SynthConfig, clip_specs
 
     specs = clip_specs(SynthConfig(layout="crema-d", actors=91, as_distributed=False))
     assert len(specs) == 91 * 82 == 7462  # 11 sentences x 6 emotions + IEO (5 emotions x 3 levels + neutral XX)
@@ -122,8 +123,8 @@ def test_default_crema_d_counts_match_the_corpus_design():
 def test_the_crema_d_twin_has_the_distributions_7442_clips_per_sentence_and_its_sentence_codes():
     from collections import Counter
 
-    from training.corpus import CREMA_D_SENTENCE_TEXTS
-    from training.synth import SynthConfig, clip_specs
+    from training.corpus_codes import CREMA_D_SENTENCE_TEXTS
+    from training.synth_specs import SynthConfig, clip_specs
 
     specs = clip_specs(SynthConfig(layout="crema-d", actors=91))
     assert len(specs) == 7442, "the CREMA-D README: 7,442 original clips from 91 actors"

@@ -8,7 +8,8 @@ import pytest
 
 from client.errors import ConfigError
 from training.errors import CheckpointError, CorpusError, UnusableClipsError
-from training.train import TrainConfig, train
+from training.train import train
+from training.train_config import TrainConfig
 
 
 def _fake_corpus(root: Path, actors: int = 4) -> Path:
@@ -120,7 +121,7 @@ def test_a_corpus_without_clips_of_the_class_set_raises_corpus_error(tmp_path):
 
 
 def test_an_unknown_or_malformed_recipe_raises_config_error_naming_it(tmp_path):
-    from training.train import TrainingRecipe, load_recipe
+    from training.training_recipes import TrainingRecipe, load_recipe
 
     with pytest.raises(ConfigError, match="'ravdess9'"):
         load_recipe("ravdess9")
