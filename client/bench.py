@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from .errors import ConfigError
+from .option_values import arg_type, csv_ints, positive_int
 
 if TYPE_CHECKING:  # argparse users (ser --help) must not pay for numpy, soxr or tritonclient
     from .sync_client import SerClient
@@ -122,19 +123,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--url", default=None, help="server HOST:PORT (default: the protocol's local default)")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--model", default="ser_int8")
-    parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--clips", type=int, default=64, help="files for directory mode (default: 64)")
-    parser.add_argument("--concurrency", default="1,8", help="comma-separated concurrencies (default: 1,8)")
+    parser.add_argument("--reps", type=arg_type(positive_int), default=ClientBenchConfig.reps)
+    parser.add_argument("--clips", type=arg_type(positive_int), default=ClientBenchConfig.clips,
+                        help=f"files for directory mode (default: {ClientBenchConfig.clips})")
+    default_conc = ",".join(map(str, ClientBenchConfig.concurrencies))
+    parser.add_argument("--concurrency", type=arg_type(csv_ints), default=default_conc,
+                        help=f"comma-separated concurrencies (default: {default_conc})")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> ClientBenchConfig:
     """A :class:`ClientBenchConfig` from parsed :func:`add_arguments` options."""
-    try:
-        conc = tuple(int(x) for x in str(args.concurrency).split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--concurrency {args.concurrency!r}: expected comma-separated integers") from None
-    return ClientBenchConfig(reps=args.reps, clips=args.clips, concurrencies=conc)
+    return ClientBenchConfig(reps=args.reps, clips=args.clips, concurrencies=tuple(args.concurrency))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,7 +34,6 @@ the boundary is that coarse there.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import threading
@@ -58,6 +57,7 @@ from client.contract import (  # noqa: E402
     ModelContract,
 )
 from client.errors import ConfigError, ContractError, SerError  # noqa: E402
+from client.option_values import arg_type, one_of, positive_float, positive_int, seconds  # noqa: E402
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url, translate_error  # noqa: E402
 from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds, evaluate  # noqa: E402
 from loadtest.payload import AudioSourceConfig, build_window_pool  # noqa: E402
@@ -71,76 +71,29 @@ REQUESTS_IN_POOL = 32
 # --- options -------------------------------------------------------------------------
 
 
-def _arg_type(check):
-    def parse(text: str):
-        try:
-            return check(text)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    parse.__name__ = getattr(check, "__name__", "value")
-    return parse
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise ConfigError(f"{text!r}: expected an integer") from None
-    if v < 1:
-        raise ConfigError(f"{text!r}: must be >= 1")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise ConfigError(f"{text!r}: expected a number") from None
-    if not v > 0:
-        raise ConfigError(f"{text!r}: must be > 0")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{text!r}: expected a number of seconds >= 0") from None
-    if not (value >= 0 and value != float("inf")):
-        raise ConfigError(f"{text!r}: expected a finite number of seconds >= 0")
-    return value
-
-
-def _protocol(text: str) -> str:
-    if text not in PROTOCOLS:
-        raise ConfigError(f"{text!r}: expected one of {list(PROTOCOLS)}")
-    return text
-
-
 def add_arguments(parser) -> None:
     """Register the load test's options on Locust's parser (``init_command_line_parser`` hook)."""
     group = parser  # locust's own parser: its ``include_in_web_ui`` keyword is not known to argument groups
     group.add_argument("--model", default=DEFAULT_MODEL, help="model name in the repository", include_in_web_ui=True)
-    group.add_argument("--protocol", default="grpc", type=_arg_type(_protocol), help="grpc or http", include_in_web_ui=True)
+    group.add_argument("--protocol", default="grpc", type=arg_type(one_of(PROTOCOLS)), help="grpc or http", include_in_web_ui=True)
     group.add_argument(
-        "--windows-per-request", type=_arg_type(_positive_int), default=1,
+        "--windows-per-request", type=arg_type(positive_int), default=1,
         help="windows (batch rows) per request, <= the model's max_batch_size", include_in_web_ui=True,
     )
     group.add_argument("--audio-dir", default="", help="folder of audio files (recursive)", include_in_web_ui=True)
     group.add_argument("--manifest", default="", help="split manifest JSON (training.folds)", include_in_web_ui=True)
     group.add_argument("--partition", default="test", help="manifest partition (default: test, the held-out actors)")
-    group.add_argument("--generated-clips", type=_arg_type(_positive_int), default=8,
+    group.add_argument("--generated-clips", type=arg_type(positive_int), default=8,
                        help="synthetic clips when neither --audio-dir nor --manifest is given")
-    group.add_argument("--client-timeout-s", type=_arg_type(_positive_float), default=CLIENT_TIMEOUT_S,
+    group.add_argument("--client-timeout-s", type=arg_type(positive_float), default=CLIENT_TIMEOUT_S,
                        help=f"per-request time limit (s; default {CLIENT_TIMEOUT_S:g})")
-    group.add_argument("--max-p95-ms", type=_arg_type(lambda t: Thresholds(max_p95_ms=t).max_p95_ms), default=None,
+    group.add_argument("--max-p95-ms", type=arg_type(lambda t: Thresholds(max_p95_ms=t).max_p95_ms), default=None,
                        help="fail (exit 1) when p95 latency exceeds this (ms)", include_in_web_ui=True)
-    group.add_argument("--max-p99-ms", type=_arg_type(lambda t: Thresholds(max_p99_ms=t).max_p99_ms), default=None,
+    group.add_argument("--max-p99-ms", type=arg_type(lambda t: Thresholds(max_p99_ms=t).max_p99_ms), default=None,
                        help="fail (exit 1) when p99 latency exceeds this (ms)", include_in_web_ui=True)
-    group.add_argument("--max-failure-ratio", type=_arg_type(lambda t: Thresholds(max_failure_ratio=t).max_failure_ratio),
+    group.add_argument("--max-failure-ratio", type=arg_type(lambda t: Thresholds(max_failure_ratio=t).max_failure_ratio),
                        default=None, help="fail (exit 1) when failed/all requests exceeds this", include_in_web_ui=True)
-    group.add_argument("--warmup-s", type=_arg_type(_non_negative_float), default=0.0, include_in_web_ui=True,
+    group.add_argument("--warmup-s", type=arg_type(seconds), default=0.0, include_in_web_ui=True,
                        help="reset the statistics this many seconds after the start: report the steady state "
                             "(warm-up failures still count; default 0: no warm-up)")
     group.add_argument("--warmup-marker", default="",

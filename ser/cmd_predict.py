@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ser.arg_types import non_negative_float, positive_int
+from ser.arg_types import positive_int, seconds
 
 #: ``ser predict --retry-for`` of a batch job (a directory or ``--output``): long enough for a server restart.
 BATCH_RETRY_FOR_S = 60.0
@@ -79,7 +79,7 @@ def add_parsers(sub) -> None:
     pr.add_argument("--max-duration-s", type=float, default=600.0, help="refuse longer files, checked before decoding (default: 600)")
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: when stderr is a terminal)")
     pr.add_argument("--retries", type=int, default=2, help="retries on UNAVAILABLE/connection errors, never on refused requests (default: 2)")
-    pr.add_argument("--retry-for", type=non_negative_float, default=None, metavar="SECONDS",
+    pr.add_argument("--retry-for", type=seconds, default=None, metavar="SECONDS",
                     help="time budget on top of --retries: keep retrying a call that could not reach the server until "
                          "SECONDS after its first attempt, so a server restart does not end the job; refused requests "
                          f"still fail at once (default: {BATCH_RETRY_FOR_S:g} with a directory or --output, else 0)")

@@ -1,0 +1,67 @@
+"""Option values given as text: one check per kind, the same message from every parser that uses it."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from client import option_values as values
+from client.errors import ConfigError
+
+
+@pytest.mark.parametrize("check, text, expected", [
+    (values.positive_int, "3", 3),
+    (values.non_negative_int, "0", 0),
+    (values.positive_float, "0.5", 0.5),
+    (values.non_negative_float, "0", 0.0),
+    (values.seconds, "2.5", 2.5),
+    (values.csv_list, " a, b,, ", ("a", "b")),
+    (values.csv_ints, "1,8", (1, 8)),
+    (values.one_of(("grpc", "http")), "http", "http"),
+])
+def test_a_good_value_is_parsed(check, text, expected) -> None:
+    assert check(text) == expected
+
+
+@pytest.mark.parametrize("check, text, message", [
+    (values.positive_int, "x", "'x': expected an integer"),
+    (values.positive_int, "0", "'0': must be >= 1"),
+    (values.non_negative_int, "-1", "'-1': must be >= 0"),
+    (values.positive_float, "0", "'0': must be a finite number > 0"),
+    (values.positive_float, "inf", "'inf': must be a finite number > 0"),
+    (values.positive_float, "nan", "'nan': must be a finite number > 0"),
+    (values.non_negative_float, "-0.1", "'-0.1': expected a finite number >= 0"),
+    (values.non_negative_float, "nan", "'nan': expected a finite number >= 0"),
+    (values.seconds, "-2", "'-2': expected a finite number of seconds >= 0"),
+    (values.seconds, "soon", "'soon': expected a finite number of seconds >= 0"),
+    (values.csv_ints, "1,a", "'1,a': expected comma-separated integers, e.g. 1,8"),
+    (values.one_of(("grpc", "http")), "udp", "'udp': expected one of ['grpc', 'http']"),
+])
+def test_a_bad_value_names_the_text_and_what_was_expected(check, text, message) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check(text)
+    assert str(caught.value) == message
+
+
+def test_arg_type_turns_the_error_into_argparses_usage_error() -> None:
+    parser = argparse.ArgumentParser(prog="probe", exit_on_error=False)
+    parser.add_argument("--n", type=values.arg_type(values.positive_int))
+    assert parser.parse_args(["--n", "4"]).n == 4
+    with pytest.raises(argparse.ArgumentError, match="'0': must be >= 1"):
+        parser.parse_args(["--n", "0"])
+    assert values.arg_type(values.seconds).__name__ == "seconds"
+
+
+def test_the_cli_and_the_client_bench_parse_with_these_checks() -> None:
+    from client.bench import ClientBenchConfig, add_arguments, config_from_args
+    from ser import arg_types
+
+    for name in ("positive_int", "non_negative_int", "non_negative_float", "seconds", "csv_list", "csv_ints"):
+        parse = getattr(arg_types, name)
+        assert parse.__name__ == name
+    with pytest.raises(argparse.ArgumentTypeError, match="'-1': expected a finite number of seconds >= 0"):
+        arg_types.seconds("-1")
+    args = add_arguments(argparse.ArgumentParser()).parse_args(["--concurrency", "2,4"])
+    assert config_from_args(args) == ClientBenchConfig(concurrencies=(2, 4))
+    assert config_from_args(add_arguments(argparse.ArgumentParser()).parse_args([])) == ClientBenchConfig()
