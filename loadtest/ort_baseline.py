@@ -8,6 +8,8 @@ halves may differ before the report calls the ratio uncertain.
 
 from __future__ import annotations
 
+import itertools
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,8 +49,9 @@ def measure_ort(model_dir: str | Path, pool: WindowPool, *, batch: int = 8, seco
     """Throughput of ONNX Runtime in this process on the served ``model.onnx``, at a fixed batch.
 
     Same session options and intra-op threads as the served python-backend model
-    (:func:`export.triton_python_model.make_session`; the config's
-    ``intra_op_thread_count`` or its default), same windows as the load test.
+    (:func:`client.onnx_session.open_session`; the config's ``intra_op_thread_count``
+    or its default), same windows as the load test; timed by :func:`client.timing.time_calls`,
+    one ``session.run`` at a time, until ``seconds`` have passed.
 
     Args:
         model_dir: ``<repository>/<model>`` (reads ``1/model.onnx`` and ``config.pbtxt``).
@@ -60,8 +63,10 @@ def measure_ort(model_dir: str | Path, pool: WindowPool, *, batch: int = 8, seco
         :class:`OrtBaseline`.
     """
     from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM
+    from client.onnx_session import default_intra_op_threads, open_session
+    from client.timing import time_calls
     from export.repository import read_model_config
-    from export.triton_python_model import THREADS_PARAMETER, default_threads, make_session
+    from export.triton_python_model import THREADS_PARAMETER
 
     model_dir = Path(model_dir)
     onnx_path = model_dir / "1" / "model.onnx"
@@ -69,18 +74,15 @@ def measure_ort(model_dir: str | Path, pool: WindowPool, *, batch: int = 8, seco
         raise ConfigError(f"{model_dir}: no 1/model.onnx for the in-process baseline")
     message = read_model_config(model_dir)
     text = message.parameters[THREADS_PARAMETER].string_value if THREADS_PARAMETER in message.parameters else ""
-    threads = int(text) if text.strip().isdigit() else default_threads()
-    session = make_session(onnx_path, intra_op_threads=threads)
+    threads = int(text) if text.strip().isdigit() else default_intra_op_threads()
+    session = open_session(onnx_path, intra_op_threads=threads)
     feeds = [{INPUT_WAVEFORM: w, INPUT_NUM_SAMPLES: n} for w, n in pool.requests(windows_per_request=batch, count=8)]
-    for feed in feeds[:2]:
+    for feed in feeds[:2]:  # warm-up, untimed
         session.run(None, feed)
-    runs, t0 = 0, time.perf_counter()
-    while True:
-        session.run(None, feeds[runs % len(feeds)])
-        runs += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds and runs >= 3:
-            break
+    turn = itertools.cycle(feeds)  # the timed runs start from the first request again
+    t0 = time.perf_counter()  # throughput over the wall time, as a server's windows/s is
+    runs = len(time_calls(lambda: session.run(None, next(turn)), runs=sys.maxsize, min_runs=3, budget_s=seconds))
+    elapsed = time.perf_counter() - t0
     return OrtBaseline(
         model_path=onnx_path, batch=batch, threads=threads, runs=runs, seconds=elapsed,
         windows_per_s=batch * runs / elapsed, ms_per_batch=1000.0 * elapsed / runs,
