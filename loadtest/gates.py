@@ -2,15 +2,19 @@
 
 One implementation, used by the locustfile's ``quitting`` listener (through
 :func:`evaluate`) and by the runner's configuration (through
-:class:`Thresholds`). No locust import here.
+:class:`Thresholds`). The memory gate (:func:`memory_gate`) is judged by the
+runner alone, on the server's memory samples (:mod:`loadtest.sampler`). No locust
+import here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from client.errors import ConfigError
+from loadtest.sampler import MemorySample, rss_growth_pct
 
 #: A request's time limit (s) in the Locust users (``--client-timeout-s``), and so how long a run's end waits
 #: for requests in flight (``--stop-timeout``): cut off, they would reach the server as cancelled = failed.
@@ -108,3 +112,23 @@ def evaluate(thresholds: Thresholds, *, requests: int, failures: int, p95_ms: fl
     if thresholds.max_p99_ms is not None and p99_ms > thresholds.max_p99_ms:
         broken.append(f"p99 {p99_ms:g} ms > {thresholds.max_p99_ms:g} ms")
     return broken
+
+
+def memory_gate(limit_pct: float | None, memory: Sequence[MemorySample], warmup_end_s: float) -> list[str]:
+    """The memory gate's broken limit, one line (empty: passed or no limit).
+
+    Args:
+        limit_pct: ``max_rss_growth_pct``: the most server + stub memory may grow after the warm-up, %
+            (None: no limit).
+        memory: the run's samples (:class:`~loadtest.sampler.RunSampler`).
+        warmup_end_s: when the warm-up ended, on the samples' time axis (s).
+    """
+    if limit_pct is None:
+        return []
+    growth = rss_growth_pct(memory, after_s=warmup_end_s)
+    if math.isnan(growth):
+        return [f"server memory growth not measurable ({len(memory)} samples; run longer than the warm-up by a few "
+                "sampling intervals)"]
+    if growth > limit_pct:
+        return [f"server + stub memory grew {growth:.1f} % after the warm-up > {limit_pct:g} %"]
+    return []

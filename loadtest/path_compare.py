@@ -27,9 +27,11 @@ from typing import TextIO
 from client.audio_service import AUDIO_MODEL
 from client.errors import ConfigError
 from loadtest.gates import Thresholds
+from loadtest.locust_run import RunResult, run_locust
 from loadtest.metrics import read_counters
 from loadtest.payload import AudioSourceConfig
-from loadtest.runner import LoadTestConfig, RunResult, run_locust, write_scenario_repository
+from loadtest.run_config import LoadTestConfig
+from loadtest.scenarios import write_scenario_repository
 
 LOCUSTFILE_CLIPS = Path(__file__).with_name("locustfile_clips.py")
 PATHS = {"client-side": "ClientSideClipUser", "server-side": "ServerSideClipUser"}

@@ -189,7 +189,8 @@ def _loadtest(config: DemoConfig, server, manifest: Path):
     """A few seconds of Locust against the running demo server, on the held-out clips; no failure allowed."""
     from loadtest.gates import Thresholds
     from loadtest.payload import AudioSourceConfig
-    from loadtest.runner import LoadTestConfig, run_loadtest
+    from loadtest.run_config import LoadTestConfig
+    from loadtest.runner import run_loadtest
 
     url = server.grpc_url if config.protocol == "grpc" else server.http_url
     return run_loadtest(LoadTestConfig(

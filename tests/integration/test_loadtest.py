@@ -15,7 +15,8 @@ import pytest
 
 from loadtest.gates import Thresholds
 from loadtest.metrics import parse_metrics
-from loadtest.runner import SCENARIO_OFF, SCENARIO_ON, LoadTestConfig, loadtest, run_loadtest
+from loadtest.run_config import SCENARIO_OFF, SCENARIO_ON, LoadTestConfig
+from loadtest.runner import loadtest, run_loadtest
 
 INSTANCES2, FP32 = "instances-2", "model-ser_fp32"
 
@@ -189,7 +190,7 @@ def test_warmup_failures_still_count_towards_the_failure_gate_and_the_exit_code(
     import subprocess
     import sys
 
-    from loadtest.runner import REPO_ROOT
+    from loadtest.locust_run import REPO_ROOT
 
     proc = subprocess.run([sys.executable, "-c", _WARMUP_SCRIPT, str(tmp_path / "m.json")], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, check=True)
@@ -224,7 +225,7 @@ def test_metrics_text_is_summed_over_versions_for_the_named_model_only():
 def _locust(*args: str) -> list[str]:
     import sys
 
-    from loadtest.runner import LOCUSTFILE
+    from loadtest.run_config import LOCUSTFILE
 
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING", *args]
 
@@ -233,7 +234,8 @@ def test_master_and_worker_mode_runs_the_load_and_the_master_ends_the_warmup_and
     import subprocess
 
     from deploy.local_triton import free_ports
-    from loadtest.runner import REPO_ROOT, _aggregated
+    from loadtest.locust_run import REPO_ROOT
+    from loadtest.locust_run import aggregated_row as _aggregated
 
     (port,) = free_ports(1)
     common = ["--host", triton_server.grpc_url, "--model", MODEL]
@@ -267,7 +269,7 @@ def test_the_web_ui_serves_the_load_tests_own_options(triton_server, tmp_path):
     import urllib.request
 
     from deploy.local_triton import free_ports
-    from loadtest.runner import REPO_ROOT
+    from loadtest.locust_run import REPO_ROOT
 
     (port,) = free_ports(1)
     ui = subprocess.Popen(_locust("--web-host", "127.0.0.1", "--web-port", str(port), "--host", triton_server.grpc_url,

@@ -13,8 +13,10 @@ from client.contract import ModelContract
 from client.errors import ConfigError, ModelNotFoundError, ServerUnavailableError
 from deploy.local_triton import free_ports
 from loadtest.gates import Thresholds, evaluate
+from loadtest.locust_run import REPO_ROOT
 from loadtest.payload import AudioSourceConfig, build_window_pool
-from loadtest.runner import LOCUSTFILE, REPO_ROOT, LoadTestConfig, run_loadtest
+from loadtest.run_config import LOCUSTFILE, LoadTestConfig
+from loadtest.runner import run_loadtest
 from training.errors import CorpusError
 
 CONTRACT = ModelContract(labels=("a", "b"), window_samples=16_000, hop_samples=8_000)

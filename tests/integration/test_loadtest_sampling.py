@@ -16,8 +16,10 @@ import urllib.request
 
 import pytest
 
+from loadtest.locust_run import run_locust
 from loadtest.metrics import CounterTracker, ModelCounters, parse_metrics_by_version
-from loadtest.runner import LoadTestConfig, LoadTestReport, run_locust, write_report
+from loadtest.report import LoadTestReport, write_report
+from loadtest.run_config import LoadTestConfig
 from loadtest.sampler import MemorySample, RunSampler, descendants, rss_growth_pct
 
 MODEL = "ser_int8"
@@ -59,7 +61,7 @@ def _mem(values_mib: list[float], *, start: float = 0.0) -> list[MemorySample]:
 
 
 def test_memory_growth_is_measured_after_the_warmup_from_medians_and_gates_the_run():
-    from loadtest.runner import _memory_gate
+    from loadtest.gates import memory_gate as _memory_gate
 
     warm = _mem([50, 80, 100])  # loading, before the warm-up ends at t=3
     flat = warm + _mem([100, 101, 100, 250, 100, 101, 100, 100, 101, 100], start=3)  # one spike does not decide
