@@ -24,7 +24,7 @@ from typing import Any
 from client.errors import SerError
 from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, memory_gate
 from loadtest.metrics import ModelCounters
-from loadtest.run_config import LoadTestConfig
+from loadtest.run_config import FINAL_STATS_SUFFIX, LoadTestConfig
 from loadtest.sampler import MemorySample, RunSampler, rss_growth_pct
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -245,7 +245,9 @@ def run_locust(
     if after is None:
         after, t_after = (sampler.counters.end(metrics) if before is not None else None), time.monotonic()
     server_seconds = t_after - t_before if after is not None and before is not None else math.nan
-    stats_csv = Path(f"{prefix}_stats.csv")
+    final_csv, stats_csv = Path(f"{prefix}{FINAL_STATS_SUFFIX}"), Path(f"{prefix}_stats.csv")
+    if final_csv.is_file():  # the locustfile's final totals; _stats.csv can miss the run's last second
+        stats_csv = final_csv
     if not stats_csv.is_file():
         tail = " | ".join(line for line in stderr.strip().splitlines()[-3:])
         raise LocustRunError(f"locust ({scenario}, {users} users) exited {proc.returncode} without statistics: {tail} (log: {log_path})")

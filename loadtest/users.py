@@ -39,6 +39,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import locust  # noqa: F401 - monkey-patches the standard library before grpc sets up
@@ -61,6 +62,7 @@ from client.option_values import arg_type, one_of, positive_float, positive_int,
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url, translate_error  # noqa: E402
 from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds, evaluate  # noqa: E402
 from loadtest.payload import AudioSourceConfig, build_window_pool  # noqa: E402
+from loadtest.run_config import FINAL_STATS_SUFFIX  # noqa: E402
 
 log = logging.getLogger("loadtest")
 
@@ -173,6 +175,30 @@ def gate_failures(environment) -> list[str]:
     return broken
 
 
+def write_final_stats(environment) -> Path | None:
+    """Write Locust's statistics table with the run's final totals (``quitting`` hook).
+
+    The table is Locust's own ``_stats.csv`` format (one row per request name and ``Aggregated``),
+    written to ``<csv prefix>`` + :data:`~loadtest.run_config.FINAL_STATS_SUFFIX`; the runner reads it
+    in place of ``_stats.csv``, which Locust last rewrote up to a second before the end.
+
+    Returns:
+        The file written, or ``None`` (no ``--csv`` prefix, or a worker process).
+    """
+    import csv  # noqa: PLC0415
+
+    from locust.runners import WorkerRunner  # noqa: PLC0415
+    from locust.stats import PERCENTILES_TO_REPORT, StatsCSV  # noqa: PLC0415
+
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if not prefix or isinstance(environment.runner, WorkerRunner):
+        return None
+    path = Path(f"{prefix}{FINAL_STATS_SUFFIX}")
+    with open(path, "w", newline="") as fh:
+        StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(fh))
+    return path
+
+
 # --- what every user of one process shares ------------------------------------------------
 
 
@@ -184,6 +210,7 @@ def install_listeners(events) -> None:
     events.init_command_line_parser.add_listener(lambda parser, **_kwargs: add_arguments(parser))
     events.test_start.add_listener(lambda environment, **_kwargs: schedule_warmup(environment))
     events.quitting.add_listener(lambda environment, **_kwargs: gate_failures(environment))
+    events.quitting.add_listener(lambda environment, **_kwargs: write_final_stats(environment))
 
 
 @dataclass(frozen=True)
