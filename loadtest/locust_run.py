@@ -24,7 +24,7 @@ from typing import Any
 from client.errors import SerError
 from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, memory_gate
 from loadtest.metrics import ModelCounters
-from loadtest.run_config import FINAL_STATS_SUFFIX, LoadTestConfig
+from loadtest.run_config import LoadTestConfig
 from loadtest.sampler import MemorySample, RunSampler, rss_growth_pct
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,8 @@ def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: 
     cmd = [
         sys.executable, "-m", "locust", "-f", str(config.locustfile), "--headless",
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{config.warmup_s + config.run_time_s}s",
-        "--host", url, "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING",
+        "--host", url, "--csv", str(csv_prefix), "--final-stats", str(final_stats_csv(csv_prefix)),
+        "--only-summary", "--loglevel", "WARNING",
         # At the end, let requests in flight finish: killed, they reach the server as cancelled (= failed) requests.
         "--stop-timeout", f"{CLIENT_TIMEOUT_S:g}s",
         "--model", config.model, "--protocol", config.protocol,
@@ -148,6 +149,15 @@ def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: 
     if config.audio.manifest is not None:
         cmd += ["--manifest", str(config.audio.manifest)]
     return cmd + config.thresholds.cli_args() + list(config.user_classes)
+
+
+def final_stats_csv(csv_prefix: Path) -> Path:
+    """The statistics table with the run's final totals, written by the locustfile when Locust quits (``--final-stats``).
+
+    Locust rewrites its own ``<prefix>_stats.csv`` once a second and not at exit, so that file can miss
+    the last second of a run (all of a short one on a busy host); the figures are read from this one.
+    """
+    return Path(f"{csv_prefix}_stats_final.csv")
 
 
 def warmup_marker(csv_prefix: Path) -> Path:
@@ -208,7 +218,9 @@ def run_locust(
     prefix = out_dir / f"{scenario}-u{users}"
     log_path = prefix.with_suffix(".log")
     marker = warmup_marker(prefix)
-    marker.unlink(missing_ok=True)
+    final_csv, stats_csv = final_stats_csv(prefix), Path(f"{prefix}_stats.csv")
+    for stale in (marker, final_csv, stats_csv):  # an earlier run's files in the same folder must not be read as this run's
+        stale.unlink(missing_ok=True)
     after = None
     sampler = RunSampler(metrics=metrics, model=config.model, server_pid=server_pid, interval_s=config.sample_interval_s)
     before = sampler.counters.begin(metrics) if metrics and not config.warmup_s else None
@@ -245,7 +257,6 @@ def run_locust(
     if after is None:
         after, t_after = (sampler.counters.end(metrics) if before is not None else None), time.monotonic()
     server_seconds = t_after - t_before if after is not None and before is not None else math.nan
-    final_csv, stats_csv = Path(f"{prefix}{FINAL_STATS_SUFFIX}"), Path(f"{prefix}_stats.csv")
     if final_csv.is_file():  # the locustfile's final totals; _stats.csv can miss the run's last second
         stats_csv = final_csv
     if not stats_csv.is_file():

@@ -18,10 +18,6 @@ from loadtest.payload import AudioSourceConfig
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_OUT = Path(".cache/loadtest")
-#: Beside Locust's ``<prefix>_stats.csv``, the locustfile's quitting listener writes the same table with
-#: the run's final totals here: Locust rewrites ``_stats.csv`` once a second and not when it exits, so
-#: that file can miss the last second of a run (all of a short one on a busy host).
-FINAL_STATS_SUFFIX = "_stats_final.csv"
 SCENARIO_ON = "batching-on"
 SCENARIO_OFF = "batching-off"
 SCENARIO_INSTANCES = "instances-{}"  # batching on, N instances of the model

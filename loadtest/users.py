@@ -62,7 +62,6 @@ from client.option_values import arg_type, one_of, positive_float, positive_int,
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url, translate_error  # noqa: E402
 from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds, evaluate  # noqa: E402
 from loadtest.payload import AudioSourceConfig, build_window_pool  # noqa: E402
-from loadtest.run_config import FINAL_STATS_SUFFIX  # noqa: E402
 
 log = logging.getLogger("loadtest")
 
@@ -100,6 +99,9 @@ def add_arguments(parser) -> None:
                             "(warm-up failures still count; default 0: no warm-up)")
     group.add_argument("--warmup-marker", default="",
                        help="with --warmup-s: write this JSON file (warm-up requests, failures, time) when the warm-up ends")
+    group.add_argument("--final-stats", default="",
+                       help="write Locust's statistics table with the run's final totals to this CSV file when it quits "
+                            "(Locust's own --csv table is rewritten once a second, not at exit)")
 
 
 #: What :func:`end_warmup` keeps of the warm-up on the environment (its counts are gone from the stats).
@@ -176,24 +178,24 @@ def gate_failures(environment) -> list[str]:
 
 
 def write_final_stats(environment) -> Path | None:
-    """Write Locust's statistics table with the run's final totals (``quitting`` hook).
+    """Write Locust's statistics table with the run's final totals to ``--final-stats`` (``quitting`` hook).
 
-    The table is Locust's own ``_stats.csv`` format (one row per request name and ``Aggregated``),
-    written to ``<csv prefix>`` + :data:`~loadtest.run_config.FINAL_STATS_SUFFIX`; the runner reads it
-    in place of ``_stats.csv``, which Locust last rewrote up to a second before the end.
+    The table is Locust's own ``_stats.csv`` format (one row per request name and ``Aggregated``).
+    Locust rewrites its ``--csv`` table once a second and not when it exits, so that one can miss the
+    last second of a run; the runner reads this one.
 
     Returns:
-        The file written, or ``None`` (no ``--csv`` prefix, or a worker process).
+        The file written, or ``None`` (no ``--final-stats``, or a worker process).
     """
     import csv  # noqa: PLC0415
 
     from locust.runners import WorkerRunner  # noqa: PLC0415
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSV  # noqa: PLC0415
 
-    prefix = getattr(environment.parsed_options, "csv_prefix", None)
-    if not prefix or isinstance(environment.runner, WorkerRunner):
+    target = getattr(environment.parsed_options, "final_stats", "")
+    if not target or isinstance(environment.runner, WorkerRunner):
         return None
-    path = Path(f"{prefix}{FINAL_STATS_SUFFIX}")
+    path = Path(target)
     with open(path, "w", newline="") as fh:
         StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(fh))
     return path

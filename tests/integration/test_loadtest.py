@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from loadtest.gates import Thresholds
-from loadtest.locust_run import aggregated_row
+from loadtest.locust_run import aggregated_row, final_stats_csv
 from loadtest.metrics import parse_metrics
-from loadtest.run_config import FINAL_STATS_SUFFIX, SCENARIO_OFF, SCENARIO_ON, LoadTestConfig
+from loadtest.run_config import SCENARIO_OFF, SCENARIO_ON, LoadTestConfig
 from loadtest.runner import loadtest, run_loadtest
 
 INSTANCES2, FP32 = "instances-2", "model-ser_fp32"
@@ -55,8 +56,9 @@ def test_a_short_headless_run_completes_with_zero_failures_and_writes_the_report
         assert run.p50_ms <= run.p95_ms <= run.p99_ms
         assert run.stats_csv.is_file()
         # The final table (written when Locust quits) is read, not Locust's once-a-second _stats.csv, which lags it.
-        assert run.stats_csv.name.endswith(FINAL_STATS_SUFFIX)
-        periodic = aggregated_row(run.stats_csv.with_name(run.stats_csv.name.replace(FINAL_STATS_SUFFIX, "_stats.csv")))
+        prefix = run.stats_csv.parent / f"{run.scenario}-u{run.users}"
+        assert run.stats_csv == final_stats_csv(prefix)
+        periodic = aggregated_row(Path(f"{prefix}_stats.csv"))
         assert int(periodic["Request Count"]) <= run.requests
     files = report.files
     assert set(files) == {"csv", "markdown", "plot", "json"}
@@ -242,7 +244,7 @@ def test_master_and_worker_mode_runs_the_load_and_the_master_ends_the_warmup_and
 
     from deploy.local_triton import free_ports
     from loadtest.locust_run import REPO_ROOT
-    from loadtest.locust_run import aggregated_row as _aggregated
+    from loadtest.locust_run import final_stats_csv as _aggregated
 
     (port,) = free_ports(1)
     common = ["--host", triton_server.grpc_url, "--model", MODEL]

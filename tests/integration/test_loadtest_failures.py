@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from client.contract import ModelContract
 from client.errors import ConfigError, ModelNotFoundError, ServerUnavailableError
 from deploy.local_triton import free_ports
 from loadtest.gates import Thresholds, evaluate
-from loadtest.locust_run import REPO_ROOT
+from loadtest.locust_run import REPO_ROOT, LocustRunError, final_stats_csv, run_locust
 from loadtest.payload import AudioSourceConfig, build_window_pool
 from loadtest.run_config import LOCUSTFILE, LoadTestConfig
 from loadtest.runner import run_loadtest
@@ -77,6 +78,20 @@ def test_the_locustfile_refuses_a_bad_option_on_its_command_line(option, quoted)
     )
     assert proc.returncode == 2
     assert option.split("=")[0] in proc.stderr and quoted in proc.stderr
+
+
+def test_a_locust_that_dies_before_its_statistics_is_not_read_from_an_earlier_runs_files(tmp_path):
+    dying = tmp_path / "dying_locustfile.py"
+    dying.write_text("raise SystemExit('this locustfile cannot load')\n")
+    out = tmp_path / "runs"
+    out.mkdir()
+    prefix = out / "batching-on-u1"
+    for stale in (final_stats_csv(prefix), Path(f"{prefix}_stats.csv")):  # an earlier run's figures, same folder
+        stale.write_text("Type,Name,Request Count,Failure Count\n,Aggregated,999,0\n")
+    config = LoadTestConfig(url="127.0.0.1:1", users=(1,), run_time_s=1, locustfile=dying, out_dir=tmp_path)
+    with pytest.raises(LocustRunError, match="without statistics"):
+        run_locust(config, scenario="batching-on", url="127.0.0.1:1", users=1, metrics=None, out_dir=out)
+    assert not final_stats_csv(prefix).exists()
 
 
 def test_an_unknown_model_is_refused_before_any_load(triton_server, tmp_path):

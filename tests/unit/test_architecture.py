@@ -196,8 +196,7 @@ def test_the_portable_model_file_imports_only_what_is_copied_beside_it() -> None
     wrong = [f"line {imp.line}: {imp.module}" for imp in IMPORTS[served]
              if imp.module.split(".")[0] in PARTS and imp.module not in COPIED_BESIDE_THE_SERVED_MODEL]
     assert not wrong, f"{served.name} runs in model repositories without the bundle: " + ", ".join(wrong)
-    copied = (ROOT / "export" / "repository.py").read_text() if (ROOT / "export" / "repository.py").exists() else ""
-    copied += "".join(p.read_text() for p in (ROOT / "export").glob("repository/*.py"))
+    copied = (ROOT / "export" / "repository" / "write.py").read_text()
     for module in COPIED_BESIDE_THE_SERVED_MODEL:
         assert f'"{module.rpartition(".")[2]}.py"' in copied, f"the repository writer does not copy {module}"
 
