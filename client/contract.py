@@ -33,6 +33,11 @@ LABELS_FILENAME = "labels.txt"
 DEFAULT_SAMPLE_RATE = 16_000
 
 
+def default_hop_samples(window_samples: int) -> int:
+    """The hop between window starts where none is given: half a window (``window_samples // 2``), in samples."""
+    return window_samples // 2
+
+
 @dataclass(frozen=True)
 class ModelContract:
     """What a client must know about a served model.
@@ -68,7 +73,7 @@ class ModelContract:
             raise ConfigError(f"sample_rate={self.sample_rate}: must be a positive number of Hz")
         if self.window_samples <= 0:
             raise ConfigError(f"window_samples={self.window_samples}: must be positive")
-        hop = self.window_samples // 2 if self.hop_samples is None else self.hop_samples
+        hop = default_hop_samples(self.window_samples) if self.hop_samples is None else self.hop_samples
         if not 0 < hop <= self.window_samples:
             raise ConfigError(
                 f"hop_samples={hop}: must be in (0, window_samples={self.window_samples}]"

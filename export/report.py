@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from client.contract import default_hop_samples
 from client.errors import ConfigError
 from export.errors import ExportError
 from training.errors import CorpusError
@@ -371,7 +372,7 @@ def quantization_report(
         raise CorpusError(f"{data}: partition {partition!r} holds no clips")
     loaded = load_clips(clips, labels=contract.labels, sample_rate=contract.sample_rate)
     W = contract.window_samples
-    hop = contract.hop_samples or W // 2
+    hop = contract.hop_samples or default_hop_samples(W)
     wins = [make_windows(lc.audio, window_samples=W, hop_samples=hop) for lc in loaded]
     windows = np.concatenate([w.waveforms for w in wins]).astype(np.float32)
     counts = np.concatenate([w.num_samples for w in wins]).astype(np.int64)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from client.audio import aggregate, make_windows
+from client.contract import default_hop_samples
 from training.data import LoadedClip
 from training.errors import CheckpointError, CorpusError
 from training.metrics import Metrics, Predictions, confusion_matrix
@@ -241,7 +242,7 @@ def evaluate_checkpoint(
     labels = tuple(info.labels) + tuple(sorted({c.label for c in clips} - set(info.labels)))
     loaded = load_clips(clips, labels=labels, sample_rate=info.sample_rate, progress=progress, desc=f"load {partition}")
     scores = score_clips(scorer, loaded, labels=info.labels, window_samples=info.window_samples,
-                         hop_samples=info.hop_samples or info.window_samples // 2, batch_size=batch_size)
+                         hop_samples=info.hop_samples or default_hop_samples(info.window_samples), batch_size=batch_size)
     probs = np.zeros((len(loaded), len(labels)), np.float32)
     probs[:, : len(info.labels)] = scores.probabilities
     pred = Predictions(labels=labels, paths=tuple(str(c.path) for c in clips), actors=tuple(c.actor for c in clips),

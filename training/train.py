@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from client.contract import default_hop_samples
 from client.errors import ConfigError
 from training.errors import CorpusError, UnusableClipsError
 from training.train_clips import (
@@ -145,7 +146,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
         window = choose_window_samples([lc.audio.shape[0] / sr for lc in train_loaded], sample_rate=sr)
     else:
         window = int(round(config.window_s * sr))
-    hop = window // 2
+    hop = default_hop_samples(window)
 
     classifier = WaveformClassifier(hf_model, normalize=inputs.normalize, attention_mask=inputs.attention_mask)
     trainer, resume_from, validation, history = _make_trainer(
