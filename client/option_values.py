@@ -81,6 +81,14 @@ def csv_ints(text: str) -> tuple[int, ...]:
         raise ConfigError(f"{text!r}: expected comma-separated integers, e.g. 1,8") from None
 
 
+def csv_positive_ints(text: str) -> tuple[int, ...]:
+    """Comma-separated integers >= 1, at least one: ``"1,4,16"`` -> ``(1, 4, 16)``."""
+    items = csv_list(text)
+    if not items:
+        raise ConfigError(f"{text!r}: expected comma-separated integers >= 1, e.g. 1,4,16")
+    return tuple(positive_int(x) for x in items)
+
+
 def one_of(allowed: tuple[str, ...]) -> Callable[[str], str]:
     """A check accepting exactly the strings in ``allowed``."""
 
@@ -106,4 +114,4 @@ def arg_type(check: Callable[[str], T]) -> Callable[[str], T]:
 
 
 __all__ = ["int_at_least", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "seconds",
-           "csv_list", "csv_ints", "one_of", "arg_type"]
+           "csv_list", "csv_ints", "csv_positive_ints", "one_of", "arg_type"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from client.errors import ConfigError
 from loadtest.sampler import MemorySample, rss_growth_pct
@@ -87,6 +87,21 @@ class Thresholds:
             if value is not None:
                 args += [flag, repr(float(value))]
         return args
+
+
+def limit_check(field: str) -> Callable[[str], float]:
+    """A check of one limit given as text (``--max-p95-ms 250``): :class:`Thresholds`' own validation.
+
+    ``field`` is a :class:`Thresholds` field (``max_p95_ms``, ``max_p99_ms``, ``max_failure_ratio``); the
+    check returns the value as a float or raises its ``ConfigError``. ``ser loadtest`` and the locustfile
+    both parse the limits through it, so they refuse the same values with the same message.
+    """
+
+    def check(text: str) -> float:
+        return getattr(Thresholds(**{field: text}), field)
+
+    check.__name__ = field
+    return check
 
 
 def evaluate(thresholds: Thresholds, *, requests: int, failures: int, p95_ms: float, p99_ms: float) -> list[str]:

@@ -33,17 +33,15 @@ report (:mod:`loadtest.report`).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 from client.errors import ConfigError
-from client.triton_client import DEFAULT_MODEL, SerClient
-from loadtest.gates import Thresholds
+from client.triton_client import SerClient
 from loadtest.locust_run import RunResult, run_locust
 from loadtest.ort_baseline import combine_baselines, measure_ort
-from loadtest.payload import AudioSourceConfig, WindowPool, build_window_pool
+from loadtest.payload import WindowPool, build_window_pool
 from loadtest.report import LoadTestReport, write_report
-from loadtest.run_config import DEFAULT_OUT, SCENARIO_ON, LoadTestConfig
+from loadtest.run_config import SCENARIO_ON, LoadTestConfig
 from loadtest.scenarios import model_folder, prepare_scenario
 
 
@@ -122,35 +120,7 @@ def run_loadtest(config: LoadTestConfig, *, progress: TextIO | None = None) -> L
 # --- the CLI's function ------------------------------------------------------------------------
 
 
-def loadtest(
-    *,
-    repository: str | Path | None = None,
-    url: str | None = None,
-    metrics_url: str | None = None,
-    model: str = DEFAULT_MODEL,
-    protocol: str = "grpc",
-    users: Sequence[int] = (1, 4, 16),
-    run_time_s: int = 10,
-    warmup_s: int = 0,
-    windows_per_request: int = 1,
-    audio_dir: str | Path | None = None,
-    manifest: str | Path | None = None,
-    partition: str = "test",
-    generated_clips: int = 8,
-    max_p95_ms: float | None = None,
-    max_p99_ms: float | None = None,
-    max_failure_ratio: float | None = None,
-    compare_batching: bool = False,
-    compare_users: int = 16,
-    compare_instances: int | None = None,
-    compare_model: str | None = None,
-    ort_baseline: bool = False,
-    ort_batch: int = 8,
-    out_dir: str | Path = DEFAULT_OUT,
-    server_pid: int | None = None,
-    max_rss_growth_pct: float | None = None,
-    out: TextIO | None = None,
-) -> int:
+def loadtest(config: LoadTestConfig, *, out: TextIO | None = None) -> int:
     """``ser loadtest``: run :func:`run_loadtest`, print a line per run and the headline.
 
     Returns:
@@ -160,16 +130,6 @@ def loadtest(
         SerError subclasses (see :func:`run_loadtest`); the CLI prints them on one line.
     """
     out = out or sys.stdout
-    config = LoadTestConfig(
-        repository=Path(repository) if repository is not None else None,
-        url=url, metrics_url=metrics_url, model=model, protocol=protocol, users=tuple(users),
-        run_time_s=run_time_s, warmup_s=warmup_s, windows_per_request=windows_per_request,
-        audio=AudioSourceConfig(audio_dir=audio_dir, manifest=manifest, partition=partition, generated_clips=generated_clips),
-        thresholds=Thresholds(max_p95_ms=max_p95_ms, max_p99_ms=max_p99_ms, max_failure_ratio=max_failure_ratio),
-        compare_batching=compare_batching, compare_users=compare_users, compare_instances=compare_instances,
-        compare_model=compare_model, ort_baseline=ort_baseline, ort_batch=ort_batch,
-        out_dir=Path(out_dir), server_pid=server_pid, max_rss_growth_pct=max_rss_growth_pct,
-    )
     report = run_loadtest(config, progress=out)
     print(f"report: {report.files['markdown']} (+ .csv, .png, .json)", file=out)
     print(report.headline(), file=out, flush=True)

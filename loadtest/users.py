@@ -60,7 +60,7 @@ from client.contract import (  # noqa: E402
 from client.errors import ConfigError, ContractError, SerError  # noqa: E402
 from client.option_values import arg_type, one_of, positive_float, positive_int, seconds  # noqa: E402
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url, translate_error  # noqa: E402
-from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds, evaluate  # noqa: E402
+from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds, evaluate, limit_check  # noqa: E402
 from loadtest.payload import AudioSourceConfig, build_window_pool  # noqa: E402
 
 log = logging.getLogger("loadtest")
@@ -88,11 +88,11 @@ def add_arguments(parser) -> None:
                        help="synthetic clips when neither --audio-dir nor --manifest is given")
     group.add_argument("--client-timeout-s", type=arg_type(positive_float), default=CLIENT_TIMEOUT_S,
                        help=f"per-request time limit (s; default {CLIENT_TIMEOUT_S:g})")
-    group.add_argument("--max-p95-ms", type=arg_type(lambda t: Thresholds(max_p95_ms=t).max_p95_ms), default=None,
+    group.add_argument("--max-p95-ms", type=arg_type(limit_check("max_p95_ms")), default=None,
                        help="fail (exit 1) when p95 latency exceeds this (ms)", include_in_web_ui=True)
-    group.add_argument("--max-p99-ms", type=arg_type(lambda t: Thresholds(max_p99_ms=t).max_p99_ms), default=None,
+    group.add_argument("--max-p99-ms", type=arg_type(limit_check("max_p99_ms")), default=None,
                        help="fail (exit 1) when p99 latency exceeds this (ms)", include_in_web_ui=True)
-    group.add_argument("--max-failure-ratio", type=arg_type(lambda t: Thresholds(max_failure_ratio=t).max_failure_ratio),
+    group.add_argument("--max-failure-ratio", type=arg_type(limit_check("max_failure_ratio")),
                        default=None, help="fail (exit 1) when failed/all requests exceeds this", include_in_web_ui=True)
     group.add_argument("--warmup-s", type=arg_type(seconds), default=0.0, include_in_web_ui=True,
                        help="reset the statistics this many seconds after the start: report the steady state "

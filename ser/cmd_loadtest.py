@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
-from ser.arg_types import csv_list, non_negative_float, non_negative_int, positive_int
+from client.client_options import PROTOCOLS
+from ser.arg_types import csv_positive_ints, non_negative_float, non_negative_int, positive_int
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
@@ -18,12 +21,22 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         return _compare_paths(args)
     from loadtest.runner import loadtest
 
-    return loadtest(
+    return loadtest(_config(args))
+
+
+def _config(args: argparse.Namespace):
+    """The :class:`~loadtest.run_config.LoadTestConfig` of ``ser loadtest``'s options."""
+    from loadtest.gates import Thresholds
+    from loadtest.payload import AudioSourceConfig
+    from loadtest.run_config import LoadTestConfig
+
+    return LoadTestConfig(
         repository=args.repository, url=args.url, metrics_url=args.metrics_url, model=args.model,
-        protocol=args.protocol, users=args.users, run_time_s=args.run_time, warmup_s=args.warmup,
+        protocol=args.protocol, users=tuple(args.users), run_time_s=args.run_time, warmup_s=args.warmup,
         windows_per_request=args.windows_per_request,
-        audio_dir=args.audio_dir, manifest=args.manifest, partition=args.partition, generated_clips=args.generated_clips,
-        max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio,
+        audio=AudioSourceConfig(audio_dir=args.audio_dir, manifest=args.manifest, partition=args.partition,
+                                generated_clips=args.generated_clips),
+        thresholds=Thresholds(max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms, max_failure_ratio=args.max_failure_ratio),
         compare_batching=args.compare_batching, compare_users=args.compare_users,
         compare_instances=args.compare_instances, compare_model=args.compare_model, ort_baseline=args.ort_baseline,
         ort_batch=args.ort_batch, out_dir=args.out, server_pid=args.server_pid, max_rss_growth_pct=args.max_rss_growth,
@@ -56,35 +69,49 @@ def add_parsers(sub) -> None:
     target.add_argument("--repository", type=Path, help="start the local tritonserver on this repository for the run")
     target.add_argument("--url", help="target a running server HOST:PORT instead")
     lt.add_argument("--metrics-url", default=None, help="HOST:PORT of Triton's metrics endpoint (with --url; default: same host, port 8002)")
-    lt.add_argument("--model", default="ser_int8")
-    lt.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    lt.add_argument("--users", type=lambda t: tuple(positive_int(x) for x in csv_list(t)), default=(1, 4, 16), help="user counts to sweep (default: 1,4,16)")
-    lt.add_argument("--run-time", type=positive_int, default=10, help="seconds each run measures (default: 10)")
-    lt.add_argument("--warmup", type=non_negative_int, default=0,
-                    help="seconds of load before each run measures (statistics reset, server counters read then; "
-                         "warm-up failures still fail the run; default: 0)")
-    lt.add_argument("--windows-per-request", type=positive_int, default=1)
+    from client.option_values import arg_type  # noqa: PLC0415 - what the parser needs of the load test's config
+    from loadtest.gates import limit_check  # noqa: PLC0415
+    from loadtest.payload import AudioSourceConfig  # noqa: PLC0415
+    from loadtest.run_config import LoadTestConfig  # noqa: PLC0415
+
+    config = SimpleNamespace(**{f.name: f.default for f in fields(LoadTestConfig)})  # its defaults, stated once there
+    audio = AudioSourceConfig()
+    lt.add_argument("--model", default=config.model, help=f"model name (default: {config.model})")
+    lt.add_argument("--protocol", choices=list(PROTOCOLS), default=config.protocol)
+    default_users = ",".join(map(str, config.users))
+    lt.add_argument("--users", type=csv_positive_ints, default=config.users,
+                    help=f"user counts to sweep (default: {default_users})")
+    lt.add_argument("--run-time", type=positive_int, default=config.run_time_s,
+                    help=f"seconds each run measures (default: {config.run_time_s})")
+    lt.add_argument("--warmup", type=non_negative_int, default=config.warmup_s,
+                    help="whole seconds of load before each run measures (statistics reset, server counters read then; "
+                         f"warm-up failures still fail the run; default: {config.warmup_s})")
+    lt.add_argument("--windows-per-request", type=positive_int, default=config.windows_per_request)
     lt.add_argument("--audio-dir", type=Path, default=None, help="audio to send (default: generated synthetic clips)")
     lt.add_argument("--manifest", type=Path, default=None, help="split manifest written by `ser train`: send its --partition clips")
-    lt.add_argument("--partition", default="test")
-    lt.add_argument("--generated-clips", type=positive_int, default=8)
-    lt.add_argument("--max-p95-ms", type=float, default=None, help="gate: fail (exit 1) if p95 latency exceeds this")
-    lt.add_argument("--max-p99-ms", type=float, default=None, help="gate: fail if p99 latency exceeds this")
-    lt.add_argument("--max-failure-ratio", type=float, default=None, help="gate: fail if failed/total exceeds this")
+    lt.add_argument("--partition", default=audio.partition)
+    lt.add_argument("--generated-clips", type=positive_int, default=audio.generated_clips)
+    lt.add_argument("--max-p95-ms", type=arg_type(limit_check("max_p95_ms")), default=None,
+                    help="gate: fail (exit 1) if p95 latency exceeds this")
+    lt.add_argument("--max-p99-ms", type=arg_type(limit_check("max_p99_ms")), default=None,
+                    help="gate: fail if p99 latency exceeds this")
+    lt.add_argument("--max-failure-ratio", type=arg_type(limit_check("max_failure_ratio")), default=None,
+                    help="gate: fail if failed/total exceeds this")
     lt.add_argument("--max-rss-growth", type=non_negative_float, default=None, metavar="PCT",
                     help="gate: fail a run whose server + python-backend stub memory grows by more than PCT %% from the "
                          "warm-up's end to its end (sampled every second; needs --repository or --server-pid)")
     lt.add_argument("--server-pid", type=positive_int, default=None,
                     help="with --url: the tritonserver process on this host, for its and its stubs' memory over the run")
     lt.add_argument("--compare-batching", action="store_true", help="also run with dynamic batching off at --compare-users (needs --repository)")
-    lt.add_argument("--compare-users", type=positive_int, default=16, help="users of every comparison run (default: 16)")
+    lt.add_argument("--compare-users", type=positive_int, default=config.compare_users,
+                    help=f"users of every comparison run (default: {config.compare_users})")
     lt.add_argument("--compare-instances", type=positive_int, default=None, help="also run with N instances of the model (needs --repository)")
     lt.add_argument("--compare-model", default=None, help="also run another model of the repository, e.g. ser_fp32 (needs --repository)")
     lt.add_argument("--ort-baseline", action="store_true", help="also measure in-process ONNX Runtime at --ort-batch (needs --repository)")
-    lt.add_argument("--ort-batch", type=positive_int, default=8)
+    lt.add_argument("--ort-batch", type=positive_int, default=config.ort_batch)
     lt.add_argument("--compare-server-side", action="store_true",
                     help="instead of the sweep: whole clips at --compare-users, the client decoding them (windows to --model) "
                          "against the server decoding them (bytes to --audio-model), side by side; report paths.md")
     lt.add_argument("--audio-model", default="ser", help="--compare-server-side: the server-side audio model (default: ser)")
-    lt.add_argument("--out", type=Path, default=Path(".cache/loadtest"), help="report directory (default: .cache/loadtest)")
+    lt.add_argument("--out", type=Path, default=config.out_dir, help=f"report directory (default: {config.out_dir})")
     lt.set_defaults(func=cmd_loadtest)

@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ser.arg_types import positive_int, seconds
+from client.client_options import DEFAULT_GRPC_URL, DEFAULT_HTTP_URL, DEFAULT_MODEL, PROTOCOLS
+from client.retry import RetryPolicy
+from ser.arg_types import non_negative_int, positive_float, positive_int, seconds
 
 #: ``ser predict --retry-for`` of a batch job (a directory or ``--output``): long enough for a server restart.
 BATCH_RETRY_FOR_S = 60.0
@@ -62,29 +64,35 @@ def add_parsers(sub) -> None:
     """Add ``predict`` to ``sub`` (the ``ser`` subcommands)."""
     pr = sub.add_parser("predict", help="classify audio files and directories through a running Triton server")
     pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with ffmpeg)")
-    pr.add_argument("--url", default=None, help="server address HOST:PORT (default: 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
-    pr.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    pr.add_argument("--model", default=None, help="model name (default: ser_int8; ser with --server-side)")
+    pr.add_argument("--url", default=None,
+                    help=f"server address HOST:PORT (default: {DEFAULT_GRPC_URL} for gRPC, {DEFAULT_HTTP_URL} for HTTP)")
+    pr.add_argument("--protocol", choices=list(PROTOCOLS), default=PROTOCOLS[0])
+    pr.add_argument("--model", default=None, help=f"model name (default: {DEFAULT_MODEL}; ser with --server-side)")
     pr.add_argument("--server-side", action="store_true",
                     help="send each file's bytes to the server-side audio model, which decodes and windows it "
                          "(same answers; the client decodes nothing)")
-    pr.add_argument("--timeout-s", type=float, default=30.0, help="time limit of each call, s (default: 30)")
-    pr.add_argument("--request-timeout-s", type=float, default=None, help="per-request limit (gRPC client_timeout, HTTP network timeout); default: --timeout-s")
+    pr.add_argument("--timeout-s", type=positive_float, default=30.0, help="time limit of each call, s (default: 30)")
+    pr.add_argument("--request-timeout-s", type=positive_float, default=None, help="per-request limit (gRPC client_timeout, HTTP network timeout); default: --timeout-s")
     pr.add_argument("--json", action="store_true", help="same as --format jsonl")
     pr.add_argument("--format", choices=["jsonl", "csv", "text"], default=None, help="default: text on stdout; csv for --output *.csv, else jsonl")
     pr.add_argument("--output", "-o", type=Path, default=None, help="write rows here (flushed per row) instead of stdout")
     pr.add_argument("--resume", action="store_true", help="keep the rows already in --output and classify only the missing files")
     pr.add_argument("--concurrency", type=positive_int, default=4, help="files in flight (default: 4); the server's dynamic batcher merges them")
     pr.add_argument("--top-k", type=positive_int, default=None, help="add the k best classes (Triton's classification extension)")
-    pr.add_argument("--max-duration-s", type=float, default=600.0, help="refuse longer files, checked before decoding (default: 600)")
+    pr.add_argument("--max-duration-s", type=positive_float, default=600.0, help="refuse longer files, checked before decoding (default: 600)")
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: when stderr is a terminal)")
-    pr.add_argument("--retries", type=int, default=2, help="retries on UNAVAILABLE/connection errors, never on refused requests (default: 2)")
+    retry = RetryPolicy()
+    pr.add_argument("--retries", type=non_negative_int, default=retry.max_attempts - 1,
+                    help=f"retries on UNAVAILABLE/connection errors, never on refused requests (default: {retry.max_attempts - 1})")
     pr.add_argument("--retry-for", type=seconds, default=None, metavar="SECONDS",
                     help="time budget on top of --retries: keep retrying a call that could not reach the server until "
                          "SECONDS after its first attempt, so a server restart does not end the job; refused requests "
                          f"still fail at once (default: {BATCH_RETRY_FOR_S:g} with a directory or --output, else 0)")
-    pr.add_argument("--retry-backoff-s", type=float, default=0.1, help="first retry wait, doubled each retry, ±20%% jitter (default: 0.1)")
-    pr.add_argument("--retry-max-backoff-s", type=float, default=2.0, help="cap on one retry wait (default: 2)")
+    pr.add_argument("--retry-backoff-s", type=seconds, default=retry.initial_backoff_s,
+                    help=f"first retry wait, multiplied by {retry.multiplier:g} each retry, ±{retry.jitter * 100:.0f}%% jitter "
+                         f"(default: {retry.initial_backoff_s:g})")
+    pr.add_argument("--retry-max-backoff-s", type=seconds, default=retry.max_backoff_s,
+                    help=f"cap on one retry wait (default: {retry.max_backoff_s:g})")
     pr.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="extra request header (repeatable)")
     pr.add_argument("--tls", action="store_true", help="use TLS (gRPC ssl / HTTPS)")
     pr.add_argument("--tls-root-certs", type=Path, default=None, help="PEM CA file to trust (with --tls)")

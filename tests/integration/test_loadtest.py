@@ -127,15 +127,15 @@ def test_the_ratio_against_in_process_onnx_runtime_is_reported(batching_report):
 
 
 def test_an_impossibly_tight_p95_gate_fails_the_run_with_a_non_zero_exit(triton_server, tmp_path, capsys):
-    code = loadtest(
+    code = loadtest(LoadTestConfig(
         url=triton_server.grpc_url,
         metrics_url=triton_server.metrics_url,
         model=MODEL,
         users=(2,),
         run_time_s=2,
-        max_p95_ms=0.001,
+        thresholds=Thresholds(max_p95_ms=0.001),
         out_dir=tmp_path,
-    )
+    ))
     assert code == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "exit 1" in out

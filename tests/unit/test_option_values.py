@@ -18,6 +18,7 @@ from client.errors import ConfigError
     (values.seconds, "2.5", 2.5),
     (values.csv_list, " a, b,, ", ("a", "b")),
     (values.csv_ints, "1,8", (1, 8)),
+    (values.csv_positive_ints, "1,4,16", (1, 4, 16)),
     (values.one_of(("grpc", "http")), "http", "http"),
 ])
 def test_a_good_value_is_parsed(check, text, expected) -> None:
@@ -36,6 +37,8 @@ def test_a_good_value_is_parsed(check, text, expected) -> None:
     (values.seconds, "-2", "'-2': expected a finite number of seconds >= 0"),
     (values.seconds, "soon", "'soon': expected a finite number of seconds >= 0"),
     (values.csv_ints, "1,a", "'1,a': expected comma-separated integers, e.g. 1,8"),
+    (values.csv_positive_ints, "1,0", "'0': must be >= 1"),
+    (values.csv_positive_ints, ",", "',': expected comma-separated integers >= 1, e.g. 1,4,16"),
     (values.one_of(("grpc", "http")), "udp", "'udp': expected one of ['grpc', 'http']"),
 ])
 def test_a_bad_value_names_the_text_and_what_was_expected(check, text, message) -> None:
@@ -65,3 +68,29 @@ def test_the_cli_and_the_client_bench_parse_with_these_checks() -> None:
     args = add_arguments(argparse.ArgumentParser()).parse_args(["--concurrency", "2,4"])
     assert config_from_args(args) == ClientBenchConfig(concurrencies=(2, 4))
     assert config_from_args(add_arguments(argparse.ArgumentParser()).parse_args([])) == ClientBenchConfig()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-p95-ms", "-5"], "max_p95_ms='-5'"),
+    (["--max-failure-ratio", "2"], "max_failure_ratio='2': must be a ratio in [0, 1]"),
+    (["--users", "1,0"], "'0': must be >= 1"),
+])
+def test_ser_loadtest_refuses_a_bad_limit_as_the_locustfile_does(argv, message, capsys) -> None:
+    from ser.cli import build_parser
+
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["loadtest", "--url", "127.0.0.1:1", *argv])
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_ser_loadtest_options_default_to_the_load_tests_config() -> None:
+    from dataclasses import fields
+
+    from loadtest.run_config import LoadTestConfig
+    from ser.cli import build_parser
+
+    args = build_parser().parse_args(["loadtest", "--url", "127.0.0.1:1"])
+    defaults = {f.name: f.default for f in fields(LoadTestConfig)}
+    assert (args.model, args.protocol, tuple(args.users), args.run_time, args.warmup, args.compare_users, args.out) == (
+        defaults["model"], defaults["protocol"], defaults["users"], defaults["run_time_s"], defaults["warmup_s"],
+        defaults["compare_users"], defaults["out_dir"])
