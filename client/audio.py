@@ -282,6 +282,16 @@ def load_audio(
     return validate(y, source=label, sample_rate=config.sample_rate, config=config)
 
 
+#: File suffixes read as audio when a folder is searched (the client's directory mode, the quantization
+#: report's and the load test's audio folders); decoding is then :func:`decode`'s to judge.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au", ".w64", ".caf", ".webm")
+
+
+def list_audio_files(folder: Path) -> list[Path]:
+    """The files under ``folder`` (recursive) whose suffix is in :data:`AUDIO_SUFFIXES`, sorted; may be empty."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+
+
 def array_to_float(a: np.ndarray, label: str) -> np.ndarray:
     """Scale a PCM array to float32 in [-1, 1] the way the client reads arrays.
 

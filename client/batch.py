@@ -25,19 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
+from .audio import AUDIO_SUFFIXES, list_audio_files
 from .errors import ConfigError, ModelNotFoundError, ServerUnavailableError
 from .results import ClassifyResult
 from .sync_client import SerClient
 
 #: Suffixes :func:`find_audio` picks up in directories (files named explicitly are always taken).
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au", ".w64", ".caf", ".webm")
 FORMATS = ("jsonl", "csv", "text")
 #: CSV columns before the one-per-label ``p_<label>`` columns (``v_<name>`` for a regression head's values).
 CSV_COLUMNS = ("file", "ok", "label", "confidence", "windows", "latency_s", "top_k", "error_type", "error")
 
 
 def find_audio(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files named as given; directories searched recursively for :data:`AUDIO_SUFFIXES` (sorted).
+    """Files named as given; directories searched recursively for :data:`client.audio.AUDIO_SUFFIXES` (sorted).
 
     Raises:
         ConfigError: nothing to classify (no inputs, or directories without audio).
@@ -46,7 +46,7 @@ def find_audio(inputs: Iterable[str | Path]) -> list[Path]:
     given = [Path(p) for p in inputs]
     for path in given:
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
+            out.extend(list_audio_files(path))
         else:
             out.append(path)  # a missing file becomes a per-file error, not a crash
     if not out:
@@ -260,4 +260,4 @@ def _check_csv_header(output: Path, labels: Sequence[str], *, values: bool = Fal
         raise ConfigError(f"{output}: its CSV columns {header} differ from this model's {expected}; cannot resume into it")
 
 
-__all__ = ["AUDIO_SUFFIXES", "FORMATS", "PredictSummary", "done_files", "find_audio", "format_for", "predict_files", "row_of"]
+__all__ = ["FORMATS", "PredictSummary", "done_files", "find_audio", "format_for", "predict_files", "row_of"]

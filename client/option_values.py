@@ -38,6 +38,14 @@ def non_negative_int(text: str) -> int:
     return int_at_least(text, 0)
 
 
+def port(text: str) -> int:
+    """``text`` as a TCP port number, 1..65535."""
+    value = int_at_least(text, 1)
+    if value > 65535:
+        raise ConfigError(f"{text!r}: a port is at most 65535")
+    return value
+
+
 def positive_float(text: str) -> float:
     """``text`` as a finite number > 0."""
     try:
@@ -113,5 +121,5 @@ def arg_type(check: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
-__all__ = ["int_at_least", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "seconds",
+__all__ = ["int_at_least", "positive_int", "non_negative_int", "port", "positive_float", "non_negative_float", "seconds",
            "csv_list", "csv_ints", "csv_positive_ints", "one_of", "arg_type"]

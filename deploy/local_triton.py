@@ -417,10 +417,3 @@ class LocalTriton:
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
         return f"LocalTriton({str(self.repository)!r}, grpc={self.grpc_url}, http={self.http_url}, {state})"
-
-
-def serve_forever(repository: str | Path, **options) -> int:
-    """``ser serve``: :func:`deploy.supervisor.serve_forever` (serve until stopped, restarting a dead server)."""
-    from deploy.supervisor import serve_forever as supervised
-
-    return supervised(repository, **options)

@@ -157,15 +157,6 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def _converter_version() -> str:
-    import importlib.metadata as md
-
-    try:
-        return f"onnxconverter-common {md.version('onnxconverter-common')}"
-    except md.PackageNotFoundError:  # pragma: no cover - convert_fp16 would have failed first
-        return "onnxconverter-common (unknown version)"
-
-
 def ensure_writable_dir(path: Path, *, what: str) -> None:
     """Create directory ``path`` if needed; refuse a file there or an unwritable place (ExportError naming ``what``)."""
     if path.exists() and not path.is_dir():
@@ -256,6 +247,7 @@ def export_checkpoint(
     from export.parity import check_onnx_parity, check_variant_agreement
     from export.quantize import integer_weights
     from export.recipe import ExportRecord, checkpoint_weights_sha256, library_versions, sha256_file
+    from export.versions import installed_versions
 
     config = ExportConfig(
         variants=tuple(variants),
@@ -274,6 +266,7 @@ def export_checkpoint(
     source = str(checkpoint.resolve()) if checkpoint.exists() else f"{checkpoint} ({local})"
     source_sha = checkpoint_weights_sha256(local)
     versions = library_versions(opset=config.onnx.opset)
+    converter = installed_versions(("onnxconverter-common",), missing="(unknown version)")["onnxconverter-common"]
     W = info.window_samples
     steps = ["export fp32", "parity fp32"] + [f"{step} {v}" for v in ("int8", "fp16") if v in config.variants
                                               for step in ("convert", "agreement")] + ["install"]
@@ -361,7 +354,7 @@ def export_checkpoint(
                 )
                 bar.update()
                 parity_json["fp16"] = {"fp16_vs_fp32": fp16_report.to_json(), "fp32_vs_pytorch": fp32_report.to_json()}
-                stage("fp16", None, {**fp32_options, "fp16": config.fp16.to_json(), "converter": _converter_version(),
+                stage("fp16", None, {**fp32_options, "fp16": config.fp16.to_json(), "converter": f"onnxconverter-common {converter}",
                                      "reference_sha256": results["fp32"].sha256}, fp16_report)
 
             bar.set_postfix_str("install")

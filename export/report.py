@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from client.audio import AUDIO_SUFFIXES, list_audio_files
 from client.contract import default_hop_samples
 from client.errors import ConfigError
 from export.errors import ExportError
@@ -36,7 +37,6 @@ REPORT_MD = "report.md"
 REPORT_FORMAT = 1
 #: Variants in report order (others found in the export directory follow, sorted).
 VARIANT_ORDER = ("fp32", "int8", "fp16")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def _audio_files(audio_dir: Path) -> list[Path]:
     """The audio files under ``audio_dir`` (CorpusError: no such folder, or no audio in it)."""
     if not audio_dir.is_dir():
         raise CorpusError(f"{audio_dir}: no such audio folder")
-    files = sorted(p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    files = list_audio_files(audio_dir)
     if not files:
         raise CorpusError(f"{audio_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     return files

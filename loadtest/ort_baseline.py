@@ -66,7 +66,7 @@ def measure_ort(model_dir: str | Path, pool: WindowPool, *, batch: int = 8, seco
     from client.onnx_session import default_intra_op_threads, open_session
     from client.timing import time_calls
     from export.repository import read_model_config
-    from export.triton_python_model import THREADS_PARAMETER
+    from export.repository.names import THREADS_PARAMETER
 
     model_dir = Path(model_dir)
     onnx_path = model_dir / "1" / "model.onnx"

@@ -26,15 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from client.audio import AudioConfig, load_audio, make_windows
+from client.audio import AUDIO_SUFFIXES, AudioConfig, list_audio_files, load_audio, make_windows
 from client.contract import ModelContract
 from client.errors import AudioError, ConfigError
 from training.errors import CorpusError
+from training.folds import PARTITIONS
 
 #: File suffixes taken from an audio folder (decoded by soundfile, or librosa when present).
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
 #: Manifest partitions.
-PARTITIONS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -140,9 +139,9 @@ def folder_files(folder: Path, max_clips: int) -> list[Path]:
         raise CorpusError(f"{folder}: no such audio folder")
     if not folder.is_dir():
         raise CorpusError(f"{folder}: not a folder (give a folder of audio files, or a manifest)")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    files = list_audio_files(folder)
     if not files:
-        raise CorpusError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) inside")
+        raise CorpusError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) inside")
     return files[:max_clips]
 
 

@@ -11,6 +11,7 @@ from client import option_values as values
 
 positive_int = values.arg_type(values.positive_int)
 non_negative_int = values.arg_type(values.non_negative_int)
+port = values.arg_type(values.port)
 positive_float = values.arg_type(values.positive_float)
 non_negative_float = values.arg_type(values.non_negative_float)
 seconds = values.arg_type(values.seconds)
@@ -18,4 +19,4 @@ csv_list = values.arg_type(values.csv_list)
 csv_ints = values.arg_type(values.csv_ints)
 csv_positive_ints = values.arg_type(values.csv_positive_ints)
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "seconds", "csv_list", "csv_ints", "csv_positive_ints"]
+__all__ = ["positive_int", "non_negative_int", "port", "positive_float", "non_negative_float", "seconds", "csv_list", "csv_ints", "csv_positive_ints"]

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ser.arg_types import csv_list, positive_int
+from ser.arg_types import csv_list, non_negative_int, positive_float, positive_int
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -109,7 +109,7 @@ def add_parsers(sub) -> None:
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 + int8), parity-checked, with recipes")
     ex.add_argument("checkpoint", type=Path, help="checkpoint directory written by `ser train`, or a Hugging Face audio-classification checkpoint (folder or hub name; wav2vec2, HuBERT, WavLM, Data2VecAudio)")
-    ex.add_argument("--window-s", type=float, default=None, help="Hugging Face checkpoint: window W in seconds (or give --audio-dir)")
+    ex.add_argument("--window-s", type=positive_float, default=None, help="Hugging Face checkpoint: window W in seconds (or give --audio-dir)")
     ex.add_argument("--out", type=Path, required=True, help="export directory (one sub-folder per variant)")
     ex.add_argument("--variants", type=csv_list, default=("fp32", "int8"), help="comma-separated: fp32, int8 (CPU instances), fp16 (GPU instances) (default: fp32,int8)")
     ex.add_argument("--preset", default=None, choices=sorted(QUANTIZATION_PRESETS),
@@ -141,7 +141,7 @@ def add_parsers(sub) -> None:
                     help="portable: python-backend + ONNX Runtime (any tritonserver, this machine); native: onnxruntime backend (NGC container, GPU nodes)")
     rp.add_argument("--variants", type=csv_list, default=("fp32", "int8"))
     rp.add_argument("--max-batch-size", type=positive_int, default=None, help="(default: from --bench, else 8)")
-    rp.add_argument("--max-queue-delay-us", type=int, default=None, help="(default: from --bench, else 2000)")
+    rp.add_argument("--max-queue-delay-us", type=non_negative_int, default=None, help="(default: from --bench, else 2000)")
     rp.add_argument("--bench", type=Path, default=None, help="a `ser bench --json` result: max batch, preferred batch and queue delay per variant come from it")
     rp.add_argument("--bench-shape", default=None, help="bench shape to read (default: the largest measured)")
     rp.add_argument("--intra-op-threads", type=positive_int, default=None, help="ONNX Runtime threads per CPU instance (native default: 4)")
@@ -158,6 +158,6 @@ def add_parsers(sub) -> None:
     rp.add_argument("--audio-instances", type=positive_int, default=4, help="--audio-model: clips decoded at once (default: 4)")
     rp.add_argument("--audio-max-bytes", type=positive_int, default=DEFAULT_MAX_BYTES,
                     help=f"--audio-model: largest encoded clip accepted, bytes (default: {DEFAULT_MAX_BYTES})")
-    rp.add_argument("--audio-max-duration-s", type=float, default=AUDIO_MAX_S,
+    rp.add_argument("--audio-max-duration-s", type=positive_float, default=AUDIO_MAX_S,
                     help=f"--audio-model: longest clip accepted, s (default: {AUDIO_MAX_S:g})")
     rp.set_defaults(func=cmd_repository)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ser.arg_types import non_negative_int
+from ser.arg_types import non_negative_int, port
 
 #: ``ser serve --repository`` when not given.
 DEFAULT_REPOSITORY = Path("model_repository/portable")
@@ -37,9 +37,9 @@ def add_parsers(sub) -> None:
     """Add ``serve`` to ``sub`` (the ``ser`` subcommands)."""
     sv = sub.add_parser("serve", help="run the bundled tritonserver on 127.0.0.1 until Ctrl-C")
     sv.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help=f"model repository (default: {DEFAULT_REPOSITORY})")
-    sv.add_argument("--http-port", type=int, default=8000)
-    sv.add_argument("--grpc-port", type=int, default=8001)
-    sv.add_argument("--metrics-port", type=int, default=8002)
+    sv.add_argument("--http-port", type=port, default=8000)
+    sv.add_argument("--grpc-port", type=port, default=8001)
+    sv.add_argument("--metrics-port", type=port, default=8002)
     sv.add_argument("--admin-key-file", type=Path, default=None,
                     help="file holding a key that the repository (load/unload), shared-memory, trace and logging APIs "
                          "then require (HTTP header 'admin-key'; gRPC 'triton-grpc-protocol-admin-key'); default: open")

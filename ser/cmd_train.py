@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ser.arg_types import csv_ints, positive_int
+from ser.arg_types import csv_ints, non_negative_int, positive_float, positive_int
 
 
 def cmd_corpus_synth(args: argparse.Namespace) -> int:
@@ -60,14 +60,14 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-set", choices=["ravdess8", "ravdess7", "crema6", "combined7"], default=None, help="(default: ravdess8)")
     p.add_argument("--calm-as-neutral", action="store_true", help="ravdess7/combined7: relabel calm as neutral instead of dropping it")
     p.add_argument("--include-song", action="store_true", help="RAVDESS: also read song clips (vocal channel 02)")
-    p.add_argument("--epochs", type=float, default=None, help="training epochs (default: the trainer's default for the base)")
+    p.add_argument("--epochs", type=positive_float, default=None, help="training epochs (default: the trainer's default for the base)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="optimizer steps (overrides --epochs)")
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate")
     p.add_argument("--seed", type=int, default=None, help="(default: 0)")
-    p.add_argument("--window-s", type=float, default=None, help="window length in seconds (default: chosen from the corpus durations)")
+    p.add_argument("--window-s", type=positive_float, default=None, help="window length in seconds (default: chosen from the corpus durations)")
     p.add_argument("--test-actors", type=positive_int, default=None, help="held-out test actors of a single split (default: 2)")
-    p.add_argument("--val-actors", type=int, default=None, help="validation actors (per corpus for folds; default: 1)")
+    p.add_argument("--val-actors", type=non_negative_int, default=None, help="validation actors (per corpus for folds; default: 1)")
     p.add_argument("--class-weighted", action="store_true", help="weight the loss by inverse class frequency")
     p.add_argument("--early-stopping-patience", type=positive_int, default=None, help="stop after N validations without a better validation weighted F1; keep the best weights")
     p.add_argument("--eval-steps", type=positive_int, default=None, help="validate every N steps (metrics.csv)")
@@ -126,7 +126,7 @@ def add_parsers(sub) -> None:
 
     tr = sub.add_parser("train", help="fine-tune Wav2Vec2ForSequenceClassification on one actor-held-out split or fold")
     _add_training_options(tr)
-    tr.add_argument("--fold", type=int, default=None, help="train on fold i of --folds actor-grouped folds instead of a --test-actors split")
+    tr.add_argument("--fold", type=non_negative_int, default=None, help="train on fold i of --folds actor-grouped folds instead of a --test-actors split")
     tr.add_argument("--folds", type=positive_int, default=None, help="k of --fold (default: 5)")
     tr.add_argument("--manifest", type=Path, default=None, help="reuse this split manifest (split.json)")
     tr.set_defaults(func=cmd_train)
@@ -136,7 +136,7 @@ def add_parsers(sub) -> None:
     cv.add_argument("--folds", type=positive_int, default=None, help="k (default: 5)")
     cv.add_argument("--only", type=csv_ints, default=None, help="run only these folds, e.g. 0,1")
     cv.add_argument("--cross-corpus", action="store_true", help="train on RAVDESS, CREMA-D and both; test on each (needs both corpora)")
-    cv.add_argument("--cross-fold", type=int, default=0, help="fold of the cross-corpus table (default: 0)")
+    cv.add_argument("--cross-fold", type=non_negative_int, default=0, help="fold of the cross-corpus table (default: 0)")
     cv.set_defaults(func=cmd_cv)
 
     ev = sub.add_parser("evaluate", help="score a checkpoint (PyTorch, or --onnx variant) on a split manifest's test clips")

@@ -28,3 +28,21 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert lines and all(ln.startswith("error: ") for ln in lines), proc.stderr
     for fragment in fragments:
         assert fragment in proc.stderr, proc.stderr
+
+
+def server_url(server, protocol: str) -> str:
+    """The address of a running ``LocalTriton`` for ``protocol`` (``grpc`` or ``http``)."""
+    return server.grpc_url if protocol == "grpc" else server.http_url
+
+
+def files_named(root: Path, names: list[str]) -> Path:
+    """Create ``root/<name>`` for each name (folders too), each holding 4 bytes that are not audio.
+
+    For tests of readers that go by file names; decoding, if any, happens later. Returns ``root``.
+    """
+    for name in names:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"RIFF")
+    return root
+

@@ -26,12 +26,9 @@ from client.errors import (
     SilentAudioError,
 )
 from client.triton_client import SerClient, normalize_url, translate_error
+from tests.helpers import server_url
 
 PROTOCOLS = ("grpc", "http")
-
-
-def _url(server, protocol: str) -> str:
-    return server.grpc_url if protocol == "grpc" else server.http_url
 
 
 def _one_line(exc: BaseException) -> str:
@@ -116,7 +113,7 @@ def test_an_address_that_accepts_but_never_answers_times_out_as_server_unavailab
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_wrong_model_name_is_model_not_found_listing_the_ready_models(triton_server, protocol):
     with pytest.raises(ModelNotFoundError) as info:
-        SerClient(_url(triton_server, protocol), model="ser_int4", protocol=protocol).open()
+        SerClient(server_url(triton_server, protocol), model="ser_int4", protocol=protocol).open()
     text = _one_line(info.value)
     assert "'ser_int4'" in text and "not in the repository" in text and "ser_int8" in text
 
@@ -124,7 +121,7 @@ def test_a_wrong_model_name_is_model_not_found_listing_the_ready_models(triton_s
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_model_without_the_contract_parameters_is_a_contract_error(triton_server, protocol):
     with pytest.raises(ContractError) as info:
-        SerClient(_url(triton_server, protocol), model="no_contract", protocol=protocol).open()
+        SerClient(server_url(triton_server, protocol), model="no_contract", protocol=protocol).open()
     text = _one_line(info.value)
     assert "'no_contract'" in text and "ser.labels" in text
 
@@ -138,7 +135,7 @@ def test_a_model_with_other_tensor_names_is_a_contract_error(triton_server):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_request_the_server_refuses_is_an_inference_error(triton_server, protocol):
-    with SerClient(_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
+    with SerClient(server_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
         with pytest.raises(InferenceError) as info:
             client.infer_windows(np.zeros((1, 123), np.float32), np.array([123]))
         text = _one_line(info.value)

@@ -19,18 +19,14 @@ from client.audio import AudioConfig, aggregate, resample
 from client.batch import find_audio, predict_files
 from client.errors import AudioTooLongError, ConfigError
 from client.triton_client import AsyncSerClient, SerClient, TransportOptions, parse_classification
-from tests.helpers import RAVDESS8
+from tests.helpers import RAVDESS8, server_url
 
 PROTOCOLS = ("grpc", "http")
 
 
-def _url(server, protocol: str) -> str:
-    return server.grpc_url if protocol == "grpc" else server.http_url
-
-
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_top_k_from_the_classification_extension_agrees_with_the_probabilities(triton_server, serving_clips, protocol):
-    with SerClient(_url(triton_server, protocol), model="ser_fp32", protocol=protocol) as client:
+    with SerClient(server_url(triton_server, protocol), model="ser_fp32", protocol=protocol) as client:
         plain = client.classify(serving_clips["long"])
         pred = client.classify(serving_clips["long"], top_k=3)
         w = pred.window_probabilities.shape[0]
@@ -73,7 +69,7 @@ def test_the_async_client_keeps_n_requests_in_flight_so_the_server_batches(trito
     clips = [(0.3 * rng.standard_normal(16_000)).astype(np.float32) for _ in range(24)]
 
     async def run():
-        async with AsyncSerClient(_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
+        async with AsyncSerClient(server_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
             one = await client.classify(serving_clips["long"], top_k=2)
             before = await _settled(client)
             results = await client.classify_many(clips + [serving_clips["empty"]], concurrency=24, sample_rate=16_000)
@@ -82,7 +78,7 @@ def test_the_async_client_keeps_n_requests_in_flight_so_the_server_batches(trito
         return one, results, before, after
 
     one, results, before, after = asyncio.run(run())
-    with SerClient(_url(triton_server, protocol), model="ser_int8", protocol=protocol) as sync:
+    with SerClient(server_url(triton_server, protocol), model="ser_int8", protocol=protocol) as sync:
         ref = sync.classify(serving_clips["long"])
     assert one.label == ref.label and np.abs(one.window_probabilities - ref.window_probabilities).max() < 1e-3
     assert len(one.top_k) == 2 and len(one.window_top_k) == 4

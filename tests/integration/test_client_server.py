@@ -20,15 +20,11 @@ import pytest
 from client.audio import aggregate, load_audio, make_windows
 from client.contract import ModelContract
 from client.triton_client import ClassifyResult, SerClient
-from tests.helpers import RAVDESS8, REPO_ROOT
+from tests.helpers import RAVDESS8, REPO_ROOT, server_url
 
 PROTOCOLS = ("grpc", "http")
 TOL = 1e-5
 #: The tiny checkpoint's labels (conftest ``tiny_checkpoint``), in logit order.
-
-
-def _url(server, protocol: str) -> str:
-    return server.grpc_url if protocol == "grpc" else server.http_url
 
 
 def _ort_session(repository: Path, model: str):
@@ -82,7 +78,7 @@ def test_importing_the_client_leaves_torch_and_transformers_out():
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_the_client_configures_itself_from_the_served_contract(triton_server, served_models, protocol):
     for model in served_models:
-        with SerClient(_url(triton_server, protocol), model=model, protocol=protocol) as client:
+        with SerClient(server_url(triton_server, protocol), model=model, protocol=protocol) as client:
             assert isinstance(client.contract, ModelContract)
             assert client.contract.labels == RAVDESS8
             labels_txt = (triton_server.repository / model / "labels.txt").read_text().splitlines()
@@ -96,7 +92,7 @@ def test_the_client_configures_itself_from_the_served_contract(triton_server, se
 def test_served_windows_equal_in_process_onnxruntime(triton_server, served_models, protocol):
     for model in served_models:
         session = _ort_session(triton_server.repository, model)
-        with SerClient(_url(triton_server, protocol), model=model, protocol=protocol) as client:
+        with SerClient(server_url(triton_server, protocol), model=model, protocol=protocol) as client:
             k = min(5, client.max_batch_size)
             x, n = _windows(7, k, client.contract.window_samples)
             logits, probs = client.infer_windows(x, n)
@@ -112,7 +108,7 @@ def test_classify_combines_window_probabilities_exactly_as_the_audio_contract(
 ):
     model = "ser_fp32" if "ser_fp32" in served_models else "ser_int8"
     session = _ort_session(triton_server.repository, model)
-    with SerClient(_url(triton_server, protocol), model=model, protocol=protocol) as client:
+    with SerClient(server_url(triton_server, protocol), model=model, protocol=protocol) as client:
         for key, expected_windows in (("short", 1), ("long", 4)):
             pred = client.classify(serving_clips[key])
             y = load_audio(serving_clips[key])
@@ -153,7 +149,7 @@ def test_a_clip_with_more_windows_than_max_batch_size_is_split_across_requests(t
 def test_32_concurrent_requests_are_merged_by_the_dynamic_batcher(triton_server, protocol):
     rng = np.random.default_rng(3)
     clips = [(0.3 * rng.standard_normal(16_000)).astype(np.float32) for _ in range(32)]
-    with SerClient(_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
+    with SerClient(server_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
         before = _settled_stats(client)
         results = list(client.classify_many(clips, concurrency=32, sample_rate=16_000))
         after = _settled_stats(client)
@@ -184,7 +180,7 @@ def test_grpc_and_http_agree_and_one_tiny_request_is_fast(triton_server):
     x, n = _windows(11, 1, 16_000)
     timings, outputs = {}, {}
     for protocol in PROTOCOLS:
-        with SerClient(_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
+        with SerClient(server_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
             client.infer_windows(x, n)  # warm-up
             samples = []
             for _ in range(15):

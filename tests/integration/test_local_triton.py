@@ -131,7 +131,7 @@ def test_a_model_that_fails_to_load_is_a_server_start_error_naming_it(portable_r
 @pytest.mark.slow
 def test_serve_forever_serves_until_sigterm_then_stops_cleanly(portable_repository, tmp_path):
     code = (
-        "import sys; from deploy.local_triton import serve_forever; "
+        "import sys; from deploy.supervisor import serve_forever; "
         f"sys.exit(serve_forever({str(portable_repository)!r}, http_port=None, grpc_port=None, metrics_port=None))"
     )
     proc = subprocess.Popen(

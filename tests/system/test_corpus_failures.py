@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.helpers import files_named
 from training.corpus import CorpusWarning, read_crema_d, read_ravdess, scan_corpus
 from training.corpus_codes import crema_d_name_problem, ravdess_name_problem
 from training.errors import UnusableClipsError
@@ -50,16 +51,8 @@ def test_a_ravdess_name_that_does_not_parse_says_exactly_what_is_wrong(name, pro
     assert problem in ravdess_name_problem(name)
 
 
-def _touch(root: Path, names: list[str]) -> Path:
-    for name in names:
-        p = root / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"RIFF")
-    return root
-
-
 def test_the_reader_warning_and_the_scan_carry_each_bad_names_reason(tmp_path):
-    root = _touch(tmp_path, ["AudioWAV/1001_DFA_ANG_XX.wav", "AudioWAV/1001_DFA_XYZ_XX.wav", "AudioWAV/1001_KIT_ANG_XX.wav"])
+    root = files_named(tmp_path, ["AudioWAV/1001_DFA_ANG_XX.wav", "AudioWAV/1001_DFA_XYZ_XX.wav", "AudioWAV/1001_KIT_ANG_XX.wav"])
     with pytest.warns(CorpusWarning) as caught:
         scan = scan_corpus(root, layout="crema-d")
     assert [c.path.name for c in scan.clips] == ["1001_DFA_ANG_XX.wav"]
@@ -71,7 +64,7 @@ def test_the_reader_warning_and_the_scan_carry_each_bad_names_reason(tmp_path):
 
 
 def test_ravdess_recordings_its_documentation_rules_out_are_skipped_as_defects(tmp_path):
-    root = _touch(tmp_path, [
+    root = files_named(tmp_path, [
         "Actor_01/03-01-05-01-01-01-01.wav",  # fine
         "Actor_01/03-01-01-02-01-01-01.wav",  # strong neutral: RAVDESS has none
         "Actor_01/03-02-08-01-01-01-01.wav",  # surprised song: songs have no disgust or surprise
@@ -88,7 +81,7 @@ def test_ravdess_recordings_its_documentation_rules_out_are_skipped_as_defects(t
 
 def test_a_crema_d_root_with_wav_and_mp3_copies_reads_each_recording_once_from_its_wav(tmp_path):
     names = ["1001_DFA_ANG_XX", "1001_DFA_SAD_XX"]
-    root = _touch(tmp_path, [f"AudioWAV/{n}.wav" for n in names] + [f"AudioMP3/{n}.mp3" for n in names]
+    root = files_named(tmp_path, [f"AudioWAV/{n}.wav" for n in names] + [f"AudioMP3/{n}.mp3" for n in names]
                   + ["VideoFlash/1001_DFA_ANG_XX.flv", "VideoDemographics.csv"])
     with pytest.warns(CorpusWarning, match="2 second copy of a recording"):
         clips = read_crema_d(root)
@@ -97,7 +90,7 @@ def test_a_crema_d_root_with_wav_and_mp3_copies_reads_each_recording_once_from_i
 
 def test_a_ravdess_tree_unpacked_twice_reads_each_recording_once(tmp_path):
     names = ["Actor_01/03-01-05-01-01-01-01.wav", "Actor_01/03-01-04-01-01-01-01.wav"]
-    root = _touch(tmp_path, names + [f"audio_speech_actors_01-24/{n}" for n in names])
+    root = files_named(tmp_path, names + [f"audio_speech_actors_01-24/{n}" for n in names])
     with pytest.warns(CorpusWarning, match="2 second copy"):
         clips = read_ravdess(root)
     assert sorted(c.path.relative_to(root.resolve()).as_posix() for c in clips) == sorted(names)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from client.errors import ConfigError
+from tests.helpers import files_named
 from training.corpus import CorpusWarning, read_ravdess
 from training.corpus_codes import parse_ravdess_name
 from training.errors import CorpusError
@@ -31,16 +32,8 @@ SKIPPED = [
 ]
 
 
-def _tree(root: Path, names: list[str]) -> Path:
-    for name in names:
-        p = root / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"RIFF")  # the reader goes by names; decoding happens later
-    return root
-
-
 def test_reader_labels_speech_clips_from_their_file_names(tmp_path):
-    root = _tree(tmp_path, SPEECH)
+    root = files_named(tmp_path, SPEECH)
     clips = read_ravdess(root)
     got = {(c.path.relative_to(root.resolve()).as_posix(), c.actor, c.label, c.intensity, c.statement, c.repetition)
            for c in clips}
@@ -55,7 +48,7 @@ def test_reader_labels_speech_clips_from_their_file_names(tmp_path):
 
 
 def test_reader_skips_song_video_malformed_and_non_audio_with_one_warning(tmp_path):
-    root = _tree(tmp_path, SPEECH + SKIPPED)
+    root = files_named(tmp_path, SPEECH + SKIPPED)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         clips = read_ravdess(root)
@@ -69,7 +62,7 @@ def test_reader_skips_song_video_malformed_and_non_audio_with_one_warning(tmp_pa
 
 
 def test_reader_includes_song_on_request(tmp_path):
-    root = _tree(tmp_path, SPEECH + SKIPPED[:1])
+    root = files_named(tmp_path, SPEECH + SKIPPED[:1])
     clips = read_ravdess(root, include_song=True)
     assert len(clips) == len(SPEECH) + 1
     assert {c.vocal_channel for c in clips} == {1, 2}
@@ -88,7 +81,7 @@ def test_missing_root_empty_root_and_nothing_usable_raise_corpus_error(tmp_path)
         read_ravdess(tmp_path / "nope")
     with pytest.raises(CorpusError, match="no RAVDESS"):
         read_ravdess(tmp_path)
-    _tree(tmp_path, SKIPPED)
+    files_named(tmp_path, SKIPPED)
     with pytest.warns(CorpusWarning), pytest.raises(CorpusError, match="no RAVDESS"):
         read_ravdess(tmp_path)
 
@@ -109,7 +102,7 @@ def test_name_parser_rejects_malformed_names(name):
 
 def _corpus(tmp_path: Path, actors: int = 8) -> Path:
     names = [f"Actor_{a:02d}/03-01-{e:02d}-01-01-01-{a:02d}.wav" for a in range(1, actors + 1) for e in (1, 3, 4, 5)]
-    return _tree(tmp_path / "corpus", names)
+    return files_named(tmp_path / "corpus", names)
 
 
 def test_no_actor_is_in_two_partitions(tmp_path):
@@ -182,7 +175,7 @@ CREMA_SKIPPED = [
 
 
 def test_crema_d_reader_labels_clips_and_skips_the_rest_with_one_warning(tmp_path):
-    root = _tree(tmp_path, CREMA + CREMA_SKIPPED)
+    root = files_named(tmp_path, CREMA + CREMA_SKIPPED)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         clips = read_crema_d(root)
@@ -210,8 +203,8 @@ def test_crema_d_name_parser_accepts_valid_names(name):
 
 
 def test_class_sets_drop_or_merge_calm_and_take_surprised_only_from_ravdess(tmp_path):
-    ravdess = read_ravdess(_tree(tmp_path / "r", SPEECH))  # neutral, angry, sad, surprised, calm
-    crema = read_crema_d(_tree(tmp_path / "c", CREMA))
+    ravdess = read_ravdess(files_named(tmp_path / "r", SPEECH))  # neutral, angry, sad, surprised, calm
+    crema = read_crema_d(files_named(tmp_path / "c", CREMA))
     both = read_corpora({"ravdess": tmp_path / "r", "crema-d": tmp_path / "c"})
     assert len(both) == len(ravdess) + len(crema)
     assert [c.label for c in apply_class_set(ravdess, "ravdess8")].count("calm") == 1
@@ -229,7 +222,7 @@ def test_class_sets_drop_or_merge_calm_and_take_surprised_only_from_ravdess(tmp_
 
 def _two_corpora(tmp_path: Path) -> tuple[Path, Path]:
     r = _corpus(tmp_path, actors=10)
-    c = _tree(tmp_path / "crema", [f"AudioWAV/{a}_DFA_{e}_XX.wav" for a in range(1001, 1016) for e in ("ANG", "SAD")])
+    c = files_named(tmp_path / "crema", [f"AudioWAV/{a}_DFA_{e}_XX.wav" for a in range(1001, 1016) for e in ("ANG", "SAD")])
     return r, c
 
 
@@ -272,6 +265,6 @@ def test_impossible_folds_raise_config_error(bad, tmp_path):
 
 
 def test_an_unknown_layout_among_combined_corpora_raises_config_error(tmp_path):
-    _tree(tmp_path / "a", SPEECH)
+    files_named(tmp_path / "a", SPEECH)
     with pytest.raises(ConfigError, match="layout='opera'"):
         read_corpora({"ravdess": tmp_path / "a", "opera": tmp_path / "a"})

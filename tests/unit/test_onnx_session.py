@@ -61,3 +61,11 @@ def test_a_session_from_the_factory_runs_the_graph(identity_onnx):
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     (y,) = open_session(identity_onnx, intra_op_threads=1).run(None, {"x": x})
     assert np.array_equal(y, x)
+
+
+def test_the_served_model_reads_the_thread_parameter_the_repository_writer_sets():
+    """The portable model file keeps its own copy of the parameter name (it runs without the bundle)."""
+    from export.repository.names import THREADS_PARAMETER
+    from export.triton_python_model import THREADS_PARAMETER as SERVED
+
+    assert SERVED == THREADS_PARAMETER == "intra_op_thread_count"

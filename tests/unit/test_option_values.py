@@ -94,3 +94,11 @@ def test_ser_loadtest_options_default_to_the_load_tests_config() -> None:
     assert (args.model, args.protocol, tuple(args.users), args.run_time, args.warmup, args.compare_users, args.out) == (
         defaults["model"], defaults["protocol"], defaults["users"], defaults["run_time_s"], defaults["warmup_s"],
         defaults["compare_users"], defaults["out_dir"])
+
+
+def test_a_port_is_1_to_65535() -> None:
+    assert values.port("8001") == 8001
+    with pytest.raises(ConfigError, match="'70000': a port is at most 65535"):
+        values.port("70000")
+    with pytest.raises(ConfigError, match="'0': must be >= 1"):
+        values.port("0")
