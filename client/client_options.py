@@ -19,6 +19,8 @@ PROTOCOLS = ("grpc", "http")
 DEFAULT_GRPC_URL = "127.0.0.1:8001"
 DEFAULT_HTTP_URL = "127.0.0.1:8000"
 DEFAULT_MODEL = "ser_int8"
+#: Time limit of one client call (s) unless the caller gives ``timeout_s``.
+DEFAULT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -137,4 +139,4 @@ def normalize_url(url: str, *, protocol: str) -> str:
     return text
 
 
-__all__ = ["DEFAULT_GRPC_URL", "DEFAULT_HTTP_URL", "DEFAULT_MODEL", "PROTOCOLS", "TransportOptions", "normalize_url"]
+__all__ = ["DEFAULT_GRPC_URL", "DEFAULT_HTTP_URL", "DEFAULT_MODEL", "DEFAULT_TIMEOUT_S", "PROTOCOLS", "TransportOptions", "normalize_url"]

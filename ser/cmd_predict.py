@@ -10,7 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from client.client_options import DEFAULT_GRPC_URL, DEFAULT_HTTP_URL, DEFAULT_MODEL, PROTOCOLS
+from client.client_options import (
+    DEFAULT_GRPC_URL,
+    DEFAULT_HTTP_URL,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT_S,
+    PROTOCOLS,
+)
 from client.retry import RetryPolicy
 from ser.arg_types import non_negative_int, positive_float, positive_int, seconds
 
@@ -62,6 +68,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """Add ``predict`` to ``sub`` (the ``ser`` subcommands)."""
+    from client.audio import DEFAULT_MAX_DURATION_S  # noqa: PLC0415 - numpy only; the defaults are the client's
+
     pr = sub.add_parser("predict", help="classify audio files and directories through a running Triton server")
     pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with ffmpeg)")
     pr.add_argument("--url", default=None,
@@ -71,7 +79,8 @@ def add_parsers(sub) -> None:
     pr.add_argument("--server-side", action="store_true",
                     help="send each file's bytes to the server-side audio model, which decodes and windows it "
                          "(same answers; the client decodes nothing)")
-    pr.add_argument("--timeout-s", type=positive_float, default=30.0, help="time limit of each call, s (default: 30)")
+    pr.add_argument("--timeout-s", type=positive_float, default=DEFAULT_TIMEOUT_S,
+                    help=f"time limit of each call, s (default: {DEFAULT_TIMEOUT_S:g})")
     pr.add_argument("--request-timeout-s", type=positive_float, default=None, help="per-request limit (gRPC client_timeout, HTTP network timeout); default: --timeout-s")
     pr.add_argument("--json", action="store_true", help="same as --format jsonl")
     pr.add_argument("--format", choices=["jsonl", "csv", "text"], default=None, help="default: text on stdout; csv for --output *.csv, else jsonl")
@@ -79,7 +88,8 @@ def add_parsers(sub) -> None:
     pr.add_argument("--resume", action="store_true", help="keep the rows already in --output and classify only the missing files")
     pr.add_argument("--concurrency", type=positive_int, default=4, help="files in flight (default: 4); the server's dynamic batcher merges them")
     pr.add_argument("--top-k", type=positive_int, default=None, help="add the k best classes (Triton's classification extension)")
-    pr.add_argument("--max-duration-s", type=positive_float, default=600.0, help="refuse longer files, checked before decoding (default: 600)")
+    pr.add_argument("--max-duration-s", type=positive_float, default=DEFAULT_MAX_DURATION_S,
+                    help=f"refuse longer files, checked before decoding (default: {DEFAULT_MAX_DURATION_S:g})")
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: when stderr is a terminal)")
     retry = RetryPolicy()
     pr.add_argument("--retries", type=non_negative_int, default=retry.max_attempts - 1,
