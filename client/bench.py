@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from .client_options import DEFAULT_MODEL
 from .errors import ConfigError
 from .option_values import arg_type, csv_ints, positive_int
 
@@ -122,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The benchmark's options (shared by ``python -m client.bench`` and ``ser bench-client``)."""
     parser.add_argument("--url", default=None, help="server HOST:PORT (default: the protocol's local default)")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    parser.add_argument("--model", default="ser_int8")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
     parser.add_argument("--reps", type=arg_type(positive_int), default=ClientBenchConfig.reps)
     parser.add_argument("--clips", type=arg_type(positive_int), default=ClientBenchConfig.clips,
                         help=f"files for directory mode (default: {ClientBenchConfig.clips})")

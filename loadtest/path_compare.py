@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from client.audio_service import AUDIO_MODEL
+from client.client_options import DEFAULT_MODEL
 from client.errors import ConfigError
 from loadtest.gates import Thresholds
 from loadtest.locust_run import RunResult, run_locust
@@ -141,7 +142,7 @@ def compare_paths(
     repository: Path | None = None,
     url: str | None = None,
     metrics_url: str | None = None,
-    window_model: str = "ser_int8",
+    window_model: str = DEFAULT_MODEL,
     audio_model: str = AUDIO_MODEL,
     protocol: str = "grpc",
     users: int = 16,

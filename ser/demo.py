@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from client.client_options import DEFAULT_MODEL, PROTOCOLS
 from client.errors import ConfigError
 
 HONESTY = (
@@ -51,7 +52,7 @@ class DemoConfig:
     repository: Path = Path("model_repository")
     fresh: bool = False
     protocol: str = "grpc"
-    model: str = "ser_int8"
+    model: str = DEFAULT_MODEL
     concurrency: int = 8
     loadtest_users: int = 8
     loadtest_s: int = 5
@@ -63,10 +64,13 @@ class DemoConfig:
             raise ConfigError(f"max_steps={self.max_steps}: must be >= 1")
         object.__setattr__(self, "workdir", Path(self.workdir))
         object.__setattr__(self, "repository", Path(self.repository))
-        if self.protocol not in ("grpc", "http"):
-            raise ConfigError(f"protocol={self.protocol!r}: expected 'grpc' or 'http'")
-        if self.model not in ("ser_int8", "ser_fp32"):
-            raise ConfigError(f"model={self.model!r}: the demo serves 'ser_int8' and 'ser_fp32'")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol={self.protocol!r}: expected one of {list(PROTOCOLS)}")
+        from export.repository.names import model_name  # noqa: PLC0415 - when a demo is configured, not at --help
+
+        served = tuple(model_name(v) for v in ("int8", "fp32"))
+        if self.model not in served:
+            raise ConfigError(f"model={self.model!r}: the demo serves {' and '.join(map(repr, served))}")
         if self.concurrency < 1:
             raise ConfigError(f"concurrency={self.concurrency}: must be >= 1")
 
