@@ -244,13 +244,13 @@ def test_master_and_worker_mode_runs_the_load_and_the_master_ends_the_warmup_and
 
     from deploy.local_triton import free_ports
     from loadtest.locust_run import REPO_ROOT
-    from loadtest.locust_run import final_stats_csv as _aggregated
 
     (port,) = free_ports(1)
     common = ["--host", triton_server.grpc_url, "--model", MODEL]
     master = subprocess.Popen(
         _locust("--master", "--headless", "--expect-workers", "1", "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", str(port), "-u", "4", "-r", "4", "-t", "7s", "--csv", str(tmp_path / "mw"),
+                "--final-stats", str(final_stats_csv(tmp_path / "mw")),
                 "--only-summary", "--max-failure-ratio", "0", "--warmup-s", "4",
                 "--warmup-marker", str(tmp_path / "warm.json"), *common),
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -266,7 +266,7 @@ def test_master_and_worker_mode_runs_the_load_and_the_master_ends_the_warmup_and
                 proc.communicate()
     assert master.returncode == 0, master_err[-2000:]
     assert worker.returncode == 0
-    row = _aggregated(tmp_path / "mw_stats.csv")
+    row = aggregated_row(final_stats_csv(tmp_path / "mw"))  # written by the master, from its workers' reports
     assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0
     # The master ended the warm-up on the counts its worker had reported (every 3 s, Locust's interval).
     assert json.loads((tmp_path / "warm.json").read_text())["requests"] > 0
