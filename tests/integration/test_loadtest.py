@@ -161,7 +161,7 @@ def test_a_warmup_is_counted_apart_and_the_servers_window_starts_when_it_ends(tr
     assert 0 < run.server_seconds < config.warmup_s + config.run_time_s
     # The server's window opens when the runner sees the warm-up's end and lasts run_time_s; Locust's opens at
     # its statistics' reset and closes when it stops: the two differ by the marker's polling lag at each end.
-    assert run.requests * 0.75 <= run.server.inference_count < run.requests + run.warmup_requests
+    assert run.requests * 0.5 <= run.server.inference_count < run.requests + run.warmup_requests
     assert run.server_inferences_per_s == pytest.approx(run.rps, rel=0.35)
     doc = json.loads(report.files["json"].read_text())
     assert doc["runs"][0]["warmup_requests"] == run.warmup_requests
