@@ -30,7 +30,7 @@ from .errors import ConfigError, ModelNotFoundError, ServerUnavailableError
 from .results import ClassifyResult
 from .sync_client import SerClient
 
-#: Suffixes :func:`find_audio` picks up in directories (files named explicitly are always taken).
+#: Output formats of :func:`predict_files`.
 FORMATS = ("jsonl", "csv", "text")
 #: CSV columns before the one-per-label ``p_<label>`` columns (``v_<name>`` for a regression head's values).
 CSV_COLUMNS = ("file", "ok", "label", "confidence", "windows", "latency_s", "top_k", "error_type", "error")

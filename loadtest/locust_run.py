@@ -2,9 +2,10 @@
 
 :func:`run_locust` runs ``locust -f <locustfile> --headless`` once at one user count (bounded by
 ``warmup_s + run_time_s``), while a :class:`~loadtest.sampler.RunSampler` reads the server's
-counters per model version and its memory; it returns a :class:`RunResult` read from Locust's
-``_stats.csv``, the gate lines of its log and the sampler. Locust's own files go to
-``<out_dir>/<scenario>-u<N>_stats.csv`` and ``.log``.
+counters per model version and its memory; it returns a :class:`RunResult` read from the run's
+final statistics table (:func:`final_stats_csv`, written by the locustfile when Locust quits), the
+gate lines of its log and the sampler. Locust's own files go to ``<out_dir>/<scenario>-u<N>_stats.csv``
+and ``.log``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class RunResult:
         server: Triton's counters over the run (after − before), or None without metrics.
         exit_code: Locust's exit code (1 on a broken gate or any failure).
         gate_failures: the broken gates, one line each.
-        stats_csv: Locust's ``_stats.csv`` of this run.
+        stats_csv: the statistics table the figures were read from: :func:`final_stats_csv`, or Locust's
+            ``_stats.csv`` for a locustfile that does not install the bundle's listeners.
         warmup_requests, warmup_failures: requests made and failed during the warm-up (not in the figures above).
         server_seconds: wall time between the two reads of the server's counters (s; NaN without metrics).
         memory: resident memory of the server and its stubs, sampled over the run (empty when the

@@ -31,7 +31,7 @@ from loadtest.gates import Thresholds
 from loadtest.locust_run import RunResult, run_locust
 from loadtest.metrics import read_counters
 from loadtest.payload import AudioSourceConfig
-from loadtest.run_config import LoadTestConfig
+from loadtest.run_config import DEFAULT_OUT, LoadTestConfig
 from loadtest.scenarios import write_scenario_repository
 
 LOCUSTFILE_CLIPS = Path(__file__).with_name("locustfile_clips.py")
@@ -150,7 +150,7 @@ def compare_paths(
     warmup_s: int = 0,
     audio: AudioSourceConfig | None = None,
     thresholds: Thresholds | None = None,
-    out_dir: Path = Path(".cache/loadtest"),
+    out_dir: Path = DEFAULT_OUT,
     progress: TextIO | None = None,
 ) -> PathComparison:
     """Run the client-side and the server-side path side by side and write ``paths.{md,json}``.

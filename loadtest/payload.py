@@ -32,9 +32,6 @@ from client.errors import AudioError, ConfigError
 from training.errors import CorpusError
 from training.folds import PARTITIONS
 
-#: File suffixes taken from an audio folder (decoded by soundfile, or librosa when present).
-#: Manifest partitions.
-
 
 @dataclass(frozen=True)
 class AudioSourceConfig:

@@ -5,7 +5,7 @@ targets a running server), runs ``locust -f loadtest/locustfile.py --headless``
 as a subprocess for each user count (bounded by ``run_time_s``), scrapes the
 server's metrics endpoint before and after each run, and writes a report
 (``loadtest.{csv,md,png,json}``, :mod:`loadtest.report`) next to Locust's own files
-(``locust/<scenario>-u<N>_stats.csv`` and ``.log``).
+(``locust/<scenario>-u<N>_stats.csv``, ``_stats_final.csv`` and ``.log``).
 
 Comparisons (need a repository, because they serve edited copies of it):
 

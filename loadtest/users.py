@@ -196,6 +196,7 @@ def write_final_stats(environment) -> Path | None:
     if not target or isinstance(environment.runner, WorkerRunner):
         return None
     path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(fh))
     return path

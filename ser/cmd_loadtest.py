@@ -1,13 +1,14 @@
 """``ser loadtest``: Locust against a started or given server, or the client-side vs server-side comparison.
 
-Its options and handler; the handler imports :mod:`loadtest` when run.
+Its options (their defaults read from :class:`loadtest.run_config.LoadTestConfig` when the parser is
+built) and handler, which imports the rest of :mod:`loadtest` when run.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,13 +69,15 @@ def add_parsers(sub) -> None:
     target = lt.add_mutually_exclusive_group(required=True)
     target.add_argument("--repository", type=Path, help="start the local tritonserver on this repository for the run")
     target.add_argument("--url", help="target a running server HOST:PORT instead")
-    lt.add_argument("--metrics-url", default=None, help="HOST:PORT of Triton's metrics endpoint (with --url; default: same host, port 8002)")
-    from client.option_values import arg_type  # noqa: PLC0415 - what the parser needs of the load test's config
+    lt.add_argument("--metrics-url", default=None, help="HOST:PORT of Triton's metrics endpoint (with --url; without it the executed-batch, "
+                         "queue and compute columns stay empty)")
+    from client.audio_service import AUDIO_MODEL  # noqa: PLC0415 - what the parser needs of the load test's config
+    from client.option_values import arg_type  # noqa: PLC0415
     from loadtest.gates import limit_check  # noqa: PLC0415
     from loadtest.payload import AudioSourceConfig  # noqa: PLC0415
     from loadtest.run_config import LoadTestConfig  # noqa: PLC0415
 
-    config = SimpleNamespace(**{f.name: f.default for f in fields(LoadTestConfig)})  # its defaults, stated once there
+    config = SimpleNamespace(**{f.name: f.default for f in fields(LoadTestConfig) if f.default is not MISSING})
     audio = AudioSourceConfig()
     lt.add_argument("--model", default=config.model, help=f"model name (default: {config.model})")
     lt.add_argument("--protocol", choices=list(PROTOCOLS), default=config.protocol)
@@ -112,6 +115,7 @@ def add_parsers(sub) -> None:
     lt.add_argument("--compare-server-side", action="store_true",
                     help="instead of the sweep: whole clips at --compare-users, the client decoding them (windows to --model) "
                          "against the server decoding them (bytes to --audio-model), side by side; report paths.md")
-    lt.add_argument("--audio-model", default="ser", help="--compare-server-side: the server-side audio model (default: ser)")
+    lt.add_argument("--audio-model", default=AUDIO_MODEL,
+                    help=f"--compare-server-side: the server-side audio model (default: {AUDIO_MODEL})")
     lt.add_argument("--out", type=Path, default=config.out_dir, help=f"report directory (default: {config.out_dir})")
     lt.set_defaults(func=cmd_loadtest)

@@ -71,7 +71,7 @@ def add_parsers(sub) -> None:
     from client.audio import DEFAULT_MAX_DURATION_S  # noqa: PLC0415 - numpy only; the defaults are the client's
 
     pr = sub.add_parser("predict", help="classify audio files and directories through a running Triton server")
-    pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with ffmpeg)")
+    pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with librosa and ffmpeg)")
     pr.add_argument("--url", default=None,
                     help=f"server address HOST:PORT (default: {DEFAULT_GRPC_URL} for gRPC, {DEFAULT_HTTP_URL} for HTTP)")
     pr.add_argument("--protocol", choices=list(PROTOCOLS), default=PROTOCOLS[0])
