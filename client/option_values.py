@@ -46,26 +46,25 @@ def port(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """``text`` as a finite number > 0."""
+def _finite_number(text: str, accept: Callable[[float], bool], expected: str) -> float:
+    """``text`` as a float that is finite and passes ``accept``; else ConfigError ``'<text>': <expected>``."""
     try:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{text!r}: expected a number") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"{text!r}: must be a finite number > 0")
+    if not (math.isfinite(value) and accept(value)):
+        raise ConfigError(f"{text!r}: {expected}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """``text`` as a finite number > 0."""
+    return _finite_number(text, lambda v: v > 0, "must be a finite number > 0")
 
 
 def non_negative_float(text: str) -> float:
     """``text`` as a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{text!r}: expected a number") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise ConfigError(f"{text!r}: expected a finite number >= 0")
-    return value
+    return _finite_number(text, lambda v: v >= 0, "expected a finite number >= 0")
 
 
 def seconds(text: str) -> float:

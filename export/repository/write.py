@@ -67,7 +67,7 @@ def write_repository(
         runtime: ``portable`` or ``native``.
         variants: which exported variants to serve.
         max_batch_size: Triton ``max_batch_size`` (default: from ``bench``, else 8).
-        max_queue_delay_us: dynamic batcher queue delay (µs; default: from ``bench``, else 2000).
+        max_queue_delay_us: dynamic batcher queue delay (µs; default: from ``bench``, else ``RepositoryConfig``'s).
         preferred_batch_sizes: dynamic batcher preferred sizes (default: from ``bench``,
             else the two largest powers of two up to ``max_batch_size``).
         instances: instances per device.
@@ -98,7 +98,7 @@ def write_repository(
         variants=tuple(variants),
         max_batch_size=8 if max_batch_size is None else max_batch_size,
         preferred_batch_sizes=tuple(preferred_batch_sizes) if preferred_batch_sizes is not None else None,
-        max_queue_delay_us=2000 if max_queue_delay_us is None else max_queue_delay_us,
+        max_queue_delay_us=RepositoryConfig.max_queue_delay_us if max_queue_delay_us is None else max_queue_delay_us,
         instances=instances,
         intra_op_threads=intra_op_threads,
         inter_op_threads=inter_op_threads,
