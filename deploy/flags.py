@@ -28,6 +28,10 @@ and against the command-line parser of the pinned release (:data:`TRITON_TAG`):
   must not change them.
 * gRPC TLS: ``--grpc-use-ssl`` with server certificate and key, ``--grpc-use-ssl-mutual``
   when a client CA is given. Triton's HTTP endpoint has no TLS: terminate it at the ingress.
+* ``--backend-config=onnxruntime,enable-global-threadpool=1`` with ``intra_op_thread_count=<CPUs>``
+  (:func:`onnxruntime_thread_args`): every model instance of Triton's ONNX Runtime backend shares one
+  thread pool as wide as the CPUs the node gives the server, so more models or instances never
+  oversubscribe the cores; the model configs' own thread parameters are then ignored.
 * ``--http-max-input-size`` (:data:`HTTP_MAX_INPUT_SIZE`, GPU nodes only): the largest HTTP
   request input the server reads, sized by :func:`largest_request_bytes` for the bundle's
   largest legitimate request. The flag and the fixes for oversized and overflowing HTTP
@@ -104,6 +108,20 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 EXIT_TIMEOUT_S = 30
 #: Latency quantiles in Prometheus.
 SUMMARY_LATENCIES = "--metrics-config=summary_latencies=true"
+
+
+def onnxruntime_thread_args(threads: int) -> list[str]:
+    """Flags for one ONNX Runtime thread pool of ``threads`` intra-op threads, shared by every native model instance.
+
+    The graph is a chain, so inter-op parallelism buys nothing: one inter-op thread.
+    """
+    if threads < 1:
+        raise ConfigError(f"onnxruntime threads={threads}: must be >= 1")
+    return [
+        "--backend-config=onnxruntime,enable-global-threadpool=1",
+        f"--backend-config=onnxruntime,intra_op_thread_count={threads}",
+        "--backend-config=onnxruntime,inter_op_thread_count=1",
+    ]
 
 
 def restricted_args(admin_key: str) -> list[str]:

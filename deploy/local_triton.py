@@ -48,10 +48,12 @@ from typing import Sequence
 
 from client.errors import ConfigError, ServerError, ServerStartError
 from deploy.cleanup import kill_stubs, pid_alive, pids_of_stubs, remove_shm_regions, shm_regions
-from deploy.flags import SUMMARY_LATENCIES, GrpcTls, restricted_args
+from deploy.flags import SUMMARY_LATENCIES, GrpcTls, onnxruntime_thread_args, restricted_args
+from deploy.native_backend.locate import backends_dir, find_onnxruntime_backend
+from deploy.node import usable_cpus
 from deploy.probes import grpc_models, grpc_ready, http_get_status, http_models
 from deploy.server_log import summarize_failure
-from deploy.triton_binary import find_installation, make_backend_directory, server_env
+from deploy.triton_binary import find_installation, make_backend_directory, native_models, server_env
 
 MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 
@@ -92,6 +94,9 @@ class LocalTriton:
         http: serve the HTTP endpoint; False turns it off (``--allow-http=false``: gRPC and
             metrics only), which closes the JSON path that one request can abort 2.51 through.
             Not with ``grpc_tls`` (readiness is then checked over plaintext gRPC).
+        onnxruntime_threads: width of the one ONNX Runtime thread pool every native model shares
+            (:func:`deploy.flags.onnxruntime_thread_args`); None: the CPUs this process may use
+            (:func:`deploy.node.usable_cpus`). Only used when the repository has native models.
         extra_args: further tritonserver flags, appended last (they win).
 
     Attributes:
@@ -116,6 +121,7 @@ class LocalTriton:
         admin_key: str | None = None,
         grpc_tls: GrpcTls | None = None,
         http: bool = True,
+        onnxruntime_threads: int | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.repository = Path(repository).expanduser().resolve()
@@ -155,6 +161,10 @@ class LocalTriton:
                 "keep HTTP on (it listens on 127.0.0.1 only) or serve gRPC without TLS"
             )
         self.http = bool(http)
+        self.native_models = native_models(self.repository)
+        self._onnxruntime_backend = self._find_onnxruntime_backend() if self.native_models else None
+        self.onnxruntime_threads = onnxruntime_threads if onnxruntime_threads is not None else usable_cpus()
+        self._thread_args = onnxruntime_thread_args(self.onnxruntime_threads) if self.native_models else []
         self._starts = 0
         self._user_log_path = Path(log_path).expanduser().resolve() if log_path else None
         self.shm_prefix = f"ser_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
@@ -167,6 +177,15 @@ class LocalTriton:
         self._lock = threading.Lock()
         self.startup_s: float | None = None
         self.returncode: int | None = None
+
+    def _find_onnxruntime_backend(self) -> Path:
+        folder = find_onnxruntime_backend()
+        if folder is None:
+            raise ServerStartError(
+                f"{self.repository}: models {self.native_models} run on Triton's ONNX Runtime backend, which is not "
+                f"built in {backends_dir()}: run `make venv` (it builds it) or `python -m deploy.native_backend`"
+            )
+        return folder
 
     # --- addresses ---------------------------------------------------------
 
@@ -239,6 +258,7 @@ class LocalTriton:
             "--log-warning=true",
             "--log-error=true",
             SUMMARY_LATENCIES,
+            *self._thread_args,
             *self._restricted,
             *(self.grpc_tls.args() if self.grpc_tls is not None else []),
         ]
@@ -284,7 +304,7 @@ class LocalTriton:
         )
         self._tmp = Path(tempfile.mkdtemp(prefix="ser-triton-"))
         try:
-            make_backend_directory(inst, self._tmp)
+            make_backend_directory(inst, self._tmp, onnxruntime=self._onnxruntime_backend)
             self._log_path = self._user_log_path or (self._tmp / "tritonserver.log")
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             # A restart appends to a log file of the caller's: the crash that caused it stays readable.

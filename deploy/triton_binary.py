@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -69,17 +70,38 @@ def find_installation() -> TritonInstallation:
     return inst
 
 
-def make_backend_directory(inst: TritonInstallation, root: Path) -> Path:
+def make_backend_directory(inst: TritonInstallation, root: Path, *, onnxruntime: Path | None = None) -> Path:
     """Write ``<root>/backends/python/`` of symlinks to the backend, its utilities and the stub.
 
     The server looks for the stub of the running Python version only in the python
-    backend's own folder, hence the layout. Returns ``<root>/backends`` (``--backend-directory``).
+    backend's own folder, hence the layout. With ``onnxruntime`` (a built backend folder,
+    :func:`deploy.native_backend.locate.find_onnxruntime_backend`), ``<root>/backends/onnxruntime``
+    links to it. Returns ``<root>/backends`` (``--backend-directory``).
     """
     backend = root / "backends" / "python"
     backend.mkdir(parents=True)
     for src in (inst.python_backend, inst.backend_utils, inst.stub):
         (backend / src.name).symlink_to(src)
+    if onnxruntime is not None:
+        (root / "backends" / "onnxruntime").symlink_to(onnxruntime, target_is_directory=True)
     return root / "backends"
+
+
+#: A config line that puts a model on Triton's ONNX Runtime backend.
+_NATIVE_LINE = re.compile(r'^\s*(platform:\s*"onnxruntime_onnx"|backend:\s*"onnxruntime")\s*$', re.M)
+
+
+def native_models(repository: Path) -> list[str]:
+    """Models of ``repository`` that run on Triton's ONNX Runtime backend (``platform: "onnxruntime_onnx"``)."""
+    found = []
+    for config in sorted(Path(repository).glob("*/config.pbtxt")):
+        try:
+            text = config.read_text(errors="replace")
+        except OSError:
+            continue
+        if _NATIVE_LINE.search(text):
+            found.append(config.parent.name)
+    return found
 
 
 def server_env() -> dict[str, str]:
