@@ -264,6 +264,9 @@ def export_checkpoint(
     _prepare_out_dir(out_dir, config.variants)
     local = Path(info.extra.get("hf_checkpoint", checkpoint))
     source = str(checkpoint.resolve()) if checkpoint.exists() else f"{checkpoint} ({local})"
+    # What the served config says: any caller reads it, so no path of the machine that wrote it
+    # (the recipe beside the model keeps the full one, and the sha256s identify the weights).
+    served_source = checkpoint.resolve().name if checkpoint.exists() else str(checkpoint)
     source_sha = checkpoint_weights_sha256(local)
     versions = library_versions(opset=config.onnx.opset)
     converter = installed_versions(("onnxconverter-common",), missing="(unknown version)")["onnxconverter-common"]
@@ -282,7 +285,7 @@ def export_checkpoint(
                       extra: Mapping[str, str] | None = None) -> None:
                 folder = work / variant
                 model = folder / MODEL_FILENAME
-                contract = info.contract(variant=variant, source=source)
+                contract = info.contract(variant=variant, source=served_source)
                 if extra:
                     contract = replace(contract, extra={**contract.extra, **extra})
                 recipe = ExportRecord(

@@ -91,6 +91,7 @@ def cmd_repository(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,
         intra_op_threads=args.intra_op_threads,
+        placement=args.placement,
         gpu_accelerator=args.gpu_accelerator,
         bench=args.bench,
         bench_shape=args.bench_shape,
@@ -144,7 +145,12 @@ def add_parsers(sub) -> None:
     rp.add_argument("--max-queue-delay-us", type=non_negative_int, default=None, help="(default: from --bench, else 2000)")
     rp.add_argument("--bench", type=Path, default=None, help="a `ser bench --json` result: max batch, preferred batch and queue delay per variant come from it")
     rp.add_argument("--bench-shape", default=None, help="bench shape to read (default: the largest measured)")
-    rp.add_argument("--intra-op-threads", type=positive_int, default=None, help="ONNX Runtime threads per CPU instance (native default: 4)")
+    rp.add_argument("--intra-op-threads", type=positive_int, default=None,
+                    help="ONNX Runtime threads per CPU instance (default: none written: native models share the server's "
+                         "pool, sized from the node's CPUs by `ser serve` and the deploy files)")
+    rp.add_argument("--placement", choices=["auto", "gpu", "cpu"], default="auto",
+                    help="native fp32/fp16 instances: auto (the node's GPU when it has one, else CPU: starts on both), "
+                         "gpu (GPU only) or cpu; int8 is always CPU (default: auto)")
     rp.add_argument("--gpu-accelerator", choices=["tensorrt", "cuda"], default="tensorrt", help="native GPU models: TensorRT EP (fp16 precision, engine cache) or plain CUDA EP")
     rp.add_argument("--verify-cpu-class", action="append", default=[], choices=CPU_CLASSES, metavar="CLASS",
                     help="check the int8 model against fp32 on this CPU class too (avx2: emulated with qemu-x86_64) "

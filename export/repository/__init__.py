@@ -11,9 +11,10 @@ Layout (Triton's, exactly)::
 Two runtimes from one builder (docs/serving-and-repositories.md):
 
 * ``native``: ``platform: "onnxruntime_onnx"`` (Triton's onnxruntime backend, NGC
-  container); ``int8`` on ``KIND_CPU`` with intra/inter-op thread parameters
+  container); ``int8`` on ``KIND_CPU``
   (ORT's CUDA provider does not run ``DynamicQuantizeLinear``/``MatMulInteger``),
-  ``fp16`` and ``fp32`` on ``KIND_GPU`` with the TensorRT accelerator
+  ``fp16`` and ``fp32`` on ``KIND_AUTO`` (GPU where the node has one, else CPU; ``placement``
+  overrides) with the TensorRT accelerator
   (``precision_mode`` FP16 for fp16, engine cache) or plain CUDA; every native
   model gets ``model_warmup`` with a real-shaped sample (random ``waveform``
   [W], ``num_samples`` = W from ``warmup/num_samples``) and a ``version_policy``.
@@ -48,10 +49,10 @@ from export.repository.batching import (
 from export.repository.build import TRT_PRECISION, build_model_config
 from export.repository.config import (
     CPU_VARIANTS,
-    DEFAULT_NATIVE_CPU_THREADS,
     DEFAULT_TRT_ENGINE_CACHE,
     DEFAULT_TRT_WORKSPACE_BYTES,
     GPU_ACCELERATORS,
+    PLACEMENTS,
     RUNTIMES,
     RepositoryConfig,
 )
@@ -79,7 +80,7 @@ __all__ = [
     "CONFIG_FILENAME",
     "CPU_CLASS_SOURCE",
     "CPU_VARIANTS",
-    "DEFAULT_NATIVE_CPU_THREADS",
+    "PLACEMENTS",
     "DEFAULT_TRT_ENGINE_CACHE",
     "DEFAULT_TRT_WORKSPACE_BYTES",
     "GPU_ACCELERATORS",

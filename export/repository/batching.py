@@ -19,6 +19,9 @@ BENCH_RUNNERS = {
     ("fp16", "KIND_GPU"): ("torch-fp16",),
     ("fp32", "KIND_GPU"): ("ort-cuda-fp32", "torch-fp32"),
 }
+# KIND_AUTO is sized for the GPU it lands on where there is one: that is where batching pays.
+BENCH_RUNNERS.update({(variant, "KIND_AUTO"): runners for (variant, kind), runners in list(BENCH_RUNNERS.items())
+                      if kind == "KIND_GPU"})
 #: A batch is "good enough" once its clips/s reach this fraction of the best measured.
 BATCH_THROUGHPUT_FRACTION = 0.9
 #: The queue delay is this fraction of one batch-1 inference (waiting longer than a
@@ -64,7 +67,7 @@ def batching_from_bench(bench_json: str | Path, *, variant: str, kind: str, shap
     Args:
         bench_json: written by ``ser bench --json`` (:meth:`export.bench.BenchResult.write_json`).
         variant: ``fp32``, ``int8`` or ``fp16``.
-        kind: ``KIND_CPU`` or ``KIND_GPU`` (which runners stand for the variant: :data:`BENCH_RUNNERS`).
+        kind: ``KIND_CPU``, ``KIND_AUTO`` or ``KIND_GPU`` (which runners stand for the variant: :data:`BENCH_RUNNERS`).
         shape: model shape of the cells to use (default: the largest measured, by GFLOP/clip).
 
     Raises:
@@ -79,7 +82,7 @@ def batching_from_bench(bench_json: str | Path, *, variant: str, kind: str, shap
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a `ser bench --json` result ({type(exc).__name__}: {exc})") from None
     runners = BENCH_RUNNERS.get((variant, kind), ())
-    device = "cuda" if kind == "KIND_GPU" else "cpu"
+    device = "cpu" if kind == "KIND_CPU" else "cuda"
     if shape is None:
         shapes = data.get("shapes", {})
         measured = {c["shape"] for c in cells}

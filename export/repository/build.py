@@ -10,9 +10,16 @@ from pathlib import Path
 from client.contract import LABELS_FILENAME, OUTPUT_LOGITS, ModelContract
 from export.onnx_export import read_signature
 from export.recipe import ExportRecord
-from export.repository.config import DEFAULT_NATIVE_CPU_THREADS, RepositoryConfig
-from export.repository.names import BATCHING_PARAMETER, INTER_THREADS_PARAMETER, THREADS_PARAMETER
+from export.repository.config import RepositoryConfig
+from export.repository.names import BATCHING_PARAMETER, INTER_THREADS_PARAMETER, PLACEMENT_PARAMETER, THREADS_PARAMETER
 from export.repository.warmup import warmup_file_name
+
+#: What ``ser.placement`` tells an operator reading a native config, per instance kind.
+PLACEMENT_NOTES = {
+    "KIND_CPU": "cpu: CPU instances on every node",
+    "KIND_AUTO": "auto: the node's GPUs when it has any (with the GPU accelerator below), else CPU instances",
+    "KIND_GPU": "gpu: GPU instances only; a node without a GPU refuses to load this model",
+}
 
 #: TensorRT precision per variant.
 TRT_PRECISION = {"fp16": "FP16", "fp32": "FP32"}
@@ -60,11 +67,8 @@ def build_model_config(*, name: str, recipe: ExportRecord, recipe_sha256: str, m
     )
     for key, value in contract.to_parameters().items():
         msg.parameters[key].string_value = value
-    threads = config.intra_op_threads
-    if kind == "KIND_CPU" and config.runtime == "native" and threads is None:
-        threads = DEFAULT_NATIVE_CPU_THREADS
-    if threads is not None and kind == "KIND_CPU":
-        msg.parameters[THREADS_PARAMETER].string_value = str(threads)
+    if config.intra_op_threads is not None and kind != "KIND_GPU":
+        msg.parameters[THREADS_PARAMETER].string_value = str(config.intra_op_threads)
     if config.runtime == "native":
         _native_options(msg, mc, variant=recipe.variant, kind=kind, window_samples=sig.window_samples, config=config)
     msg.parameters[BATCHING_PARAMETER].string_value = config.batching_source
@@ -76,9 +80,10 @@ def _native_options(msg, mc, *, variant: str, kind: str, window_samples: int, co
     from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM
 
     msg.version_policy.latest.num_versions = config.num_versions
-    if kind == "KIND_CPU":
+    msg.parameters[PLACEMENT_PARAMETER].string_value = PLACEMENT_NOTES[kind]
+    if kind != "KIND_GPU":
         msg.parameters[INTER_THREADS_PARAMETER].string_value = str(config.inter_op_threads or 1)
-    elif config.gpu_accelerator == "tensorrt":
+    if kind != "KIND_CPU" and config.gpu_accelerator == "tensorrt":
         trt = msg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         trt.parameters["precision_mode"] = TRT_PRECISION.get(variant, "FP32")
         trt.parameters["max_workspace_size_bytes"] = str(config.trt_workspace_bytes)

@@ -11,8 +11,10 @@ from client.errors import ConfigError
 from export.repository.batching import default_preferred_batch_sizes
 
 RUNTIMES = ("portable", "native")
-#: intra_op_thread_count written for native CPU instances when none is given.
-DEFAULT_NATIVE_CPU_THREADS = 4
+#: Where a native fp32/fp16 model's instances go: ``auto`` (Triton's KIND_AUTO: the node's GPUs when it has
+#: any, else its CPU, so one repository starts on both kinds of node), ``gpu`` (KIND_GPU: a CPU-only node
+#: refuses to load it) or ``cpu`` (KIND_CPU). Dynamic int8 is always KIND_CPU.
+PLACEMENTS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 #: Variants served on the CPU by the native runtime (dynamic int8 does not run on ORT's CUDA EP).
 CPU_VARIANTS = ("int8",)
 #: GPU accelerators a native GPU model can name (``cuda``: ORT's CUDA provider, no accelerator section).
@@ -34,10 +36,13 @@ class RepositoryConfig:
             powers of two up to ``max_batch_size``, e.g. ``(4, 8)``).
         max_queue_delay_us: how long the dynamic batcher waits to fill a batch (µs).
         instances: model instances per device.
-        intra_op_threads: ONNX Runtime threads per CPU instance (``None``: native
-            writes 4, portable lets the model pick ``min(4, cpu_count)``).
+        intra_op_threads: ONNX Runtime threads per CPU instance (``None``: none written; a native
+            model then takes the server's shared pool, sized from the node by the launcher
+            (:func:`deploy.flags.onnxruntime_thread_args`), or ONNX Runtime's default of the
+            machine's physical cores; the portable model picks ``min(4, cpu_count)``).
         inter_op_threads: ONNX Runtime inter-op threads per native CPU instance
             (``None``: 1; the graph is a chain, parallel branches buy nothing).
+        placement: native fp32/fp16 instances: ``auto``, ``gpu`` or ``cpu`` (:data:`PLACEMENTS`).
         gpu_accelerator: native GPU models: ``tensorrt`` (TensorRT EP, precision
             from the variant, engine cache) or ``cuda`` (ORT's CUDA provider only).
         trt_workspace_bytes: TensorRT ``max_workspace_size_bytes``.
@@ -56,6 +61,7 @@ class RepositoryConfig:
     instances: int = 1
     intra_op_threads: int | None = None
     inter_op_threads: int | None = None
+    placement: str = "auto"
     gpu_accelerator: str = "tensorrt"
     trt_workspace_bytes: int = DEFAULT_TRT_WORKSPACE_BYTES
     trt_engine_cache_path: str = DEFAULT_TRT_ENGINE_CACHE
@@ -87,6 +93,8 @@ class RepositoryConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name}={value}: must be >= 1 (or None for the runtime's default)")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"placement={self.placement!r}: expected one of {list(PLACEMENTS)}")
         if self.gpu_accelerator not in GPU_ACCELERATORS:
             raise ConfigError(f"gpu_accelerator={self.gpu_accelerator!r}: expected one of {list(GPU_ACCELERATORS)}")
         if self.trt_workspace_bytes < 1 << 20:
@@ -97,7 +105,7 @@ class RepositoryConfig:
             raise ConfigError(f"num_versions={self.num_versions}: must be >= 1")
 
     def kind(self, variant: str) -> str:
-        """Instance kind of a variant: ``KIND_CPU`` or ``KIND_GPU``."""
+        """Instance kind of a variant: ``KIND_CPU``, ``KIND_AUTO`` or ``KIND_GPU``."""
         if self.runtime == "portable" or variant in CPU_VARIANTS:
             return "KIND_CPU"
-        return "KIND_GPU"
+        return PLACEMENTS[self.placement]

@@ -14,6 +14,8 @@ MODEL_PREFIX = "ser_"
 THREADS_PARAMETER = "intra_op_thread_count"
 #: Config parameter of ONNX Runtime's inter-op threads (Triton onnxruntime backend's key).
 INTER_THREADS_PARAMETER = "inter_op_thread_count"
+#: Native configs: where the instances go and why (:data:`export.repository.build.PLACEMENT_NOTES`).
+PLACEMENT_PARAMETER = "ser.placement"
 #: Parameters (after :data:`client.contract.PARAM_PREFIX`) linking a served model to its recipe.
 RECIPE_PARAMETERS = ("recipe_sha256", "model_sha256", "source_sha256")
 #: Folder of warmup input files inside a model directory (Triton's name).

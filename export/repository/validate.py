@@ -112,7 +112,7 @@ def _native_problems(msg, sig, params: dict[str, str], model_dir: Path) -> list[
     if msg.platform == "onnxruntime_onnx" and variant in CPU_VARIANTS and kinds - {"KIND_CPU"}:
         problems.append(f"instance_group.kind: {sorted(kinds)}, but {variant} (dynamic int8) runs on the CPU only; use KIND_CPU")
     accelerators = msg.optimization.execution_accelerators.gpu_execution_accelerator
-    if accelerators and kinds != {"KIND_GPU"}:
+    if accelerators and not kinds <= {"KIND_GPU", "KIND_AUTO"}:
         problems.append(f"optimization.execution_accelerators.gpu_execution_accelerator: set, but instance_group.kind is {sorted(kinds)}")
     for acc in accelerators:
         field = f"gpu_execution_accelerator[{acc.name}]"

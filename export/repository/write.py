@@ -46,6 +46,7 @@ def write_repository(
     instances: int = 1,
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
+    placement: str = "auto",
     gpu_accelerator: str = "tensorrt",
     trt_engine_cache_path: str = DEFAULT_TRT_ENGINE_CACHE,
     warmup: bool = True,
@@ -73,6 +74,7 @@ def write_repository(
         instances: instances per device.
         intra_op_threads: ONNX Runtime threads per CPU instance.
         inter_op_threads: ONNX Runtime inter-op threads per native CPU instance (default 1).
+        placement: native fp32/fp16 instances: ``auto`` (GPU where the node has one), ``gpu`` or ``cpu``.
         gpu_accelerator: native GPU models: ``tensorrt`` or ``cuda``.
         trt_engine_cache_path: server-side TensorRT engine cache.
         warmup: native models get a real-shaped ``model_warmup``.
@@ -102,6 +104,7 @@ def write_repository(
         instances=instances,
         intra_op_threads=intra_op_threads,
         inter_op_threads=inter_op_threads,
+        placement=placement,
         gpu_accelerator=gpu_accelerator,
         trt_engine_cache_path=trt_engine_cache_path,
         warmup=warmup,

@@ -307,7 +307,7 @@ def test_the_overlays_serve_the_writers_model_names_on_the_right_devices(native_
     native = RepositoryConfig(runtime="native")
     cpu, gpu = _container(_render("cpu")), _container(_render("gpu"))
     assert _env(cpu)["SER_MODEL"] == model_name("int8") and native.kind("int8") == "KIND_CPU"
-    assert _env(gpu)["SER_MODEL"] == model_name("fp16") and native.kind("fp16") == "KIND_GPU"
+    assert _env(gpu)["SER_MODEL"] == model_name("fp16") and native.kind("fp16") == "KIND_AUTO"
     assert "nvidia.com/gpu" in gpu["resources"]["limits"] and "nvidia.com/gpu" not in str(cpu["resources"])
     # The CPU model is one the writer produces for GPU nodes' native runtime, on CPU instances.
     config = text_format.Parse((Path(native_repository) / model_name("int8") / "config.pbtxt").read_text(),

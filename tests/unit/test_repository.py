@@ -50,15 +50,44 @@ def test_both_runtimes_write_configs_that_round_trip_and_match_the_graph(reposit
         assert msg.dynamic_batching.max_queue_delay_microseconds == 2000
 
 
-def test_native_runtime_serves_int8_on_cpu_and_fp32_on_gpu_with_the_onnxruntime_platform(native_repository):
+def test_native_runtime_serves_int8_on_cpu_and_fp32_wherever_the_node_has_a_device(native_repository):
     fp32, int8 = _parse(native_repository / "ser_fp32"), _parse(native_repository / "ser_int8")
     for msg in (fp32, int8):
         assert msg.platform == "onnxruntime_onnx" and msg.backend == "onnxruntime"
         assert not (native_repository / msg.name / "1" / "model.py").exists()
+        # No thread constant: the server's shared pool is sized from the node it lands on.
+        assert "intra_op_thread_count" not in msg.parameters
     assert [g.kind for g in int8.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
-    assert int8.parameters["intra_op_thread_count"].string_value == "4"
-    assert [g.kind for g in fp32.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
-    assert "intra_op_thread_count" not in fp32.parameters
+    # KIND_AUTO: GPU instances where the node has a GPU, CPU instances on a CPU-only node (it starts on both).
+    assert [g.kind for g in fp32.instance_group] == [mc.ModelInstanceGroup.KIND_AUTO]
+    assert fp32.parameters["ser.placement"].string_value.startswith("auto:")
+    assert int8.parameters["ser.placement"].string_value.startswith("cpu:")
+
+
+@pytest.mark.parametrize(("placement", "kind"), [("gpu", "KIND_GPU"), ("cpu", "KIND_CPU"), ("auto", "KIND_AUTO")])
+def test_native_placement_can_be_overridden_and_int8_stays_on_the_cpu(placement, kind):
+    from export.repository import RepositoryConfig
+
+    config = RepositoryConfig(runtime="native", placement=placement)
+    assert config.kind("fp32") == config.kind("fp16") == kind and config.kind("int8") == "KIND_CPU"
+    assert RepositoryConfig(runtime="portable", placement=placement).kind("fp32") == "KIND_CPU"
+
+
+def test_an_explicit_thread_count_is_written_for_cpu_and_auto_instances(exported_tiny, tmp_path):
+    from export.repository import write_repository
+
+    write_repository(exported_tiny, tmp_path / "repo", runtime="native", variants=("fp32", "int8"), intra_op_threads=3)
+    for name in ("ser_fp32", "ser_int8"):
+        assert _parse(tmp_path / "repo" / name).parameters["intra_op_thread_count"].string_value == "3"
+
+
+def test_served_configs_carry_no_path_of_the_machine_that_wrote_them(native_repository, portable_repository, exported_tiny):
+    machine_paths = {str(Path(exported_tiny).resolve().parent), str(Path.home())}
+    for repo in (native_repository, portable_repository):
+        for name in MODELS:
+            text = (Path(repo) / name / "config.pbtxt").read_text()
+            assert not [p for p in machine_paths if p in text], f"{name} config names a local path"
+            assert _parse(Path(repo) / name).parameters["ser.source"].string_value == "tiny-untrained"
 
 
 def test_portable_runtime_ships_the_generic_python_model_beside_model_onnx(portable_repository):
@@ -188,10 +217,10 @@ def test_native_gpu_configs_round_trip_and_match_the_graph(native_gpu_repository
         assert [w.batch_size for w in msg.model_warmup] == sorted({1, max(msg.dynamic_batching.preferred_batch_size)})
 
 
-def test_fp16_is_a_tensorrt_fp16_gpu_model_and_int8_a_threaded_cpu_model(native_gpu_repository):
+def test_fp16_is_a_tensorrt_fp16_gpu_model_and_int8_a_cpu_model(native_gpu_repository):
     repo, _ = native_gpu_repository
     fp16, fp32, int8 = (_parse(repo / f"ser_{v}") for v in ("fp16", "fp32", "int8"))
-    assert [g.kind for g in fp16.instance_group] == [g.kind for g in fp32.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    assert [g.kind for g in fp16.instance_group] == [g.kind for g in fp32.instance_group] == [mc.ModelInstanceGroup.KIND_AUTO]
     (trt,) = fp16.optimization.execution_accelerators.gpu_execution_accelerator
     assert trt.name == "tensorrt" and dict(trt.parameters) == {
         "precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30),
@@ -199,7 +228,7 @@ def test_fp16_is_a_tensorrt_fp16_gpu_model_and_int8_a_threaded_cpu_model(native_
     assert fp32.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["precision_mode"] == "FP32"
     assert [g.kind for g in int8.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     assert not int8.optimization.execution_accelerators.gpu_execution_accelerator
-    assert int8.parameters["intra_op_thread_count"].string_value == "4"
+    assert "intra_op_thread_count" not in int8.parameters
     assert int8.parameters["inter_op_thread_count"].string_value == "1"
     assert fp16.parameters["ser.variant"].string_value == "fp16"
 
