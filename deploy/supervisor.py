@@ -212,6 +212,7 @@ def serve_forever(
     http: bool = True,
     restart: RestartPolicy | None = None,
     out: TextIO | None = None,
+    onnxruntime_threads: int | None = None,
 ) -> int:
     """Serve ``repository`` on 127.0.0.1 until Ctrl-C or SIGTERM, restarting a dead server (``ser serve``).
 
@@ -220,6 +221,7 @@ def serve_forever(
     (appended to across restarts). The production choices of :mod:`deploy.flags` apply;
     ``admin_key`` guards the repository, shared-memory, trace and logging APIs,
     ``grpc_tls`` serves gRPC over TLS, ``http=False`` serves gRPC and metrics only.
+    ``onnxruntime_threads`` sizes native models' shared ONNX Runtime pool (None: the node's usable CPUs).
 
     Returns:
         0 after a requested stop.
@@ -249,6 +251,7 @@ def serve_forever(
         admin_key=admin_key,
         grpc_tls=grpc_tls,
         http=http,
+        onnxruntime_threads=onnxruntime_threads,
     )
 
     def say(line: str) -> None:

@@ -8,19 +8,46 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ser.arg_types import non_negative_int, port
+from ser.arg_types import non_negative_int, port, positive_int
 
-#: ``ser serve --repository`` when not given.
-DEFAULT_REPOSITORY = Path("model_repository/portable")
+#: Where ``ser repository`` / ``ser demo`` write each runtime's repository, and so what ``ser serve`` serves.
+RUNTIME_REPOSITORIES = {"portable": Path("model_repository/portable"), "native": Path("model_repository/native")}
+#: ``ser serve --runtime`` when not given.
+DEFAULT_RUNTIME = "portable"
+
+
+def unverified_cpu_warnings(repository: Path) -> list[str]:
+    """One line per native int8 model whose agreement with fp32 was never checked on this host's CPU class.
+
+    The portable model logs the same line itself when it loads; Triton's ONNX Runtime backend knows
+    nothing of it, so ``ser serve`` reads the recorded classes from the configs instead.
+    """
+    from deploy.triton_binary import native_models
+    from export.cpu_class import VERIFIED_CLASSES_PARAMETER, unverified_warning
+    from export.repository import read_model_config
+
+    warnings = []
+    for name in native_models(repository):
+        params = read_model_config(repository / name).parameters
+        if VERIFIED_CLASSES_PARAMETER in params:
+            warning = unverified_warning(name, params[VERIFIED_CLASSES_PARAMETER].string_value)
+            if warning:
+                warnings.append(f"warning: {warning}")
+    return warnings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """`ser serve`: run the local tritonserver until interrupted."""
+    import sys
+
     from deploy.flags import grpc_tls_from_dir, read_admin_key
     from deploy.supervisor import RestartPolicy, serve_forever
 
+    repository = args.repository or RUNTIME_REPOSITORIES[args.runtime]
+    for line in unverified_cpu_warnings(repository) if repository.is_dir() else []:
+        print(line, file=sys.stderr)
     serve_forever(
-        args.repository,
+        repository,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
@@ -29,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http=not args.no_http,
         restart=RestartPolicy(max_restarts=args.max_restarts),
         log_path=args.log,
+        onnxruntime_threads=args.onnxruntime_threads,
     )
     return 0
 
@@ -36,7 +64,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     """Add ``serve`` to ``sub`` (the ``ser`` subcommands)."""
     sv = sub.add_parser("serve", help="run the bundled tritonserver on 127.0.0.1 until Ctrl-C")
-    sv.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help=f"model repository (default: {DEFAULT_REPOSITORY})")
+    sv.add_argument("--runtime", choices=list(RUNTIME_REPOSITORIES), default=DEFAULT_RUNTIME,
+                    help="which repository to serve when --repository is not given: "
+                         + ", ".join(f"{k} = {v}" for k, v in RUNTIME_REPOSITORIES.items())
+                         + f" (default: {DEFAULT_RUNTIME}); native needs the ONNX Runtime backend `make venv` builds")
+    sv.add_argument("--repository", type=Path, default=None,
+                    help="model repository (default: the --runtime's); a repository may mix both runtimes")
+    sv.add_argument("--onnxruntime-threads", type=positive_int, default=None,
+                    help="width of the one ONNX Runtime thread pool all native models share "
+                         "(default: the CPUs this process may use, cgroup quota included)")
     sv.add_argument("--http-port", type=port, default=8000)
     sv.add_argument("--grpc-port", type=port, default=8001)
     sv.add_argument("--metrics-port", type=port, default=8002)

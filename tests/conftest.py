@@ -173,6 +173,10 @@ def served_models(triton_server) -> list[str]:
     return sorted(name for name, state in triton_server.models().items() if name.startswith("ser_") and state == "READY")
 
 
+#: The repository runtimes the suite serves; tests that check what both must do take :func:`runtime_server`.
+RUNTIMES = ("portable", "native")
+
+
 @pytest.fixture(scope="session")
 def serving_repository(portable_repository, session_dir) -> Path:
     """A copy of :func:`portable_repository` plus ``no_contract`` and ``wrong_tensors`` test models, and ``ser``.
@@ -181,12 +185,21 @@ def serving_repository(portable_repository, session_dir) -> Path:
     names its tensors ``x``/``y``. Both must be refused by the client with a ContractError.
     ``ser`` is the server-side audio model (limits :data:`SERVING_AUDIO_LIMITS`) over ``ser_int8``/``ser_fp32``.
     """
+    return _serving_repository(portable_repository, session_dir / "serving-repository")
+
+
+@pytest.fixture(scope="session")
+def native_serving_repository(native_repository, session_dir) -> Path:
+    """:func:`serving_repository`'s models over the *native* window models: ``ser`` reaches them through BLS."""
+    return _serving_repository(native_repository, session_dir / "serving-repository-native")
+
+
+def _serving_repository(window_repository: Path, root: Path) -> Path:
     import shutil
 
     from client.contract import ModelContract
 
-    root = session_dir / "serving-repository"
-    shutil.copytree(Path(portable_repository), root)
+    shutil.copytree(Path(window_repository), root)
     _write_plain_model(root, "no_contract", parameters={})
     contract = ModelContract(labels=RAVDESS8, window_samples=16_000, hop_samples=8_000, variant="fp32", source="test")
     _write_plain_model(root, "wrong_tensors", parameters=contract.to_parameters())
@@ -225,6 +238,40 @@ def triton_server(serving_repository, session_dir):
 
     with LocalTriton(serving_repository, startup_timeout_s=120, log_path=session_dir / "triton-serving.log") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def native_triton_server(native_serving_repository, session_dir):
+    """:func:`triton_server` for :func:`native_serving_repository`: window models on Triton's ONNX Runtime backend."""
+    from deploy.local_triton import LocalTriton
+
+    with LocalTriton(native_serving_repository, startup_timeout_s=120,
+                     log_path=session_dir / "triton-serving-native.log") as server:
+        yield server
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request) -> str:
+    """Each repository runtime in turn (``portable``, ``native``): a test taking it runs once per runtime."""
+    return request.param
+
+
+@pytest.fixture
+def runtime_server(runtime, request):
+    """The session server of :func:`runtime`: :func:`triton_server` or :func:`native_triton_server` (both stay up)."""
+    return request.getfixturevalue("triton_server" if runtime == "portable" else "native_triton_server")
+
+
+@pytest.fixture
+def runtime_models(runtime_server) -> list[str]:
+    """:func:`served_models` of :func:`runtime_server`."""
+    return sorted(name for name, state in runtime_server.models().items() if name.startswith("ser_") and state == "READY")
+
+
+@pytest.fixture
+def runtime_repository(runtime, request) -> Path:
+    """The tiny model's repository of :func:`runtime` (``ser_fp32``, ``ser_int8``): read-only."""
+    return request.getfixturevalue(f"{runtime}_repository")
 
 
 @pytest.fixture(scope="session")
@@ -302,9 +349,9 @@ def portable_repository(exported_tiny, session_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def native_repository(exported_tiny, session_dir) -> Path:
-    """Native (``onnxruntime_onnx``) Triton repository with ``ser_fp32`` (GPU) and ``ser_int8`` (CPU).
+    """Native (``onnxruntime_onnx``) Triton repository with ``ser_fp32`` (KIND_AUTO) and ``ser_int8`` (KIND_CPU).
 
-    Cannot be served here (no onnxruntime backend); validated offline. Treat as read-only.
+    Served here by Triton's ONNX Runtime backend that ``make venv`` builds. Treat as read-only.
     """
     from export.repository import write_repository
 

@@ -22,6 +22,8 @@
 #   ADMIN_KEY_FILE  key guarding load/unload, repository index, shared memory, trace, logging
 #                (default: ~/.config/ser-triton/admin-key, created with a random key, mode 600)
 #   GRPC_TLS_DIR    if set: gRPC over TLS with DIR/tls.crt + DIR/tls.key (+ DIR/ca.crt: mutual)
+#   ORT_THREADS     width of the one ONNX Runtime thread pool all models share
+#                (default: the CPUs the container may use, `nproc` inside it)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -45,6 +47,7 @@ READY_TIMEOUT_S="${READY_TIMEOUT_S:-300}"
 EXIT_TIMEOUT_S="${EXIT_TIMEOUT_S:-30}"
 ADMIN_KEY_FILE="${ADMIN_KEY_FILE:-${HOME}/.config/ser-triton/admin-key}"
 GRPC_TLS_DIR="${GRPC_TLS_DIR:-}"
+ORT_THREADS="${ORT_THREADS:-}"
 MODELS="${MODELS:-}"
 # Guarded APIs and the key's header: as deploy/flags.py (RESTRICTED_APIS, ADMIN_HEADER).
 RESTRICTED_APIS="model-repository,shared-memory,trace,logging"
@@ -82,7 +85,9 @@ server_args() {
     --allow-metrics=true \
     --allow-gpu-metrics=true \
     --allow-cpu-metrics=true \
-    --metrics-config=summary_latencies=true
+    --metrics-config=summary_latencies=true \
+    --backend-config=onnxruntime,enable-global-threadpool=1 \
+    --backend-config=onnxruntime,inter_op_thread_count=1
   for m in ${MODELS:-$(models)}; do printf '%s\n' "--load-model=${m}"; done
   if [[ -n "${GRPC_TLS_DIR}" ]]; then
     printf '%s\n' --grpc-use-ssl=true --grpc-server-cert=/tls/tls.crt --grpc-server-key=/tls/tls.key
@@ -99,13 +104,14 @@ docker_args() {
     --ulimit memlock=-1 --ulimit stack=67108864 \
     --stop-timeout "$((EXIT_TIMEOUT_S + 5))" \
     -e TRITON_ADMIN_KEY \
+    -e "ORT_THREADS=${ORT_THREADS}" \
     -p "${BIND_ADDRESS}:${HTTP_PORT}:${CONTAINER_HTTP_PORT}" \
     -p "${BIND_ADDRESS}:${GRPC_PORT}:${CONTAINER_GRPC_PORT}" \
     -p "${BIND_ADDRESS}:${METRICS_PORT}:${CONTAINER_METRICS_PORT}" \
     -v "${REPOSITORY}:/models:ro"
   [[ -n "${GRPC_TLS_DIR}" ]] && printf '%s\n' -v "${GRPC_TLS_DIR}:/tls:ro"
   printf '%s\n' "${IMAGE}" \
-    sh -c "exec tritonserver \"\$@\" --http-restricted-api=${RESTRICTED_APIS}:${ADMIN_HEADER}=\"\${TRITON_ADMIN_KEY}\" --grpc-restricted-protocol=${RESTRICTED_APIS}:${ADMIN_HEADER}=\"\${TRITON_ADMIN_KEY}\"" \
+    sh -c "exec tritonserver \"\$@\" --http-restricted-api=${RESTRICTED_APIS}:${ADMIN_HEADER}=\"\${TRITON_ADMIN_KEY}\" --grpc-restricted-protocol=${RESTRICTED_APIS}:${ADMIN_HEADER}=\"\${TRITON_ADMIN_KEY}\" --backend-config=onnxruntime,intra_op_thread_count=\"\${ORT_THREADS:-\$(nproc)}\"" \
     tritonserver
   server_args
 }
@@ -131,6 +137,29 @@ check_repository() {
     [[ -f "${GRPC_TLS_DIR}/tls.crt" && -f "${GRPC_TLS_DIR}/tls.key" ]] || die "GRPC_TLS_DIR=${GRPC_TLS_DIR}: needs tls.crt and tls.key"
     GRPC_TLS_DIR="$(cd "${GRPC_TLS_DIR}" && pwd)"
   fi
+}
+
+# The int8 class of this host's CPU, as export/cpu_class.py tells it (amx, vnni, avx2, other).
+host_cpu_class() {
+  local flags
+  flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+  if [[ "${flags}" == *" amx_int8 "* ]]; then echo amx
+  elif [[ "${flags}" == *" avx512_vnni "* || "${flags}" == *" avx_vnni "* ]]; then echo vnni
+  elif [[ "${flags}" == *" avx2 "* ]]; then echo avx2
+  else echo other; fi
+}
+
+# Triton's ONNX Runtime backend does not read ser.verified_cpu_classes: say here, as the portable model
+# does when it loads, which int8 models were never checked against fp32 on this CPU class.
+warn_unverified() {
+  local host m classes
+  host="$(host_cpu_class)"
+  for m in ${MODELS:-$(models)}; do
+    classes="$( { grep -A2 '"ser.verified_cpu_classes"' "${REPOSITORY}/${m}/config.pbtxt" || true; } | sed -n 's/.*string_value: "\(.*\)".*/\1/p')"
+    [[ -z "${classes}" || ",${classes}," == *",${host},"* ]] && continue
+    echo "run-triton: warning: model '${m}': int8 parity with fp32 was verified on CPU class(es) ${classes}, not on this host's class '${host}'; answers may differ (re-check with: ser repository --verify-cpu-class ${host})" >&2
+  done
+  return 0
 }
 
 ready_code() {  # HTTP status of a readiness URL path, 000 when nothing answers
@@ -166,6 +195,7 @@ cmd_start() {
   if docker inspect "${NAME}" >/dev/null 2>&1; then
     die "a container named ${NAME} exists already: '$0 stop' first, or set NAME="
   fi
+  warn_unverified
   local args=()
   mapfile -t args < <(docker_args)
   TRITON_ADMIN_KEY="$(admin_key)" docker "${args[@]}" >/dev/null
@@ -183,6 +213,7 @@ cmd_stop() {
 
 cmd_print() {
   check_repository
+  warn_unverified
   local args=()
   mapfile -t args < <(docker_args)
   printf 'docker'

@@ -1,6 +1,6 @@
 """The client against the real local tritonserver serving the portable repository of the tiny model.
 
-No mocks: ``triton_server`` (conftest, serving section) is the bundled
+No mocks: ``runtime_server`` (conftest, serving section) is the bundled
 tritonserver binary running the repository writer's python-backend models, and
 every served result is compared with ONNX Runtime in this process.
 """
@@ -76,12 +76,12 @@ def test_importing_the_client_leaves_torch_and_transformers_out():
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_the_client_configures_itself_from_the_served_contract(triton_server, served_models, protocol):
-    for model in served_models:
-        with SerClient(server_url(triton_server, protocol), model=model, protocol=protocol) as client:
+def test_the_client_configures_itself_from_the_served_contract(runtime_server, runtime_models, protocol):
+    for model in runtime_models:
+        with SerClient(server_url(runtime_server, protocol), model=model, protocol=protocol) as client:
             assert isinstance(client.contract, ModelContract)
             assert client.contract.labels == RAVDESS8
-            labels_txt = (triton_server.repository / model / "labels.txt").read_text().splitlines()
+            labels_txt = (runtime_server.repository / model / "labels.txt").read_text().splitlines()
             assert tuple(labels_txt) == client.contract.labels
             assert client.contract.window_samples == 16_000 and client.contract.hop_samples == 8_000
             assert client.audio.sample_rate == client.contract.sample_rate == 16_000
@@ -89,10 +89,10 @@ def test_the_client_configures_itself_from_the_served_contract(triton_server, se
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_served_windows_equal_in_process_onnxruntime(triton_server, served_models, protocol):
-    for model in served_models:
-        session = _ort_session(triton_server.repository, model)
-        with SerClient(server_url(triton_server, protocol), model=model, protocol=protocol) as client:
+def test_served_windows_equal_in_process_onnxruntime(runtime_server, runtime_models, protocol):
+    for model in runtime_models:
+        session = _ort_session(runtime_server.repository, model)
+        with SerClient(server_url(runtime_server, protocol), model=model, protocol=protocol) as client:
             k = min(5, client.max_batch_size)
             x, n = _windows(7, k, client.contract.window_samples)
             logits, probs = client.infer_windows(x, n)
@@ -104,11 +104,11 @@ def test_served_windows_equal_in_process_onnxruntime(triton_server, served_model
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_classify_combines_window_probabilities_exactly_as_the_audio_contract(
-    triton_server, served_models, serving_clips, protocol
+    runtime_server, runtime_models, serving_clips, protocol
 ):
-    model = "ser_fp32" if "ser_fp32" in served_models else "ser_int8"
-    session = _ort_session(triton_server.repository, model)
-    with SerClient(server_url(triton_server, protocol), model=model, protocol=protocol) as client:
+    model = "ser_fp32" if "ser_fp32" in runtime_models else "ser_int8"
+    session = _ort_session(runtime_server.repository, model)
+    with SerClient(server_url(runtime_server, protocol), model=model, protocol=protocol) as client:
         for key, expected_windows in (("short", 1), ("long", 4)):
             pred = client.classify(serving_clips[key])
             y = load_audio(serving_clips[key])
@@ -122,9 +122,9 @@ def test_classify_combines_window_probabilities_exactly_as_the_audio_contract(
             assert abs(sum(pred.probabilities.values()) - 1) < 1e-5 and pred.latency_s > 0
 
 
-def test_paths_bytes_and_arrays_of_the_same_clip_give_the_same_prediction(triton_server, serving_clips):
+def test_paths_bytes_and_arrays_of_the_same_clip_give_the_same_prediction(runtime_server, serving_clips):
     path = serving_clips["long"]
-    with SerClient(triton_server.grpc_url, model="ser_int8") as client:
+    with SerClient(runtime_server.grpc_url, model="ser_int8") as client:
         a = client.classify(path)
         b = client.classify(path.read_bytes(), name="upload.wav")
         y = load_audio(path)
@@ -135,8 +135,8 @@ def test_paths_bytes_and_arrays_of_the_same_clip_give_the_same_prediction(triton
         assert np.abs(other.window_probabilities - a.window_probabilities).max() <= TOL
 
 
-def test_a_clip_with_more_windows_than_max_batch_size_is_split_across_requests(triton_server, serving_clips):
-    with SerClient(triton_server.grpc_url, model="ser_int8") as client:
+def test_a_clip_with_more_windows_than_max_batch_size_is_split_across_requests(runtime_server, serving_clips):
+    with SerClient(runtime_server.grpc_url, model="ser_int8") as client:
         before = _settled_stats(client)
         pred = client.classify(serving_clips["very_long"])
         after = _settled_stats(client)
@@ -146,10 +146,10 @@ def test_a_clip_with_more_windows_than_max_batch_size_is_split_across_requests(t
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_32_concurrent_requests_are_merged_by_the_dynamic_batcher(triton_server, protocol):
+def test_32_concurrent_requests_are_merged_by_the_dynamic_batcher(runtime_server, protocol):
     rng = np.random.default_rng(3)
     clips = [(0.3 * rng.standard_normal(16_000)).astype(np.float32) for _ in range(32)]
-    with SerClient(server_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
+    with SerClient(server_url(runtime_server, protocol), model="ser_int8", protocol=protocol) as client:
         before = _settled_stats(client)
         results = list(client.classify_many(clips, concurrency=32, sample_rate=16_000))
         after = _settled_stats(client)
@@ -161,10 +161,10 @@ def test_32_concurrent_requests_are_merged_by_the_dynamic_batcher(triton_server,
     assert executions < inferences, f"no batching over {protocol}: {executions} executions for 32 requests"
 
 
-def test_classify_many_keeps_input_order_and_reports_bad_files_without_raising(triton_server, serving_clips):
+def test_classify_many_keeps_input_order_and_reports_bad_files_without_raising(runtime_server, serving_clips):
     sources = [serving_clips["short"], serving_clips["empty"], serving_clips["long"], Path("/nonexistent.wav"),
                serving_clips["garbage"], serving_clips["silent"], serving_clips["short"]]
-    with SerClient(triton_server.grpc_url, model="ser_int8") as client:
+    with SerClient(runtime_server.grpc_url, model="ser_int8") as client:
         results = list(client.classify_many(sources, concurrency=3))
         alone = client.classify(serving_clips["short"])
     assert [r.source for r in results] == [str(s) for s in sources]
@@ -176,11 +176,11 @@ def test_classify_many_keeps_input_order_and_reports_bad_files_without_raising(t
     assert results[0].prediction.label == results[6].prediction.label == alone.label
 
 
-def test_grpc_and_http_agree_and_one_tiny_request_is_fast(triton_server):
+def test_grpc_and_http_agree_and_one_tiny_request_is_fast(runtime_server):
     x, n = _windows(11, 1, 16_000)
     timings, outputs = {}, {}
     for protocol in PROTOCOLS:
-        with SerClient(server_url(triton_server, protocol), model="ser_int8", protocol=protocol) as client:
+        with SerClient(server_url(runtime_server, protocol), model="ser_int8", protocol=protocol) as client:
             client.infer_windows(x, n)  # warm-up
             samples = []
             for _ in range(15):
@@ -193,9 +193,9 @@ def test_grpc_and_http_agree_and_one_tiny_request_is_fast(triton_server):
     assert max(timings.values()) < 2.0
 
 
-def test_one_client_can_be_shared_by_threads(triton_server, serving_clips):
+def test_one_client_can_be_shared_by_threads(runtime_server, serving_clips):
     errors: list[BaseException] = []
-    with SerClient(triton_server.http_url, model="ser_int8", protocol="http") as client:
+    with SerClient(runtime_server.http_url, model="ser_int8", protocol="http") as client:
         expected = client.classify(serving_clips["short"]).label
 
         def work() -> None:
