@@ -53,7 +53,12 @@ from deploy.native_backend.locate import backends_dir, find_onnxruntime_backend
 from deploy.node import usable_cpus
 from deploy.probes import grpc_models, grpc_ready, http_get_status, http_models
 from deploy.server_log import summarize_failure
-from deploy.triton_binary import find_installation, make_backend_directory, native_models, server_env
+from deploy.triton_binary import (
+    find_installation,
+    make_backend_directory,
+    native_models,
+    server_env,
+)
 
 MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 

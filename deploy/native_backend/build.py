@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.native_backend.errors import BackendBuildError
-from deploy.native_backend.locate import BACKEND_NAME, LIBRARY_NAME, STAMP_NAME, backends_dir, read_stamp
+from deploy.native_backend.locate import (
+    BACKEND_NAME,
+    LIBRARY_NAME,
+    STAMP_NAME,
+    backends_dir,
+    read_stamp,
+)
 from deploy.native_backend.pins import (
     BUILD_FILES,
     BUILD_TOOLS,

@@ -11,7 +11,12 @@ from client.contract import LABELS_FILENAME, OUTPUT_LOGITS, ModelContract
 from export.onnx_export import read_signature
 from export.recipe import ExportRecord
 from export.repository.config import RepositoryConfig
-from export.repository.names import BATCHING_PARAMETER, INTER_THREADS_PARAMETER, PLACEMENT_PARAMETER, THREADS_PARAMETER
+from export.repository.names import (
+    BATCHING_PARAMETER,
+    INTER_THREADS_PARAMETER,
+    PLACEMENT_PARAMETER,
+    THREADS_PARAMETER,
+)
 from export.repository.warmup import warmup_file_name
 
 #: What ``ser.placement`` tells an operator reading a native config, per instance kind.

@@ -99,7 +99,7 @@ def _subset(want, got) -> bool:
     if isinstance(want, dict):
         return isinstance(got, dict) and all(_subset(v, got.get(k)) for k, v in want.items())
     if isinstance(want, list):
-        return isinstance(got, list) and len(want) == len(got) and all(_subset(a, b) for a, b in zip(want, got))
+        return isinstance(got, list) and len(want) == len(got) and all(_subset(a, b) for a, b in zip(want, got, strict=True))
     return want == got
 
 
