@@ -3,7 +3,7 @@
 A service in any language sends one clip per request to the model ``ser`` and gets
 the emotions back; the audio contract runs on the server. This module is that
 contract's server half, in plain functions over numpy arrays, so the python-backend
-model (``export/triton_audio_model.py``), the client's server-side mode and the
+model (``export/served/audio_model.py``), the client's server-side mode and the
 tests share one statement of it. It uses the client's own decoding, windowing and
 aggregation (:mod:`client.audio`) and timeline (:mod:`client.timeline`): the
 repository writer packages these modules with the model, so the server runs the

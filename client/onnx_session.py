@@ -1,6 +1,6 @@
 """ONNX Runtime sessions opened as the served model opens them: one factory for every in-process run.
 
-The portable repository's python-backend model (``export/triton_python_model.py``,
+The portable repository's python-backend model (``export/served/window_model.py``,
 copied into each model folder and therefore self-contained) runs ONNX Runtime on
 the CPU with these options: intra-op threads from the config parameter
 ``intra_op_thread_count`` (default ``min(4, cpu_count)``), one inter-op thread,

@@ -3,7 +3,7 @@
 Layout, in both runtimes (the model is python-backend code in either)::
 
     <repo>/ser/config.pbtxt              a ModelConfig message written with text_format
-    <repo>/ser/1/model.py                export/triton_audio_model.py
+    <repo>/ser/1/model.py                export/served/audio_model.py
     <repo>/ser/1/client/{__init__,errors,contract,audio,timeline,audio_service}.py
                                          the audio contract, copied from the installed client package
 
@@ -53,7 +53,7 @@ from export.repository.pbtxt import read_model_config, write_config
 
 #: The client modules the audio model imports, copied into ``1/client/``.
 PACKAGED_MODULES = ("__init__.py", "errors.py", "contract.py", "audio.py", "timeline.py", "audio_service.py")
-AUDIO_MODEL_SOURCE = Path(__file__).with_name("triton_audio_model.py")
+AUDIO_MODEL_SOURCE = Path(__file__).parent / "served" / "audio_model.py"
 #: Window-model variants in preference order, per runtime.
 PREFERENCE = {"native": ("fp16", "fp32", "int8"), "portable": ("int8", "fp32", "fp16")}
 #: Instances of the audio model: clips decoded at once, each in its own stub process.

@@ -5,7 +5,7 @@ Layout (Triton's, exactly)::
     <repo>/ser_<variant>/config.pbtxt     a ModelConfig message written with text_format
     <repo>/ser_<variant>/labels.txt       one label per line, logit order
     <repo>/ser_<variant>/1/model.onnx
-    <repo>/ser_<variant>/1/model.py       portable runtime only: export/triton_python_model.py
+    <repo>/ser_<variant>/1/model.py       portable runtime only: export/served/window_model.py
     <repo>/ser_<variant>/1/cpu_class.py   portable runtime only: export/cpu_class.py (imported by model.py)
 
 Two runtimes from one builder (docs/serving-and-repositories.md):
@@ -21,7 +21,7 @@ Two runtimes from one builder (docs/serving-and-repositories.md):
   ``max_batch_size``, the preferred batch and the queue delay come from a
   ``ser bench --json`` result when one is given (:func:`batching_from_bench`).
 * ``portable``: ``backend: "python"`` on ``KIND_CPU``, the generic ONNX Runtime
-  model of :mod:`export.triton_python_model` (any tritonserver, this machine).
+  model of :mod:`export.served.window_model` (any tritonserver, this machine).
 
 Configs are never string templates: :func:`build_model_config` fills a
 ``tritonclient.grpc.model_config_pb2.ModelConfig`` from the ONNX graph and the

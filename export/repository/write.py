@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from export.audio_repository import AudioModelConfig
 
 #: The generic python-backend model, copied to ``<model>/1/model.py`` by the portable runtime.
-PYTHON_MODEL_SOURCE = Path(__file__).parents[1] / "triton_python_model.py"
+PYTHON_MODEL_SOURCE = Path(__file__).parents[1] / "served" / "window_model.py"
 #: Standard-library helper the python-backend model imports (the host's int8 CPU class).
 CPU_CLASS_SOURCE = Path(__file__).parents[1] / "cpu_class.py"
 

@@ -13,7 +13,7 @@ portable model: Triton's ONNX Runtime backend runs the graph on whatever arrives
 runtime ``num_samples`` outside ``[1, W]`` is clamped by the graph and a NaN/Inf window answers
 NaN for that window alone (:data:`VALUE_CASES`); either way the server keeps serving and the
 requests batched with it get their own answers. The value checks are also tested on
-:func:`export.triton_python_model.run_batched` directly, and the native graph's clamp on the
+:func:`export.served.window_model.run_batched` directly, and the native graph's clamp on the
 exported ONNX file with ONNX Runtime.
 """
 
@@ -348,7 +348,7 @@ def python_model(portable_repository):
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
-    from export.triton_python_model import make_session, parse_model_config
+    from export.served.window_model import make_session, parse_model_config
 
     model = Path(portable_repository) / MODEL
     config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
@@ -367,7 +367,7 @@ def python_model(portable_repository):
     ids=["zero", "negative", "over-window", "nan"],
 )
 def test_run_batched_refuses_values_the_model_cannot_mean_and_answers_the_other_requests(python_model, n, nan_at, words):
-    from export.triton_python_model import RequestError, length_bound, run_batched
+    from export.served.window_model import RequestError, length_bound, run_batched
 
     session, spec = python_model
     assert length_bound(spec) == W
@@ -389,7 +389,7 @@ def test_run_batched_refuses_values_the_model_cannot_mean_and_answers_the_other_
 
 def test_the_native_graph_clamps_num_samples_into_one_to_w(exported_tiny):
     """Where nothing validates (Triton's onnxruntime backend), a length outside [1, W] reads as its nearest bound."""
-    from export.triton_python_model import make_session
+    from export.served.window_model import make_session
 
     session = make_session(Path(exported_tiny) / "fp32" / "model.onnx", intra_op_threads=1)
     x, _ = _good_inputs()

@@ -187,12 +187,12 @@ def test_the_client_imports_no_heavy_library_when_imported() -> None:
     assert not wrong, "\n".join(wrong)
 
 
-#: What the repository writer copies beside the portable model file (export/triton_python_model.py).
+#: What the repository writer copies beside the portable model file (export/served/window_model.py).
 COPIED_BESIDE_THE_SERVED_MODEL = {"export.cpu_class"}
 
 
 def test_the_portable_model_file_imports_only_what_is_copied_beside_it() -> None:
-    served = ROOT / "export" / "triton_python_model.py"
+    served = ROOT / "export" / "served" / "window_model.py"
     wrong = [f"line {imp.line}: {imp.module}" for imp in IMPORTS[served]
              if imp.module.split(".")[0] in PARTS and imp.module not in COPIED_BESIDE_THE_SERVED_MODEL]
     assert not wrong, f"{served.name} runs in model repositories without the bundle: " + ", ".join(wrong)

@@ -72,7 +72,7 @@ def test_a_prediction_has_the_timeline_of_its_windows():
 
 @pytest.fixture(scope="module")
 def window_model(exported_tiny):
-    from export.triton_python_model import make_session
+    from export.served.window_model import make_session
 
     session = make_session(Path(exported_tiny) / "fp32" / "model.onnx", intra_op_threads=1)
     return lambda x, n: session.run(["probabilities"], {"waveform": x, "num_samples": n.reshape(-1, 1)})[0]

@@ -37,7 +37,7 @@ def _served_settings(session) -> dict:
 @pytest.mark.parametrize("threads", [None, 1, 3])
 def test_the_factory_opens_sessions_with_the_served_models_options(identity_onnx, threads):
     from client.onnx_session import open_session
-    from export.triton_python_model import make_session
+    from export.served.window_model import make_session
 
     factory = open_session(identity_onnx, intra_op_threads=threads)
     served = make_session(identity_onnx, intra_op_threads=threads)
@@ -47,7 +47,7 @@ def test_the_factory_opens_sessions_with_the_served_models_options(identity_onnx
 
 def test_the_default_thread_count_is_the_served_default():
     from client.onnx_session import default_intra_op_threads
-    from export.triton_python_model import default_threads
+    from export.served.window_model import default_threads
 
     assert default_intra_op_threads() == default_threads()
     assert 1 <= default_intra_op_threads() <= 4
@@ -66,6 +66,6 @@ def test_a_session_from_the_factory_runs_the_graph(identity_onnx):
 def test_the_served_model_reads_the_thread_parameter_the_repository_writer_sets():
     """The portable model file keeps its own copy of the parameter name (it runs without the bundle)."""
     from export.repository.names import THREADS_PARAMETER
-    from export.triton_python_model import THREADS_PARAMETER as SERVED
+    from export.served.window_model import THREADS_PARAMETER as SERVED
 
     assert SERVED == THREADS_PARAMETER == "intra_op_thread_count"

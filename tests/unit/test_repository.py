@@ -1,4 +1,4 @@
-"""Triton repositories (export/repository/) and the generic python-backend model (export/triton_python_model.py)."""
+"""Triton repositories (export/repository/) and the generic python-backend model (export/served/window_model.py)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def test_served_configs_carry_no_path_of_the_machine_that_wrote_them(native_repo
 
 
 def test_portable_runtime_ships_the_generic_python_model_beside_model_onnx(portable_repository):
-    from export import cpu_class, triton_python_model
+    from export import cpu_class
+    from export.served import window_model as triton_python_model
 
     source = Path(triton_python_model.__file__).read_bytes()
     for name in MODELS:
@@ -284,7 +285,7 @@ def test_a_broken_native_config_is_refused_naming_the_field(native_gpu_repositor
 @pytest.fixture(scope="module")
 def python_model(portable_repository):
     """``(session, spec)`` as the python-backend model builds them from its config (JSON form) and model.onnx."""
-    from export.triton_python_model import check_against_session, make_session, parse_model_config
+    from export.served.window_model import check_against_session, make_session, parse_model_config
 
     model = portable_repository / "ser_fp32"
     config_json = json_format.MessageToDict(_parse(model), preserving_proto_field_name=True)
@@ -314,7 +315,7 @@ def test_python_model_reads_names_dtypes_and_dims_from_its_config(python_model):
 
 
 def test_batching_gives_the_same_outputs_for_concatenated_and_one_by_one_requests(python_model):
-    from export.triton_python_model import run_batched
+    from export.served.window_model import run_batched
 
     session, spec = python_model
     requests = _requests([1, 3, 1, 2])
@@ -339,7 +340,7 @@ def test_batching_gives_the_same_outputs_for_concatenated_and_one_by_one_request
     ids=["wrong-shape", "wrong-dtype", "missing-input", "ragged-batch", "over-max-batch"],
 )
 def test_a_bad_request_gets_its_own_error_and_the_others_are_answered(python_model, bad, message):
-    from export.triton_python_model import RequestError, run_batched
+    from export.served.window_model import RequestError, run_batched
 
     session, spec = python_model
     good = _requests([2, 1], seed=5)
@@ -351,7 +352,7 @@ def test_a_bad_request_gets_its_own_error_and_the_others_are_answered(python_mod
 
 
 def test_python_model_refuses_a_config_that_does_not_match_the_onnx_graph(python_model, portable_repository):
-    from export.triton_python_model import check_against_session, parse_model_config
+    from export.served.window_model import check_against_session, parse_model_config
 
     session, _ = python_model
     config = json_format.MessageToDict(_parse(portable_repository / "ser_fp32"), preserving_proto_field_name=True)

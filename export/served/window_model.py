@@ -42,7 +42,7 @@ if pb_utils is not None:  # in the server: the repository writer copied export/c
 
     _sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cpu_class import VERIFIED_CLASSES_PARAMETER, unverified_warning
-else:  # imported as export.triton_python_model (tests, tooling)
+else:  # imported as export.served.window_model (tests, tooling)
     from export.cpu_class import VERIFIED_CLASSES_PARAMETER, unverified_warning
 
 MODEL_FILENAME = "model.onnx"
