@@ -84,11 +84,11 @@ def _requests_made(locust_log) -> int:
 
 
 @pytest.mark.slow
-def test_a_new_version_loaded_under_load_fails_no_request_and_the_counters_cover_both_versions(portable_repository, tmp_path):
+def test_a_new_version_loaded_under_load_fails_no_request_and_the_counters_cover_both_versions(runtime, runtime_repository, tmp_path):
     from deploy.local_triton import LocalTriton
 
     repo = tmp_path / "repo"
-    shutil.copytree(portable_repository / MODEL, repo / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(runtime_repository / MODEL, repo / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
     interval = 0.25
     with LocalTriton(repo) as server:
         config = LoadTestConfig(url=server.grpc_url, model=MODEL, users=(4,), run_time_s=8, server_pid=server.pid,
@@ -133,10 +133,16 @@ def test_a_new_version_loaded_under_load_fails_no_request_and_the_counters_cover
     made = _requests_made(tmp_path / "locust" / "swap-u4.log")
     assert made >= run.requests
     assert made - (made / config.run_time_s * interval * 2 + 8) <= server_side.success <= made
-    assert server_side.success >= naive + 150  # version 1's requests (150 before the swap began) are not lost
-    # memory of the server and its stubs, sampled over the run
-    assert len(run.memory) >= 20 and all(m.server_bytes > 0 and m.stubs_bytes > 0 for m in run.memory)
-    assert stubs and set(stubs) <= set(tree)  # the stubs are what the samples count below the server
+    # Version 1's requests (150 before the swap began) are not lost, less what the window's opening sample missed
+    # (the same slack as above: the native runtime serves a sampling interval's worth faster than the portable one).
+    assert server_side.success >= naive + 150 - (made / config.run_time_s * interval * 2 + 8)
+    # memory of the server and its stubs (the portable runtime's python backend; the native one has none), sampled over the run
+    assert len(run.memory) >= 20 and all(m.server_bytes > 0 for m in run.memory)
+    if runtime == "portable":
+        assert all(m.stubs_bytes > 0 for m in run.memory)
+        assert stubs and set(stubs) <= set(tree)  # the stubs are what the samples count below the server
+    else:
+        assert stubs == [] and all(m.stubs_bytes == 0 for m in run.memory)
     assert math.isfinite(run.rss_growth_pct) and run.row()["rss_growth_pct"] == round(run.rss_growth_pct, 2)
     config.out_dir.mkdir(parents=True)
     report = LoadTestReport(config=config, runs=[run])
