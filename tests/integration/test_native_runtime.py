@@ -122,3 +122,19 @@ def test_a_native_server_stops_with_nothing_left(native_repository):
         pid = server.pid
     assert server.returncode == 0
     assert not Path(f"/proc/{pid}").exists() and server.shm_regions() == []
+
+
+@pytest.mark.slow
+def test_the_runtime_comparison_serves_both_runtimes_alternately_and_tables_them(portable_repository, native_repository, tmp_path):
+    from loadtest.runtime_compare import compare, markdown
+
+    lines: list[str] = []
+    cells = compare({"portable": portable_repository, "native": native_repository}, model="ser_int8", users=(2,),
+                    run_time_s=2, rounds=2, out_dir=tmp_path, log=lines.append)
+    assert [line.split()[2] for line in lines] == ["portable", "native", "native", "portable"]  # alternating rounds
+    assert {(c.runtime, c.users) for c in cells} == {("portable", 2), ("native", 2)}
+    assert all(c.failures == 0 and c.windows_per_s > 0 and 0 < c.p50_ms <= c.p99_ms for c in cells)
+    table = markdown(cells)
+    by = {c.runtime: c for c in cells}
+    assert f"| 2 | {by['portable'].windows_per_s:.1f} |" in table
+    assert f"{by['native'].windows_per_s / by['portable'].windows_per_s:.2f}×" in table and "failed requests: 0" in table
