@@ -334,9 +334,19 @@ class WaveformClassifier(nn.Module):
 
         For a regression head the second output carries the values themselves (the
         interface keeps its tensor names; the contract's ``problem_type`` says how to read it).
+
+        A window holding a NaN or Inf sample answers NaN in every output, and is zeroed before the
+        model sees it: a server that runs the graph on whatever arrives (Triton's ONNX Runtime
+        backend checks no values) then gives that window alone an answer no caller can mistake,
+        and an int8 graph, which quantizes a whole batch with one scale, is not thrown off for the
+        other windows by it.
         """
+        finite = torch.isfinite(waveform)
+        window_ok = finite.all(dim=1, keepdim=True)
+        waveform = torch.where(finite, waveform, torch.zeros_like(waveform))
         x, mask = self.prepare(waveform, num_samples)
         logits = self.model(input_values=x, attention_mask=mask).logits
+        logits = torch.where(window_ok, logits, torch.full_like(logits, float("nan")))
         if self.regression:
             return logits, logits * 1.0
         return logits, torch.softmax(logits, dim=-1)

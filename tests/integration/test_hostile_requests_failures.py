@@ -402,3 +402,20 @@ def test_the_native_graph_clamps_num_samples_into_one_to_w(exported_tiny):
     want = probs([1, 1, 1, W, W])
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_the_graph_answers_nan_for_a_non_finite_window_and_its_neighbours_keep_their_answers(exported_tiny, variant):
+    """Where nothing validates values, a NaN/Inf window answers NaN alone; the batch's other windows are not thrown off."""
+    from export.served.window_model import make_session
+
+    session = make_session(Path(exported_tiny) / variant / "model.onnx", intra_op_threads=1)
+    x, n = _good_inputs()
+    xs, ns = np.repeat(x, 3, axis=0), np.repeat(n, 3, axis=0)
+    xs[1, 7], xs[2, 11] = np.nan, np.inf
+    clean = xs.copy()
+    clean[1, 7] = clean[2, 11] = 0.0  # what the graph makes of the bad samples before the model sees them
+    logits, probs = session.run(["logits", "probabilities"], {"waveform": xs, "num_samples": ns})
+    assert np.isfinite(probs[0]).all() and np.isnan(probs[1:]).all() and np.isnan(logits[1:]).all()
+    want = session.run(["probabilities"], {"waveform": clean, "num_samples": ns})[0]
+    np.testing.assert_array_equal(probs[0], want[0])
