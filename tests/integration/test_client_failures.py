@@ -21,6 +21,7 @@ from client.errors import (
     InferenceError,
     ModelNotFoundError,
     NonFiniteAudioError,
+    RequestTimeoutError,
     SerError,
     ServerUnavailableError,
     SilentAudioError,
@@ -192,13 +193,17 @@ def test_tritonclient_errors_map_onto_the_hierarchy():
         return type(translate_error(exc, url="h:1", model="m", protocol="grpc", what="infer"))
 
     assert mapped("StatusCode.UNAVAILABLE") is ServerUnavailableError
-    assert mapped("StatusCode.DEADLINE_EXCEEDED") is ServerUnavailableError
+    assert mapped("503", "anything") is ServerUnavailableError  # HTTP's UNAVAILABLE, whatever the words
+    assert mapped("StatusCode.DEADLINE_EXCEEDED") is RequestTimeoutError  # one request's failure, not the server's
+    assert mapped("504") is RequestTimeoutError
     assert mapped("StatusCode.NOT_FOUND") is ModelNotFoundError
     assert mapped("404") is ModelNotFoundError
     assert mapped("StatusCode.INVALID_ARGUMENT") is InferenceError
     assert mapped("400") is InferenceError
     assert mapped("StatusCode.INTERNAL", "Traceback\n  boom") is InferenceError
     assert type(translate_error(ConnectionRefusedError(111, "refused"), url="h:1", model="m", protocol="http", what="x")) is ServerUnavailableError
+    late = translate_error(TimeoutError("timed out"), url="h:1", model="m", protocol="http", what="infer", timeout_s=1.5)
+    assert type(late) is RequestTimeoutError and "within 1.5 s" in str(late) and "h:1" in str(late)
     err = translate_error(InferenceServerException("a\nb", status="StatusCode.INTERNAL"), url="h:1", model="m", protocol="grpc", what="infer")
     assert isinstance(err, SerError) and "\n" not in str(err)
     assert issubclass(AudioDecodeError, AudioError)
