@@ -170,6 +170,7 @@ def test_directory_mode_writes_csv_with_a_column_per_label_and_error_rows(triton
     rows = list(csv.DictReader(out.open()))
     assert [r["file"] for r in rows] == [str(folder / "deep" / n) for n in ("garbage.wav", "long.wav", "short.wav")]
     assert [r["ok"] for r in rows] == ["False", "True", "True"] and summary.failed == 1 and summary.ok == 2
+    assert summary.clips_per_s == pytest.approx(2 / summary.elapsed_s)  # the throughput counts classified files only
     assert rows[0]["error_type"] == "AudioDecodeError" and "garbage.wav" in rows[0]["error"]
     for r in rows[1:]:
         probs = {lab: float(r[f"p_{lab}"]) for lab in RAVDESS8}
