@@ -140,7 +140,7 @@ def test_a_request_past_its_time_limit_is_that_files_timeout_row_and_the_run_goe
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_unavailable_is_retried_and_server_unavailable_over_both_protocols(scripted_server, scripted_clips, protocol, tmp_path):
-    """gRPC UNAVAILABLE and HTTP 503 are one failure: retried per the policy, then ServerUnavailableError."""
+    """UNAVAILABLE over gRPC and 503 over HTTP are one failure: retried per the policy, then ServerUnavailableError."""
     attempts: list[tuple[str, int]] = []
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
     url = server_url(scripted_server, protocol)
