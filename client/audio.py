@@ -7,7 +7,7 @@ torch nor transformers (a calling service installs the client alone).
 Pipeline: decode (soundfile; librosa/audioread for other formats when present)
 -> float32 in [-1, 1], shape ``[samples, channels]`` -> mono by averaging
 channels -> resample to the model's rate (soxr, high quality) -> validate
-(empty, too short, NaN/Inf, silent, too long) -> fixed windows of ``W`` samples with the
+(empty, NaN/Inf, too short, too long, silent) -> fixed windows of ``W`` samples with the
 true length of each (``num_samples``).
 
 Per-clip normalisation (zero mean, unit variance over the valid samples) is
@@ -237,14 +237,14 @@ def validate(y: np.ndarray, *, source: str, sample_rate: int, config: AudioConfi
     """Refuse audio the model must not see. Returns ``y`` unchanged.
 
     Raises:
-        EmptyAudioError, AudioTooShortError, NonFiniteAudioError, SilentAudioError, AudioTooLongError.
+        EmptyAudioError, NonFiniteAudioError, AudioTooShortError, AudioTooLongError, SilentAudioError.
     """
     if y.size == 0:
         raise EmptyAudioError(source)
-    _check_min_duration(y.shape[0], sample_rate, source=source, config=config)
     if not np.isfinite(y).all():
         bad = int((~np.isfinite(y)).sum())
         raise NonFiniteAudioError(source, f"{bad} of {y.size} samples")
+    _check_min_duration(y.shape[0], sample_rate, source=source, config=config)
     duration = y.shape[0] / sample_rate
     if duration > config.max_duration_s:
         raise AudioTooLongError(source, f"{duration:.1f} s > {config.max_duration_s:g} s")
@@ -297,10 +297,10 @@ def load_audio(
         data, sr = decode(source, name=label, max_duration_s=config.max_duration_s)
     if data.size == 0:
         raise EmptyAudioError(label)
-    _check_min_duration(data.shape[0], sr, source=label, config=config)  # at the source's rate: resampling rounds
     mono = to_mono(data)
     if not np.isfinite(mono).all():  # check before resampling spreads NaN around
         validate(mono, source=label, sample_rate=sr, config=config)
+    _check_min_duration(data.shape[0], sr, source=label, config=config)  # at the source's rate: resampling rounds
     y = resample(mono, orig_sr=sr, target_sr=config.sample_rate)
     return validate(y, source=label, sample_rate=config.sample_rate, config=config)
 

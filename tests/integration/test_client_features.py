@@ -270,7 +270,9 @@ def test_the_cli_classifies_a_directory_concurrently_into_jsonl_with_a_progress_
     assert len(rows[1]["top_k"]) == 2 and "predict" in proc.stderr and "3/3" in proc.stderr
     assert "error: 1 of 3 files failed" in proc.stderr and time.perf_counter() - t0 < 60
     resumed = ser("predict", str(folder), "--url", triton_server.grpc_url, "--output", str(out), "--resume")
-    assert resumed.returncode == 0 and [json.loads(line) for line in out.read_text().splitlines()] == rows
+    assert resumed.returncode == 1 and "error: 1 of 3 files failed" in resumed.stderr  # the empty file, classified again
+    assert f"error: {folder / 'empty.wav'}: cannot decode audio" in resumed.stderr
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [*rows[1:], rows[0]]  # its row is the latest
 
 
 def test_the_client_benchmark_prints_preprocessing_served_latency_and_directory_throughput(triton_server):
