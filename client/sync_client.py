@@ -26,7 +26,6 @@ from .errors import (
     ServerUnavailableError,
 )
 from .results import ClassifyResult, ModelStats, Prediction, model_stats
-from .retry import is_timeout
 
 
 class SerClient(ClientBase):
@@ -107,27 +106,6 @@ class SerClient(ClientBase):
             except Exception:  # noqa: BLE001, S110 - closing is best effort
                 pass
 
-    def _drop_timed_out_transport(self) -> None:
-        """Replace this thread's HTTP client after a time-out.
-
-        Its connection still carries the unanswered request: the server answers requests on one
-        connection in order, so the next request would wait behind the late answer (or read it).
-        """
-        if self.protocol != "http" or self._client is None:
-            return
-        if threading.get_ident() == self._owner:
-            old, self._client = self._client, self._new_transport()
-        else:
-            old = getattr(self._local, "client", None)
-            self._local.client = None
-            with self._extra_lock:
-                self._extra_clients = [(t, c) for t, c in self._extra_clients if c is not old]
-        if old is not None:
-            try:
-                old.close()
-            except Exception:  # noqa: BLE001, S110 - closing is best effort
-                pass
-
     def _call(self, what: str, fn, *args, **kwargs):
         """``fn(*args, **kwargs)``, retried per :attr:`retry` on transport failures, errors translated."""
         attempt = 0
@@ -138,8 +116,6 @@ class SerClient(ClientBase):
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
-                if is_timeout(exc):
-                    self._drop_timed_out_transport()
                 delay = self._retry_delay(exc, attempt, started)
                 if delay is None:
                     raise self._translate(exc, what) from None

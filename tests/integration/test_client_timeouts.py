@@ -71,7 +71,7 @@ def _write_scripted_model(root):
     config.input.add(name="num_samples", data_type=mc.TYPE_INT64, dims=[1])
     config.output.add(name="logits", data_type=mc.TYPE_FP32, dims=[len(RAVDESS8)])
     config.output.add(name="probabilities", data_type=mc.TYPE_FP32, dims=[len(RAVDESS8)])
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=2)  # a slow clip does not hold up the others
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=4)  # slow clips in progress do not hold up the others
     for key, value in contract.to_parameters().items():
         config.parameters[key].string_value = value
     (root / MODEL / "1").mkdir(parents=True)
@@ -121,6 +121,10 @@ def test_a_request_past_its_time_limit_is_that_files_timeout_row_and_the_run_goe
         # one worker: the files after the slow one go through the same connection (HTTP: a fresh one)
         summary = predict_files(client, files, output=out, concurrency=1)
         elapsed = time.perf_counter() - t0
+        with pytest.raises(RequestTimeoutError):  # the same on the thread that opened the client
+            client.classify(scripted_clips["slow"])
+        t1 = time.perf_counter()
+        assert client.classify(fast[0]).label and time.perf_counter() - t1 < 1.0
     rows = _rows(out)
     assert [r["file"] for r in rows] == [str(f) for f in files]
     assert [r["ok"] for r in rows] == [True, True, False, True, True]
