@@ -9,7 +9,7 @@ import numpy as np
 
 from .audio import AudioSource
 from .client_base import ClientBase
-from .errors import ConfigError, ModelNotFoundError, ServerUnavailableError
+from .errors import ConfigError, ModelNotFoundError, RequestTimeoutError, ServerUnavailableError
 from .results import ClassifyResult, ModelStats, Prediction, model_stats
 
 
@@ -38,11 +38,19 @@ class AsyncSerClient(ClientBase):
         import tritonclient.http.aio as httpaio
 
         return httpaio.InferenceServerClient(
-            self.url,
-            conn_timeout=self.transport.connection_timeout_s or self.timeout_s,
-            ssl=self.transport.ssl,
-            ssl_context=self.transport.ssl_context(),
+            self.url, conn_timeout=self._time_limit_s(), ssl=self.transport.ssl, ssl_context=self.transport.ssl_context()
         )
+
+    def _time_limit_s(self) -> float:
+        """gRPC: as the sync client's. HTTP: the connection limit plus the network limit.
+
+        ``tritonclient.http.aio`` takes one limit, ``conn_timeout``, which is aiohttp's ``total``:
+        the whole call, connecting and answering together. The sum lets every call through that
+        the sync client (a limit to connect, then one to answer) lets through.
+        """
+        if self.protocol == "grpc":
+            return super()._time_limit_s()
+        return (self.transport.connection_timeout_s or self.timeout_s) + (self.transport.network_timeout_s or self.timeout_s)
 
     def _require_open(self):
         if self._client is None:
@@ -81,6 +89,9 @@ class AsyncSerClient(ClientBase):
             extra = {"as_json": True} if self.protocol == "grpc" else {}
             raw = await self._call("model config", self._client.get_model_config, self.model, self.model_version, **extra, **self._kw())
             self._accept_config(self._config_from_raw(raw))
+        except RequestTimeoutError as exc:
+            await self.close()
+            raise self._unanswered(exc) from None
         except BaseException:
             await self.close()
             raise

@@ -7,7 +7,7 @@ torch nor transformers (a calling service installs the client alone).
 Pipeline: decode (soundfile; librosa/audioread for other formats when present)
 -> float32 in [-1, 1], shape ``[samples, channels]`` -> mono by averaging
 channels -> resample to the model's rate (soxr, high quality) -> validate
-(empty, NaN/Inf, silent, too long) -> fixed windows of ``W`` samples with the
+(empty, NaN/Inf, too short, too long, silent) -> fixed windows of ``W`` samples with the
 true length of each (``num_samples``).
 
 Per-clip normalisation (zero mean, unit variance over the valid samples) is
@@ -27,6 +27,7 @@ import numpy as np
 from .errors import (
     AudioDecodeError,
     AudioTooLongError,
+    AudioTooShortError,
     ConfigError,
     EmptyAudioError,
     NonFiniteAudioError,
@@ -39,6 +40,10 @@ AudioSource = Union[str, Path, bytes, np.ndarray]
 DEFAULT_SILENCE_PEAK = 1e-4
 #: Longest audio accepted by default, in seconds.
 DEFAULT_MAX_DURATION_S = 600.0
+#: Shortest audio accepted by default, in seconds: 0.1 s is 1600 samples at 16 kHz, four frames of
+#: wav2vec2's feature encoder (25 ms receptive field, 20 ms stride) and about one syllable. Less
+#: carries no emotion to hear, yet a model still answers it with a confident-looking label.
+DEFAULT_MIN_DURATION_S = 0.1
 #: Variance floor of the per-clip normalisation, as Wav2Vec2FeatureExtractor uses.
 NORM_EPS = 1e-7
 
@@ -51,17 +56,24 @@ class AudioConfig:
         sample_rate: target rate in Hz.
         max_duration_s: longer audio is refused before it is decoded whole.
         silence_peak: audio whose peak |amplitude| is below this is refused as silent.
+        min_duration_s: shorter audio is refused (:class:`~client.errors.AudioTooShortError`),
+            seconds; 0 accepts any non-empty clip.
     """
 
     sample_rate: int = 16_000
     max_duration_s: float = DEFAULT_MAX_DURATION_S
     silence_peak: float = DEFAULT_SILENCE_PEAK
+    min_duration_s: float = DEFAULT_MIN_DURATION_S
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
             raise ConfigError(f"sample_rate={self.sample_rate}: must be a positive number of Hz")
         if not self.max_duration_s > 0:
             raise ConfigError(f"max_duration_s={self.max_duration_s}: must be positive")
+        if not 0 <= self.min_duration_s < self.max_duration_s:
+            raise ConfigError(
+                f"min_duration_s={self.min_duration_s}: must be >= 0 and below max_duration_s={self.max_duration_s}"
+            )
         if not 0 <= self.silence_peak < 1:
             raise ConfigError(f"silence_peak={self.silence_peak}: must be in [0, 1)")
 
@@ -225,13 +237,14 @@ def validate(y: np.ndarray, *, source: str, sample_rate: int, config: AudioConfi
     """Refuse audio the model must not see. Returns ``y`` unchanged.
 
     Raises:
-        EmptyAudioError, NonFiniteAudioError, SilentAudioError, AudioTooLongError.
+        EmptyAudioError, NonFiniteAudioError, AudioTooShortError, AudioTooLongError, SilentAudioError.
     """
     if y.size == 0:
         raise EmptyAudioError(source)
     if not np.isfinite(y).all():
         bad = int((~np.isfinite(y)).sum())
         raise NonFiniteAudioError(source, f"{bad} of {y.size} samples")
+    _check_min_duration(y.shape[0], sample_rate, source=source, config=config)
     duration = y.shape[0] / sample_rate
     if duration > config.max_duration_s:
         raise AudioTooLongError(source, f"{duration:.1f} s > {config.max_duration_s:g} s")
@@ -239,6 +252,13 @@ def validate(y: np.ndarray, *, source: str, sample_rate: int, config: AudioConfi
     if peak < config.silence_peak:
         raise SilentAudioError(source, f"peak {peak:.2e} < {config.silence_peak:g}")
     return y
+
+
+def _check_min_duration(samples: int, sample_rate: int, *, source: str, config: AudioConfig) -> None:
+    if samples / sample_rate < config.min_duration_s:
+        raise AudioTooShortError(
+            source, f"{samples} samples at {sample_rate} Hz = {samples / sample_rate:.3g} s < {config.min_duration_s:g} s"
+        )
 
 
 def load_audio(
@@ -269,6 +289,8 @@ def load_audio(
             raise ConfigError(f"{label}: a numpy array needs sample_rate= (Hz)")
         data = array_to_float(source, label)
         sr = int(sample_rate)
+        if sr <= 0:
+            raise ConfigError(f"{label}: sample_rate={sample_rate}: must be a positive number of Hz")
         if data.size and data.shape[0] / sr > config.max_duration_s:
             raise AudioTooLongError(label, f"{data.shape[0] / sr:.1f} s > {config.max_duration_s:g} s")
     else:
@@ -278,6 +300,7 @@ def load_audio(
     mono = to_mono(data)
     if not np.isfinite(mono).all():  # check before resampling spreads NaN around
         validate(mono, source=label, sample_rate=sr, config=config)
+    _check_min_duration(data.shape[0], sr, source=label, config=config)  # at the source's rate: resampling rounds
     y = resample(mono, orig_sr=sr, target_sr=config.sample_rate)
     return validate(y, source=label, sample_rate=config.sample_rate, config=config)
 

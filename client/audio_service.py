@@ -246,7 +246,7 @@ def clip_from_bytes(data: bytes, *, contract: ModelContract, limits: AudioLimits
     Raises:
         AudioTooLargeError: more than ``max_bytes``, or it declares more than ``max_decoded_samples``.
         AudioFormatError: a sample rate or channel count outside what is accepted.
-        AudioDecodeError, AudioTooLongError, EmptyAudioError, NonFiniteAudioError, SilentAudioError:
+        AudioDecodeError, AudioTooLongError, AudioTooShortError, EmptyAudioError, NonFiniteAudioError, SilentAudioError:
             as the client raises them for the same bytes.
     """
     if len(data) > limits.max_bytes:
@@ -284,7 +284,7 @@ def clip_from_pcm(pcm: np.ndarray, sample_rate: int, *, contract: ModelContract,
         name: how errors name the input.
 
     Raises:
-        AudioTooLargeError, AudioFormatError, EmptyAudioError, NonFiniteAudioError,
+        AudioTooLargeError, AudioFormatError, EmptyAudioError, AudioTooShortError, NonFiniteAudioError,
         SilentAudioError, AudioTooLongError.
     """
     x = np.asarray(pcm).reshape(-1)

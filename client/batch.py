@@ -6,18 +6,20 @@ What ``ser predict DIR_OR_FILES --concurrency N --output FILE [--resume]`` runs:
 * :func:`predict_files` sends them through :meth:`SerClient.classify_many` (N in flight,
   so the server's dynamic batcher merges them) and writes one row per file, in input order,
   flushed as it is written: JSON lines or CSV;
-* a file that fails (bad audio, refused request) is a row with ``ok=false``, its error type
-  and one-line message; the summary counts it;
-* losing the server (UNAVAILABLE after the retries, model gone) stops the run with a
-  :class:`~client.errors.ServerUnavailableError`: every row written is complete, the
-  failing file is not written, and ``resume=True`` later skips exactly the files already in
-  the output (a partial last line, from a kill mid-write, is cut off first).
+* a file that fails (bad audio, a refused request, no answer within the time limit) is a
+  row with ``ok=false``, its error type and one-line message; the summary counts it;
+* losing the server (UNAVAILABLE / HTTP 503 after the retries, model gone) stops the run
+  with a :class:`~client.errors.ServerUnavailableError`: every row written is complete, the
+  failing file is not written, and ``resume=True`` later classifies the files missing from
+  the output and those whose row records a failure (a partial last line, from a kill
+  mid-write, is cut off first), so the output ends with one row per file;
+* one run at a time writes an output: a second fails at once with an
+  :class:`~client.errors.OutputLockedError` (:mod:`client.output_file`).
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 import time
@@ -27,6 +29,7 @@ from typing import Callable, Iterable, Sequence, TextIO
 
 from .audio import AUDIO_SUFFIXES, list_audio_files
 from .errors import ConfigError, ModelNotFoundError, ServerUnavailableError
+from .output_file import output_lock, prepare_resume
 from .results import ClassifyResult
 from .sync_client import SerClient
 
@@ -71,7 +74,7 @@ class PredictSummary:
 
     Attributes:
         total: files asked for.
-        skipped: files already in the output (``resume``).
+        skipped: files whose result was already in the output (``resume``).
         ok: files classified in this run.
         failed: files whose row records an error in this run.
         elapsed_s: wall time of this run's classification, seconds.
@@ -85,9 +88,8 @@ class PredictSummary:
 
     @property
     def clips_per_s(self) -> float:
-        """Files handled per second in this run."""
-        done = self.ok + self.failed
-        return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Files classified per second in this run; failed files are not counted (a refusal is quick, and no throughput)."""
+        return self.ok / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 def row_of(result: ClassifyResult) -> dict:
@@ -105,36 +107,6 @@ def row_of(result: ClassifyResult) -> dict:
             row["top_k"] = [[lab, round(p, 6)] for lab, p in pred.top_k]
         return row
     return {"file": result.source, "ok": False, "error_type": type(result.error).__name__, "error": str(result.error)}
-
-
-def done_files(output: Path, fmt: str) -> set[str]:
-    """Files already recorded in ``output``; a partial last line (interrupted write) is cut off the file.
-
-    Raises:
-        ConfigError: a complete line is not a row of this format.
-    """
-    if not output.exists():
-        return set()
-    data = output.read_bytes()
-    cut = data.rfind(b"\n") + 1
-    if cut < len(data):
-        with open(output, "r+b") as fh:
-            fh.truncate(cut)
-    text = data[:cut].decode("utf-8", errors="replace")
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if text and (reader.fieldnames is None or "file" not in reader.fieldnames):
-            raise ConfigError(f"{output}: not a CSV written by ser predict (no 'file' column); cannot resume")
-        return {row["file"] for row in reader}
-    done = set()
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            done.add(json.loads(line)["file"])
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{output}: line {number} is not a JSON row with a 'file' key; cannot resume") from None
-    return done
 
 
 class _Writer:
@@ -187,7 +159,9 @@ def predict_files(
         files: audio paths (expand directories with :func:`find_audio` first).
         output: file to write; None writes to ``stdout``. Without ``resume`` it is overwritten.
         fmt: ``jsonl``, ``csv`` or ``text`` (stdout only); None chooses by :func:`format_for`.
-        resume: keep the rows already in ``output`` and classify only the other files.
+        resume: keep the results already in ``output`` and classify the other files: those
+            missing, and those whose latest row records a failure (that row is replaced, so
+            the output ends with one row per file, the latest result).
         concurrency: files in flight (>= 1).
         top_k: add the k best classes to each row.
         progress: show a tqdm progress bar on stderr.
@@ -200,6 +174,7 @@ def predict_files(
     Raises:
         ServerUnavailableError: the server went away mid-run (rows written so far are
             complete; run again with ``resume=True``). ModelNotFoundError likewise.
+        OutputLockedError: another run is writing ``output`` (:func:`client.output_file.output_lock`).
         ConfigError: bad options, or an output that cannot be resumed.
     """
     fmt = format_for(output, fmt)
@@ -208,17 +183,32 @@ def predict_files(
     if fmt == "text" and output is not None:
         raise ConfigError(f"format='text' is for the terminal; write {output} as jsonl or csv")
     assert client.contract is not None, "client must be open"
-    names = [str(f) for f in files]
-    done = done_files(output, fmt) if (resume and output is not None) else set()
-    todo = [n for n in names if n not in done]
-    header = fmt == "csv" and (output is None or not resume or not output.exists() or output.stat().st_size == 0)
-    if fmt == "csv" and not header:
+    run = dict(fmt=fmt, resume=resume, concurrency=concurrency, top_k=top_k, progress=progress, on_row=on_row)
+    if output is None:
+        return _predict(client, [str(f) for f in files], output=None, stream=stdout or sys.stdout, **run)
+    with output_lock(output):
+        return _predict(client, [str(f) for f in files], output=output, stream=None, **run)
+
+
+def _predict(
+    client: SerClient, names: list[str], *, output: Path | None, stream: TextIO | None, fmt: str, resume: bool,
+    concurrency: int, top_k: int | None, progress: bool, on_row: Callable[[dict], None] | None,
+) -> PredictSummary:
+    """:func:`predict_files` once its options are checked and the output, if any, is locked."""
+    assert client.contract is not None
+    resuming = resume and output is not None and output.exists() and output.stat().st_size > 0
+    if fmt == "csv" and resuming:
         _check_csv_header(output, client.contract.labels, values=client.contract.regression)
+    done = prepare_resume(output, fmt, names) if resuming else set()
+    todo = [n for n in names if n not in done]
+    header = fmt == "csv" and not resuming
     from tqdm import tqdm
 
     ok = failed = 0
     t0 = time.perf_counter()
-    stream = open(output, "a" if resume else "w", encoding="utf-8", newline="") if output is not None else (stdout or sys.stdout)  # noqa: SIM115
+    if output is not None:
+        stream = open(output, "a" if resuming else "w", encoding="utf-8", newline="")  # noqa: SIM115
+    assert stream is not None
     try:
         writer = _Writer(stream, fmt, client.contract.labels, header=header, values=client.contract.regression)
         with tqdm(total=len(names), initial=len(names) - len(todo), file=sys.stderr, unit="file",
@@ -236,7 +226,9 @@ def predict_files(
                     ok += 1
                 else:
                     failed += 1
-                    bar.write(f"error: {result.error}", file=sys.stderr)
+                    message = str(result.error)  # audio errors name their file; request errors name the server
+                    named = message if message.startswith(result.source) else f"{result.source}: {message}"
+                    bar.write(f"error: {named}", file=sys.stderr)
                 bar.update(1)
                 if on_row is not None:
                     on_row(row)
@@ -260,4 +252,4 @@ def _check_csv_header(output: Path, labels: Sequence[str], *, values: bool = Fal
         raise ConfigError(f"{output}: its CSV columns {header} differ from this model's {expected}; cannot resume into it")
 
 
-__all__ = ["FORMATS", "PredictSummary", "done_files", "find_audio", "format_for", "predict_files", "row_of"]
+__all__ = ["FORMATS", "PredictSummary", "find_audio", "format_for", "predict_files", "row_of"]

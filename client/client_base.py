@@ -37,7 +37,14 @@ from .contract import (
     string_parameters,
 )
 from .error_mapping import one_line, translate_error
-from .errors import ConfigError, ContractError, InferenceError, SerError
+from .errors import (
+    ConfigError,
+    ContractError,
+    InferenceError,
+    RequestTimeoutError,
+    SerError,
+    ServerUnavailableError,
+)
 from .results import ClassifyResult, Prediction, parse_classification
 from .retry import RetryPolicy, is_retryable
 from .server_side import ServerSideMixin
@@ -100,8 +107,19 @@ class ClientBase(ServerSideMixin):
             kw["client_timeout"] = self.transport.request_timeout_s or self.timeout_s
         return kw
 
+    def _time_limit_s(self) -> float:
+        """The limit, seconds, within which one call must be answered (named by a time-out's message)."""
+        if self.protocol == "grpc":
+            return self.transport.request_timeout_s or self.timeout_s
+        return self.transport.network_timeout_s or self.timeout_s
+
     def _translate(self, exc: BaseException, what: str) -> SerError:
-        return translate_error(exc, url=self.url, model=self.model, protocol=self.protocol, what=what)
+        return translate_error(exc, url=self.url, model=self.model, protocol=self.protocol, what=what,
+                               timeout_s=self._time_limit_s())
+
+    def _unanswered(self, exc: RequestTimeoutError) -> ServerUnavailableError:
+        """A time-out while opening: a server that accepts but does not answer its health checks is unavailable."""
+        return ServerUnavailableError(f"{self.url}: Triton server unavailable over {self.protocol} ({exc})")
 
     def _attempt(self, what: str, attempt: int) -> None:
         if self.on_attempt is not None:

@@ -41,6 +41,8 @@ class TransportOptions:
         insecure: HTTP only: do not verify the server's certificate.
         connection_timeout_s: HTTP: time limit to connect; None = the client's ``timeout_s``.
         network_timeout_s: HTTP: time limit of one socket read/write; None = ``timeout_s``.
+            (``tritonclient.http.aio`` takes one limit for the whole call, connecting and
+            answering together: :class:`~client.async_client.AsyncSerClient` gives it the sum.)
         request_timeout_s: gRPC: time limit of one call (``client_timeout``); None = ``timeout_s``.
     """
 

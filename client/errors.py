@@ -64,6 +64,12 @@ class SilentAudioError(AudioError):
     reason = "audio is silent"
 
 
+class AudioTooShortError(AudioError):
+    """The audio is shorter than the configured minimum duration (too little to classify)."""
+
+    reason = "audio is shorter than the allowed minimum"
+
+
 class AudioTooLongError(AudioError):
     """The audio is longer than the configured maximum duration."""
 
@@ -89,6 +95,10 @@ class ConfigError(SerError, ValueError):
     """A configuration value or combination is invalid; the message says which."""
 
 
+class OutputLockedError(SerError):
+    """Another run is writing the same output file (its lock file is held); the message names the output."""
+
+
 # --- serving and calling -------------------------------------------------------
 
 
@@ -101,7 +111,21 @@ class ServerStartError(ServerError):
 
 
 class ServerUnavailableError(ServerError):
-    """Nothing answers at the given address (connection refused, timed out)."""
+    """Nothing answers at the given address (connection refused or reset, UNAVAILABLE / HTTP 503).
+
+    Retried per the client's :class:`~client.retry.RetryPolicy`; raised once the retries are spent.
+    A server that accepts connections but does not answer ``open()``'s liveness check in
+    time is unavailable too.
+    """
+
+
+class RequestTimeoutError(ServerError):
+    """One request got no answer within the client's time limit (gRPC DEADLINE_EXCEEDED, an HTTP socket time-out).
+
+    A failure of that request only (a long clip on a slow model, a busy server): it is not
+    retried (the limit is the caller's budget), and directory mode records it as that file's
+    error row and goes on with the other files.
+    """
 
 
 class AccessDeniedError(ServerError):

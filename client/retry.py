@@ -1,7 +1,9 @@
 """Which failed calls the client retries, and how long it waits between attempts.
 
 :func:`is_retryable` says whether a failure may be retried (the server was
-unreachable or went away); :func:`is_refused_restricted_api` tells a refused
+unreachable or went away), :func:`is_timeout` whether it was a time-out, both by
+the failure's status (:func:`status_of`: gRPC and HTTP alike) and type, never by the
+wording of a message the server wrote; :func:`is_refused_restricted_api` tells a refused
 restricted API apart from a real ``UNAVAILABLE``; :class:`RetryPolicy` gives the
 waits (exponential backoff, jitter, an optional time budget).
 """
@@ -20,7 +22,7 @@ class RetryPolicy:
     """Retries with exponential backoff and jitter, for transport failures only.
 
     A call is retried only when the server could not be reached or went away
-    (gRPC ``UNAVAILABLE``, connection refused/reset/closed): never on
+    (``UNAVAILABLE``: gRPC's, or HTTP 503; connection refused/reset/closed): never on
     ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``INTERNAL``, a refused restricted API
     (which 2.51 answers ``UNAVAILABLE`` over gRPC, told apart by its message) or a
     time-out (the time-out is the caller's budget). Retry ``r`` (1, 2, ...) waits
@@ -97,29 +99,73 @@ CONNECTION_ERRORS = (
     "ClientOSError",
 )
 
+#: HTTP status -> the gRPC status name of the same failure, as tritonserver maps its errors to HTTP
+#: (UNAVAILABLE is 503, NOT_FOUND 404...; 502 and 504 come from a proxy in front of the server), so that
+#: both protocols are classified by one status and never by the wording of the message.
+HTTP_STATUS = {
+    "400": "INVALID_ARGUMENT",
+    "401": "UNAUTHENTICATED",
+    "403": "PERMISSION_DENIED",
+    "404": "NOT_FOUND",
+    "408": "DEADLINE_EXCEEDED",
+    "409": "ALREADY_EXISTS",
+    "429": "RESOURCE_EXHAUSTED",
+    "499": "CANCELLED",
+    "500": "INTERNAL",
+    "501": "UNIMPLEMENTED",
+    "502": "UNAVAILABLE",
+    "503": "UNAVAILABLE",
+    "504": "DEADLINE_EXCEEDED",
+}
+
+
+def status_of(exc: BaseException) -> str:
+    """The status of a tritonclient error as a gRPC status name (``"UNAVAILABLE"``...), ``""`` if it has none.
+
+    gRPC's ``StatusCode.UNAVAILABLE`` and HTTP's ``503`` both give ``"UNAVAILABLE"``; an HTTP
+    status outside :data:`HTTP_STATUS` is returned as its number.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    if not isinstance(exc, InferenceServerException):
+        return ""
+    status = str(exc.status() or "").replace("StatusCode.", "").strip()
+    return HTTP_STATUS.get(status, status)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` says a call got no answer within its time limit.
+
+    gRPC ``DEADLINE_EXCEEDED`` (HTTP 504/408 likewise), a socket time-out (``TimeoutError``,
+    which ``socket.timeout`` and ``asyncio.TimeoutError`` are) or gevent's ``Timeout``.
+    """
+    if status_of(exc) == "DEADLINE_EXCEEDED":
+        return True
+    return isinstance(exc, TimeoutError) or type(exc).__name__ == "Timeout"
+
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed call may be retried: the server was unreachable or went away.
 
-    True for gRPC ``UNAVAILABLE`` and connection refused/reset/closed errors;
-    False for time-outs (``DEADLINE_EXCEEDED``, socket time-outs), for every
-    answer the server gave (``INVALID_ARGUMENT``, ``NOT_FOUND``, ``INTERNAL``,
-    HTTP 4xx/5xx) and for the bundle's own errors.
+    True for ``UNAVAILABLE`` (gRPC, and HTTP 503/502: the same status on both protocols)
+    and connection refused/reset/closed errors; False for time-outs (``DEADLINE_EXCEEDED``,
+    socket time-outs), for every other answer the server gave (``INVALID_ARGUMENT``,
+    ``NOT_FOUND``, ``INTERNAL``, HTTP 4xx/500), for a refused restricted API and for the
+    bundle's own errors.
     """
     from tritonclient.utils import InferenceServerException
 
-    if isinstance(exc, SerError):
+    if isinstance(exc, SerError) or is_timeout(exc):
         return False
     if isinstance(exc, InferenceServerException):
-        status = str(exc.status() or "").replace("StatusCode.", "")
         if is_refused_restricted_api(exc):
             return False
+        status = status_of(exc)
         if status == "UNAVAILABLE":
             return True
+        # tritonclient raises a connection failure of its own (no server answer, hence no status) with the OS's words
         text = str(exc.message() or exc).lower()
         return not status and any(s in text for s in ("connection refused", "connection reset", "connection closed"))
-    if isinstance(exc, TimeoutError) or type(exc).__name__ == "Timeout":
-        return False
     return isinstance(exc, ConnectionError) or type(exc).__name__ in CONNECTION_ERRORS
 
 
@@ -139,10 +185,9 @@ def is_refused_restricted_api(exc: BaseException) -> bool:
 
     if not isinstance(exc, InferenceServerException):
         return False
-    status = str(exc.status() or "").replace("StatusCode.", "")
-    return status in ("UNAVAILABLE", "PERMISSION_DENIED", "UNAUTHENTICATED", "403", "") and bool(
+    return status_of(exc) in ("UNAVAILABLE", "PERMISSION_DENIED", "UNAUTHENTICATED", "") and bool(
         _RESTRICTED.search(str(exc.message() or exc))
     )
 
 
-__all__ = ["CONNECTION_ERRORS", "RetryPolicy", "is_refused_restricted_api", "is_retryable"]
+__all__ = ["CONNECTION_ERRORS", "HTTP_STATUS", "RetryPolicy", "is_refused_restricted_api", "is_retryable", "is_timeout", "status_of"]

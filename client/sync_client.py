@@ -1,7 +1,9 @@
 """The blocking client: :class:`SerClient`, its connection, calls with retries, and batch classification.
 
-HTTP clients of tritonclient are not thread-safe, so ``classify_many``'s worker
-threads each get their own (closed when the threads finish); gRPC clients are shared.
+HTTP clients of tritonclient are not thread-safe, so every thread that calls an HTTP
+``SerClient`` gets a client (one keep-alive connection) of its own; the clients of threads
+that have ended are closed whenever a thread opens one, and by ``classify_many`` when its
+workers finish, so the connections stay bounded by the threads alive. gRPC clients are shared.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import numpy as np
 
 from .audio import AudioSource
 from .client_base import ClientBase
-from .errors import ConfigError, ModelNotFoundError, SerError, ServerUnavailableError
+from .errors import (
+    ConfigError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+    SerError,
+    ServerUnavailableError,
+)
 from .results import ClassifyResult, ModelStats, Prediction, model_stats
 
 
@@ -81,6 +89,7 @@ class SerClient(ClientBase):
             return self._client
         client = getattr(self._local, "client", None)
         if client is None:
+            self._close_clients_of_finished_threads()  # a thread that ended cannot close its own
             client = self._new_transport()
             self._local.client = client
             with self._extra_lock:
@@ -118,7 +127,8 @@ class SerClient(ClientBase):
         Connection failures are retried per :attr:`retry` (a server still starting is waited for).
 
         Raises:
-            ServerUnavailableError: nothing answers at ``url``.
+            ServerUnavailableError: nothing answers at ``url`` (refused, UNAVAILABLE, or no answer
+                to the health checks within the time limit).
             ModelNotFoundError: the model is not ready; the message lists the ready ones.
             ContractError: the config lacks the ``ser.*`` parameters or the tensors
                 ``waveform``/``num_samples`` -> ``logits``/``probabilities``.
@@ -140,6 +150,9 @@ class SerClient(ClientBase):
             if not ready:
                 raise ModelNotFoundError(self._not_ready_message())
             self._accept_config(self._read_config())
+        except RequestTimeoutError as exc:
+            self.close()
+            raise self._unanswered(exc) from None
         except BaseException:
             self.close()
             raise

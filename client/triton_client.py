@@ -25,8 +25,11 @@ valid samples.
 
 Every failure is a typed :class:`~client.errors.SerError` with a one-line message:
 
-* nothing answers at the address (connection refused, UNAVAILABLE, time-out):
-  :class:`~client.errors.ServerUnavailableError`;
+* nothing answers at the address (connection refused, gRPC UNAVAILABLE or HTTP 503, no answer
+  to ``open()``'s health checks in time): :class:`~client.errors.ServerUnavailableError`, after
+  the retries;
+* one request gets no answer within its time limit (DEADLINE_EXCEEDED, an HTTP socket time-out):
+  :class:`~client.errors.RequestTimeoutError`, that request's failure alone, never retried;
 * the model is unknown or not ready (NOT_FOUND / 404): :class:`~client.errors.ModelNotFoundError`
   listing the models that are ready;
 * a restricted API (repository, shared memory, trace, logging) called without the admin key:

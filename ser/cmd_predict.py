@@ -56,7 +56,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     files = find_audio(args.files)
     with SerClient(args.url, model=args.model, protocol=args.protocol, timeout_s=args.timeout_s, retry=retry,
-                   transport=transport, audio=AudioConfig(max_duration_s=args.max_duration_s),
+                   transport=transport, audio=AudioConfig(max_duration_s=args.max_duration_s, min_duration_s=args.min_duration_s),
                    server_side=args.server_side) as client:
         summary = predict_files(client, files, output=args.output, fmt=fmt, resume=args.resume,
                                 concurrency=args.concurrency, top_k=args.top_k, progress=progress)
@@ -68,7 +68,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """Add ``predict`` to ``sub`` (the ``ser`` subcommands)."""
-    from client.audio import DEFAULT_MAX_DURATION_S  # noqa: PLC0415 - numpy only; the defaults are the client's
+    from client.audio import DEFAULT_MAX_DURATION_S, DEFAULT_MIN_DURATION_S  # noqa: PLC0415 - numpy only; the defaults are the client's
 
     pr = sub.add_parser("predict", help="classify audio files and directories through a running Triton server")
     pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with librosa and ffmpeg)")
@@ -81,15 +81,22 @@ def add_parsers(sub) -> None:
                          "(same answers; the client decodes nothing)")
     pr.add_argument("--timeout-s", type=positive_float, default=DEFAULT_TIMEOUT_S,
                     help=f"time limit of each call, s (default: {DEFAULT_TIMEOUT_S:g})")
-    pr.add_argument("--request-timeout-s", type=positive_float, default=None, help="per-request limit (gRPC client_timeout, HTTP network timeout); default: --timeout-s")
+    pr.add_argument("--request-timeout-s", type=positive_float, default=None,
+                    help="per-request limit (gRPC client_timeout, HTTP network timeout); a request past it is that "
+                         "file's RequestTimeoutError row and the run goes on; default: --timeout-s")
     pr.add_argument("--json", action="store_true", help="same as --format jsonl")
     pr.add_argument("--format", choices=["jsonl", "csv", "text"], default=None, help="default: text on stdout; csv for --output *.csv, else jsonl")
     pr.add_argument("--output", "-o", type=Path, default=None, help="write rows here (flushed per row) instead of stdout")
-    pr.add_argument("--resume", action="store_true", help="keep the rows already in --output and classify only the missing files")
+    pr.add_argument("--resume", action="store_true",
+                    help="keep the results already in --output and classify the missing files and those whose row "
+                         "records a failure (their row is replaced: one row per file, the latest result)")
     pr.add_argument("--concurrency", type=positive_int, default=4, help="files in flight (default: 4); the server's dynamic batcher merges them")
     pr.add_argument("--top-k", type=positive_int, default=None, help="add the k best classes (Triton's classification extension)")
     pr.add_argument("--max-duration-s", type=positive_float, default=DEFAULT_MAX_DURATION_S,
                     help=f"refuse longer files, checked before decoding (default: {DEFAULT_MAX_DURATION_S:g})")
+    pr.add_argument("--min-duration-s", type=seconds, default=DEFAULT_MIN_DURATION_S,
+                    help=f"refuse shorter files (AudioTooShortError), 0 = any non-empty file; with --server-side the "
+                         f"server's minimum applies (default: {DEFAULT_MIN_DURATION_S:g})")
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: when stderr is a terminal)")
     retry = RetryPolicy()
     pr.add_argument("--retries", type=non_negative_int, default=retry.max_attempts - 1,

@@ -21,6 +21,7 @@ from client.errors import (
     InferenceError,
     ModelNotFoundError,
     NonFiniteAudioError,
+    RequestTimeoutError,
     SerError,
     ServerUnavailableError,
     SilentAudioError,
@@ -192,13 +193,17 @@ def test_tritonclient_errors_map_onto_the_hierarchy():
         return type(translate_error(exc, url="h:1", model="m", protocol="grpc", what="infer"))
 
     assert mapped("StatusCode.UNAVAILABLE") is ServerUnavailableError
-    assert mapped("StatusCode.DEADLINE_EXCEEDED") is ServerUnavailableError
+    assert mapped("503", "anything") is ServerUnavailableError  # HTTP's UNAVAILABLE, whatever the words
+    assert mapped("StatusCode.DEADLINE_EXCEEDED") is RequestTimeoutError  # one request's failure, not the server's
+    assert mapped("504") is RequestTimeoutError
     assert mapped("StatusCode.NOT_FOUND") is ModelNotFoundError
     assert mapped("404") is ModelNotFoundError
     assert mapped("StatusCode.INVALID_ARGUMENT") is InferenceError
     assert mapped("400") is InferenceError
     assert mapped("StatusCode.INTERNAL", "Traceback\n  boom") is InferenceError
     assert type(translate_error(ConnectionRefusedError(111, "refused"), url="h:1", model="m", protocol="http", what="x")) is ServerUnavailableError
+    late = translate_error(TimeoutError("timed out"), url="h:1", model="m", protocol="http", what="infer", timeout_s=1.5)
+    assert type(late) is RequestTimeoutError and "within 1.5 s" in str(late) and "h:1" in str(late)
     err = translate_error(InferenceServerException("a\nb", status="StatusCode.INTERNAL"), url="h:1", model="m", protocol="grpc", what="infer")
     assert isinstance(err, SerError) and "\n" not in str(err)
     assert issubclass(AudioDecodeError, AudioError)
@@ -263,3 +268,82 @@ def test_the_cli_refuses_a_malformed_header_in_one_line(serving_clips):
 
     proc = ser("predict", str(serving_clips["short"]), "--header", "no-equals-sign")
     assert_one_line_error(proc, "--header 'no-equals-sign': expected KEY=VALUE")
+
+
+# --- the audio contract's minimum length, on both paths ------------------------------------
+
+
+@pytest.mark.parametrize("server_side", [False, True])
+def test_a_clip_under_the_minimum_duration_is_refused_on_both_paths(triton_server, tmp_path, server_side):
+    """The client decoding it and the server-side audio model (the same client/audio.py) refuse it alike."""
+    import soundfile as sf
+
+    from client.errors import AudioTooShortError
+
+    model = "ser" if server_side else "ser_int8"
+    for samples in (1, 1_599):  # one sample; 0.1 s less one
+        path = tmp_path / f"{samples}.wav"
+        sf.write(path, np.full(samples, 0.3, np.float32), 16_000, subtype="PCM_16")
+        with SerClient(triton_server.grpc_url, model=model, server_side=server_side) as client:
+            with pytest.raises(AudioTooShortError) as info:
+                client.classify(path)
+            assert str(path) in _one_line(info.value) and "< 0.1 s" in str(info.value)
+            array = np.full(samples, 0.3, np.float32)
+            with pytest.raises(AudioTooShortError):
+                client.classify(array, sample_rate=16_000)
+            assert client.classify(np.full(1_600, 0.3, np.float32), sample_rate=16_000).label  # 0.1 s is enough
+
+
+# --- one run per output ------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_output_fails_at_once_naming_it(int8_client, serving_clips, tmp_path):
+    import threading
+
+    from client.batch import predict_files
+    from client.errors import OutputLockedError
+
+    out = tmp_path / "rows.jsonl"
+    files = [serving_clips["short"], serving_clips["long"], serving_clips["very_long"]]
+    first_row, release = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def hold_after_the_first_row(row: dict) -> None:
+        first_row.set()
+        release.wait(30)
+
+    def first_run() -> None:
+        try:
+            predict_files(int8_client, files, output=out, resume=True, concurrency=1, on_row=hold_after_the_first_row)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    runner = threading.Thread(target=first_run)
+    runner.start()
+    try:
+        assert first_row.wait(30)
+        t0 = time.perf_counter()
+        with pytest.raises(OutputLockedError) as info:
+            predict_files(int8_client, files, output=out, resume=True)
+        assert time.perf_counter() - t0 < 1.0  # fails at once, not after waiting for the lock
+        assert str(out) in _one_line(info.value) and "another run is writing it" in str(info.value)
+        assert isinstance(info.value, SerError)
+    finally:
+        release.set()
+        runner.join(60)
+    assert failures == []
+    rows = [line for line in out.read_text().splitlines() if line]
+    assert len(rows) == len(files)  # the refused run wrote nothing
+    predict_files(int8_client, files, output=out, resume=True)  # the lock went with the first run
+
+
+def test_the_cli_refuses_an_output_another_run_is_writing_in_one_line(triton_server, serving_clips, tmp_path):
+    from client.output_file import output_lock
+    from tests.helpers import assert_one_line_error, ser
+
+    out = tmp_path / "rows.jsonl"
+    with output_lock(out):
+        proc = ser("predict", str(serving_clips["short"]), "--url", triton_server.grpc_url, "--output", str(out), "--resume")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, f"error: {out}: another run is writing it")
+    assert not out.exists()

@@ -170,11 +170,45 @@ def test_directory_mode_writes_csv_with_a_column_per_label_and_error_rows(triton
     rows = list(csv.DictReader(out.open()))
     assert [r["file"] for r in rows] == [str(folder / "deep" / n) for n in ("garbage.wav", "long.wav", "short.wav")]
     assert [r["ok"] for r in rows] == ["False", "True", "True"] and summary.failed == 1 and summary.ok == 2
+    assert summary.clips_per_s == pytest.approx(2 / summary.elapsed_s)  # the throughput counts classified files only
     assert rows[0]["error_type"] == "AudioDecodeError" and "garbage.wav" in rows[0]["error"]
     for r in rows[1:]:
         probs = {lab: float(r[f"p_{lab}"]) for lab in RAVDESS8}
         assert r["label"] == max(probs, key=probs.get) and abs(sum(probs.values()) - 1) < 1e-4
         assert r["top_k"].split(";")[0].startswith(r["label"] + ":")
+
+
+def _rows_of(out, fmt: str) -> list[dict]:
+    if fmt == "csv":
+        return [{**r, "ok": r["ok"] == "True"} for r in csv.DictReader(out.open(newline=""))]
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_resume_classifies_again_the_files_whose_rows_record_failures_leaving_one_row_per_file(
+    triton_server, serving_clips, tmp_path, fmt
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a, b, late = folder / "a.wav", folder / "b.wav", folder / "late.wav"
+    a.write_bytes(serving_clips["short"].read_bytes())
+    b.write_bytes(serving_clips["long"].read_bytes())
+    files = [a, late, b]  # late.wav does not exist yet: its row records an AudioDecodeError
+    out = tmp_path / f"rows.{fmt}"
+    with SerClient(triton_server.grpc_url) as client:
+        first = predict_files(client, files, output=out)
+        assert (first.ok, first.failed) == (2, 1)
+        rows = _rows_of(out, fmt)
+        assert [r["ok"] for r in rows] == [True, False, True] and rows[1]["error_type"] == "AudioDecodeError"
+        with open(out, "a", encoding="utf-8", newline="") as fh:  # a second copy of a's row, as two runs would write
+            fh.write(out.read_text().splitlines()[1 if fmt == "csv" else 0] + "\n")
+        late.write_bytes(serving_clips["short"].read_bytes())  # the failure is gone
+        again = predict_files(client, files, output=out, resume=True)
+    assert (again.skipped, again.ok, again.failed) == (2, 1, 0)
+    final = _rows_of(out, fmt)
+    assert sorted(r["file"] for r in final) == sorted(str(f) for f in files)  # one row per file
+    assert all(r["ok"] for r in final) and final[-1]["file"] == str(late)  # the latest result replaced the failure
+    assert {r["file"]: r["label"] for r in final if r["file"] != str(late)} == {r["file"]: r["label"] for r in rows if r["ok"]}
 
 
 def test_transport_options_reach_the_tritonclient_constructors_and_every_call(triton_server, serving_clips, tmp_path, monkeypatch):
@@ -236,7 +270,9 @@ def test_the_cli_classifies_a_directory_concurrently_into_jsonl_with_a_progress_
     assert len(rows[1]["top_k"]) == 2 and "predict" in proc.stderr and "3/3" in proc.stderr
     assert "error: 1 of 3 files failed" in proc.stderr and time.perf_counter() - t0 < 60
     resumed = ser("predict", str(folder), "--url", triton_server.grpc_url, "--output", str(out), "--resume")
-    assert resumed.returncode == 0 and [json.loads(line) for line in out.read_text().splitlines()] == rows
+    assert resumed.returncode == 1 and "error: 1 of 3 files failed" in resumed.stderr  # the empty file, classified again
+    assert f"error: {folder / 'empty.wav'}: cannot decode audio" in resumed.stderr
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [*rows[1:], rows[0]]  # its row is the latest
 
 
 def test_the_client_benchmark_prints_preprocessing_served_latency_and_directory_throughput(triton_server):

@@ -78,16 +78,20 @@ def test_a_server_stopped_mid_run_then_restarted_lets_resume_finish_every_file_e
         summary = predict_files(client, files, output=out, resume=True, concurrency=4)
     rows = _rows(out)
     assert sorted(r["file"] for r in rows) == sorted(str(f) for f in files)  # every file, exactly once
-    assert rows[: len(first)] == first  # nothing written before was touched
-    assert summary.skipped == len(first) and summary.ok + summary.failed == len(files) - len(first)
+    kept = [r for r in first if r["ok"]]  # a failed row of the first run is classified again
+    assert rows[: len(kept)] == kept  # no result written before was touched
+    assert summary.skipped == len(kept) and summary.ok + summary.failed == len(files) - len(kept)
     bad = {r["file"]: r for r in rows if not r["ok"]}
     assert sorted(bad) == sorted(str(f) for f in files if f.name in ("empty.wav", "garbage.flac"))
     assert {r["error_type"] for r in bad.values()} == {"AudioDecodeError"}
     assert all(r["file"] in r["error"] for r in bad.values())
-    # resuming a finished job does nothing
+    # resuming a finished job classifies again only the files whose rows record failures, replacing those rows
     with SerClient(own_server.grpc_url) as client:
         again = predict_files(client, files, output=out, resume=True)
-    assert again.skipped == len(files) and again.ok == again.failed == 0 and _rows(out) == rows
+    assert again.skipped == len(files) - 2 and again.ok == 0 and again.failed == 2
+    final = _rows(out)
+    assert [r for r in final if r["ok"]] == [r for r in rows if r["ok"]]
+    assert sorted(r["file"] for r in final) == sorted(str(f) for f in files)
 
 
 @pytest.mark.slow
@@ -137,6 +141,8 @@ def test_only_transport_failures_are_retryable_and_backoff_grows_with_jitter():
     from tritonclient.utils import InferenceServerException
 
     assert is_retryable(InferenceServerException("x", status="StatusCode.UNAVAILABLE"))
+    assert is_retryable(InferenceServerException("model is reloading", status="503"))  # HTTP's UNAVAILABLE: status, not words
+    assert not is_retryable(InferenceServerException("unavailable", status="504"))  # a time-out, worded or not
     assert is_retryable(ConnectionRefusedError(111, "refused"))
     assert is_retryable(InferenceServerException("[Errno 111] Connection refused"))
     for status in ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusCode.INTERNAL", "StatusCode.DEADLINE_EXCEEDED", "400"):

@@ -211,3 +211,36 @@ def test_one_client_can_be_shared_by_threads(runtime_server, serving_clips):
         for t in threads:
             t.join()
     assert errors == []
+
+
+def _connections_to(port: int) -> int:
+    """Open TCP connections of this process to ``port`` on loopback."""
+    import psutil
+
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp") if c.raddr and c.raddr.port == port
+               and c.status == psutil.CONN_ESTABLISHED)
+
+
+def test_threads_that_come_and_go_leave_no_http_connections_behind(triton_server, serving_clips):
+    """Each calling thread gets its own HTTP client; those of ended threads are closed, not kept until close()."""
+    port = int(triton_server.http_url.rsplit(":", 1)[1])
+    before = _connections_to(port)
+    errors: list[BaseException] = []
+    with SerClient(triton_server.http_url, model="ser_int8", protocol="http") as client:
+
+        def work() -> None:
+            try:
+                client.classify(serving_clips["short"])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        for _ in range(10):  # 40 short-lived threads, 4 at a time, as a web server's request threads come and go
+            batch = [threading.Thread(target=work) for _ in range(4)]
+            for t in batch:
+                t.start()
+            for t in batch:
+                t.join()
+        during = _connections_to(port) - before
+    assert errors == []
+    assert during <= 5, f"{during} connections open after 40 threads (the opening thread's, at most 4 of the last ones)"
+    assert _connections_to(port) - before == 0  # close() closes what is left

@@ -11,6 +11,7 @@ from client.errors import (
     AudioDecodeError,
     AudioError,
     AudioTooLongError,
+    AudioTooShortError,
     ConfigError,
     EmptyAudioError,
     NonFiniteAudioError,
@@ -73,6 +74,30 @@ def test_nan_or_inf_samples_are_refused_with_a_count(bad):
     y[[3, 7]] = bad
     with pytest.raises(NonFiniteAudioError, match="2 of 16000 samples"):
         load_audio(y, sample_rate=SR, name="clip.wav")
+
+
+@pytest.mark.parametrize("samples,rate", [(1, SR), (1_599, SR), (4_409, 44_100), (1, 8_000)])
+def test_audio_under_the_minimum_duration_is_refused_naming_its_length(tmp_path, samples, rate):
+    y = np.full(samples, 0.3, np.float32)
+    with pytest.raises(AudioTooShortError, match=rf"<array>: audio is shorter than the allowed minimum \({samples} samples at {rate} Hz"):
+        load_audio(y, sample_rate=rate)
+    path = tmp_path / "short.wav"
+    sf.write(path, y, rate, subtype="PCM_16")
+    with pytest.raises(AudioTooShortError, match=f"{path}: .* < 0.1 s"):
+        load_audio(path)
+    assert load_audio(np.full(SR // 10, 0.3, np.float32), sample_rate=SR).shape == (SR // 10,)  # 0.1 s: accepted
+    assert load_audio(y, sample_rate=rate, config=AudioConfig(min_duration_s=0)).size >= 1  # 0 turns the minimum off
+
+
+def test_a_minimum_duration_that_is_negative_or_not_below_the_maximum_is_a_config_error():
+    for bad in (-0.1, 5.0, float("nan")):
+        with pytest.raises(ConfigError, match="min_duration_s"):
+            AudioConfig(min_duration_s=bad, max_duration_s=5.0)
+
+
+def test_an_array_with_a_rate_of_zero_is_a_config_error_not_a_division_by_zero():
+    with pytest.raises(ConfigError, match="sample_rate=0"):
+        load_audio(np.full(SR, 0.3, np.float32), sample_rate=0)
 
 
 def test_digital_silence_is_refused_not_classified():
