@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -23,9 +24,28 @@ from deploy.triton_binary import STUB_NAME
 SHM_DIR = Path("/dev/shm")
 
 
-def pids_of_stubs(prefix: str) -> list[int]:
-    """PIDs of python-backend stubs whose command line carries the shm ``prefix``."""
-    pids = []
+@dataclass(frozen=True)
+class Stub:
+    """One python-backend stub process: one instance of one model.
+
+    Attributes:
+        pid: the stub's process id.
+        model: the model's name (the folder above ``<version>/model.py`` on its command line).
+        instance: the instance's name, e.g. ``ser_int8_0_0`` (a reload starts a new stub under the same name).
+    """
+
+    pid: int
+    model: str
+    instance: str
+
+
+def stubs_of(prefix: str) -> list[Stub]:
+    """The python-backend stubs whose command line carries the shm ``prefix``.
+
+    The stub's arguments are ``model.py``'s path, the shm region, two sizes, the server's
+    PID, the backend folder, an IPC handle and the instance name (tritonserver 2.51).
+    """
+    stubs = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -34,8 +54,15 @@ def pids_of_stubs(prefix: str) -> list[int]:
         except OSError:
             continue
         if STUB_NAME.encode() in cmdline and prefix.encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
+            args = cmdline.decode(errors="replace").split("\0")
+            model = Path(args[1]).parent.parent.name if len(args) > 1 else ""
+            stubs.append(Stub(int(entry.name), model, args[8] if len(args) > 8 else ""))
+    return stubs
+
+
+def pids_of_stubs(prefix: str) -> list[int]:
+    """PIDs of python-backend stubs whose command line carries the shm ``prefix``."""
+    return [stub.pid for stub in stubs_of(prefix)]
 
 
 def pid_alive(pid: int) -> bool:

@@ -8,7 +8,9 @@ data; upstream added ``--http-max-input-size`` and overflow checks later, see
 * :class:`Supervisor` restarts a server that died, on the same ports, after cleaning up what
   it left (backend stubs killed by PID, ``/dev/shm`` regions removed: :meth:`LocalTriton.stop`),
   with exponential backoff and a bounded number of restarts per :attr:`RestartPolicy.window_s`;
-  every death and restart is one log line naming the exit status and the log's reason;
+  every death and restart is one log line naming the exit status and the log's reason. A
+  backend stub that died under a live server is noticed too (:class:`deploy.stub_watch.StubWatch`):
+  its model is reloaded, or the server restarted if the reload fails;
 * ``ser serve --no-http`` serves gRPC only, which closes that request's path altogether;
 * the client's time budget (``ser predict --retry-for``) rides out the restart.
 
@@ -29,8 +31,12 @@ from typing import Callable, TextIO
 
 from client.errors import ConfigError, ServerError, ServerStartError
 from deploy.flags import GrpcTls
-from deploy.local_triton import LocalTriton
+from deploy.local_triton import LocalTriton, ServerStartCancelled
 from deploy.server_log import summarize_failure
+from deploy.stub_watch import StubWatch
+
+#: Signals that stop ``ser serve`` cleanly: Ctrl-C, ``kill``/Kubernetes, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -93,10 +99,11 @@ class Supervisor:
         server: the server to keep serving (started by :meth:`run` if it is not running).
         policy: restart limits and backoff.
         log: called with one line per event (default: print to stderr).
-        poll_s: how often the server's process is checked, seconds.
+        poll_s: how often the server's process and its backend stubs are checked, seconds.
 
     Attributes:
         restarts: every death so far, in order.
+        stub_watch: the watch on the backend stubs (its ``reloads``: every model reloaded so far).
     """
 
     def __init__(
@@ -114,16 +121,18 @@ class Supervisor:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.poll_s = float(poll_s)
         self.restarts: list[Restart] = []
+        self.stub_watch = StubWatch(server, log=self.log)
 
     def run(self, stop: threading.Event, *, on_ready: Callable[[LocalTriton], None] | None = None) -> int:
         """Serve until ``stop`` is set; restart the server whenever it dies. The server is stopped on return.
 
         Args:
-            stop: set it (from a signal handler or another thread) to stop serving.
+            stop: set it (from a signal handler or another thread) to stop serving; a start in
+                progress is given up at once (the server is killed: it served nothing yet).
             on_ready: called once, after the first start.
 
         Returns:
-            0 after a requested stop.
+            0 after a requested stop (also one during the first start).
 
         Raises:
             ServerStartError: the first start failed (names the failing model).
@@ -133,20 +142,22 @@ class Supervisor:
         server = self.server
         try:
             if not server.is_running():
-                server.start()
+                server.start(cancel=stop)
             server.keep_ports()  # a restarted server answers where clients already look
+            self.stub_watch.reset()
             if on_ready is not None:
                 on_ready(server)
             in_a_row = 0
             up_since = time.monotonic()
             while not stop.wait(self.poll_s):
-                if server.is_running():
+                forced = self._check_stubs()
+                if forced is None:
                     continue
                 served = time.monotonic() - up_since
                 if served >= self.policy.window_s:
                     in_a_row = 0
                 rc = server.stop()  # kills leftover stubs by PID, removes shm regions and the temporary folder
-                reason = summarize_failure(server.log_text())
+                reason = forced or summarize_failure(server.log_text())
                 noticed = time.monotonic()
                 if in_a_row >= self.policy.max_restarts:
                     self.restarts.append(Restart(rc, reason, served, None))
@@ -158,9 +169,28 @@ class Supervisor:
                 if up is None:
                     break
                 up_since, in_a_row = up
+                self.stub_watch.reset()
+            return 0
+        except ServerStartCancelled:
             return 0
         finally:
             server.stop()
+
+    def _check_stubs(self) -> str | None:
+        """None while the server serves (a model whose stub died is reloaded); else why to restart it.
+
+        ``""``: the server died (the reason is read from its log); text: a reload failed.
+        """
+        if not self.server.is_running():
+            return ""
+        try:
+            self.stub_watch.check()
+        except ServerError as exc:
+            if not self.server.is_running():
+                return ""
+            self.log(f"{exc}; restarting tritonserver")
+            return f"restarted after a failed model reload: {exc}"
+        return None
 
     def _restart(
         self, stop: threading.Event, *, rc: int | None, reason: str, served: float, noticed: float, number: int
@@ -184,7 +214,10 @@ class Supervisor:
                 self.restarts.append(Restart(rc, reason, served, None))
                 return None
             try:
-                self.server.start()
+                self.server.start(cancel=stop)
+            except ServerStartCancelled:
+                self.restarts.append(Restart(rc, reason, served, None))
+                return None
             except ServerStartError as exc:
                 if number >= limit:
                     self.restarts.append(Restart(rc, reason, served, None))
@@ -213,7 +246,7 @@ def serve_forever(
     restart: RestartPolicy | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Serve ``repository`` on 127.0.0.1 until Ctrl-C or SIGTERM, restarting a dead server (``ser serve``).
+    """Serve ``repository`` on 127.0.0.1 until Ctrl-C, SIGTERM or SIGHUP, restarting a dead server (``ser serve``).
 
     Prints one line when ready (addresses and models), one per death and restart, and one
     when stopped, on ``out`` (default stderr); the server log goes to ``log_path`` if given
@@ -236,7 +269,7 @@ def serve_forever(
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:  # also while the server starts: a start is given up at once
             previous[sig] = signal.signal(sig, _on_signal)
     server = LocalTriton(
         repository,
