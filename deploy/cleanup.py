@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -91,6 +92,35 @@ def shm_regions(prefix: str) -> list[Path]:
     if not SHM_DIR.is_dir():
         return []
     return sorted(SHM_DIR.glob(f"{prefix}*"))
+
+
+#: The prefix :class:`deploy.local_triton.LocalTriton` names its regions with: ``ser_<owner pid>_<8 hex>_``.
+_OWNED_PREFIX = re.compile(r"^(ser_(\d+)_[0-9a-f]{8}_)")
+
+
+def remove_orphaned_regions() -> list[str]:
+    """Remove the regions of local servers whose owner died without stopping them; returns the prefixes removed.
+
+    A server SIGKILLed with its owner (``ser serve`` killed: :mod:`deploy.spawn`) cannot unlink
+    its regions, and ``/dev/shm`` is memory. A prefix counts as orphaned when its owner
+    process is gone and no live process (a server or a stub) names it on its command line.
+    """
+    prefixes: dict[str, int] = {}
+    for region in shm_regions("ser_"):
+        m = _OWNED_PREFIX.match(region.name)
+        if m and not pid_alive(int(m.group(2))):
+            prefixes[m.group(1)] = int(m.group(2))
+    if not prefixes:
+        return []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                for prefix in [p for p in prefixes if p.encode() in cmdline]:
+                    del prefixes[prefix]
+    for prefix in prefixes:
+        remove_shm_regions(prefix)
+    return sorted(prefixes)
 
 
 def remove_shm_regions(prefix: str) -> None:

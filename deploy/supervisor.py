@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from client.errors import ConfigError, ServerError, ServerStartError
+from deploy.cleanup import remove_orphaned_regions
 from deploy.flags import GrpcTls
 from deploy.local_triton import LocalTriton, ServerStartCancelled
 from deploy.server_log import summarize_failure
@@ -248,8 +249,9 @@ def serve_forever(
 ) -> int:
     """Serve ``repository`` on 127.0.0.1 until Ctrl-C, SIGTERM or SIGHUP, restarting a dead server (``ser serve``).
 
-    Prints one line when ready (addresses and models), one per death and restart, and one
-    when stopped, on ``out`` (default stderr); the server log goes to ``log_path`` if given
+    Removes the ``/dev/shm`` regions of local servers whose owner was killed
+    (:func:`deploy.cleanup.remove_orphaned_regions`, one line if any), then prints one line when
+    ready (addresses and models), one per death and restart, and one when stopped, on ``out`` (default stderr); the server log goes to ``log_path`` if given
     (appended to across restarts). The production choices of :mod:`deploy.flags` apply;
     ``admin_key`` guards the repository, shared-memory, trace and logging APIs,
     ``grpc_tls`` serves gRPC over TLS, ``http=False`` serves gRPC and metrics only.
@@ -286,6 +288,10 @@ def serve_forever(
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
+
+    orphaned = remove_orphaned_regions()
+    if orphaned:
+        say(f"removed the /dev/shm regions of {len(orphaned)} server(s) whose owner was killed: {', '.join(orphaned)}")
 
     def ready(s: LocalTriton) -> None:
         models = ", ".join(f"{name} ({state})" for name, state in sorted(s.models().items()))

@@ -139,6 +139,8 @@ def test_serve_forever_serves_until_sigterm_then_stops_cleanly(portable_reposito
     )
     try:
         line = proc.stderr.readline()
+        while line.startswith("removed the /dev/shm regions"):  # of servers whose owner was killed before
+            line = proc.stderr.readline()
         assert "tritonserver ready" in line and "READY" in line, line
         proc.send_signal(signal.SIGTERM)
         rest = proc.stderr.read()
@@ -333,6 +335,35 @@ def test_a_sigkilled_ser_serve_leaves_no_tritonserver_or_stub_behind(tmp_path):
         t0 = time.monotonic()
         _wait_until(lambda: not any(pid_alive(p) for p in pids), timeout_s=15, what=f"server and stubs {pids} gone")
         print(f"\nser serve SIGKILLed: its tritonserver and stubs gone after {time.monotonic() - t0:.1f} s")
+        assert not list(Path("/dev/shm").glob(f"ser_{proc.pid}_*"))  # the stubs unlink them as they exit
+    finally:
+        _reap(pids, proc.pid)
+
+
+@pytest.mark.slow
+def test_ser_serve_removes_the_regions_of_a_server_killed_with_its_stubs_and_owner(tmp_path):
+    repo = _slow_repository(tmp_path / "repo", load_s=0)
+    err = tmp_path / "serve.err"
+    proc = _serve(repo, err)
+    pids: list[int] = []
+    try:
+        _wait_until(lambda: "tritonserver ready" in err.read_text() or proc.poll() is not None, timeout_s=60, what="ready")
+        pids = _family(proc.pid)
+        for pid in [proc.pid, *pids]:  # all at once, as a cgroup's OOM kill or `systemctl kill -s KILL` does
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        _wait_until(lambda: not any(pid_alive(p) for p in pids), timeout_s=15, what="all killed")
+        regions = sorted(Path("/dev/shm").glob(f"ser_{proc.pid}_*"))
+        assert regions  # nobody was left to unlink them
+        again = _serve(repo, tmp_path / "again.err")
+        try:
+            _wait_until(lambda: "tritonserver ready" in (tmp_path / "again.err").read_text() or again.poll() is not None,
+                        timeout_s=60, what="the next ser serve ready")
+        finally:
+            again.send_signal(signal.SIGTERM)
+            assert again.wait(timeout=30) == 0
+        assert not any(r.exists() for r in regions)
+        assert f"ser_{proc.pid}_" in (tmp_path / "again.err").read_text().splitlines()[0]
     finally:
         _reap(pids, proc.pid)
 
