@@ -13,6 +13,7 @@ the whole server when a reload fails.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -47,6 +48,8 @@ class StubWatch:
 
     Attributes:
         reloads: every reload so far, in order.
+        abandoned: the model whose reload was left running when ``cancel`` was set (None: none);
+            tritonserver holds SIGTERM until that load ends, so its owner stops it with SIGKILL.
     """
 
     def __init__(self, server: LocalTriton, *, log: Callable[[str], None], rescan_s: float = 5.0) -> None:
@@ -54,6 +57,7 @@ class StubWatch:
         self.log = log
         self.rescan_s = float(rescan_s)
         self.reloads: list[StubReload] = []
+        self.abandoned: str | None = None
         self._known: dict[int, Stub] = {}
         self._rescan_at = 0.0
 
@@ -65,11 +69,12 @@ class StubWatch:
     def _live(self) -> list[Stub]:
         return [stub for stub in stubs_of(self.server.shm_prefix) if pid_alive(stub.pid)]
 
-    def check(self) -> list[StubReload]:
+    def check(self, *, cancel: threading.Event | None = None) -> list[StubReload]:
         """Reload the model of every remembered stub that is gone and was not replaced; returns those reloads.
 
         A stub replaced by one of the same instance name (a reload by an operator) and a model
-        that is no longer READY (unloaded on purpose) are not crashes.
+        that is no longer READY (unloaded on purpose) are not crashes. Setting ``cancel`` stops
+        the wait for a reload in progress (a model can take minutes to load; a stop must not).
 
         Raises:
             ServerError: the server could not be asked, or refused the reload (the caller restarts it).
@@ -97,10 +102,36 @@ class StubWatch:
                 f"backend stub of model {model!r} died (instance {stub.instance}, pid {stub.pid}): "
                 f"every request to {model!r} fails until it is reloaded; reloading it"
             )
-            self.server.reload_model(model)
+            if not self._reload(model, cancel):
+                return done
             reload = StubReload(model, stub, time.monotonic() - noticed)
             self.reloads.append(reload)
             done.append(reload)
             self.log(f"model {model!r} reloaded: answering again {reload.reload_s:.1f} s after its stub was found dead")
         self.reset()
         return done
+
+    def _reload(self, model: str, cancel: threading.Event | None) -> bool:
+        """Reload ``model`` in a helper thread; False if ``cancel`` was set first (the reload is left to the server).
+
+        Raises:
+            ServerError: the reload failed.
+        """
+        failure: list[ServerError] = []
+
+        def reload() -> None:
+            try:
+                self.server.reload_model(model)
+            except ServerError as exc:
+                failure.append(exc)
+
+        worker = threading.Thread(target=reload, name=f"reload-{model}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if cancel is not None and cancel.is_set():
+                self.abandoned = model
+                return False
+            worker.join(0.1)
+        if failure:
+            raise failure[0]
+        return True

@@ -151,7 +151,7 @@ class Supervisor:
             in_a_row = 0
             up_since = time.monotonic()
             while not stop.wait(self.poll_s):
-                forced = self._check_stubs()
+                forced = self._check_stubs(stop)
                 if forced is None:
                     continue
                 served = time.monotonic() - up_since
@@ -175,9 +175,11 @@ class Supervisor:
         except ServerStartCancelled:
             return 0
         finally:
-            server.stop()
+            if self.stub_watch.abandoned is not None:
+                self.log(f"stopping: the reload of model {self.stub_watch.abandoned!r} is still running; killing tritonserver")
+            server.stop(kill=self.stub_watch.abandoned is not None)  # a loading server holds SIGTERM until the load ends
 
-    def _check_stubs(self) -> str | None:
+    def _check_stubs(self, stop: threading.Event) -> str | None:
         """None while the server serves (a model whose stub died is reloaded); else why to restart it.
 
         ``""``: the server died (the reason is read from its log); text: a reload failed.
@@ -185,7 +187,7 @@ class Supervisor:
         if not self.server.is_running():
             return ""
         try:
-            self.stub_watch.check()
+            self.stub_watch.check(cancel=stop)
         except ServerError as exc:
             if not self.server.is_running():
                 return ""

@@ -420,3 +420,32 @@ def test_a_proxy_in_the_environment_does_not_catch_the_loopback_probes(tmp_path,
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_stop_signal_while_a_crashed_models_reload_runs_is_not_held_up_by_the_reload(tmp_path):
+    repo = _slow_repository(tmp_path / "repo", load_s=0)
+    model_py = repo / "slow" / "1" / "model.py"  # from now on the model takes 30 s to load
+    err = tmp_path / "serve.err"
+    proc = _serve(repo, err)
+    pids: list[int] = []
+    try:
+        _wait_until(lambda: "tritonserver ready" in err.read_text() or proc.poll() is not None, timeout_s=60, what="ready")
+        model_py.write_text(_SLOW_MODEL.format(load_s=30))
+        pids = _family(proc.pid)
+        stub = next(p for p in pids if b"slow_0_0" in Path(f"/proc/{p}/cmdline").read_bytes())
+        os.kill(stub, signal.SIGKILL)
+        _wait_until(lambda: "reloading it" in err.read_text(), timeout_s=10, what="the stub's death noticed")
+        time.sleep(1)  # the reload is under way
+        pids = _family(proc.pid)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        exit_s = time.monotonic() - t0
+    finally:
+        proc.kill()
+        left = [p for p in pids if pid_alive(p)]
+        _reap(pids, proc.pid)
+    print(f"\nSIGTERM during a 30 s model reload: ser serve exited in {exit_s:.2f} s")
+    assert rc == 0 and exit_s < 5 and left == [], (rc, exit_s, left, err.read_text())
+    assert "the reload of model 'slow' is still running" in err.read_text()
