@@ -52,7 +52,14 @@ from client.errors import ConfigError, ServerError, ServerStartError
 from deploy.cleanup import kill_stubs, pid_alive, pids_of_stubs, remove_shm_regions, shm_regions
 from deploy.flags import SUMMARY_LATENCIES, GrpcTls, restricted_args
 from deploy.ports import listening_ports, port_taken
-from deploy.probes import grpc_models, grpc_ready, http_get_status, http_models, load_model
+from deploy.probes import (
+    grpc_live,
+    grpc_models,
+    grpc_ready,
+    http_get_status,
+    http_models,
+    load_model,
+)
 from deploy.server_log import summarize_failure
 from deploy.spawn import spawn_tied
 from deploy.triton_binary import find_installation, make_backend_directory, server_env
@@ -346,6 +353,12 @@ class LocalTriton:
         if self.http:
             return http_get_status(f"http://{self.http_url}/v2/health/ready", timeout_s=timeout_s) == 200
         return grpc_ready(self.grpc_url, timeout_s=timeout_s)
+
+    def is_live(self, *, timeout_s: float = 2.0) -> bool:
+        """Whether the server answers live: ``/v2/health/live`` is 200, or gRPC ``ServerLive`` without HTTP."""
+        if self.http:
+            return http_get_status(f"http://{self.http_url}/v2/health/live", timeout_s=timeout_s) == 200
+        return grpc_live(self.grpc_url, timeout_s=timeout_s)
 
     def _our_ports(self) -> set[int]:
         ports = {self.grpc_port, self.metrics_port} | ({self.http_port} if self.http else set())

@@ -79,6 +79,19 @@ def grpc_ready(url: str, *, timeout_s: float) -> bool:
         client.close()
 
 
+def grpc_live(url: str, *, timeout_s: float) -> bool:
+    """Whether plaintext gRPC ``ServerLive`` answers true (False when nothing answers)."""
+    from tritonclient.utils import InferenceServerException
+
+    client = _grpc_client(url)
+    try:
+        return bool(client.is_server_live(client_timeout=timeout_s))
+    except InferenceServerException:
+        return False
+    finally:
+        client.close()
+
+
 def grpc_models(url: str, *, admin_key: str | None) -> dict[str, str]:
     """``{model name: state}`` from the gRPC repository index of the server at ``url`` (HOST:PORT)."""
     headers = {GRPC_ADMIN_HEADER: admin_key} if admin_key is not None else None

@@ -10,7 +10,8 @@ data; upstream added ``--http-max-input-size`` and overflow checks later, see
   with exponential backoff and a bounded number of restarts per :attr:`RestartPolicy.window_s`;
   every death and restart is one log line naming the exit status and the log's reason. A
   backend stub that died under a live server is noticed too (:class:`deploy.stub_watch.StubWatch`):
-  its model is reloaded, or the server restarted if the reload fails;
+  its model is reloaded, or the server restarted if the reload fails; so is a server that is
+  alive but stopped answering (``/v2/health/live`` missed ``live_misses`` times in a row);
 * ``ser serve --no-http`` serves gRPC only, which closes that request's path altogether;
 * the client's time budget (``ser predict --retry-for``) rides out the restart.
 
@@ -101,6 +102,8 @@ class Supervisor:
         policy: restart limits and backoff.
         log: called with one line per event (default: print to stderr).
         poll_s: how often the server's process and its backend stubs are checked, seconds.
+        live_every_s: how often the server is asked whether it is live (each answer may take 2 s), seconds.
+        live_misses: unanswered liveness questions in a row after which a hung server is killed and restarted.
 
     Attributes:
         restarts: every death so far, in order.
@@ -114,9 +117,17 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         log: Callable[[str], None] | None = None,
         poll_s: float = 0.2,
+        live_every_s: float = 5.0,
+        live_misses: int = 3,
     ) -> None:
-        if not poll_s > 0:
-            raise ConfigError(f"poll_s={poll_s}: must be positive (seconds)")
+        if not poll_s > 0 or not live_every_s > 0:
+            raise ConfigError(f"poll_s={poll_s}, live_every_s={live_every_s}: must be positive (seconds)")
+        if int(live_misses) != live_misses or live_misses < 1:
+            raise ConfigError(f"live_misses={live_misses}: must be an integer >= 1")
+        self.live_every_s = float(live_every_s)
+        self.live_misses = int(live_misses)
+        self._missed = 0
+        self._live_at = 0.0
         self.server = server
         self.policy = policy or RestartPolicy()
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -151,7 +162,7 @@ class Supervisor:
             in_a_row = 0
             up_since = time.monotonic()
             while not stop.wait(self.poll_s):
-                forced = self._check_stubs(stop)
+                forced = self._check(stop)
                 if forced is None:
                     continue
                 served = time.monotonic() - up_since
@@ -171,6 +182,7 @@ class Supervisor:
                     break
                 up_since, in_a_row = up
                 self.stub_watch.reset()
+                self._missed, self._live_at = 0, 0.0
             return 0
         except ServerStartCancelled:
             return 0
@@ -179,10 +191,11 @@ class Supervisor:
                 self.log(f"stopping: the reload of model {self.stub_watch.abandoned!r} is still running; killing tritonserver")
             server.stop(kill=self.stub_watch.abandoned is not None)  # a loading server holds SIGTERM until the load ends
 
-    def _check_stubs(self, stop: threading.Event) -> str | None:
+    def _check(self, stop: threading.Event) -> str | None:
         """None while the server serves (a model whose stub died is reloaded); else why to restart it.
 
-        ``""``: the server died (the reason is read from its log); text: a reload failed.
+        ``""``: the server died (the reason is read from its log); text: a reload failed, or
+        the server hung (it is killed here: a hung server does not act on SIGTERM).
         """
         if not self.server.is_running():
             return ""
@@ -193,7 +206,15 @@ class Supervisor:
                 return ""
             self.log(f"{exc}; restarting tritonserver")
             return f"restarted after a failed model reload: {exc}"
-        return None
+        if time.monotonic() < self._live_at or stop.is_set():
+            return None
+        self._live_at = time.monotonic() + self.live_every_s
+        self._missed = 0 if self.server.is_live(timeout_s=2.0) else self._missed + 1
+        if self._missed < self.live_misses or not self.server.is_running():
+            return None
+        hung = f"alive but not answering liveness {self._missed} times in a row, {self.live_every_s:g} s apart; killed"
+        self.server.stop(kill=True)
+        return hung
 
     def _restart(
         self, stop: threading.Event, *, rc: int | None, reason: str, served: float, noticed: float, number: int

@@ -329,3 +329,32 @@ def test_a_killed_backend_stub_is_noticed_and_its_model_reloaded_so_requests_suc
     np.testing.assert_array_equal(after, before)
     assert not any("tritonserver died" in line for line in served.lines[mark:])  # a model reload, not a restart
     assert fp32_stubs and all(pid_alive(p) for p in fp32_stubs)  # the other model was not touched
+
+
+def test_a_server_that_hangs_alive_is_killed_and_restarted(portable_repository):
+    from deploy.supervisor import Supervisor
+
+    server = LocalTriton(portable_repository)
+    lines: list[str] = []
+    supervisor = Supervisor(server, log=lines.append, live_every_s=1.0, live_misses=3)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=supervisor.run, args=(stop,), kwargs={"on_ready": lambda s: ready.set()}, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(120)
+        hung = [server.pid, *server.stub_pids()]
+        t0 = time.monotonic()
+        os.kill(server.pid, signal.SIGSTOP)  # alive, answering nothing: a deadlock looks the same from outside
+        deadline = time.monotonic() + 60
+        while not (supervisor.restarts and supervisor.restarts[0].down_s is not None):
+            assert time.monotonic() < deadline and thread.is_alive(), lines
+            time.sleep(0.1)
+        with SerClient(server.grpc_url, model="ser_fp32", retry=RetryPolicy.none()) as client:
+            assert np.isfinite(_good(client)).all()
+        print(f"\nSIGSTOPped server -> serving again after {time.monotonic() - t0:.1f} s: {lines}")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert "not answering liveness 3 times in a row" in lines[0] and "restart 1 of 5" in lines[0], lines
+    assert supervisor.restarts[0].returncode == -signal.SIGKILL
+    assert not any(pid_alive(p) for p in hung) and server.shm_regions() == []
