@@ -58,7 +58,7 @@ from deploy.probes import (
     grpc_ready,
     http_get_status,
     http_models,
-    load_model,
+    reload_model,
 )
 from deploy.server_log import summarize_failure
 from deploy.spawn import spawn_tied
@@ -462,12 +462,12 @@ class LocalTriton:
         return [p for p in pids_of_stubs(self.shm_prefix) if pid_alive(p)]
 
     def reload_model(self, model: str, *, timeout_s: float = 120.0) -> None:
-        """Load ``model`` again through the repository API (new instances and stubs; the old ones unloaded).
+        """Unload ``model`` and load it again through the repository API: new instances, new backend stubs.
 
         Raises:
             ServerError: the server refused or did not answer (the message says why).
         """
-        load_model(self.http_url if self.http else None, self.grpc_url, model, admin_key=self._admin_key, timeout_s=timeout_s)
+        reload_model(self.http_url if self.http else None, self.grpc_url, model, admin_key=self._admin_key, timeout_s=timeout_s)
 
     def models(self) -> dict[str, str]:
         """``{model name: state}`` from the repository index (``READY``, ``UNAVAILABLE``, ...)."""

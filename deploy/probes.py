@@ -1,8 +1,9 @@
-"""Questions asked of a running tritonserver (is it ready, which models does it have) and the reload of one model.
+"""Questions asked of a running tritonserver (is it live, ready, which models does it have) and the reload of one model.
 
-Over HTTP (``/v2/health/ready``, ``/v2/repository/index``, ``/v2/repository/models/<m>/load``)
-or, for a server started without HTTP, over plaintext gRPC (``ServerReady``, ``RepositoryIndex``,
-``RepositoryModelLoad``; tritonclient is imported only then). Every HTTP request opens a fresh
+Over HTTP (``/v2/health/ready``, ``/v2/health/live``, ``/v2/repository/index``,
+``/v2/repository/models/<m>/unload`` and ``load``) or, for a server started without HTTP, over
+plaintext gRPC (``ServerReady``, ``ServerLive``, ``RepositoryIndex``, ``RepositoryModelUnload``
+and ``Load``; tritonclient is imported only then). Every HTTP request opens a fresh
 connection and closes it. :class:`deploy.local_triton.LocalTriton` asks them while starting and
 when asked; :mod:`deploy.supervisor` reloads a model whose backend stub died.
 
@@ -111,22 +112,26 @@ def http_models(url: str, *, admin_key: str | None) -> dict[str, str]:
     return {m["name"]: m.get("state", "") for m in index}
 
 
-def http_load_model(url: str, model: str, *, admin_key: str | None, timeout_s: float) -> None:
-    """Load ``model`` on the server at ``url`` (HOST:PORT); a loaded model is reloaded with new instances.
+def http_reload_model(url: str, model: str, *, admin_key: str | None, timeout_s: float) -> None:
+    """Unload ``model``, then load it, on the server at ``url`` (HOST:PORT): new instances, new stubs.
+
+    A load alone of a loaded model whose files did not change is a no-op in tritonserver 2.51,
+    even with its own config passed as an override; a stub that died stays dead through it.
 
     Raises:
         urllib.error.URLError, OSError: the server refused or did not answer (an HTTPError carries its reason).
     """
-    req = urllib.request.Request(
-        f"http://{url}/v2/repository/models/{urllib.parse.quote(model, safe='')}/load",
-        data=b"{}", method="POST", headers=_headers(admin_key),
-    )
-    with urlopen(req, timeout_s=timeout_s) as resp:
-        resp.read()
+    for action in ("unload", "load"):
+        req = urllib.request.Request(
+            f"http://{url}/v2/repository/models/{urllib.parse.quote(model, safe='')}/{action}",
+            data=b"{}", method="POST", headers=_headers(admin_key),
+        )
+        with urlopen(req, timeout_s=timeout_s) as resp:
+            resp.read()
 
 
-def grpc_load_model(url: str, model: str, *, admin_key: str | None, timeout_s: float) -> None:
-    """:func:`http_load_model` over plaintext gRPC (``RepositoryModelLoad``).
+def grpc_reload_model(url: str, model: str, *, admin_key: str | None, timeout_s: float) -> None:
+    """:func:`http_reload_model` over plaintext gRPC (``RepositoryModelUnload``, ``RepositoryModelLoad``).
 
     Raises:
         tritonclient.utils.InferenceServerException: the server refused or did not answer.
@@ -134,22 +139,23 @@ def grpc_load_model(url: str, model: str, *, admin_key: str | None, timeout_s: f
     headers = {GRPC_ADMIN_HEADER: admin_key} if admin_key is not None else None
     client = _grpc_client(url)
     try:
+        client.unload_model(model, headers=headers, client_timeout=timeout_s)
         client.load_model(model, headers=headers, client_timeout=timeout_s)
     finally:
         client.close()
 
 
-def load_model(http_url: str | None, grpc_url: str, model: str, *, admin_key: str | None, timeout_s: float) -> None:
-    """:func:`http_load_model` at ``http_url`` (HOST:PORT), or :func:`grpc_load_model` at ``grpc_url`` when it is None.
+def reload_model(http_url: str | None, grpc_url: str, model: str, *, admin_key: str | None, timeout_s: float) -> None:
+    """:func:`http_reload_model` at ``http_url`` (HOST:PORT), or :func:`grpc_reload_model` at ``grpc_url`` when it is None.
 
     Raises:
         ServerError: the server refused or did not answer (the message says why, in one line).
     """
     try:
         if http_url is not None:
-            http_load_model(http_url, model, admin_key=admin_key, timeout_s=timeout_s)
+            http_reload_model(http_url, model, admin_key=admin_key, timeout_s=timeout_s)
         else:
-            grpc_load_model(grpc_url, model, admin_key=admin_key, timeout_s=timeout_s)
+            grpc_reload_model(grpc_url, model, admin_key=admin_key, timeout_s=timeout_s)
     except Exception as exc:  # noqa: BLE001 - urllib, socket or tritonclient errors: one message
         detail = exc.read().decode(errors="replace")[:300] if hasattr(exc, "read") else str(exc)
         raise ServerError(f"reload of model {model!r} at {http_url or grpc_url} failed: {' '.join(detail.split())}") from None

@@ -4,9 +4,9 @@ Each instance of a python-backend model runs in a stub process. When one is kill
 kill, a segfault in a native library) tritonserver 2.51 stays live and ready and the model
 stays READY, but every request to it fails with ``Stub process '<instance>' is not healthy``;
 nothing restarts the stub. :class:`StubWatch` remembers the stubs of a started
-:class:`~deploy.local_triton.LocalTriton`, notices one that is gone and loads its model again
-through the repository API (new instances, new stubs: ``model_control="explicit"``, the
-default, allows it), logging one line when it notices and one when the model answers again.
+:class:`~deploy.local_triton.LocalTriton`, notices one that is gone and unloads and loads its model
+through the repository API (new instances, new stubs; ``model_control="explicit"``, the
+default, allows it; a load alone of an unchanged model is a no-op), logging one line when it notices and one when the model answers again.
 :class:`deploy.supervisor.Supervisor` calls :meth:`StubWatch.check` every poll and restarts
 the whole server when a reload fails.
 """

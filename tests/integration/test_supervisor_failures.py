@@ -329,6 +329,7 @@ def test_a_killed_backend_stub_is_noticed_and_its_model_reloaded_so_requests_suc
     np.testing.assert_array_equal(after, before)
     assert not any("tritonserver died" in line for line in served.lines[mark:])  # a model reload, not a restart
     assert fp32_stubs and all(pid_alive(p) for p in fp32_stubs)  # the other model was not touched
+    assert any(b"ser_int8_0_0" in Path(f"/proc/{p}/cmdline").read_bytes() for p in _stubs(served.proc.pid))  # a new stub
 
 
 def test_a_server_that_hangs_alive_is_killed_and_restarted(portable_repository):
