@@ -69,24 +69,20 @@ def _grpc_client(url: str):
 
 def grpc_ready(url: str, *, timeout_s: float) -> bool:
     """Whether plaintext gRPC ``ServerReady`` answers true (False when nothing answers)."""
-    from tritonclient.utils import InferenceServerException
-
-    client = _grpc_client(url)
-    try:
-        return bool(client.is_server_ready(client_timeout=timeout_s))
-    except InferenceServerException:
-        return False
-    finally:
-        client.close()
+    return _grpc_health(url, "is_server_ready", timeout_s=timeout_s)
 
 
 def grpc_live(url: str, *, timeout_s: float) -> bool:
     """Whether plaintext gRPC ``ServerLive`` answers true (False when nothing answers)."""
+    return _grpc_health(url, "is_server_live", timeout_s=timeout_s)
+
+
+def _grpc_health(url: str, question: str, *, timeout_s: float) -> bool:
     from tritonclient.utils import InferenceServerException
 
     client = _grpc_client(url)
     try:
-        return bool(client.is_server_live(client_timeout=timeout_s))
+        return bool(getattr(client, question)(client_timeout=timeout_s))
     except InferenceServerException:
         return False
     finally:

@@ -271,6 +271,18 @@ def _wait_until(check, *, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def _serve_ready(repo: Path, err: Path, **options) -> subprocess.Popen:
+    """:func:`_serve`, returned once it says ready (or has exited)."""
+    proc = _serve(repo, err, **options)
+    try:
+        _wait_until(lambda: "tritonserver ready" in err.read_text() or proc.poll() is not None, timeout_s=60,
+                    what=f"ser serve ready ({err})")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
 def _family(owner: int) -> list[int]:
     """Live tritonserver children of ``owner`` and the backend stubs of the servers it launched."""
     found = []
@@ -324,10 +336,9 @@ def test_a_stop_signal_while_a_model_loads_exits_within_5_s_and_leaves_nothing(t
 def test_a_sigkilled_ser_serve_leaves_no_tritonserver_or_stub_behind(tmp_path):
     repo = _slow_repository(tmp_path / "repo", load_s=0)
     err = tmp_path / "serve.err"
-    proc = _serve(repo, err)
+    proc = _serve_ready(repo, err)
     pids: list[int] = []
     try:
-        _wait_until(lambda: "tritonserver ready" in err.read_text() or proc.poll() is not None, timeout_s=60, what="ready")
         pids = _family(proc.pid)
         assert len(pids) >= 2, err.read_text()
         proc.kill()  # as the OOM killer, or a closed terminal's SIGHUP where it is not handled
@@ -344,10 +355,9 @@ def test_a_sigkilled_ser_serve_leaves_no_tritonserver_or_stub_behind(tmp_path):
 def test_ser_serve_removes_the_regions_of_a_server_killed_with_its_stubs_and_owner(tmp_path):
     repo = _slow_repository(tmp_path / "repo", load_s=0)
     err = tmp_path / "serve.err"
-    proc = _serve(repo, err)
+    proc = _serve_ready(repo, err)
     pids: list[int] = []
     try:
-        _wait_until(lambda: "tritonserver ready" in err.read_text() or proc.poll() is not None, timeout_s=60, what="ready")
         pids = _family(proc.pid)
         for pid in [proc.pid, *pids]:  # all at once, as a cgroup's OOM kill or `systemctl kill -s KILL` does
             os.kill(pid, signal.SIGKILL)
@@ -355,10 +365,9 @@ def test_ser_serve_removes_the_regions_of_a_server_killed_with_its_stubs_and_own
         _wait_until(lambda: not any(pid_alive(p) for p in pids), timeout_s=15, what="all killed")
         regions = sorted(Path("/dev/shm").glob(f"ser_{proc.pid}_*"))
         assert regions  # nobody was left to unlink them
-        again = _serve(repo, tmp_path / "again.err")
+        again = _serve_ready(repo, tmp_path / "again.err")
         try:
-            _wait_until(lambda: "tritonserver ready" in (tmp_path / "again.err").read_text() or again.poll() is not None,
-                        timeout_s=60, what="the next ser serve ready")
+            assert "tritonserver ready" in (tmp_path / "again.err").read_text()
         finally:
             again.send_signal(signal.SIGTERM)
             assert again.wait(timeout=30) == 0
@@ -407,10 +416,8 @@ def test_a_proxy_in_the_environment_does_not_catch_the_loopback_probes(tmp_path,
     repo = _slow_repository(tmp_path / "repo", load_s=0)
     ports = free_ports(3)
     err = tmp_path / "serve.err"
-    proc = _serve(repo, err, ports=ports, env=env, extra=() if http else ("--no-http",))
+    proc = _serve_ready(repo, err, ports=ports, env=env, extra=() if http else ("--no-http",))
     try:
-        _wait_until(lambda: "tritonserver ready" in err.read_text() or proc.poll() is not None, timeout_s=60,
-                    what="ready with http_proxy set")
         assert "slow (READY)" in err.read_text(), err.read_text()
         scrape = subprocess.run(
             [sys.executable, "-c", f"from loadtest.metrics import scrape; print(len(scrape('127.0.0.1:{ports[2]}')))"],
@@ -427,10 +434,9 @@ def test_a_stop_signal_while_a_crashed_models_reload_runs_is_not_held_up_by_the_
     repo = _slow_repository(tmp_path / "repo", load_s=0)
     model_py = repo / "slow" / "1" / "model.py"  # from now on the model takes 30 s to load
     err = tmp_path / "serve.err"
-    proc = _serve(repo, err)
+    proc = _serve_ready(repo, err)
     pids: list[int] = []
     try:
-        _wait_until(lambda: "tritonserver ready" in err.read_text() or proc.poll() is not None, timeout_s=60, what="ready")
         model_py.write_text(_SLOW_MODEL.format(load_s=30))
         pids = _family(proc.pid)
         stub = next(p for p in pids if b"slow_0_0" in Path(f"/proc/{p}/cmdline").read_bytes())
