@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -23,9 +25,28 @@ from deploy.triton_binary import STUB_NAME
 SHM_DIR = Path("/dev/shm")
 
 
-def pids_of_stubs(prefix: str) -> list[int]:
-    """PIDs of python-backend stubs whose command line carries the shm ``prefix``."""
-    pids = []
+@dataclass(frozen=True)
+class Stub:
+    """One python-backend stub process: one instance of one model.
+
+    Attributes:
+        pid: the stub's process id.
+        model: the model's name (the folder above ``<version>/model.py`` on its command line).
+        instance: the instance's name, e.g. ``ser_int8_0_0`` (a reload starts a new stub under the same name).
+    """
+
+    pid: int
+    model: str
+    instance: str
+
+
+def stubs_of(prefix: str) -> list[Stub]:
+    """The python-backend stubs whose command line carries the shm ``prefix``.
+
+    The stub's arguments are ``model.py``'s path, the shm region, two sizes, the server's
+    PID, the backend folder, an IPC handle and the instance name (tritonserver 2.51).
+    """
+    stubs = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -34,8 +55,15 @@ def pids_of_stubs(prefix: str) -> list[int]:
         except OSError:
             continue
         if STUB_NAME.encode() in cmdline and prefix.encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
+            args = cmdline.decode(errors="replace").split("\0")
+            model = Path(args[1]).parent.parent.name if len(args) > 1 else ""
+            stubs.append(Stub(int(entry.name), model, args[8] if len(args) > 8 else ""))
+    return stubs
+
+
+def pids_of_stubs(prefix: str) -> list[int]:
+    """PIDs of python-backend stubs whose command line carries the shm ``prefix``."""
+    return [stub.pid for stub in stubs_of(prefix)]
 
 
 def pid_alive(pid: int) -> bool:
@@ -64,6 +92,35 @@ def shm_regions(prefix: str) -> list[Path]:
     if not SHM_DIR.is_dir():
         return []
     return sorted(SHM_DIR.glob(f"{prefix}*"))
+
+
+#: The prefix :class:`deploy.local_triton.LocalTriton` names its regions with: ``ser_<owner pid>_<8 hex>_``.
+_OWNED_PREFIX = re.compile(r"^(ser_(\d+)_[0-9a-f]{8}_)")
+
+
+def remove_orphaned_regions() -> list[str]:
+    """Remove the regions of local servers whose owner died without stopping them; returns the prefixes removed.
+
+    A server SIGKILLed with its owner (``ser serve`` killed: :mod:`deploy.spawn`) cannot unlink
+    its regions, and ``/dev/shm`` is memory. A prefix counts as orphaned when its owner
+    process is gone and no live process (a server or a stub) names it on its command line.
+    """
+    prefixes: dict[str, int] = {}
+    for region in shm_regions("ser_"):
+        m = _OWNED_PREFIX.match(region.name)
+        if m and not pid_alive(int(m.group(2))):
+            prefixes[m.group(1)] = int(m.group(2))
+    if not prefixes:
+        return []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                for prefix in [p for p in prefixes if p.encode() in cmdline]:
+                    del prefixes[prefix]
+    for prefix in prefixes:
+        remove_shm_regions(prefix)
+    return sorted(prefixes)
 
 
 def remove_shm_regions(prefix: str) -> None:

@@ -13,9 +13,11 @@ backend; nothing from pytriton's Python API is used, only the binary
 * binds 127.0.0.1 only, on free ports unless told otherwise, with a unique
   python-backend shared-memory prefix so it removes exactly its own
   ``/dev/shm`` regions;
-* starts the server in its own process group, waits for readiness (``/v2/health/ready``, or
-  gRPC's ``ServerReady`` with ``http=False``) and fails fast (:class:`~client.errors.ServerStartError` naming the model that failed to
-  load) when the process exits;
+* refuses a given port another process listens on (:mod:`deploy.ports`), starts the server in its
+  own process group, tied to this process (:mod:`deploy.spawn`: SIGKILLed if this one dies), waits
+  until *its* process listens on its ports and answers ready (``/v2/health/ready``, or gRPC's
+  ``ServerReady`` with ``http=False``; no proxy) and fails fast (:class:`~client.errors.ServerStartError` naming the
+  port, or the model that failed to load) when the process exits; ``start(cancel=event)`` gives up at once;
 * stops with SIGTERM, then SIGKILL of the process group, kills leftover backend
   stubs by PID and removes its shm regions and temporary folder.
 
@@ -49,10 +51,19 @@ from typing import Sequence
 from client.errors import ConfigError, ServerError, ServerStartError
 from deploy.cleanup import kill_stubs, pid_alive, pids_of_stubs, remove_shm_regions, shm_regions
 from deploy.flags import SUMMARY_LATENCIES, GrpcTls, onnxruntime_thread_args, restricted_args
-from deploy.native_backend.locate import backends_dir, find_onnxruntime_backend
+from deploy.native_backend.locate import require_onnxruntime_backend
 from deploy.node import usable_cpus
-from deploy.probes import grpc_models, grpc_ready, http_get_status, http_models
+from deploy.ports import listening_ports, port_taken
+from deploy.probes import (
+    grpc_live,
+    grpc_models,
+    grpc_ready,
+    http_get_status,
+    http_models,
+    reload_model,
+)
 from deploy.server_log import summarize_failure
+from deploy.spawn import spawn_tied
 from deploy.triton_binary import (
     find_installation,
     make_backend_directory,
@@ -61,6 +72,10 @@ from deploy.triton_binary import (
 )
 
 MODEL_CONTROL_MODES = ("none", "explicit", "poll")
+
+
+class ServerStartCancelled(ServerStartError):
+    """:meth:`LocalTriton.start` was cancelled (its ``cancel`` event was set): the server was killed, nothing is left."""
 
 
 def free_ports(count: int = 3) -> list[int]:
@@ -167,7 +182,7 @@ class LocalTriton:
             )
         self.http = bool(http)
         self.native_models = native_models(self.repository)
-        self._onnxruntime_backend = self._find_onnxruntime_backend() if self.native_models else None
+        self._onnxruntime_backend = require_onnxruntime_backend(self.repository, self.native_models) if self.native_models else None
         self.onnxruntime_threads = onnxruntime_threads if onnxruntime_threads is not None else usable_cpus()
         self._thread_args = onnxruntime_thread_args(self.onnxruntime_threads) if self.native_models else []
         self._starts = 0
@@ -182,15 +197,6 @@ class LocalTriton:
         self._lock = threading.Lock()
         self.startup_s: float | None = None
         self.returncode: int | None = None
-
-    def _find_onnxruntime_backend(self) -> Path:
-        folder = find_onnxruntime_backend()
-        if folder is None:
-            raise ServerStartError(
-                f"{self.repository}: models {self.native_models} run on Triton's ONNX Runtime backend, which is not "
-                f"built in {backends_dir()}: run `make venv` (it builds it) or `python -m deploy.native_backend`"
-            )
-        return folder
 
     # --- addresses ---------------------------------------------------------
 
@@ -279,29 +285,47 @@ class LocalTriton:
 
     # --- lifecycle ---------------------------------------------------------
 
-    def start(self) -> "LocalTriton":
+    def start(self, *, cancel: threading.Event | None = None) -> "LocalTriton":
         """Launch the server and wait until it is ready. Returns ``self``.
 
-        Ports chosen here (``None`` arguments) are retried once with new ones if
-        another process took them in between.
+        A port given that another process listens on is an error before launch; ports chosen
+        here are retried once with new ones if taken in between. Ready means our process is
+        alive, listens on each of its ports itself (never another server there) and answers ready.
+
+        Args:
+            cancel: set it (from a signal handler or another thread) to give up the start:
+                the server is SIGKILLed at once, with its stubs, within about 0.1 s.
 
         Raises:
-            ServerStartError: the process exited, or was not ready within
-                ``startup_timeout_s``; the message names the failing model and reason.
+            ServerStartCancelled: ``cancel`` was set before the server was ready.
+            ServerStartError: a given port is taken, the process exited, or it was not ready
+                within ``startup_timeout_s``; the message names the port, or the failing model and reason.
         """
         if self._proc is not None:
             raise ServerError(f"server for {self.repository} already started (pid {self._proc.pid})")
+        self._check_fixed_ports()
         attempts = 1 if all(p is not None for p in self._fixed_ports) else 2
         for attempt in range(attempts):
             try:
-                return self._start_once()
+                return self._start_once(cancel)
             except ServerStartError as exc:
                 if attempt + 1 < attempts and "already in use" in str(exc):
                     continue
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _start_once(self) -> "LocalTriton":
+    def _check_fixed_ports(self) -> None:
+        """Refuse a given port that another process holds: the server would die on it, and a probe would find the other."""
+        for service, port in zip(("HTTP", "gRPC", "metrics"), self._fixed_ports, strict=True):
+            if port is None or (service == "HTTP" and not self.http):
+                continue
+            if port_taken(port):
+                raise ServerStartError(
+                    f"127.0.0.1:{port} already in use (the {service} port): another server or process listens there; "
+                    "nothing was started"
+                )
+
+    def _start_once(self, cancel: threading.Event | None) -> "LocalTriton":
         inst = find_installation()
         picked = iter(free_ports(3))
         self.http_port, self.grpc_port, self.metrics_port = (
@@ -318,7 +342,7 @@ class LocalTriton:
             self._log_handle = open(self._log_path, mode)  # noqa: SIM115 - closed by stop()
             t0 = time.perf_counter()
             try:
-                self._proc = subprocess.Popen(
+                self._proc = spawn_tied(
                     self.command(),
                     stdin=subprocess.DEVNULL,
                     stdout=self._log_handle,
@@ -330,7 +354,10 @@ class LocalTriton:
             except OSError as exc:
                 raise ServerStartError(f"cannot execute {inst.server}: {exc}") from None
             atexit.register(self.stop)
-            self._wait_ready(t0)
+            self._wait_ready(t0, cancel)
+        except (ServerStartCancelled, KeyboardInterrupt):
+            self.stop(kill=True)  # nothing served yet: a model still loading would hold SIGTERM for its whole load
+            raise
         except BaseException:
             self.stop()
             raise
@@ -343,10 +370,25 @@ class LocalTriton:
             return http_get_status(f"http://{self.http_url}/v2/health/ready", timeout_s=timeout_s) == 200
         return grpc_ready(self.grpc_url, timeout_s=timeout_s)
 
-    def _wait_ready(self, t0: float) -> None:
+    def is_live(self, *, timeout_s: float = 2.0) -> bool:
+        """Whether the server answers live: ``/v2/health/live`` is 200, or gRPC ``ServerLive`` without HTTP."""
+        if self.http:
+            return http_get_status(f"http://{self.http_url}/v2/health/live", timeout_s=timeout_s) == 200
+        return grpc_live(self.grpc_url, timeout_s=timeout_s)
+
+    def _our_ports(self) -> set[int]:
+        ports = {self.grpc_port, self.metrics_port} | ({self.http_port} if self.http else set())
+        return {p for p in ports if p is not None}
+
+    def _wait_ready(self, t0: float, cancel: threading.Event | None) -> None:
         assert self._proc is not None
         deadline = t0 + self.startup_timeout_s
+        ours = self._our_ports()
         while True:
+            if cancel is not None and cancel.is_set():
+                raise ServerStartCancelled(
+                    f"start of tritonserver on {self.repository} cancelled after {time.perf_counter() - t0:.1f} s"
+                )
             self._remember_stubs()
             rc = self._proc.poll()
             if rc is not None:
@@ -354,7 +396,8 @@ class LocalTriton:
                     f"tritonserver exited with rc={rc} while starting on {self.repository}: "
                     f"{summarize_failure(self.log_text())}"
                 )
-            if self.is_ready(timeout_s=1.0):
+            # Only our own listener counts: a 200 from another server on the port is not our server ready.
+            if ours <= listening_ports(self._proc.pid) and self.is_ready(timeout_s=1.0):
                 self._remember_stubs()
                 return
             if time.perf_counter() > deadline:
@@ -362,17 +405,20 @@ class LocalTriton:
                     f"tritonserver on {self.repository} not ready after {self.startup_timeout_s:g} s: "
                     f"{summarize_failure(self.log_text())}"
                 )
-            time.sleep(0.1)
+            if cancel is not None:
+                cancel.wait(0.1)
+            else:
+                time.sleep(0.1)
 
     def _remember_stubs(self) -> None:
         self._stubs_seen.update(pids_of_stubs(self.shm_prefix))
 
-    def stop(self) -> int | None:
+    def stop(self, *, kill: bool = False) -> int | None:
         """Stop the server and clean up everything it left. Safe to call twice.
 
         SIGTERM, wait ``exit_timeout_s`` + 10 s, then SIGKILL of the process
-        group; leftover backend stubs of this server are killed by PID; its
-        ``/dev/shm`` regions and temporary folder are removed.
+        group (``kill=True``: SIGKILL at once); leftover backend stubs of this server
+        are killed by PID; its ``/dev/shm`` regions and temporary folder are removed.
 
         Returns:
             The server's exit status (None if it was never started).
@@ -386,7 +432,11 @@ class LocalTriton:
                 atexit.unregister(self.stop)
             self._remember_stubs()
             pgid = proc.pid  # start_new_session: the leader's pid is the group id
-            if proc.poll() is None:
+            if proc.poll() is None and kill:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            elif proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
                 try:
@@ -426,6 +476,14 @@ class LocalTriton:
     def stub_pids(self) -> list[int]:
         """PIDs of this server's live python-backend stubs."""
         return [p for p in pids_of_stubs(self.shm_prefix) if pid_alive(p)]
+
+    def reload_model(self, model: str, *, timeout_s: float = 120.0) -> None:
+        """Unload ``model`` and load it again through the repository API: new instances, new backend stubs.
+
+        Raises:
+            ServerError: the server refused or did not answer (the message says why).
+        """
+        reload_model(self.http_url if self.http else None, self.grpc_url, model, admin_key=self._admin_key, timeout_s=timeout_s)
 
     def models(self) -> dict[str, str]:
         """``{model name: state}`` from the repository index (``READY``, ``UNAVAILABLE``, ...)."""

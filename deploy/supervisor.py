@@ -8,7 +8,10 @@ data; upstream added ``--http-max-input-size`` and overflow checks later, see
 * :class:`Supervisor` restarts a server that died, on the same ports, after cleaning up what
   it left (backend stubs killed by PID, ``/dev/shm`` regions removed: :meth:`LocalTriton.stop`),
   with exponential backoff and a bounded number of restarts per :attr:`RestartPolicy.window_s`;
-  every death and restart is one log line naming the exit status and the log's reason;
+  every death and restart is one log line naming the exit status and the log's reason. A
+  backend stub that died under a live server is noticed too (:class:`deploy.stub_watch.StubWatch`):
+  its model is reloaded, or the server restarted if the reload fails; so is a server that is
+  alive but stopped answering (``/v2/health/live`` missed ``live_misses`` times in a row);
 * ``ser serve --no-http`` serves gRPC only, which closes that request's path altogether;
 * the client's time budget (``ser predict --retry-for``) rides out the restart.
 
@@ -28,9 +31,14 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from client.errors import ConfigError, ServerError, ServerStartError
+from deploy.cleanup import remove_orphaned_regions
 from deploy.flags import GrpcTls
-from deploy.local_triton import LocalTriton
+from deploy.local_triton import LocalTriton, ServerStartCancelled
 from deploy.server_log import summarize_failure
+from deploy.stub_watch import StubWatch
+
+#: Signals that stop ``ser serve`` cleanly: Ctrl-C, ``kill``/Kubernetes, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -93,10 +101,13 @@ class Supervisor:
         server: the server to keep serving (started by :meth:`run` if it is not running).
         policy: restart limits and backoff.
         log: called with one line per event (default: print to stderr).
-        poll_s: how often the server's process is checked, seconds.
+        poll_s: how often the server's process and its backend stubs are checked, seconds.
+        live_every_s: how often the server is asked whether it is live (each answer may take 2 s), seconds.
+        live_misses: unanswered liveness questions in a row after which a hung server is killed and restarted.
 
     Attributes:
         restarts: every death so far, in order.
+        stub_watch: the watch on the backend stubs (its ``reloads``: every model reloaded so far).
     """
 
     def __init__(
@@ -106,24 +117,34 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         log: Callable[[str], None] | None = None,
         poll_s: float = 0.2,
+        live_every_s: float = 5.0,
+        live_misses: int = 3,
     ) -> None:
-        if not poll_s > 0:
-            raise ConfigError(f"poll_s={poll_s}: must be positive (seconds)")
+        if not poll_s > 0 or not live_every_s > 0:
+            raise ConfigError(f"poll_s={poll_s}, live_every_s={live_every_s}: must be positive (seconds)")
+        if int(live_misses) != live_misses or live_misses < 1:
+            raise ConfigError(f"live_misses={live_misses}: must be an integer >= 1")
+        self.live_every_s = float(live_every_s)
+        self.live_misses = int(live_misses)
+        self._missed = 0
+        self._live_at = 0.0
         self.server = server
         self.policy = policy or RestartPolicy()
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.poll_s = float(poll_s)
         self.restarts: list[Restart] = []
+        self.stub_watch = StubWatch(server, log=self.log)
 
     def run(self, stop: threading.Event, *, on_ready: Callable[[LocalTriton], None] | None = None) -> int:
         """Serve until ``stop`` is set; restart the server whenever it dies. The server is stopped on return.
 
         Args:
-            stop: set it (from a signal handler or another thread) to stop serving.
+            stop: set it (from a signal handler or another thread) to stop serving; a start in
+                progress is given up at once (the server is killed: it served nothing yet).
             on_ready: called once, after the first start.
 
         Returns:
-            0 after a requested stop.
+            0 after a requested stop (also one during the first start).
 
         Raises:
             ServerStartError: the first start failed (names the failing model).
@@ -133,20 +154,22 @@ class Supervisor:
         server = self.server
         try:
             if not server.is_running():
-                server.start()
+                server.start(cancel=stop)
             server.keep_ports()  # a restarted server answers where clients already look
+            self.stub_watch.reset()
             if on_ready is not None:
                 on_ready(server)
             in_a_row = 0
             up_since = time.monotonic()
             while not stop.wait(self.poll_s):
-                if server.is_running():
+                forced = self._check(stop)
+                if forced is None:
                     continue
                 served = time.monotonic() - up_since
                 if served >= self.policy.window_s:
                     in_a_row = 0
                 rc = server.stop()  # kills leftover stubs by PID, removes shm regions and the temporary folder
-                reason = summarize_failure(server.log_text())
+                reason = forced or summarize_failure(server.log_text())
                 noticed = time.monotonic()
                 if in_a_row >= self.policy.max_restarts:
                     self.restarts.append(Restart(rc, reason, served, None))
@@ -158,9 +181,40 @@ class Supervisor:
                 if up is None:
                     break
                 up_since, in_a_row = up
+                self.stub_watch.reset()
+                self._missed, self._live_at = 0, 0.0
+            return 0
+        except ServerStartCancelled:
             return 0
         finally:
-            server.stop()
+            if self.stub_watch.abandoned is not None:
+                self.log(f"stopping: the reload of model {self.stub_watch.abandoned!r} is still running; killing tritonserver")
+            server.stop(kill=self.stub_watch.abandoned is not None)  # a loading server holds SIGTERM until the load ends
+
+    def _check(self, stop: threading.Event) -> str | None:
+        """None while the server serves (a model whose stub died is reloaded); else why to restart it.
+
+        ``""``: the server died (the reason is read from its log); text: a reload failed, or
+        the server hung (it is killed here: a hung server does not act on SIGTERM).
+        """
+        if not self.server.is_running():
+            return ""
+        try:
+            self.stub_watch.check(cancel=stop)
+        except ServerError as exc:
+            if not self.server.is_running():
+                return ""
+            self.log(f"{exc}; restarting tritonserver")
+            return f"restarted after a failed model reload: {exc}"
+        if time.monotonic() < self._live_at or stop.is_set():
+            return None
+        self._live_at = time.monotonic() + self.live_every_s
+        self._missed = 0 if self.server.is_live(timeout_s=2.0) else self._missed + 1
+        if self._missed < self.live_misses or not self.server.is_running():
+            return None
+        hung = f"alive but not answering liveness {self._missed} times in a row, {self.live_every_s:g} s apart; killed"
+        self.server.stop(kill=True)
+        return hung
 
     def _restart(
         self, stop: threading.Event, *, rc: int | None, reason: str, served: float, noticed: float, number: int
@@ -184,7 +238,10 @@ class Supervisor:
                 self.restarts.append(Restart(rc, reason, served, None))
                 return None
             try:
-                self.server.start()
+                self.server.start(cancel=stop)
+            except ServerStartCancelled:
+                self.restarts.append(Restart(rc, reason, served, None))
+                return None
             except ServerStartError as exc:
                 if number >= limit:
                     self.restarts.append(Restart(rc, reason, served, None))
@@ -214,10 +271,11 @@ def serve_forever(
     out: TextIO | None = None,
     onnxruntime_threads: int | None = None,
 ) -> int:
-    """Serve ``repository`` on 127.0.0.1 until Ctrl-C or SIGTERM, restarting a dead server (``ser serve``).
+    """Serve ``repository`` on 127.0.0.1 until Ctrl-C, SIGTERM or SIGHUP, restarting a dead server (``ser serve``).
 
-    Prints one line when ready (addresses and models), one per death and restart, and one
-    when stopped, on ``out`` (default stderr); the server log goes to ``log_path`` if given
+    Removes the ``/dev/shm`` regions of local servers whose owner was killed
+    (:func:`deploy.cleanup.remove_orphaned_regions`, one line if any), then prints one line when
+    ready (addresses and models), one per death and restart, and one when stopped, on ``out`` (default stderr); the server log goes to ``log_path`` if given
     (appended to across restarts). The production choices of :mod:`deploy.flags` apply;
     ``admin_key`` guards the repository, shared-memory, trace and logging APIs,
     ``grpc_tls`` serves gRPC over TLS, ``http=False`` serves gRPC and metrics only.
@@ -238,7 +296,7 @@ def serve_forever(
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:  # also while the server starts: a start is given up at once
             previous[sig] = signal.signal(sig, _on_signal)
     server = LocalTriton(
         repository,
@@ -256,6 +314,10 @@ def serve_forever(
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
+
+    orphaned = remove_orphaned_regions()
+    if orphaned:
+        say(f"removed the /dev/shm regions of {len(orphaned)} server(s) whose owner was killed: {', '.join(orphaned)}")
 
     def ready(s: LocalTriton) -> None:
         models = ", ".join(f"{name} ({state})" for name, state in sorted(s.models().items()))

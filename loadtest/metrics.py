@@ -24,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from client.errors import ConfigError, ServerUnavailableError
+from deploy.probes import urlopen
 
 #: Counters read per model (summed over versions).
 COUNTERS = (
@@ -253,7 +254,7 @@ def metrics_url(address: str) -> str:
 
 
 def scrape(address: str, *, timeout_s: float = 5.0) -> str:
-    """``GET /metrics`` of a Triton server (a fresh connection, closed after).
+    """``GET /metrics`` of a Triton server (a fresh connection, closed after; a loopback address bypasses any proxy).
 
     Raises:
         ServerUnavailableError: nothing answers, or not with 200.
@@ -261,7 +262,7 @@ def scrape(address: str, *, timeout_s: float = 5.0) -> str:
     url = metrics_url(address)
     req = urllib.request.Request(url, headers={"Connection": "close"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - loopback metrics endpoint
+        with urlopen(req, timeout_s=timeout_s) as resp:  # a loopback endpoint bypasses http_proxy
             return resp.read().decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
         raise ServerUnavailableError(f"{url}: metrics endpoint answered HTTP {exc.code}") from None

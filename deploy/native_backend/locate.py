@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from client.errors import ServerStartError
+
 #: Environment variable that moves the built backends out of the checkout.
 BACKENDS_ENV = "SER_TRITON_BACKENDS"
 #: The backend's folder name under the backends folder (Triton looks for ``<dir>/<backend>/libtriton_<backend>.so``).
@@ -49,4 +51,19 @@ def find_onnxruntime_backend(root: Path | None = None) -> Path | None:
         return None
     if not all((folder / name).exists() for name in BESIDE_LIBRARIES):  # exists() follows the links
         return None
+    return folder
+
+
+def require_onnxruntime_backend(repository: Path, models: list[str]) -> Path:
+    """The built backend folder for serving ``models`` of ``repository``.
+
+    Raises:
+        ServerStartError: it is not built (the message names the models and how to build it).
+    """
+    folder = find_onnxruntime_backend()
+    if folder is None:
+        raise ServerStartError(
+            f"{repository}: models {models} run on Triton's ONNX Runtime backend, which is not built in "
+            f"{backends_dir()}: run `make venv` (it builds it) or `python -m deploy.native_backend`"
+        )
     return folder

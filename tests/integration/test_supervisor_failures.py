@@ -82,18 +82,19 @@ def _regions(owner_pid: int) -> list[str]:
 
 
 class Served:
-    """A ``ser serve`` subprocess on fixed free loopback ports, its stderr lines collected."""
+    """A ``ser serve`` subprocess on fixed loopback ports (free ones unless given), its stderr lines collected."""
 
-    def __init__(self, repository: Path, log: Path) -> None:
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+    def __init__(self, repository: Path, log: Path, *, ports: tuple[int, int, int] | None = None,
+                 env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.http_port, self.grpc_port, self.metrics_port = ports or free_ports(3)
         key_file = log.with_name("admin-key")
         key_file.write_text(ADMIN_KEY + "\n")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ser", "serve", "--repository", str(repository), "--http-port", str(self.http_port),
              "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--log", str(log),
-             "--admin-key-file", str(key_file)],
+             "--admin-key-file", str(key_file), *extra],
             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
@@ -302,3 +303,59 @@ def test_the_retry_budget_waits_for_a_server_that_is_away_and_a_dead_address_fai
     assert RetryPolicy(max_attempts=2, retry_for_s=1.0).delay_s(2, 1.0) is None
     with pytest.raises(ConfigError, match="retry_for_s"):
         RetryPolicy(retry_for_s=-1)
+
+
+#: A model whose backend stub was killed answers again within this many seconds of the kill.
+STUB_RECOVERY_S = 15.0
+
+
+def test_a_killed_backend_stub_is_noticed_and_its_model_reloaded_so_requests_succeed_again(served):
+    with SerClient(served.grpc_url, model="ser_int8", retry=RetryPolicy.none()) as client:
+        before = _good(client)
+    victim = next(p for p in _stubs(served.proc.pid) if b"ser_int8_0" in Path(f"/proc/{p}/cmdline").read_bytes())
+    fp32_stubs = [p for p in _stubs(served.proc.pid) if b"ser_fp32" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    mark = len(served.lines)
+
+    t0 = time.monotonic()
+    os.kill(victim, signal.SIGKILL)  # as the kernel's OOM killer would
+    died = served.wait_for("backend stub of model 'ser_int8' died", timeout_s=STUB_RECOVERY_S, after=mark)
+    assert f"pid {victim}" in died, died
+    served.wait_for("model 'ser_int8' reloaded", timeout_s=STUB_RECOVERY_S, after=mark)
+    with SerClient(served.grpc_url, model="ser_int8", retry=RetryPolicy.none()) as client:
+        after = _good(client)
+    recovered_s = time.monotonic() - t0
+    print(f"\nstub SIGKILLed -> ser_int8 answering again after {recovered_s:.1f} s")
+    assert recovered_s < STUB_RECOVERY_S
+    np.testing.assert_array_equal(after, before)
+    assert not any("tritonserver died" in line for line in served.lines[mark:])  # a model reload, not a restart
+    assert fp32_stubs and all(pid_alive(p) for p in fp32_stubs)  # the other model was not touched
+    assert any(b"ser_int8_0_0" in Path(f"/proc/{p}/cmdline").read_bytes() for p in _stubs(served.proc.pid))  # a new stub
+
+
+def test_a_server_that_hangs_alive_is_killed_and_restarted(portable_repository):
+    from deploy.supervisor import Supervisor
+
+    server = LocalTriton(portable_repository)
+    lines: list[str] = []
+    supervisor = Supervisor(server, log=lines.append, live_every_s=1.0, live_misses=3)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=supervisor.run, args=(stop,), kwargs={"on_ready": lambda s: ready.set()}, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(120)
+        hung = [server.pid, *server.stub_pids()]
+        t0 = time.monotonic()
+        os.kill(server.pid, signal.SIGSTOP)  # alive, answering nothing: a deadlock looks the same from outside
+        deadline = time.monotonic() + 60
+        while not (supervisor.restarts and supervisor.restarts[0].down_s is not None):
+            assert time.monotonic() < deadline and thread.is_alive(), lines
+            time.sleep(0.1)
+        with SerClient(server.grpc_url, model="ser_fp32", retry=RetryPolicy.none()) as client:
+            assert np.isfinite(_good(client)).all()
+        print(f"\nSIGSTOPped server -> serving again after {time.monotonic() - t0:.1f} s: {lines}")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert "not answering liveness 3 times in a row" in lines[0] and "restart 1 of 5" in lines[0], lines
+    assert supervisor.restarts[0].returncode == -signal.SIGKILL
+    assert not any(pid_alive(p) for p in hung) and server.shm_regions() == []

@@ -62,3 +62,31 @@ def test_the_run_script_refuses_a_model_or_tls_dir_that_is_not_there(tmp_path):
         env = {**os.environ, "REPOSITORY": str(repo), **extra}
         proc = subprocess.run([str(RUN_TRITON), "print"], env=env, capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_a_port_another_socket_listens_on_is_taken_and_only_its_owner_listens_there():
+    import socket
+
+    from deploy.local_triton import free_ports
+    from deploy.ports import listening_ports, port_taken
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert port_taken(port)
+        assert port in listening_ports(os.getpid())
+        assert port not in listening_ports(os.getppid())
+    assert not port_taken(port)
+    assert not port_taken(free_ports(1)[0])
+    assert listening_ports(2**22 + 1) == set()  # no such process
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.8.9.1", True), ("localhost", True), ("[::1]", True), ("::1", True),
+    ("10.0.0.1", False), ("triton.example", False), ("", False),
+])
+def test_only_loopback_hosts_bypass_the_proxy(host, loopback):
+    from deploy.probes import is_loopback
+
+    assert is_loopback(host) is loopback
