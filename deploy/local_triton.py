@@ -1,12 +1,12 @@
 """Run the real Triton Inference Server on this host, without Docker or a GPU.
 
-The ``nvidia-pytriton`` wheel ships a real ``tritonserver`` (2.51) with the python
-backend; nothing from pytriton's Python API is used, only the binary
-(docs/serving-and-repositories.md, "The local server", and docs/hostile-traffic.md). :class:`LocalTriton`
+The ``nvidia-pytriton`` wheel ships a real ``tritonserver`` (2.51) with the python backend; the
+ONNX Runtime backend of native repositories is built by ``make venv`` (:mod:`deploy.native_backend`).
+See docs/serving-and-repositories.md, "The local server". :class:`LocalTriton`
 
-* builds a temporary backend directory ``<tmp>/backends/python/`` of symlinks to
-  ``libtriton_python.so``, ``triton_python_backend_utils.py`` and the backend
-  stub of the running Python version (the stub is only looked for there);
+* builds a temporary backend directory: ``python/`` of links to the python backend and the stub of
+  the running Python version, and ``onnxruntime`` when the repository has native models, whose one
+  shared ONNX Runtime pool is as wide as the usable CPUs (:mod:`deploy.node`);
 * puts this interpreter's ``bin`` first on ``PATH`` (the stub's embedded
   interpreter finds the virtual environment from ``python3``) and the
   interpreter's ``LIBDIR`` on ``LD_LIBRARY_PATH`` (the stub links libpython);
@@ -21,10 +21,9 @@ backend; nothing from pytriton's Python API is used, only the binary
 * stops with SIGTERM, then SIGKILL of the process group, kills leftover backend
   stubs by PID and removes its shm regions and temporary folder.
 
-The pieces it uses live beside it: :mod:`deploy.triton_binary` (the wheel's files, the
-backend directory, the environment), :mod:`deploy.probes` (readiness and the model index),
-:mod:`deploy.server_log` (why a server failed, in one line) and :mod:`deploy.cleanup`
-(leftover stubs and shm regions).
+The pieces it uses live beside it: :mod:`deploy.triton_binary` (the wheel's files, the backend
+directory, the environment), :mod:`deploy.probes` (readiness, the model index), :mod:`deploy.server_log`
+(why a server failed) and :mod:`deploy.cleanup` (leftover stubs and shm regions).
 
 Example:
     >>> with LocalTriton("model_repository/portable") as server:  # doctest: +SKIP
