@@ -197,8 +197,6 @@ class LocalTriton:
         self.startup_s: float | None = None
         self.returncode: int | None = None
 
-    # --- addresses ---------------------------------------------------------
-
     @property
     def grpc_url(self) -> str:
         """``127.0.0.1:<grpc_port>`` for tritonclient.grpc."""
@@ -281,8 +279,6 @@ class LocalTriton:
         if None in (self.http_port, self.grpc_port, self.metrics_port):
             raise ServerError(f"server for {self.repository} has no ports yet: start it first")
         self._fixed_ports = (self.http_port, self.grpc_port, self.metrics_port)
-
-    # --- lifecycle ---------------------------------------------------------
 
     def start(self, *, cancel: threading.Event | None = None) -> "LocalTriton":
         """Launch the server and wait until it is ready. Returns ``self``.
