@@ -234,10 +234,10 @@ def test_without_http_the_server_serves_grpc_and_the_killing_request_finds_no_li
         assert server.is_running()
 
 
-def test_a_server_that_keeps_dying_is_restarted_max_restarts_times_then_the_error_names_why(portable_repository):
+def test_a_server_that_keeps_dying_is_restarted_max_restarts_times_then_the_error_names_why(runtime, runtime_repository):
     from deploy.supervisor import RestartPolicy, Supervisor
 
-    server = LocalTriton(portable_repository)
+    server = LocalTriton(runtime_repository)  # on both runtimes: the native one has no stubs, only the server
     lines: list[str] = []
     supervisor = Supervisor(server, policy=RestartPolicy(max_restarts=1, initial_backoff_s=0.1, max_backoff_s=0.1), log=lines.append)
     stop = threading.Event()
