@@ -138,6 +138,12 @@ def test_the_run_script_passes_the_production_flags_and_expands_the_admin_key_in
     assert set(POLICY_FLAGS) <= set(argv)
     assert f"--exit-timeout-secs={flags.EXIT_TIMEOUT_S}" in argv
     assert set(flags.restricted_args("test-key")) <= set(argv)
+    # One ONNX Runtime pool for every model, as wide as the container's CPUs (nproc inside it) or ORT_THREADS.
+    cpus = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
+    assert set(flags.onnxruntime_thread_args(int(cpus))) <= set(argv)
+    pinned = subprocess.run(["sh", "-c", script, *inner[3:]], env={"TRITON_ADMIN_KEY": "k", "ORT_THREADS": "3"},
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert set(flags.onnxruntime_thread_args(3)) <= set(pinned)
     assert sorted(a.split("=", 1)[1] for a in argv if a.startswith("--load-model=")) == sorted(
         p.name for p in Path(native_repository).iterdir() if (p / "config.pbtxt").is_file()
     )
@@ -231,6 +237,8 @@ def test_the_compose_file_validates_and_serves_the_native_repository_read_only_o
     assert f"--http-restricted-api={apis}:{flags.ADMIN_HEADER}=" in entry
     assert f"--grpc-restricted-protocol={apis}:{flags.ADMIN_HEADER}=" in entry
     assert "test-key" not in entry  # expanded by the container's shell, not written into the config
+    pool = flags.onnxruntime_thread_args(1)  # the width is the shell's: ORT_THREADS or nproc in the container
+    assert {pool[0], pool[2]} <= set(command) and "intra_op_thread_count=$${ORT_THREADS:-$$(nproc)}" in entry
     assert {"prometheus", "grafana"} <= set(config["services"])
 
 
@@ -288,6 +296,9 @@ def test_the_deployment_is_probed_non_root_and_serves_triton_ports(overlay):
     assert set(POLICY_FLAGS) <= set(c["args"]) and f"--exit-timeout-secs={flags.EXIT_TIMEOUT_S}" in c["args"]
     assert set(flags.restricted_args("$(TRITON_ADMIN_KEY)")) <= set(c["args"])
     assert _env(c)["TRITON_ADMIN_KEY"]["secretKeyRef"]["key"] == "admin-key"
+    # One ONNX Runtime pool, as wide as the container's CPU limit (the node's allocatable CPUs without one).
+    assert [a.replace("$(ORT_THREADS)", "7") for a in c["args"] if "onnxruntime" in a] == flags.onnxruntime_thread_args(7)
+    assert _env(c)["ORT_THREADS"]["resourceFieldRef"] == {"containerName": "triton", "resource": "limits.cpu", "divisor": "1"}
     pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert pod["terminationGracePeriodSeconds"] > pre_stop + flags.EXIT_TIMEOUT_S
     labels = deployment["spec"]["template"]["metadata"]["labels"]
