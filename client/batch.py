@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Sequence, TextIO
 
 from .audio import AUDIO_SUFFIXES, list_audio_files
 from .errors import ConfigError, ModelNotFoundError, ServerUnavailableError
+from .progress import progress_bar
 from .results import ClassifyResult
 from .sync_client import SerClient
 
@@ -190,7 +191,7 @@ def predict_files(
         resume: keep the rows already in ``output`` and classify only the other files.
         concurrency: files in flight (>= 1).
         top_k: add the k best classes to each row.
-        progress: show a tqdm progress bar on stderr.
+        progress: show progress on stderr (:func:`client.progress.progress_bar`: a bar on a terminal, else a line per tenth).
         stdout: where rows go without ``output`` (default ``sys.stdout``).
         on_row: called with each row after it is written (tests, progress hooks).
 
@@ -214,15 +215,13 @@ def predict_files(
     header = fmt == "csv" and (output is None or not resume or not output.exists() or output.stat().st_size == 0)
     if fmt == "csv" and not header:
         _check_csv_header(output, client.contract.labels, values=client.contract.regression)
-    from tqdm import tqdm
-
     ok = failed = 0
     t0 = time.perf_counter()
     stream = open(output, "a" if resume else "w", encoding="utf-8", newline="") if output is not None else (stdout or sys.stdout)  # noqa: SIM115
     try:
         writer = _Writer(stream, fmt, client.contract.labels, header=header, values=client.contract.regression)
-        with tqdm(total=len(names), initial=len(names) - len(todo), file=sys.stderr, unit="file",
-                  disable=not progress, dynamic_ncols=True, desc="predict") as bar:
+        with progress_bar(total=len(names), initial=len(names) - len(todo), file=sys.stderr, unit="file",
+                          disable=not progress, desc="predict") as bar:
             for result in client.classify_many(todo, concurrency=concurrency, top_k=top_k):
                 if isinstance(result.error, (ServerUnavailableError, ModelNotFoundError)):
                     written = len(done) + ok + failed
