@@ -147,3 +147,22 @@ def test_every_repository_path_a_docs_command_names_exists_or_is_written_by_the_
     missing = [(page, path, command) for page, command, _ in ALL_COMMANDS for path in _named_paths(command)
                if not known(page, path)]
     assert not missing, "\n".join(f"{page}: {path} (in `{command}`)" for page, path, command in missing)
+
+
+def test_the_deployment_page_states_the_flags_ser_serve_really_uses():
+    import inspect
+
+    from deploy.flags import EXIT_TIMEOUT_S
+    from deploy.local_triton import LocalTriton
+    from deploy.supervisor import serve_forever
+
+    text = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    section = text.split("## Production flags", 1)[1].split("\n## ", 1)[0]
+    local_exit = inspect.signature(serve_forever).parameters["exit_timeout_s"].default
+    assert local_exit == inspect.signature(LocalTriton).parameters["exit_timeout_s"].default
+    load_models = inspect.signature(LocalTriton).parameters["load_models"].default
+    assert f"--exit-timeout-secs={EXIT_TIMEOUT_S}" in section
+    if local_exit != EXIT_TIMEOUT_S:  # the page must not say `ser serve` uses the production value
+        assert f"--exit-timeout-secs={local_exit}" in section, "docs/deployment.md: ser serve's own exit timeout"
+    if not load_models:  # LocalTriton loads every model (--load-model=*), not one flag per model
+        assert "--load-model=*" in section, "docs/deployment.md: ser serve's --load-model=*"
