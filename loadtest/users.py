@@ -18,13 +18,16 @@ Options (added by :func:`add_arguments` through Locust's
 ``--manifest`` [``--partition``] | (neither: generated speech),
 ``--generated-clips``, ``--client-timeout-s``, and the gates
 ``--max-p95-ms``, ``--max-p99-ms``, ``--max-failure-ratio`` that
-:func:`gate_failures` checks when Locust quits.
+:func:`gate_failures` checks when Locust quits, on exact percentiles of every response time
+this process recorded (a worker hands its times to the master with each report), not on
+Locust's histogram, which rounds them. A missing ``--manifest`` or ``--audio-dir`` ends the run
+at start with one ``error:`` line (:func:`check_audio_source`).
 
 ``--warmup-s S`` measures the steady state: S seconds after the test starts,
 :func:`end_warmup` resets Locust's statistics (so throughput and percentiles
 cover only what follows) and, with ``--warmup-marker F``, writes F as JSON
 (``{"requests", "failures", "time"}`` of the warm-up) for a runner that reads the
-server's counters at the same moment. Warm-up failures are not forgiven: they
+server's counters at the same moment; without a warm-up F is written when the test starts. Warm-up failures are not forgiven: they
 count towards ``--max-failure-ratio`` and any of them makes the exit code 1.
 (Locust's own ``--reset-stats`` resets when spawning ends, before a dynamic
 batcher's first part-full batches of a slow model have cleared.) In master/worker
