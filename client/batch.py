@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Sequence, TextIO
 from .audio import AUDIO_SUFFIXES, list_audio_files
 from .errors import ConfigError, ModelNotFoundError, ServerUnavailableError
 from .output_file import output_lock, prepare_resume
+from .progress import progress_bar
 from .results import ClassifyResult
 from .sync_client import SerClient
 
@@ -164,7 +165,7 @@ def predict_files(
             the output ends with one row per file, the latest result).
         concurrency: files in flight (>= 1).
         top_k: add the k best classes to each row.
-        progress: show a tqdm progress bar on stderr.
+        progress: show progress on stderr (:func:`client.progress.progress_bar`: a bar on a terminal, else a line per tenth).
         stdout: where rows go without ``output`` (default ``sys.stdout``).
         on_row: called with each row after it is written (tests, progress hooks).
 
@@ -202,8 +203,6 @@ def _predict(
     done = prepare_resume(output, fmt, names) if resuming else set()
     todo = [n for n in names if n not in done]
     header = fmt == "csv" and not resuming
-    from tqdm import tqdm
-
     ok = failed = 0
     t0 = time.perf_counter()
     if output is not None:
@@ -211,8 +210,8 @@ def _predict(
     assert stream is not None
     try:
         writer = _Writer(stream, fmt, client.contract.labels, header=header, values=client.contract.regression)
-        with tqdm(total=len(names), initial=len(names) - len(todo), file=sys.stderr, unit="file",
-                  disable=not progress, dynamic_ncols=True, desc="predict") as bar:
+        with progress_bar(total=len(names), initial=len(names) - len(todo), file=sys.stderr, unit="file",
+                          disable=not progress, desc="predict") as bar:
             for result in client.classify_many(todo, concurrency=concurrency, top_k=top_k):
                 if isinstance(result.error, (ServerUnavailableError, ModelNotFoundError)):
                     written = len(done) + ok + failed

@@ -227,7 +227,7 @@ def export_checkpoint(
         verify_cpu_classes: CPU classes the int8 model must also pass on (e.g. ``("avx2",)``).
         window_s: W in seconds, for a Hugging Face checkpoint.
         audio_dir: or W from the durations of the audio files under this folder.
-        progress: show a tqdm bar of the steps.
+        progress: show the steps' progress (:mod:`client.progress`).
 
     Returns:
         :class:`ExportResult`.
@@ -239,8 +239,7 @@ def export_checkpoint(
         ParityError: a variant disagrees with its reference beyond tolerance (for int8: every
             candidate preset did, on some CPU class checked).
     """
-    from tqdm.auto import tqdm
-
+    from client.progress import progress_bar
     from export.fp16 import convert_fp16
     from export.int8_selection import choose_int8
     from export.onnx_export import export_onnx, load_classifier
@@ -273,7 +272,7 @@ def export_checkpoint(
     W = info.window_samples
     steps = ["export fp32", "parity fp32"] + [f"{step} {v}" for v in ("int8", "fp16") if v in config.variants
                                               for step in ("convert", "agreement")] + ["install"]
-    bar = tqdm(total=len(steps), desc=f"export {checkpoint.name}", unit="step", disable=not progress)
+    bar = progress_bar(total=len(steps), desc=f"export {checkpoint.name}", unit="step", disable=not progress)
     results: dict[str, VariantResult] = {}
     try:
         with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as work:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 from client.errors import ConfigError
@@ -22,6 +23,15 @@ CLIENT_TIMEOUT_S = 30.0
 
 #: Prefix of the log line the locustfile's quitting listener writes per broken limit (the runner reads it).
 GATE_PREFIX = "GATE FAILED: "
+
+#: The latency percentiles a run reports, computed exactly from every response time (not Locust's rounded ones).
+PERCENTILES = (50, 90, 95, 99)
+
+
+def exact_figures_path(final_stats: Path | str) -> Path:
+    """The JSON file of a run's exact percentiles, written beside its ``--final-stats`` table."""
+    final_stats = Path(final_stats)
+    return final_stats.with_name(f"{final_stats.stem}_exact.json")
 
 
 def _check_ms(name: str, value: float | None) -> float | None:
@@ -136,7 +146,8 @@ def memory_gate(limit_pct: float | None, memory: Sequence[MemorySample], warmup_
         limit_pct: ``max_rss_growth_pct``: the most server + stub memory may grow after the warm-up, %
             (None: no limit).
         memory: the run's samples (:class:`~loadtest.sampler.RunSampler`).
-        warmup_end_s: when the warm-up ended, on the samples' time axis (s).
+        warmup_end_s: when the measured window opened (the warm-up's end, or the test's start without one),
+            on the samples' time axis (s).
     """
     if limit_pct is None:
         return []
@@ -145,5 +156,5 @@ def memory_gate(limit_pct: float | None, memory: Sequence[MemorySample], warmup_
         return [f"server memory growth not measurable ({len(memory)} samples; run longer than the warm-up by a few "
                 "sampling intervals)"]
     if growth > limit_pct:
-        return [f"server + stub memory grew {growth:.1f} % after the warm-up > {limit_pct:g} %"]
+        return [f"server + stub memory grew {growth:.1f} % in the measured window (after any warm-up) > {limit_pct:g} %"]
     return []

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from client.errors import SerError
-from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, memory_gate
+from loadtest.gates import (
+    CLIENT_TIMEOUT_S,
+    GATE_PREFIX,
+    PERCENTILES,
+    exact_figures_path,
+    memory_gate,
+)
 from loadtest.metrics import ModelCounters
 from loadtest.run_config import LoadTestConfig
 from loadtest.sampler import MemorySample, RunSampler, rss_growth_pct
@@ -43,18 +49,24 @@ class RunResult:
         scenario: ``batching-on`` or ``batching-off``.
         users: concurrent users.
         requests: requests made (Locust), failures: of them failed (after the warm-up, if any).
-        rps: requests per second; windows_per_s: ``rps * windows_per_request``.
-        p50_ms, p90_ms, p95_ms, p99_ms, avg_ms, max_ms: request latency (ms, client side).
+        rps: requests per second, failed ones included (Locust's figure); windows_per_s: windows of the
+            *successful* requests per second (``(rps - failures/s) * windows_per_request``).
+        p50_ms, p90_ms, p95_ms, p99_ms: request latency percentiles (ms, client side), exact: from every
+            response time the locustfile recorded, not from Locust's histogram, which rounds them (254 ms to 250).
+        avg_ms, max_ms: Locust's mean and maximum (ms).
         server: Triton's counters over the run (after − before), or None without metrics.
         exit_code: Locust's exit code (1 on a broken gate or any failure).
         gate_failures: the broken gates, one line each.
         stats_csv: the statistics table the figures were read from: :func:`final_stats_csv`, or Locust's
             ``_stats.csv`` for a locustfile that does not install the bundle's listeners.
         warmup_requests, warmup_failures: requests made and failed during the warm-up (not in the figures above).
-        server_seconds: wall time between the two reads of the server's counters (s; NaN without metrics).
+        server_seconds: wall time between the two reads of the server's counters (s; NaN without metrics): the
+            measured window, from the statistics' start (the warm-up's end, or Locust's start of the test when
+            there is none) to ``run_time_s`` later; Locust's start-up and stop fall outside it.
         memory: resident memory of the server and its stubs, sampled over the run (empty when the
             server is not on this host).
-        warmup_end_s: when the warm-up ended, on :attr:`memory`'s time axis (0 without a warm-up).
+        warmup_end_s: when the measured window opened (the warm-up's end), on :attr:`memory`'s time axis.
+        warmup_s: the warm-up asked for (s; 0: none).
     """
 
     scenario: str
@@ -78,6 +90,7 @@ class RunResult:
     server_seconds: float = math.nan
     memory: tuple[MemorySample, ...] = ()
     warmup_end_s: float = 0.0
+    warmup_s: float = 0.0
 
     @property
     def rss_growth_pct(self) -> float:
@@ -144,8 +157,9 @@ def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: 
         "--windows-per-request", str(config.windows_per_request),
         "--generated-clips", str(config.audio.generated_clips), "--partition", config.audio.partition,
     ]
-    if config.warmup_s:
-        cmd += ["--warmup-s", str(config.warmup_s), "--warmup-marker", str(warmup_marker(csv_prefix))]
+    # The marker is written when the statistics start (after the warm-up, or at the test's start without one):
+    # the runner opens the server's counter window then, not when Locust starts up.
+    cmd += ["--warmup-s", str(config.warmup_s), "--warmup-marker", str(warmup_marker(csv_prefix))]
     if config.audio.audio_dir is not None:
         cmd += ["--audio-dir", str(config.audio.audio_dir)]
     if config.audio.manifest is not None:
@@ -163,7 +177,7 @@ def final_stats_csv(csv_prefix: Path) -> Path:
 
 
 def warmup_marker(csv_prefix: Path) -> Path:
-    """The file the locustfile writes when a run's warm-up ends (``--warmup-marker``)."""
+    """The file the locustfile writes when a run's statistics start: the warm-up's end (``--warmup-marker``)."""
     return Path(f"{csv_prefix}_warmup.json")
 
 
@@ -206,11 +220,13 @@ def _num(row: dict[str, str], key: str) -> float:
 
 def run_locust(
     config: LoadTestConfig, *, scenario: str, url: str, users: int, metrics: str | None, out_dir: Path,
-    server_pid: int | None = None,
+    server_pid: int | None = None, counted_model: str | None = None,
 ) -> RunResult:
     """Run Locust once (headless subprocess) and read its statistics and the server's counters.
 
-    ``server_pid`` (the server's process on this host) adds memory samples over the run.
+    ``server_pid`` (the server's process on this host) adds memory samples over the run. ``counted_model``:
+    whose counters :attr:`RunResult.server` holds (default ``config.model``; the audio model's run counts
+    the window model it calls).
 
     Raises:
         LocustRunError: Locust crashed, overran, or wrote no statistics.
@@ -221,12 +237,11 @@ def run_locust(
     log_path = prefix.with_suffix(".log")
     marker = warmup_marker(prefix)
     final_csv, stats_csv = final_stats_csv(prefix), Path(f"{prefix}_stats.csv")
-    for stale in (marker, final_csv, stats_csv):  # an earlier run's files in the same folder must not be read as this run's
+    for stale in (marker, final_csv, exact_figures_path(final_csv), stats_csv):  # an earlier run's files in the same folder must not be read as this run's
         stale.unlink(missing_ok=True)
-    after = None
-    sampler = RunSampler(metrics=metrics, model=config.model, server_pid=server_pid, interval_s=config.sample_interval_s)
-    before = sampler.counters.begin(metrics) if metrics and not config.warmup_s else None
-    t_before = time.monotonic()
+    after = before = None
+    sampler = RunSampler(metrics=metrics, model=counted_model or config.model, server_pid=server_pid, interval_s=config.sample_interval_s)
+    t_before = t_after = time.monotonic()
     warmup_end_s = 0.0
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -237,15 +252,17 @@ def run_locust(
     with sampler, tempfile.TemporaryFile("w+") as out_fh, tempfile.TemporaryFile("w+") as err_fh, \
             subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out_fh, stderr=err_fh, text=True) as proc:
         try:
-            if config.warmup_s:  # the server's window is Locust's: from the statistics' reset to the run's end
-                warmup = _await_warmup(proc, marker, deadline_s=timeout)
-                before = sampler.counters.begin(metrics) if metrics and warmup is not None else None
+            # The server's window is Locust's: from the statistics' start (the warm-up's end, or the test's start
+            # without a warm-up) for run_time_s; Locust's start-up before it and its stop after it are outside.
+            warmup = _await_warmup(proc, marker, deadline_s=timeout)
+            if warmup is not None:
+                before = sampler.counters.begin(metrics) if metrics else None
                 t_before, warmup_end_s = time.monotonic(), sampler.elapsed_s()
-                if before is not None:  # (not after Locust exits: requests it left queued still run then)
-                    try:
-                        proc.wait(timeout=config.run_time_s)
-                    except subprocess.TimeoutExpired:  # what Locust's queued requests do after this is not the run's
-                        after, t_after = sampler.counters.end(metrics), time.monotonic()
+                try:
+                    proc.wait(timeout=config.run_time_s)
+                except subprocess.TimeoutExpired:  # what Locust's queued requests do after this is not the run's
+                    after = sampler.counters.end(metrics) if before is not None else None
+                    t_after = time.monotonic()
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -253,11 +270,12 @@ def run_locust(
             raise LocustRunError(f"locust ({scenario}, {users} users) did not finish within {timeout:g} s") from None
         stdout, stderr = _read_back(out_fh), _read_back(err_fh)
     log_path.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n")
-    if config.warmup_s and warmup is None and proc.returncode == 0:
-        raise LocustRunError(f"locust ({scenario}, {users} users) never ended its {config.warmup_s} s warm-up "
-                             f"(no {marker.name}; log: {log_path})")
-    if after is None:
-        after, t_after = (sampler.counters.end(metrics) if before is not None else None), time.monotonic()
+    if warmup is None and proc.returncode == 0:
+        raise LocustRunError(f"locust ({scenario}, {users} users) never started its statistics"
+                             + (f" or ended its {config.warmup_s} s warm-up" if config.warmup_s else "")
+                             + f" (no {marker.name}; log: {log_path})")
+    if after is None and before is not None:  # Locust stopped before run_time_s had passed
+        after, t_after = sampler.counters.end(metrics), time.monotonic()
     server_seconds = t_after - t_before if after is not None and before is not None else math.nan
     if final_csv.is_file():  # the locustfile's final totals; _stats.csv can miss the run's last second
         stats_csv = final_csv
@@ -265,19 +283,30 @@ def run_locust(
         tail = " | ".join(line for line in stderr.strip().splitlines()[-3:])
         raise LocustRunError(f"locust ({scenario}, {users} users) exited {proc.returncode} without statistics: {tail} (log: {log_path})")
     row = aggregated_row(stats_csv)
+    exact = _exact_figures(final_csv)
     gates = tuple(line.split(GATE_PREFIX, 1)[1].strip() for line in stderr.splitlines() if GATE_PREFIX in line)
     memory = tuple(sampler.memory)
     gates += tuple(memory_gate(config.max_rss_growth_pct, memory, warmup_end_s))
-    rps = _num(row, "Requests/s")
+    rps, failures_per_s = _num(row, "Requests/s"), _num(row, "Failures/s")
     server = sampler.counters.total() if after is not None and before is not None else None
+    latency = {f"p{q}_ms": exact.get(f"p{q}_ms", _num(row, f"{q}%")) for q in PERCENTILES}
     return RunResult(
         scenario=scenario, users=users,
         requests=int(_num(row, "Request Count")), failures=int(_num(row, "Failure Count")),
-        rps=rps, windows_per_s=rps * config.windows_per_request,
-        p50_ms=_num(row, "50%"), p90_ms=_num(row, "90%"), p95_ms=_num(row, "95%"), p99_ms=_num(row, "99%"),
+        rps=rps, windows_per_s=(rps - (0.0 if math.isnan(failures_per_s) else failures_per_s)) * config.windows_per_request,
+        **latency,
         avg_ms=_num(row, "Average Response Time"), max_ms=_num(row, "Max Response Time"),
         server=server,
         exit_code=proc.returncode, gate_failures=gates, stats_csv=stats_csv,
         warmup_requests=int(warmup["requests"]) if warmup else 0, warmup_failures=int(warmup["failures"]) if warmup else 0,
-        server_seconds=server_seconds, memory=memory, warmup_end_s=warmup_end_s,
+        server_seconds=server_seconds, memory=memory, warmup_end_s=warmup_end_s, warmup_s=config.warmup_s,
     )
+
+
+def _exact_figures(final_csv: Path) -> dict[str, float]:
+    """The exact percentiles the locustfile wrote beside its final table (empty when it wrote none)."""
+    try:
+        doc = json.loads(exact_figures_path(final_csv).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {k: float(v) for k, v in doc.items() if k.endswith("_ms")}

@@ -9,7 +9,7 @@ Headless, against a running server (gRPC port; ``--protocol http`` with the HTTP
 
     locust -f loadtest/locustfile.py --headless -u 16 -r 16 -t 30s \
         --host 127.0.0.1:8001 --model ser_int8 --windows-per-request 1 \
-        --manifest .cache/demo/split.json --max-p95-ms 250 --max-failure-ratio 0.01
+        --manifest .cache/demo/checkpoint/split.json --max-p95-ms 250 --max-failure-ratio 0.01
 
 Web UI: drop ``--headless`` (the options appear in the start form). More load
 than one machine makes: ``--master`` on one host, ``--worker --master-host H``

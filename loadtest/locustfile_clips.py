@@ -29,7 +29,7 @@ from client.errors import ConfigError, ContractError, SerError
 from client.triton_client import RetryPolicy, SerClient, normalize_url
 from loadtest.clip_pool import ClipPool, build_clip_pool
 from loadtest.payload import AudioSourceConfig
-from loadtest.users import install_listeners
+from loadtest.users import install_listeners, source_from
 
 install_listeners(events)
 
@@ -38,11 +38,7 @@ _pools: dict[AudioSourceConfig, ClipPool] = {}
 _pools_lock = threading.Lock()
 
 
-def _source(options) -> AudioSourceConfig:
-    return AudioSourceConfig(
-        audio_dir=getattr(options, "audio_dir", "") or None, manifest=getattr(options, "manifest", "") or None,
-        partition=getattr(options, "partition", "test"), generated_clips=getattr(options, "generated_clips", 8),
-    )
+_source = source_from
 
 
 def _pool(source: AudioSourceConfig) -> ClipPool:
@@ -103,9 +99,8 @@ class ClipUser(User):
             self.pool = _pool(self.source)
             self.client = SerClient(self.url, model=self.model, protocol=self.protocol, timeout_s=self.timeout_s,
                                     retry=RetryPolicy.none(), server_side=self.server_side).open()
-        except SerError as exc:
+        except SerError as exc:  # a failed "setup" request; the first task stops the user (no traceback per user)
             self._fire(t0, 0, exc, name="setup")
-            raise StopUser() from None
 
     def on_stop(self) -> None:
         """Close the connection."""

@@ -29,7 +29,6 @@ from client.client_options import DEFAULT_MODEL
 from client.errors import ConfigError
 from loadtest.gates import Thresholds
 from loadtest.locust_run import RunResult, run_locust
-from loadtest.metrics import read_counters
 from loadtest.payload import AudioSourceConfig
 from loadtest.run_config import DEFAULT_OUT, LoadTestConfig
 from loadtest.scenarios import write_scenario_repository
@@ -44,13 +43,20 @@ class PathRun:
 
     Attributes:
         path: ``client-side`` or ``server-side``.
-        run: Locust's figures (requests are clips: ``rps`` is clips/s).
-        window_batch: the window model's mean executed batch size over the run (NaN without metrics).
+        run: Locust's figures (requests are clips: ``windows_per_s`` is the successful clips per second,
+            one request per clip; ``run.server`` holds the window model's counters).
+        window_batch: the window model's mean executed batch size over the measured window, the same
+            window as the run's figures (NaN without metrics).
     """
 
     path: str
     run: RunResult
     window_batch: float
+
+    @property
+    def clips_per_s(self) -> float:
+        """Clips classified per second (one clip per request, failed ones left out)."""
+        return self.run.windows_per_s  # the runs send windows_per_request=1: one "window" is one clip
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,8 @@ class PathComparison:
 
     @property
     def throughput_ratio(self) -> float:
-        """Server-side clips/s / client-side clips/s."""
-        client, server = (r.run.rps for r in self.runs)
+        """Server-side clips/s / client-side clips/s (clips classified: failed requests do not count)."""
+        client, server = (r.clips_per_s for r in self.runs)
         return server / client if client else math.nan
 
     @property
@@ -85,12 +91,12 @@ class PathComparison:
 
     @property
     def passed(self) -> bool:
-        """Both runs exited 0 (no failure, no broken gate)."""
-        return all(r.run.exit_code == 0 for r in self.runs)
+        """Both runs exited 0 (no failure, no broken gate) and broke no gate the runner judges."""
+        return all(r.run.exit_code == 0 and not r.run.gate_failures for r in self.runs)
 
     def headline(self) -> str:
         """One line with both paths' figures."""
-        parts = [f"{r.path}: {r.run.rps:.1f} clips/s, p50/p95/p99 {r.run.p50_ms:g}/{r.run.p95_ms:g}/{r.run.p99_ms:g} ms, "
+        parts = [f"{r.path}: {r.clips_per_s:.1f} clips/s, p50/p95/p99 {r.run.p50_ms:g}/{r.run.p95_ms:g}/{r.run.p99_ms:g} ms, "
                  f"{r.run.failures} failures, window batch {r.window_batch:.2f}" for r in self.runs]
         parts.append(f"server/client clips/s {self.throughput_ratio:.2f}x, p99 {self.p99_ratio:.2f}x")
         return f"{self.users} users, {self.window_model}: " + "; ".join(parts) + ("; PASSED" if self.passed else "; FAILED")
@@ -118,12 +124,14 @@ def _report(cmp: PathComparison, out_dir: Path, config: LoadTestConfig) -> dict:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in cmp.runs:
         model = cmp.audio_model if r.path == "server-side" else cmp.window_model
-        rows.append(f"| {r.path} | {model} | {r.run.users} | {r.run.requests} | {r.run.failures} | {r.run.rps:.2f} | {r.run.p50_ms:g} | "
+        rows.append(f"| {r.path} | {model} | {r.run.users} | {r.run.requests} | {r.run.failures} | {r.clips_per_s:.2f} | {r.run.p50_ms:g} | "
                     f"{r.run.p95_ms:g} | {r.run.p99_ms:g} | {r.window_batch:.2f} |")
     text = "\n".join([
         f"# Client-side vs server-side audio path, {cmp.users} users over {config.protocol}", "",
         f"{config.run_time_s} s measured per run, {config.warmup_s} s warm-up; audio: {config.audio.describe()}. "
         "One request = one clip, from the encoded bytes to the label.", "", *rows, "",
+        "clips/s counts the clips classified (failed requests left out); latencies are exact percentiles of every request.",
+        "",
         f"Server-side / client-side: {cmp.throughput_ratio:.2f}x clips/s, {cmp.p99_ratio:.2f}x p99 latency.", "",
         f"**{cmp.headline()}**", "",
     ])
@@ -188,13 +196,13 @@ def compare_paths(
         for path, user_class in PATHS.items():
             model = audio_model if path == "server-side" else window_model
             config = LoadTestConfig(url=target, model=model, user_classes=(user_class,), **base)
-            before = read_counters(metrics, model=window_model) if metrics else None
-            run = run_locust(config, scenario=path, url=config.url, users=users, metrics=metrics, out_dir=out_dir / "locust")
-            after = read_counters(metrics, model=window_model) if metrics else None
-            batch = (after - before).mean_batch_size if before is not None and after is not None else math.nan
+            # The window model's counters over the measured window (not the start-up, warm-up or stop).
+            run = run_locust(config, scenario=path, url=config.url, users=users, metrics=metrics, out_dir=out_dir / "locust",
+                             counted_model=window_model)
+            batch = run.server.mean_batch_size if run.server is not None else math.nan
             results.append(PathRun(path=path, run=run, window_batch=batch))
             if progress is not None:
-                print(f"{path} u={users}: {run.rps:.1f} clips/s, p95 {run.p95_ms:g} ms, p99 {run.p99_ms:g} ms, "
+                print(f"{path} u={users}: {results[-1].clips_per_s:.1f} clips/s, p95 {run.p95_ms:g} ms, p99 {run.p99_ms:g} ms, "
                       f"{run.failures} failures, window batch {batch:.2f}", file=progress, flush=True)
             time.sleep(0.5)
         return results

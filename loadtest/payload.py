@@ -167,6 +167,20 @@ def generated_clips(count: int, seed: int) -> list[tuple[str, np.ndarray, int]]:
     return out
 
 
+def source_files(source: AudioSourceConfig) -> list[Path]:
+    """The audio files ``source`` names (none for generated speech), listed without decoding them.
+
+    Raises:
+        CorpusError: the folder is missing or holds no audio, the manifest is missing or unreadable,
+            or its partition is empty.
+    """
+    if source.kind == "folder":
+        return folder_files(source.audio_dir, source.max_clips)
+    if source.kind == "manifest":
+        return manifest_files(source.manifest, source.partition, source.max_clips)
+    return []
+
+
 def build_window_pool(source: AudioSourceConfig, *, contract: ModelContract, audio: AudioConfig | None = None) -> WindowPool:
     """Decode the source's clips and cut them into the served model's windows.
 
@@ -204,11 +218,7 @@ def build_window_pool(source: AudioSourceConfig, *, contract: ModelContract, aud
         for name, y, sr in generated_clips(source.generated_clips, source.seed):
             add(load_audio(y, sample_rate=sr, config=config, name=name))
     else:
-        files = (
-            folder_files(source.audio_dir, source.max_clips)
-            if source.kind == "folder"
-            else manifest_files(source.manifest, source.partition, source.max_clips)
-        )
+        files = source_files(source)
         for path in files:
             try:
                 add(load_audio(path, config=config))

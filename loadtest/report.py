@@ -97,7 +97,7 @@ class LoadTestReport:
         if on.server is not None:
             parts.append(f"mean executed batch {on.server.mean_batch_size:.2f}")
         if not math.isnan(on.rss_growth_pct):
-            parts.append(f"server + stub memory {on.rss_mib_end:.0f} MiB, {on.rss_growth_pct:+.1f} % after the warm-up")
+            parts.append(f"server + stub memory {on.rss_mib_end:.0f} MiB, {on.rss_growth_pct:+.1f} % {growth_span(on)}")
         off = self.run(SCENARIO_OFF, cu)
         if off is not None:
             parts.append(f"batching off: {off.windows_per_s:.1f} windows/s (batch "
@@ -115,6 +115,25 @@ class LoadTestReport:
                              "the served/ORT ratio is that uncertain")
         parts.append("PASSED" if self.passed else "FAILED")
         return "; ".join(parts)
+
+
+def growth_span(run: RunResult) -> str:
+    """Over what a run's memory growth was measured: after its warm-up, or over the whole run when it had none."""
+    return "after the warm-up" if run.warmup_s else "over the run (no warm-up)"
+
+
+def gate_lines(report: LoadTestReport) -> list[str]:
+    """Why a report failed, one line per broken gate or run with failed requests (empty when it passed)."""
+    lines = [f"gate failed in {r.scenario} u={r.users}: {g}" for r in report.runs for g in r.gate_failures]
+    for r in report.runs:
+        failed = r.failures + r.warmup_failures
+        if r.exit_code and failed:
+            lines.append(f"{r.scenario} u={r.users}: {failed} of {r.requests + r.warmup_requests} requests failed "
+                         f"(Locust's log: {r.stats_csv.parent / f'{r.scenario}-u{r.users}.log'})")
+        elif r.exit_code and not r.gate_failures:
+            lines.append(f"{r.scenario} u={r.users}: Locust exited {r.exit_code} "
+                         f"(its log: {r.stats_csv.parent / f'{r.scenario}-u{r.users}.log'})")
+    return lines
 
 
 def _fmt(v: Any) -> str:
@@ -194,12 +213,10 @@ def _markdown(report: LoadTestReport, rows: list[dict[str, Any]], columns: list[
     sampled = [r for r in report.runs if r.memory]
     if sampled:
         lines.append("Server + stub resident memory (sampled every "
-                     f"{c.sample_interval_s:g} s; growth from the warm-up's end to the run's end, medians of the first and "
-                     "last fifths): " + "; ".join(f"{r.scenario} u={r.users}: {r.rss_mib_end:.0f} MiB at the end, "
+                     f"{c.sample_interval_s:g} s; growth from the {'warm-up' if c.warmup_s else 'measured window'}'s "
+                     "start to the run's end, medians of the first and last fifths): " + "; ".join(f"{r.scenario} u={r.users}: {r.rss_mib_end:.0f} MiB at the end, "
                                                  f"{_fmt(round(r.rss_growth_pct, 2))} %" for r in sampled) + ".")
-    for r in report.runs:
-        for g in r.gate_failures:
-            lines.append(f"- gate failed in {r.scenario} u={r.users}: {g}")
+    lines += [f"- {line}" for line in gate_lines(report)]
     lines += ["", f"**{report.headline()}**", ""]
     return "\n".join(lines)
 
@@ -242,12 +259,12 @@ def _plot(report: LoadTestReport, path: Path) -> None:
         mem = axes[2]
         for r in sampled:
             growth = r.rss_growth_pct
-            label = f"{r.scenario} u={r.users} ({'n/a' if math.isnan(growth) else f'{growth:+.1f} %'} after warm-up)"
+            label = f"{r.scenario} u={r.users} ({'n/a' if math.isnan(growth) else f'{growth:+.1f} %'} {growth_span(r)})"
             line, = mem.plot([m.t_s - r.warmup_end_s for m in r.memory], [m.total_bytes / (1 << 20) for m in r.memory], "-", label=label)
             mem.plot([m.t_s - r.warmup_end_s for m in r.memory], [m.stubs_bytes / (1 << 20) for m in r.memory], ":",
                      color=line.get_color())
         mem.axvline(0, color="gray", linewidth=0.8)
-        mem.set_xlabel("seconds after the warm-up")
+        mem.set_xlabel("seconds after the warm-up" if report.config.warmup_s else "seconds after the statistics started")
         mem.set_ylabel("resident memory (MiB)")
         mem.set_title("Server + stubs (solid), stubs alone (dotted)")
         mem.legend(fontsize=7)

@@ -40,7 +40,7 @@ from client.triton_client import SerClient
 from loadtest.locust_run import RunResult, run_locust
 from loadtest.ort_baseline import combine_baselines, measure_ort
 from loadtest.payload import WindowPool, build_window_pool
-from loadtest.report import LoadTestReport, write_report
+from loadtest.report import LoadTestReport, gate_lines, write_report
 from loadtest.run_config import SCENARIO_ON, LoadTestConfig
 from loadtest.scenarios import model_folder, prepare_scenario
 
@@ -121,7 +121,7 @@ def run_loadtest(config: LoadTestConfig, *, progress: TextIO | None = None) -> L
 
 
 def loadtest(config: LoadTestConfig, *, out: TextIO | None = None) -> int:
-    """``ser loadtest``: run :func:`run_loadtest`, print a line per run and the headline.
+    """``ser loadtest``: run :func:`run_loadtest`, print a line per run, each broken gate and the headline.
 
     Returns:
         0 when every run passed (no failure, no broken gate), else 1.
@@ -132,5 +132,7 @@ def loadtest(config: LoadTestConfig, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     report = run_loadtest(config, progress=out)
     print(f"report: {report.files['markdown']} (+ .csv, .png, .json)", file=out)
+    for line in gate_lines(report):  # why it failed, not only that it did
+        print(line, file=out)
     print(report.headline(), file=out, flush=True)
     return 0 if report.passed else 1

@@ -18,13 +18,16 @@ Options (added by :func:`add_arguments` through Locust's
 ``--manifest`` [``--partition``] | (neither: generated speech),
 ``--generated-clips``, ``--client-timeout-s``, and the gates
 ``--max-p95-ms``, ``--max-p99-ms``, ``--max-failure-ratio`` that
-:func:`gate_failures` checks when Locust quits.
+:func:`gate_failures` checks when Locust quits, on exact percentiles of every response time
+this process recorded (a worker hands its times to the master with each report), not on
+Locust's histogram, which rounds them. A missing ``--manifest`` or ``--audio-dir`` ends the run
+at start with one ``error:`` line (:func:`check_audio_source`).
 
 ``--warmup-s S`` measures the steady state: S seconds after the test starts,
 :func:`end_warmup` resets Locust's statistics (so throughput and percentiles
 cover only what follows) and, with ``--warmup-marker F``, writes F as JSON
 (``{"requests", "failures", "time"}`` of the warm-up) for a runner that reads the
-server's counters at the same moment. Warm-up failures are not forgiven: they
+server's counters at the same moment; without a warm-up F is written when the test starts. Warm-up failures are not forgiven: they
 count towards ``--max-failure-ratio`` and any of them makes the exit code 1.
 (Locust's own ``--reset-stats`` resets when spawning ends, before a dynamic
 batcher's first part-full batches of a slow model have cleared.) In master/worker
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -59,9 +63,18 @@ from client.contract import (  # noqa: E402
 )
 from client.errors import ConfigError, ContractError, SerError  # noqa: E402
 from client.option_values import arg_type, one_of, positive_float, positive_int, seconds  # noqa: E402
+from client.timing import percentile  # noqa: E402
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, SerClient, normalize_url, translate_error  # noqa: E402
-from loadtest.gates import CLIENT_TIMEOUT_S, GATE_PREFIX, Thresholds, evaluate, limit_check  # noqa: E402
-from loadtest.payload import AudioSourceConfig, build_window_pool  # noqa: E402
+from loadtest.gates import (  # noqa: E402
+    CLIENT_TIMEOUT_S,
+    GATE_PREFIX,
+    PERCENTILES,
+    Thresholds,
+    evaluate,
+    exact_figures_path,
+    limit_check,
+)
+from loadtest.payload import AudioSourceConfig, build_window_pool, source_files  # noqa: E402
 
 log = logging.getLogger("loadtest")
 
@@ -98,7 +111,8 @@ def add_arguments(parser) -> None:
                        help="reset the statistics this many seconds after the start: report the steady state "
                             "(warm-up failures still count; default 0: no warm-up)")
     group.add_argument("--warmup-marker", default="",
-                       help="with --warmup-s: write this JSON file (warm-up requests, failures, time) when the warm-up ends")
+                       help="write this JSON file (warm-up requests, failures, time) when the statistics start: when "
+                            "the --warmup-s warm-up ends, or when the test starts without one")
     group.add_argument("--final-stats", default="",
                        help="write Locust's statistics table with the run's final totals to this CSV file when it quits "
                             "(Locust's own --csv table is rewritten once a second, not at exit)")
@@ -106,6 +120,37 @@ def add_arguments(parser) -> None:
 
 #: What :func:`end_warmup` keeps of the warm-up on the environment (its counts are gone from the stats).
 WARMUP_ATTRIBUTE = "ser_warmup"
+
+#: Key of the response times a worker sends its master with each report.
+TIMES_KEY = "ser_response_times"
+
+#: Every request's response time (ms, unrounded) since the start or the warm-up's end, in this process.
+#: Locust's own percentiles come from a histogram that rounds times above 100 ms to two significant
+#: digits (254 ms is counted as 250): a gate judged on them passes a run whose every request broke it.
+_response_times: list[float] = []
+
+
+def record_response_time(response_time: float, **_kwargs) -> None:
+    """``request`` hook: keep the request's exact response time (ms), failed requests included as Locust does."""
+    _response_times.append(float(response_time))
+
+
+def send_response_times(data: dict, **_kwargs) -> None:
+    """``report_to_master`` hook (a worker): hand the times recorded since the last report to the master."""
+    data[TIMES_KEY] = list(_response_times)
+    _response_times.clear()
+
+
+def receive_response_times(data: dict, **_kwargs) -> None:
+    """``worker_report`` hook (the master): keep a worker's times."""
+    _response_times.extend(data.get(TIMES_KEY, ()))
+
+
+def exact_percentiles() -> dict[str, float]:
+    """``{"p50_ms": ..., "p99_ms": ...}`` (:data:`~loadtest.gates.PERCENTILES`) of the recorded times; empty without any."""
+    if not _response_times:
+        return {}
+    return {f"p{q}_ms": percentile(_response_times, q) for q in PERCENTILES}
 
 
 def end_warmup(environment, *, marker: str = "") -> dict[str, float]:
@@ -118,23 +163,64 @@ def end_warmup(environment, *, marker: str = "") -> dict[str, float]:
     warmup = {"requests": int(total.num_requests), "failures": int(total.num_failures), "time": time.time()}
     setattr(environment, WARMUP_ATTRIBUTE, warmup)
     environment.stats.reset_all()
+    _response_times.clear()
     if marker:
         with open(marker, "w") as fh:
             json.dump(warmup, fh)
-    log.info("warm-up over after %d requests (%d failed): statistics reset", warmup["requests"], warmup["failures"])
+    if warmup["requests"]:
+        log.info("warm-up over after %d requests (%d failed): statistics reset", warmup["requests"], warmup["failures"])
     return warmup
 
 
 def schedule_warmup(environment) -> None:
-    """``test_start`` hook: call :func:`end_warmup` ``--warmup-s`` seconds from now (not on workers)."""
+    """``test_start`` hook: call :func:`end_warmup` ``--warmup-s`` seconds from now (not on workers).
+
+    Without a warm-up, ``--warmup-marker`` is written at once: the statistics start with the test, and a
+    runner reading the server's counters opens its window then, not when the Locust process started.
+    """
     import gevent  # noqa: PLC0415 - Locust's own dependency
     from locust.runners import WorkerRunner  # noqa: PLC0415
 
     options = environment.parsed_options
     seconds = float(getattr(options, "warmup_s", 0.0) or 0.0)
-    if seconds <= 0 or isinstance(environment.runner, WorkerRunner):
+    marker = getattr(options, "warmup_marker", "") or ""
+    if isinstance(environment.runner, WorkerRunner):
         return
-    gevent.spawn_later(seconds, end_warmup, environment, marker=getattr(options, "warmup_marker", "") or "")
+    if seconds > 0:
+        gevent.spawn_later(seconds, end_warmup, environment, marker=marker)
+    elif marker:
+        end_warmup(environment, marker=marker)
+
+
+def source_from(options: Any) -> AudioSourceConfig:
+    """The audio source the options name (``--audio-dir``, ``--manifest`` [``--partition``], or generated speech)."""
+    return AudioSourceConfig(
+        audio_dir=getattr(options, "audio_dir", "") or None,
+        manifest=getattr(options, "manifest", "") or None,
+        partition=getattr(options, "partition", "test"),
+        generated_clips=getattr(options, "generated_clips", 8),
+    )
+
+
+def check_audio_source(environment) -> None:
+    """``init`` hook: a missing manifest or audio folder ends the run at once, with one ``error:`` line.
+
+    Without it every user would find the same missing file at its start and report it: one failed
+    ``setup`` request per user and nothing else.
+
+    Raises:
+        SystemExit: (code 1) the audio source is unusable.
+    """
+    from locust.runners import MasterRunner  # noqa: PLC0415
+
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, MasterRunner):  # a master sends nothing: its workers check
+        return
+    try:
+        source_files(source_from(options))
+    except SerError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def thresholds_from(options: Any) -> Thresholds:
@@ -163,12 +249,13 @@ def gate_failures(environment) -> list[str]:
     else:
         total = environment.stats.total
         warmup = getattr(environment, WARMUP_ATTRIBUTE, {"requests": 0, "failures": 0})
+        exact = exact_percentiles()
         broken = evaluate(
             thresholds,
             requests=total.num_requests + warmup["requests"],
             failures=total.num_failures + warmup["failures"],
-            p95_ms=total.get_response_time_percentile(0.95) or 0.0,
-            p99_ms=total.get_response_time_percentile(0.99) or 0.0,
+            p95_ms=exact.get("p95_ms", 0.0),
+            p99_ms=exact.get("p99_ms", 0.0),
         )
     for line in broken:
         log.error("%s%s", GATE_PREFIX, line)
@@ -182,7 +269,9 @@ def write_final_stats(environment) -> Path | None:
 
     The table is Locust's own ``_stats.csv`` format (one row per request name and ``Aggregated``).
     Locust rewrites its ``--csv`` table once a second and not when it exits, so that one can miss the
-    last second of a run; the runner reads this one.
+    last second of a run; the runner reads this one. Beside it, :func:`~loadtest.gates.exact_figures_path`
+    gets the exact percentiles the gates judged (``{"requests", "p50_ms", "p90_ms", "p95_ms", "p99_ms"}``,
+    ms), which the table rounds.
 
     Returns:
         The file written, or ``None`` (no ``--final-stats``, or a worker process).
@@ -199,6 +288,7 @@ def write_final_stats(environment) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(fh))
+    exact_figures_path(path).write_text(json.dumps({"requests": len(_response_times), **exact_percentiles()}))
     return path
 
 
@@ -206,11 +296,15 @@ def write_final_stats(environment) -> Path | None:
 
 
 def install_listeners(events) -> None:
-    """Register the bundle's Locust listeners on ``locust.events``: options, warm-up, gates.
+    """Register the bundle's Locust listeners on ``locust.events``: options, exact response times, warm-up, gates.
 
     Each locustfile calls this once at import (Locust loads one locustfile per run).
     """
     events.init_command_line_parser.add_listener(lambda parser, **_kwargs: add_arguments(parser))
+    events.init.add_listener(lambda environment, **_kwargs: check_audio_source(environment))
+    events.request.add_listener(record_response_time)
+    events.report_to_master.add_listener(send_response_times)
+    events.worker_report.add_listener(receive_response_times)
     events.test_start.add_listener(lambda environment, **_kwargs: schedule_warmup(environment))
     events.quitting.add_listener(lambda environment, **_kwargs: gate_failures(environment))
     events.quitting.add_listener(lambda environment, **_kwargs: write_final_stats(environment))
@@ -307,12 +401,7 @@ class TritonUser(User):
         self.protocol = self.protocol or getattr(opts, "protocol", "grpc")
         self.windows_per_request = self.windows_per_request or getattr(opts, "windows_per_request", 1)
         self.timeout_s = float(getattr(opts, "client_timeout_s", 30.0))
-        self.source = AudioSourceConfig(
-            audio_dir=getattr(opts, "audio_dir", "") or None,
-            manifest=getattr(opts, "manifest", "") or None,
-            partition=getattr(opts, "partition", "test"),
-            generated_clips=getattr(opts, "generated_clips", 8),
-        )
+        self.source = source_from(opts)
         if not self.host:
             raise ConfigError("no --host: give the Triton server's HOST:PORT (gRPC or HTTP port to match --protocol)")
         self.url = normalize_url(self.host, protocol=self.protocol)
@@ -338,8 +427,9 @@ class TritonUser(User):
                     self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
                 )
         except SerError as exc:
+            # Reported as a failed "setup" request; the first task stops the user (StopUser raised here, in
+            # on_start, would make Locust log a traceback per user).
             self._fire("setup", t0, 0, exc)
-            raise StopUser() from None
 
     def on_stop(self) -> None:
         """Close the connection (an open HTTP keep-alive would hold a stopping server)."""

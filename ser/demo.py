@@ -23,11 +23,23 @@ from typing import TextIO
 from client.client_options import DEFAULT_MODEL, PROTOCOLS
 from client.errors import ConfigError
 
+#: The README section the opening note points to (tests/unit/test_demo_texts.py checks that it exists).
+LIMITS_HEADING = "Limits: what is measured here and what is only expected"
+
 HONESTY = (
     "Note: the demo model is a tiny wav2vec2 trained from scratch on a synthetic corpus. It knows only that\n"
     "corpus; it says nothing about real speech. Real results need a pretrained wav2vec2 checkpoint, the real\n"
-    "RAVDESS/CREMA-D corpora and a GPU (see README, 'What is measured here and what is not')."
+    f"RAVDESS/CREMA-D corpora and a GPU (see README.md, section '{LIMITS_HEADING}')."
 )
+
+#: Where serving the native repository on GPU nodes is described.
+DEPLOYMENT_DOC = "docs/deployment.md"
+
+
+def next_steps(portable: Path, native: Path) -> str:
+    """The demo's closing hint: what to run next on this host, and where the GPU-node repository is served from."""
+    return (f"Next: `ser serve --repository {portable}` and `ser predict FILE.wav` (with the venv active: "
+            f"`source .venv/bin/activate`, or `.venv/bin/ser`), or {DEPLOYMENT_DOC} to serve {native} on GPU nodes.")
 
 
 @dataclass(frozen=True)
@@ -182,8 +194,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
     print(f"load test: {report.headline()}\n           report: {config.workdir / 'loadtest' / 'loadtest.md'}", file=out)
     print(f"server stopped (exit {server.returncode}); "
           + ("no process or /dev/shm region left behind" if not leftovers else f"LEFT BEHIND: {leftovers}"), file=out)
-    print(f"done in {time.perf_counter() - t_all:.0f} s. Next: `ser serve --repository {portable}` and "
-          f"`ser predict FILE.wav`, or README's GPU section for {config.repository / 'native'}.", file=out)
+    print(f"done in {time.perf_counter() - t_all:.0f} s. {next_steps(portable, config.repository / 'native')}", file=out)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 0 if not errors and not leftovers and report.passed else 1
@@ -214,4 +225,4 @@ def _print_table(rows: list[tuple], out: TextIO) -> None:
         print(f"{str(path):<{width}}  {true:<9} {pred:<9} {conf:>10.3f} {lat * 1000:>10.1f} {mark}", file=out)
 
 
-__all__ = ["DemoConfig", "run_demo", "HONESTY"]
+__all__ = ["DemoConfig", "run_demo", "HONESTY", "next_steps"]

@@ -188,3 +188,41 @@ class ValidationCallback(TrainerCallback):
             (ckpt / VALIDATION_STATE).write_text(json.dumps(self.validation))
             if self.best_path.is_file():
                 shutil.copyfile(self.best_path, ckpt / BEST_WEIGHTS)
+
+
+class StepProgressCallback(TrainerCallback):
+    """The training steps' progress and the Trainer's log lines, through :func:`client.progress.progress_bar`.
+
+    Takes the place of the Trainer's own ``ProgressCallback``, whose tqdm bar written to a log is one line
+    per redraw: here a bar on a terminal, else a line per tenth of the steps. Process 0 only.
+    """
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """Open the display at the step the run starts from (a resumed run does not start at 0)."""
+        from client.progress import progress_bar  # noqa: PLC0415
+
+        if state.is_world_process_zero:
+            self.bar = progress_bar(total=state.max_steps, initial=state.global_step, desc="train", unit="step")
+        self.step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        """Count the steps done since the last call."""
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.step)
+        self.step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """Print the Trainer's log line (loss, learning rate...; floats to 4 digits)."""
+        if self.bar is not None and logs:
+            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in logs.items() if k != "total_flos"}
+            self.bar.write(str(shown))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """Close the display."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -84,7 +84,7 @@ def run_cv(config: TrainConfig, *, folds: int | None = None, only: tuple[int, ..
             ``fold`` and ``manifest`` must be unset.
         folds: k (default: ``config.folds``, 5).
         only: run these fold indices only (the report covers them).
-        progress: tqdm bar over folds (and the trainer's bars).
+        progress: progress lines over folds (and the trainer's), :mod:`client.progress`.
 
     Returns:
         :class:`CVResult`.
@@ -92,8 +92,7 @@ def run_cv(config: TrainConfig, *, folds: int | None = None, only: tuple[int, ..
     Raises:
         ConfigError: ``config`` pins a fold or a manifest, or ``only`` names a fold outside 0..k-1.
     """
-    from tqdm.auto import tqdm
-
+    from client.progress import progress_bar
     from training.report import write_cv_report
 
     if config.fold is not None or config.manifest is not None:
@@ -105,7 +104,7 @@ def run_cv(config: TrainConfig, *, folds: int | None = None, only: tuple[int, ..
     t0 = time.perf_counter()
     results = []
     with decode_cache():  # every clip decoded, and every unusable one reported, once for all folds
-        for i in tqdm(indices, desc="folds", unit="fold", disable=not progress):
+        for i in progress_bar(indices, desc="folds", unit="fold", disable=not progress):
             results.append(train(replace(config, out=config.out / f"fold_{i}", fold=i, folds=k), progress=progress))
     report = write_cv_report(
         config.out, predictions=[r.checkpoint / "predictions.json" for r in results],
@@ -142,7 +141,7 @@ def run_cross_corpus(config: TrainConfig, *, fold: int = 0, progress: bool = Tru
             ``calm_as_neutral`` is kept), its ``out`` holds ``ravdess/``,
             ``crema-d/``, ``both/`` and the report.
         fold: which fold of ``config.folds``.
-        progress: tqdm bars.
+        progress: progress displays (:mod:`client.progress`).
 
     Raises:
         ConfigError: ``config`` does not name one RAVDESS and one CREMA-D root.

@@ -89,12 +89,12 @@ def load_clips(clips: Sequence[Clip], *, labels: Sequence[str], sample_rate: int
         ConfigError: a clip's label is not in ``labels``.
         AudioError: a clip cannot be decoded (names the file).
     """
-    from tqdm.auto import tqdm
+    from client.progress import progress_bar
 
     index = {lab: i for i, lab in enumerate(labels)}
     config = AudioConfig(sample_rate=sample_rate)
     out = []
-    for c in tqdm(clips, desc=desc, unit="clip", disable=not progress, leave=False):
+    for c in progress_bar(clips, desc=desc, unit="clip", disable=not progress, leave=False):
         if c.label not in index:
             raise ConfigError(f"{c.path}: label {c.label!r} is not in the class set {list(labels)}")
         out.append(LoadedClip(load_audio(c.path, config=config), index[c.label], c))

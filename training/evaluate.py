@@ -212,7 +212,7 @@ def evaluate_checkpoint(
         roots: corpus root(s) to resolve the manifest against (default: the recorded ones).
         out: if given, write ``predictions.csv``, ``predictions.json`` and ``metrics.json`` there.
         batch_size: windows per forward pass.
-        progress: tqdm bar while decoding.
+        progress: progress display while decoding (:mod:`client.progress`).
 
     Raises:
         CheckpointError: missing checkpoint or ONNX file.

@@ -192,19 +192,19 @@ def screen_clips(clips: Sequence[Clip], *, config: ScreenConfig = ScreenConfig()
         clips: the clips (of one or several corpora; durations are judged per ``Clip.corpus``).
         config: thresholds.
         cache: decode through this cache (default: the active :func:`decode_cache`, else a private one).
-        progress: tqdm bar.
+        progress: progress display (:mod:`client.progress`).
         desc: its label.
 
     Returns:
         :class:`Screened`: audio of the usable clips and one :class:`SkippedFile` per unusable one.
     """
-    from tqdm.auto import tqdm
+    from client.progress import progress_bar
 
     cache = cache if cache is not None else active_cache() or DecodeCache()
     sr = int(config.sample_rate)
     skipped: dict[Path, SkippedFile] = {}
     audio: dict[Path, np.ndarray] = {}
-    for c in tqdm(clips, desc=desc, unit="clip", disable=not progress, leave=False):
+    for c in progress_bar(clips, desc=desc, unit="clip", disable=not progress, leave=False):
         got = cache.get(c.path, sample_rate=sr)
         if isinstance(got, AudioError):
             skipped[c.path] = SkippedFile(c.path, c.corpus, _REASONS.get(type(got), "cannot decode"), got.detail, True)

@@ -103,7 +103,7 @@ def synthesize_corpus(
         sample_rate: Hz of the 16-bit PCM wav files (``None``: 48000 RAVDESS, 16000 CREMA-D).
         seed: corpus seed.
         as_distributed: CREMA-D as the distribution ships it (see :class:`SynthConfig`).
-        progress: show a tqdm bar.
+        progress: show progress (:mod:`client.progress`).
 
     Returns:
         :class:`SynthSummary`.
@@ -112,7 +112,8 @@ def synthesize_corpus(
         ConfigError: invalid option (names the value and what is allowed).
     """
     import soundfile as sf
-    from tqdm.auto import tqdm
+
+    from client.progress import progress_bar
 
     config = SynthConfig(
         layout=layout, actors=actors if isinstance(actors, int) else tuple(actors),
@@ -124,7 +125,7 @@ def synthesize_corpus(
     specs = clip_specs(config)
     speakers = {a: Speaker.sample(a, seed=config.seed) for a in config.actors}
     total = 0.0
-    for spec in tqdm(specs, desc="synth", unit="clip", disable=not progress):
+    for spec in progress_bar(specs, desc="synth", unit="clip", disable=not progress):
         if config.as_distributed and spec.layout == "crema-d" and spec.stem in CREMA_D_NO_AUDIO:
             y = np.zeros(int(round(CREMA_D_NO_AUDIO[spec.stem] * config.sample_rate)), dtype=np.float32)
         else:

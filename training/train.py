@@ -83,7 +83,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: tuple = ()) 
 
     Args:
         config: a :class:`TrainConfig`.
-        progress: show tqdm bars (loading, training) and the Trainer's log lines;
+        progress: show progress (loading, training; :mod:`client.progress`) and the Trainer's log lines;
             without it, metrics go to the ``training.train`` logger only.
         callbacks: extra ``transformers.TrainerCallback`` objects (tests use one to
             interrupt a run).
@@ -272,6 +272,7 @@ def _make_trainer(config: TrainConfig, hp: dict[str, Any], classifier, train_loa
     from training.callbacks import (
         EpochSeedCallback,
         MetricsLogCallback,
+        StepProgressCallback,
         ValidationCallback,
         read_metrics_log,
         restore_validation,
@@ -288,7 +289,8 @@ def _make_trainer(config: TrainConfig, hp: dict[str, Any], classifier, train_loa
     eval_steps = config.eval_steps or (max(1, total_steps // 10) if config.early_stopping_patience else None)
     trainer_dir = config.out / TRAINER_DIR
     resume_from = get_last_checkpoint(str(trainer_dir)) if config.resume and trainer_dir.is_dir() else None
-    args = _training_arguments(config, hp, total_steps=total_steps, gpu=gpu, progress=progress)
+    args = _training_arguments(config, hp, total_steps=total_steps, gpu=gpu,
+                               find_unused=may_skip_parameters(classifier.model.config))
     metrics_log = config.out / METRICS_LOG
     resumed_step = int(Path(resume_from).name.rsplit("-", 1)[-1]) if resume_from else 0
     history: list[dict[str, float]] = read_metrics_log(metrics_log, up_to_step=resumed_step) if resume_from else []
@@ -300,13 +302,29 @@ def _make_trainer(config: TrainConfig, hp: dict[str, Any], classifier, train_loa
                       callbacks=[EpochSeedCallback(train_ds, steps_per_epoch=steps_per_epoch),
                                  MetricsLogCallback(history=history, metrics_log=metrics_log), validate, *callbacks])
     trainer.remove_callback(PrinterCallback)
-    if not progress:
-        trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(ProgressCallback)  # its tqdm bar redraws into logs: ours prints a line per tenth there
+    if progress:
+        trainer.add_callback(StepProgressCallback())
     return trainer, resume_from, validation, history
 
 
-def _training_arguments(config: TrainConfig, hp: dict[str, Any], *, total_steps: int, gpu: bool, progress: bool):
-    """The ``transformers.TrainingArguments`` of a run: linear warm-up and decay over ``total_steps``."""
+def may_skip_parameters(model_config) -> bool:
+    """Whether a step can leave trainable parameters without a gradient (a Hugging Face audio model's config).
+
+    LayerDrop skips whole layers, and SpecAugment's mask embedding is used only on steps that mask.
+    Only then must DDP look for unused parameters after every step (``find_unused_parameters``); asked
+    to look when there are none, it costs a graph traversal a step and warns that it found nothing.
+    """
+    return any(float(getattr(model_config, name, 0.0) or 0.0) > 0
+               for name in ("layerdrop", "mask_time_prob", "mask_feature_prob"))
+
+
+def _training_arguments(config: TrainConfig, hp: dict[str, Any], *, total_steps: int, gpu: bool,
+                        find_unused: bool = True):
+    """The ``transformers.TrainingArguments`` of a run: linear warm-up and decay over ``total_steps``.
+
+    ``find_unused``: DDP's ``find_unused_parameters`` (:func:`may_skip_parameters`); a single process ignores it.
+    """
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -333,7 +351,8 @@ def _training_arguments(config: TrainConfig, hp: dict[str, Any], *, total_steps:
         dataloader_drop_last=True,
         remove_unused_columns=False,
         label_names=["labels"],
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # the Trainer's tqdm bar is replaced by StepProgressCallback (client.progress)
+        ddp_find_unused_parameters=find_unused,
     )
 
 

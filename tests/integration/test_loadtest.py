@@ -139,6 +139,7 @@ def test_an_impossibly_tight_p95_gate_fails_the_run_with_a_non_zero_exit(triton_
     assert code == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "exit 1" in out
+    assert "gate failed in batching-on u=2: p95 " in out  # the reason is on the terminal, not only in the report
     doc = json.loads((tmp_path / "loadtest.json").read_text())
     (broken,) = doc["gate_failures"].values()
     assert any(line.startswith("p95 ") and "> 0.001 ms" in line for line in broken)
@@ -166,6 +167,21 @@ def test_a_warmup_is_counted_apart_and_the_servers_window_starts_when_it_ends(tr
     doc = json.loads(report.files["json"].read_text())
     assert doc["runs"][0]["warmup_requests"] == run.warmup_requests
     assert "after a 2 s warm-up" in report.files["markdown"].read_text()
+
+
+def test_without_a_warmup_the_servers_window_is_the_measured_one_and_nothing_claims_a_warmup(triton_server, tmp_path):
+    users = 4
+    config = LoadTestConfig(url=triton_server.grpc_url, metrics_url=triton_server.metrics_url, model=MODEL,
+                            users=(users,), run_time_s=2, thresholds=Thresholds(max_failure_ratio=0.0), out_dir=tmp_path,
+                            server_pid=triton_server.pid)
+    report = run_loadtest(config)
+    (run,) = report.runs
+    assert report.passed and run.failures == 0 and run.warmup_requests == 0
+    # The counters are read when Locust's statistics start and when it stops (at most run_time_s later), not
+    # around the whole Locust process, whose start-up alone takes a second or more: both rates count one window.
+    assert 0 < run.server_seconds < config.run_time_s + 0.5
+    assert run.server_inferences_per_s == pytest.approx(run.windows_per_s, rel=0.25)
+    assert "warm-up" not in report.headline() and "warm-up" not in report.files["markdown"].read_text()
 
 
 #: Runs in a subprocess: importing Locust monkey-patches the standard library (gevent), which must not

@@ -1,0 +1,48 @@
+"""The load-test gates judge exact figures: a real Locust environment in a subprocess, no server.
+
+Locust's percentiles come from a histogram that rounds response times above 100 ms to two
+significant digits; a gate judged on them passes a run whose every request broke it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Runs in a subprocess: importing Locust monkey-patches the standard library (gevent).
+_SCRIPT = r"""
+import argparse, json, sys
+from locust import events
+from locust.env import Environment
+from loadtest.users import gate_failures, install_listeners, write_final_stats
+
+install_listeners(events)
+env = Environment(events=events, parsed_options=argparse.Namespace(
+    max_p95_ms=250.0, max_p99_ms=None, max_failure_ratio=None, final_stats=sys.argv[1]))
+env.create_local_runner()
+for ms in [254.0] * 99 + [262.5]:
+    env.events.request.fire(request_type="grpc", name="classify", response_time=ms, response_length=0,
+                            response=None, context={}, exception=None, url="127.0.0.1:8001")
+print(json.dumps({"broken": gate_failures(env), "exit_code": env.process_exit_code,
+                  "locust_p95": env.stats.total.get_response_time_percentile(0.95),
+                  "written": str(write_final_stats(env))}))
+"""
+
+
+def test_every_request_over_the_p95_limit_fails_the_gate_though_locust_rounds_it_under(tmp_path):
+    from loadtest.gates import exact_figures_path
+
+    final = tmp_path / "run_stats_final.csv"
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(final)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["locust_p95"] == 250  # Locust's own figure: 254 ms rounded down to the limit
+    assert got["broken"] == ["p95 254 ms > 250 ms"] and got["exit_code"] == 1
+    assert "GATE FAILED: p95 254 ms > 250 ms" in proc.stderr  # the reason is printed, not only the exit code
+    exact = json.loads(exact_figures_path(final).read_text())  # what the runner reports: the exact figures
+    assert exact["requests"] == 100 and exact["p50_ms"] == 254.0 and exact["p99_ms"] > 254.0
