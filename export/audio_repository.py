@@ -106,11 +106,13 @@ def code_sha256(version_dir: Path, relative: list[str] | None = None) -> str:
     return digest.hexdigest()
 
 
-def _string_params(msg) -> dict[str, str]:
+def string_parameters(msg) -> dict[str, str]:
+    """``{key: string_value}`` of a ModelConfig message's parameters."""
     return {k: v.string_value for k, v in msg.parameters.items()}
 
 
-def _same_audio_contract(a: ModelContract, b: ModelContract) -> bool:
+def same_audio_contract(a: ModelContract, b: ModelContract) -> bool:
+    """Whether two contracts cut and label audio alike (labels, rate, window, hop)."""
     return (a.labels, a.sample_rate, a.window_samples, a.hop_samples) == (b.labels, b.sample_rate, b.window_samples, b.hop_samples)
 
 
@@ -124,12 +126,12 @@ def window_models(repo_dir: Path, *, contract: ModelContract, preference: tuple[
     for model_dir in sorted(p for p in Path(repo_dir).iterdir() if (p / CONFIG_FILENAME).is_file() and p.name != exclude):
         try:
             msg = read_model_config(model_dir)
-            theirs = ModelContract.from_parameters(_string_params(msg), model=model_dir.name)
+            theirs = ModelContract.from_parameters(string_parameters(msg), model=model_dir.name)
         except (ModelConfigError, ContractError):
             continue
         if sorted(t.name for t in msg.input) != sorted(INPUT_NAMES) or sorted(t.name for t in msg.output) != sorted(OUTPUT_NAMES):
             continue
-        if msg.max_batch_size < 1 or not _same_audio_contract(theirs, contract):
+        if msg.max_batch_size < 1 or not same_audio_contract(theirs, contract):
             continue
         rank = preference.index(theirs.variant) if theirs.variant in preference else len(preference)
         found.append((rank, model_dir.name, InnerModel(model_dir.name, int(msg.max_batch_size))))
@@ -247,7 +249,7 @@ def validate_audio_model_dir(model_dir: str | Path, *, name: str | None = None, 
     if not msg.instance_group or any(g.kind != mc.ModelInstanceGroup.KIND_CPU or g.count < 1 for g in msg.instance_group):
         problems.append("instance_group: need KIND_CPU instances with count >= 1 (decoding runs on the CPU)")
     problems += _io_problems(msg, mc)
-    params = _string_params(msg)
+    params = string_parameters(msg)
     contract = None
     try:
         contract = ModelContract.from_parameters(params, model=msg.name)
@@ -273,11 +275,11 @@ def validate_audio_model_dir(model_dir: str | Path, *, name: str | None = None, 
         if theirs.max_batch_size != model.max_batch_size:
             problems.append(f"{field_name}: max_batch_size {model.max_batch_size}, but its config says {theirs.max_batch_size}")
         try:
-            their_contract = ModelContract.from_parameters(_string_params(theirs), model=model.name)
+            their_contract = ModelContract.from_parameters(string_parameters(theirs), model=model.name)
         except ContractError as exc:
             problems.append(f"{field_name}: {exc}")
             continue
-        if contract is not None and not _same_audio_contract(contract, their_contract):
+        if contract is not None and not same_audio_contract(contract, their_contract):
             problems.append(f"{field_name}: its labels/rate/window/hop differ from {PARAM_PREFIX}* of {msg.name!r}")
     version = model_dir / VERSION
     missing = [rel for rel in packaged_files() if not (version / rel).is_file()]
@@ -312,6 +314,8 @@ __all__ = [
     "installed_code_matches",
     "is_audio_model_dir",
     "packaged_files",
+    "same_audio_contract",
+    "string_parameters",
     "validate_audio_model_dir",
     "window_models",
     "write_audio_model",
