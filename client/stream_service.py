@@ -330,9 +330,7 @@ class CallState:
         """Flush the resampler; the windows still due, and the last partial one ending at the call's last sample."""
         tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True) if self._resampler else None
         out = self._add(np.asarray(tail, dtype=np.float32)) if tail is not None and tail.size else []
-        last = self._ends[-1] if self._ends else 0
-        last = max([last] + [w.end for w in out])
-        if self.received > last:
+        if self.received > self._next_end - self.hop:  # audio after the last window that ended on a hop
             out.append(self._window(max(0, self.received - self.contract.window_samples), self.received))
         return out
 
