@@ -1,7 +1,7 @@
 """Live calls over one gRPC stream: send audio while the caller speaks, read emotion updates as they come.
 
 One :class:`StreamSession` is one bidirectional gRPC stream to the streaming model
-``ser_stream`` (:mod:`client.stream_service` states its protocol); it carries any
+``ser-stream`` (:mod:`client.stream_service` states its protocol); it carries any
 number of :class:`LiveCall` s at once, each a Triton sequence with its own
 correlation id. A call sends PCM chunks of any size (:meth:`LiveCall.send`), reads
 :class:`Update` s (:meth:`LiveCall.updates`, :meth:`LiveCall.poll`) and ends with
@@ -36,7 +36,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from .client_options import DEFAULT_GRPC_URL, DEFAULT_TIMEOUT_S, TransportOptions, normalize_url
-from .errors import CallLimitError, CallLostError, ConfigError, ModelNotFoundError, ServerUnavailableError, StreamError
+from .errors import (
+    CallLimitError,
+    CallLostError,
+    ConfigError,
+    ModelNotFoundError,
+    ServerUnavailableError,
+    StreamError,
+)
 from .stream_service import (
     EVENT_CANCELLED,
     EVENT_END,
@@ -123,8 +130,10 @@ def stream_error(message: str, *, call_id: int | None) -> StreamError:
     """The typed error a server message about a call stands for."""
     text = " ".join(message.split())
     prefix = "" if call_id is None or f"call {call_id}" in text else f"call {call_id}: "
-    if "UnknownCall" in text or "must specify the START flag" in text or "StatusCode.UNAVAILABLE" in text \
-            or "Socket closed" in text or "stream closed" in text:
+    if "must specify the START flag" in text:  # Triton's words for a sequence it does not hold
+        return CallLostError(f"{prefix}the server does not hold this call (never started, ended, idle past its "
+                             f"timeout, or the server restarted): start a new call ({text})")
+    if "UnknownCall" in text or "StatusCode.UNAVAILABLE" in text or "Socket closed" in text or "stream closed" in text:
         return CallLostError(prefix + text)
     if "CallRefused" in text or "max_call_s" in text:
         return CallLimitError(prefix + text)
@@ -157,6 +166,7 @@ class LiveCall:
         self._updates: list[Update] = []
         self._result: CallResult | None = None
         self._error: StreamError | None = None
+        self._lost: CallLostError | None = None
 
     # --- sending --------------------------------------------------------------
 
@@ -165,9 +175,11 @@ class LiveCall:
 
         Raises:
             ConfigError: the call has ended, or another dtype or shape.
-            StreamError: the server already refused something on this call.
+            StreamError: the server refused something on this call; CallLostError: the server no longer holds it.
         """
         self._raise_pending()
+        if self._lost is not None:
+            raise self._lost  # the server no longer holds it: say why again
         if self.ended:
             raise ConfigError(f"call {self.call_id}: already ended")
         x = np.asarray(samples)
@@ -248,7 +260,7 @@ class LiveCall:
         if isinstance(item, StreamError):
             self._error = self._error or item
             if isinstance(item, CallLostError):
-                self.ended = True
+                self.ended, self._lost = True, item
         elif isinstance(item, CallResult):
             self._result = CallResult(item.call_id, item.label, item.segments, item.duration_s, tuple(self._updates))
         else:

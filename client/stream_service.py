@@ -1,4 +1,4 @@
-"""The streaming model (``ser_stream``): its interface, its settings and what it does with one call.
+"""The streaming model (``ser-stream``): its interface, its settings and what it does with one call.
 
 One call is one Triton *sequence* (``sequence_batching``, correlation id = the call):
 the caller sends PCM in chunks of any size while it speaks; the model keeps the
@@ -37,13 +37,18 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .audio_service import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, parameters_from_fields, parameters_to_fields
+from .audio_service import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    parameters_from_fields,
+    parameters_to_fields,
+)
 from .contract import PARAM_PREFIX, ModelContract
 from .errors import AudioFormatError, ConfigError, NonFiniteAudioError
 from .timeline import Segment, boundaries, merge_segments
 
 #: Default name of the streaming model in a repository.
-STREAM_MODEL = "ser_stream"
+STREAM_MODEL = "ser-stream"
 STREAM_PARAM_PREFIX = PARAM_PREFIX + "stream."
 
 CONTROL_START, CONTROL_END, CONTROL_CORRID = "START", "END", "CORRID"
@@ -196,6 +201,7 @@ class Window:
 
     @property
     def num_samples(self) -> int:
+        """Valid samples in ``waveform``."""
         return self.end - self.start
 
 
@@ -315,6 +321,7 @@ class CallState:
 
     @property
     def duration_s(self) -> float:
+        """Audio received so far, seconds."""
         return self.received / self.contract.sample_rate
 
     def push(self, samples: np.ndarray) -> list[Window]:

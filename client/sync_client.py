@@ -210,7 +210,7 @@ class SerClient(ClientBase):
         """A live-call session on this server's gRPC endpoint (:class:`client.stream.StreamSession`).
 
         Use it as a context manager; it carries any number of calls over one gRPC stream to the
-        streaming model (default ``ser_stream``), with this client's TLS and headers.
+        streaming model (default ``ser-stream``), with this client's TLS and headers.
         """
         from .stream import StreamSession
         from .stream_service import STREAM_MODEL

@@ -1,12 +1,12 @@
-"""Write and validate the streaming model ``ser_stream`` of a Triton repository.
+"""Write and validate the streaming model ``ser-stream`` of a Triton repository.
 
 Layout, in both runtimes (python-backend code in either)::
 
-    <repo>/ser_stream/config.pbtxt       a ModelConfig message written with text_format
-    <repo>/ser_stream/1/model.py         export/served/stream_model.py
-    <repo>/ser_stream/1/audio_model.py   export/served/audio_model.py (its BLS code is shared)
-    <repo>/ser_stream/1/client/...       the client's contract modules, with client/stream_service.py
-    <repo>/ser_stream/1/silero_vad.onnx  the voice-activity detector, from the installed silero-vad package
+    <repo>/ser-stream/config.pbtxt       a ModelConfig message written with text_format
+    <repo>/ser-stream/1/model.py         export/served/stream_model.py
+    <repo>/ser-stream/1/audio_model.py   export/served/audio_model.py (its BLS code is shared)
+    <repo>/ser-stream/1/client/...       the client's contract modules, with client/stream_service.py
+    <repo>/ser-stream/1/silero_vad.onnx  the voice-activity detector, from the installed silero-vad package
 
 The config is the sequence batcher's (Oldest strategy: every chunk of a call to one
 instance, chunks of different calls batched; START/END/CORRID control inputs, CORRID

@@ -227,13 +227,13 @@ def _write_audio_model(root: Path) -> Path:
                              config=AudioModelConfig(limits=AudioLimits(**SERVING_AUDIO_LIMITS), preference=("fp32", "int8")))
 
 
-#: Settings of the session server's streaming model ``ser_stream``: small limits and a short idle time,
+#: Settings of the session server's streaming model ``ser-stream``: small limits and a short idle time,
 #: so the hostile-input and clean-up tests stay cheap.
 SERVING_STREAM_SETTINGS = dict(max_calls=6, max_call_s=30.0, idle_timeout_s=3.0, max_chunk_s=5.0)
 
 
 def _write_stream_model(root: Path) -> Path:
-    """The streaming model ``ser_stream`` (export/stream_repository.py) over the copied ``ser_*`` models, fp32 first."""
+    """The streaming model ``ser-stream`` (export/stream_repository.py) over the copied ``ser_*`` models, fp32 first."""
     from client.contract import ModelContract
     from client.stream_service import StreamSettings
     from export.repository import read_model_config

@@ -115,7 +115,7 @@ def chunks(count: int, size: int) -> list[tuple[int, int]]:
 class WindowModels:
     """The window models of ``<prefix>inner_models`` reached through BLS: the first ready one classifies.
 
-    Shared with the streaming model (``ser_stream``), which packages this file beside its own.
+    Shared with the streaming model (``ser-stream``), which packages this file beside its own.
 
     Args:
         inner: window models in preference order.

@@ -1,7 +1,7 @@
-"""The streaming model ``ser_stream``: a Triton python-backend model, one live call per sequence, updates out.
+"""The streaming model ``ser-stream``: a Triton python-backend model, one live call per sequence, updates out.
 
 The repository writer (:mod:`export.stream_repository`) copies this file to
-``<repo>/ser_stream/1/model.py``, the audio model's file beside it (``audio_model.py``:
+``<repo>/ser-stream/1/model.py``, the audio model's file beside it (``audio_model.py``:
 the BLS code that sends windows to the window model), the client's contract
 modules to ``1/client/`` and silero-vad's ONNX file to ``1/silero_vad.onnx``.
 
@@ -120,12 +120,12 @@ def _flag(request, name: str) -> bool:
 
 
 class TritonPythonModel:
-    """The python-backend entry points of ``ser_stream``."""
+    """The python-backend entry points of ``ser-stream``."""
 
     def initialize(self, args: dict[str, str]) -> None:
         """Read the contract, settings and window models; open the detector; start the sweeper."""
         config = json.loads(args["model_config"])
-        self.name = config.get("name", args.get("model_name", "ser_stream"))
+        self.name = config.get("name", args.get("model_name", "ser-stream"))
         params = {k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
                   for k, v in (config.get("parameters") or {}).items()}
         self.contract = ModelContract.from_parameters(params, model=self.name)

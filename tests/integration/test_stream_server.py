@@ -1,6 +1,6 @@
-"""Live calls against the real tritonserver: the streaming model ``ser_stream`` in both runtimes.
+"""Live calls against the real tritonserver: the streaming model ``ser-stream`` in both runtimes.
 
-The session servers' ``ser_stream`` (conftest ``_write_stream_model``) sends its windows to
+The session servers' ``ser-stream`` (conftest ``_write_stream_model``) sends its windows to
 ``ser_fp32`` through BLS; its limits are conftest's ``SERVING_STREAM_SETTINGS``. Audio is the
 load test's generated speech (silero-vad calls most of it speech) and plain silence.
 """
@@ -48,7 +48,7 @@ def test_a_call_gets_an_update_every_hop_and_its_segments_at_end(runtime_server,
         assert u.label in u.scores
     assert result.duration_s == pytest.approx(duration)
     assert result.segments[0].start_s == 0.0 and result.segments[-1].end_s == pytest.approx(duration)
-    for a, b in zip(result.segments, result.segments[1:]):
+    for a, b in zip(result.segments, result.segments[1:], strict=False):
         assert a.end_s == pytest.approx(b.start_s) and a.label != b.label
     assert {s.label for s in result.segments} <= set(session.labels) | {"no_speech"}
 
@@ -66,7 +66,7 @@ def test_window_scores_are_the_window_models_for_the_same_audio(triton_server, s
     got = np.array([[u.scores[name] for name in session.labels] for u in result.updates])
     np.testing.assert_allclose(got, expected, atol=1e-4)
     smoothed = expected[0]
-    for row, update in zip(expected[1:], result.updates[1:]):  # exponential smoothing, weight 0.5 on the newest
+    for row, update in zip(expected[1:], result.updates[1:], strict=True):  # exponential smoothing, weight 0.5 on the newest
         smoothed = 0.5 * row + 0.5 * smoothed
         np.testing.assert_allclose([update.smoothed[n] for n in session.labels], smoothed, atol=1e-4)
 
