@@ -382,7 +382,7 @@ class CallState:
             self.smoothed = p.copy() if self.smoothed is None else (a * p + (1 - a) * self.smoothed).astype(np.float32)
             self._hold(int(np.argmax(self.smoothed)))
         self._ends.append(window.end)
-        self._labels.append(self.label if window.speech and self.label else NO_SPEECH)
+        self._labels.append(self.label if probabilities is not None else NO_SPEECH)
         empty = np.zeros(0, dtype=np.float32)
         return batch1({
             OUTPUT_EVENT: text([EVENT_UPDATE]),
