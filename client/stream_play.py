@@ -65,7 +65,8 @@ def play_call(session: StreamSession, chunks: Iterable[np.ndarray], *, sample_ra
         chunks: mono int16 or float32 arrays at ``sample_rate``.
         sample_rate: Hz.
         speed: 1.0 plays in real time, 2.0 twice as fast, 0 without waiting.
-        hop_ms, vad: the call's options (:meth:`StreamSession.call`).
+        hop_ms: the call's hop, ms (None: the model's).
+        vad: False turns the call's voice-activity gate off (None: the model's).
         on_update: called with each update, in order, as soon as it is read.
     """
     if speed < 0:

@@ -20,7 +20,16 @@ import sys
 from typing import Callable, Sequence
 
 from client.errors import SerError
-from ser import cmd_bench, cmd_demo, cmd_export, cmd_loadtest, cmd_predict, cmd_serve, cmd_stream, cmd_train
+from ser import (
+    cmd_bench,
+    cmd_demo,
+    cmd_export,
+    cmd_loadtest,
+    cmd_predict,
+    cmd_serve,
+    cmd_stream,
+    cmd_train,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,14 @@ def cmd_stream(args: argparse.Namespace) -> int:
     """`ser stream FILE|-`: one live call, updates on stdout as they arrive, segments at the end."""
     from client.errors import ConfigError
     from client.stream import StreamSession
-    from client.stream_play import file_chunks, format_update, play_call, raw_chunks, result_json, update_json
+    from client.stream_play import (
+        file_chunks,
+        format_update,
+        play_call,
+        raw_chunks,
+        result_json,
+        update_json,
+    )
 
     if args.source == "-":
         if args.rate is None:
