@@ -2,8 +2,8 @@
 
 What ``ser stream`` runs: a file (decoded, mixed to mono, sent at its own rate) or raw
 PCM from a pipe (``s16le`` or ``f32le`` at a declared rate) is cut into chunks of
-``chunk_ms`` and sent on a :class:`~client.stream.LiveCall`, chunk ``i`` no earlier than
-``i * chunk_ms / speed`` after the first; updates are handed to a callback as they arrive.
+``chunk_ms`` and sent on a :class:`~client.stream.LiveCall`, chunk ``i`` once it has been spoken:
+``(i + 1) * chunk_ms / speed`` after the call starts; updates are handed to a callback as they arrive.
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ def play_call(session: StreamSession, chunks: Iterable[np.ndarray], *, sample_ra
     sent_s = 0.0
     try:
         for chunk in chunks:
-            if speed > 0:
+            sent_s += chunk.size / sample_rate
+            if speed > 0:  # a chunk leaves once it has been spoken
                 time.sleep(max(0.0, started + sent_s / speed - time.monotonic()))
             call.send(chunk)
-            sent_s += chunk.size / sample_rate
             for update in call.poll():
                 on_update(update)
         already = len(call._updates)

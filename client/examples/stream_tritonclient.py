@@ -35,7 +35,7 @@ for i in range(0, len(pcm), step):
         sr.set_data_from_numpy(np.array([[rate]], dtype=np.int32))
         inputs.append(sr)
     if not fast:
-        time.sleep(max(0.0, started + i / rate - time.monotonic()))
+        time.sleep(max(0.0, started + (i + step) / rate - time.monotonic()))  # once it has been spoken
     client.async_stream_infer("ser-stream", inputs, sequence_id=call_id,
                               sequence_start=i == 0, sequence_end=i + step >= len(pcm))
 while True:

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from client.stream import StreamSession
-from tests.helpers import REPO_ROOT, assert_one_line_error, ser
+from tests.helpers import REPO_ROOT, assert_one_line_error, node_example_modules, ser
 
 EXAMPLE = REPO_ROOT / "client" / "examples" / "stream_tritonclient.py"
 
@@ -91,6 +91,22 @@ def test_the_tritonclient_only_example_streams_a_call(triton_server, call_wav, r
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [u["end_s"] for u in lines[:-1]] == pytest.approx([u.end_s for u in reference.updates])
+    assert lines[-1]["segments"] == _segments(reference)
+
+
+def test_the_node_grpc_example_streams_a_call(triton_server, call_wav, reference, tmp_path):
+    import os
+
+    modules = node_example_modules()
+    descriptors = tmp_path / "triton.desc"
+    subprocess.run([sys.executable, str(EXAMPLE.parent / "node" / "triton_descriptors.py"), str(descriptors)], check=True, timeout=60)
+    out = subprocess.run(["node", str(EXAMPLE.parent / "node" / "stream.js"), str(descriptors), str(call_wav),
+                          triton_server.grpc_url, "--fast"], env={**os.environ, "NODE_PATH": str(modules)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [u["end_s"] for u in lines[:-1]] == pytest.approx([u.end_s for u in reference.updates])
+    assert [u["label"] for u in lines[:-1]] == [u.label for u in reference.updates]
     assert lines[-1]["segments"] == _segments(reference)
 
 
