@@ -28,7 +28,7 @@ from client.errors import SerError
 from client.option_values import arg_type, positive_int
 from client.stream import StreamSession  # imports tritonclient.grpc only when a session opens
 from client.stream_service import STREAM_MODEL
-from loadtest import users  # gevent-ready gRPC before any channel; the shared options, warm-up and final statistics
+from loadtest import users  # gevent-ready gRPC; the shared options, warm-up, final statistics
 
 users.install_listeners(events)
 
