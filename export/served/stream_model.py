@@ -30,6 +30,9 @@ calls without a chunk for ``ser.stream.idle_timeout_s`` (the config's
 ``max_sequence_idle_microseconds`` is the same time). A refused chunk gets an error
 for its call alone: ``INVALID_ARGUMENT`` (bad audio, a call that was never started),
 ``UNAVAILABLE`` (too many calls, no window model); no exception leaves ``execute``.
+The stub of the bundled release may log ``Cannot remove future from background; KeyError``
+when an ``execute`` finishes before the stub has filed it (a harmless race in the python
+backend's async execute, triton-inference-server/server#8537).
 The gauge ``ser_stream_calls`` (Triton's metrics endpoint) counts the calls held.
 """
 
@@ -251,6 +254,13 @@ class TritonPythonModel:
             sender.send(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in tensors.items()]),
                         flags=flags)
 
+    def _send_error(self, request, exc: BaseException) -> None:
+        """The final response of a request: its error. A sender the client already closed is let go."""
+        try:
+            self._send(request, None, final=True, error=self._error(exc))
+        except Exception as send_failure:  # noqa: BLE001 - the call's client is gone; nothing left to tell
+            pb_utils.Logger.log_warn(f"model {self.name!r}: could not answer a request ({exc}): {send_failure}")
+
     def _error(self, exc: BaseException):
         if isinstance(exc, (AudioError, ConfigError, UnknownCall)):
             return pb_utils.TritonError(error_message(exc), pb_utils.TritonError.INVALID_ARG)
@@ -270,7 +280,7 @@ class TritonPythonModel:
             try:
                 job = self._take(request, loop)
             except Exception as exc:  # noqa: BLE001 - one error for this call, the others go on
-                self._send(request, None, final=True, error=self._error(exc))
+                self._send_error(request, exc)
                 continue
             if job is not None:
                 jobs.append((request, *job))
@@ -294,7 +304,7 @@ class TritonPythonModel:
                     self._send(request, call.state.update(window, probabilities.get(id(window))), final=False)
                 self._send(request, call.state.result() if end else None, final=True)
             except Exception as exc:  # noqa: BLE001 - the stub lives on
-                self._send(request, None, final=True, error=self._error(exc))
+                self._send_error(request, exc)
             finally:
                 mine.set_result(None)
                 if call.tail is mine:

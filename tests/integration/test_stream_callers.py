@@ -110,6 +110,18 @@ def test_the_node_grpc_example_streams_a_call(triton_server, call_wav, reference
     assert lines[-1]["segments"] == _segments(reference)
 
 
+def test_the_demo_prints_a_streamed_calls_updates_and_segments(triton_server, call_wav, reference):
+    import io
+
+    from ser.demo_stream import print_streamed_call
+
+    out = io.StringIO()
+    print_streamed_call(triton_server.grpc_url, call_wav, out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == len(reference.updates) + 1
+    assert lines[-1] == "      segments: " + ", ".join(f"{s.label} {s.start_s:.2f}-{s.end_s:.2f} s" for s in reference.segments)
+
+
 def test_ser_stream_refuses_bad_input_in_one_line(triton_server, tmp_path):
     assert_one_line_error(ser("stream", str(tmp_path / "missing.wav"), "--url", triton_server.grpc_url), "missing.wav", "no such file")
     assert_one_line_error(ser("stream", "-", "--url", triton_server.grpc_url), "--rate")
