@@ -47,7 +47,9 @@ from export.audio_repository import (
     PACKAGED_MODULES,
     PREFERENCE,
     code_sha256,
-    same_audio_contract,
+    inner_model_problems,
+    packaged_code_problems,
+    python_model_problems,
     string_parameters,
     window_models,
 )
@@ -228,11 +230,7 @@ def validate_stream_model_dir(model_dir: str | Path, *, name: str | None = None,
     name = name or model_dir.name
     repository = Path(repository) if repository is not None else model_dir.parent
     msg = read_model_config(model_dir)
-    problems = []
-    if msg.name != name:
-        problems.append(f"name: {msg.name!r}, but the folder is {name!r} (Triton requires them equal)")
-    if msg.backend != "python" or msg.platform:
-        problems.append(f"backend/platform: {msg.backend!r}/{msg.platform!r}, expected the python backend")
+    problems = python_model_problems(msg, name)
     if msg.max_batch_size < 1:
         problems.append(f"max_batch_size: {msg.max_batch_size}, expected >= 1 (chunks of several calls per execute)")
     if not msg.model_transaction_policy.decoupled:
@@ -262,24 +260,9 @@ def validate_stream_model_dir(model_dir: str | Path, *, name: str | None = None,
     if settings is not None and seq.max_sequence_idle_microseconds != int(settings.idle_timeout_s * 1_000_000):
         problems.append(f"sequence_batching.max_sequence_idle_microseconds: {seq.max_sequence_idle_microseconds}, "
                         f"expected {STREAM_PARAM_PREFIX}idle_timeout_s in µs (Triton and the model forget a call together)")
-    for model in inner:
-        field_name = f"parameters[{INNER_PARAMETER}][{model.name}]"
-        if not (repository / model.name / CONFIG_FILENAME).is_file():
-            problems.append(f"{field_name}: no such model in {repository}")
-            continue
-        theirs = read_model_config(repository / model.name)
-        try:
-            same = same_audio_contract(contract, ModelContract.from_parameters(string_parameters(theirs), model=model.name))
-        except ContractError:
-            same = False
-        if contract is not None and (not same or theirs.max_batch_size != model.max_batch_size):
-            problems.append(f"{field_name}: its contract or max_batch_size differ from what {msg.name!r} records")
+    problems += inner_model_problems(inner, contract=contract, repository=repository, parameter=INNER_PARAMETER, model=msg.name)
     version = model_dir / VERSION
-    missing = [rel for rel in _code_files() if not (version / rel).is_file()]
-    if missing:
-        problems.append(f"{VERSION}/: missing packaged files {missing}")
-    elif code_sha256(version, _code_files()) != params.get(CODE_PARAMETER):
-        problems.append(f"parameters[{CODE_PARAMETER}]: not the sha256 of the packaged files (edited after writing?)")
+    problems += packaged_code_problems(version, _code_files(), recorded=params.get(CODE_PARAMETER, ""), parameter=CODE_PARAMETER)
     if settings is not None and settings.vad != VAD_OFF:
         vad = version / VAD_FILENAME
         if not vad.is_file() or _sha256(vad) != params.get(VAD_PARAMETER):

@@ -112,6 +112,14 @@ def chunks(count: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, count)) for s in range(0, count, size)]
 
 
+def read_config(args: dict[str, str], *, default_name: str) -> tuple[str, dict[str, str]]:
+    """``(model name, {parameter: string value})`` of the config Triton hands ``initialize``."""
+    config = json.loads(args["model_config"])
+    name = config.get("name", args.get("model_name", default_name))
+    return name, {k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
+                  for k, v in (config.get("parameters") or {}).items()}
+
+
 class WindowModels:
     """The window models of ``<prefix>inner_models`` reached through BLS: the first ready one classifies.
 
@@ -180,10 +188,7 @@ class TritonPythonModel:
         Raises:
             ConfigError, ContractError: the config lacks or garbles a parameter (the model fails to load).
         """
-        config = json.loads(args["model_config"])
-        self.name = config.get("name", args.get("model_name", "ser"))
-        params = {k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
-                  for k, v in (config.get("parameters") or {}).items()}
+        self.name, params = read_config(args, default_name="ser")
         self.contract = ModelContract.from_parameters(params, model=self.name)
         self.limits = AudioLimits.from_parameters(params, model=self.name)
         self.windows = WindowModels(inner_models_from_parameters(params, model=self.name))

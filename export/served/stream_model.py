@@ -38,7 +38,6 @@ The gauge ``ser_stream_calls`` (Triton's metrics endpoint) counts the calls held
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -49,7 +48,7 @@ if (_HERE / "client").is_dir() and sys.path[:1] != [str(_HERE)]:
     sys.path.insert(0, str(_HERE))  # the packaged contract and the audio model's BLS code win over installed ones
 
 import numpy as np  # noqa: E402
-from audio_model import InnerModelUnavailable, WindowModels, pb_utils  # noqa: E402
+from audio_model import InnerModelUnavailable, WindowModels, pb_utils, read_config  # noqa: E402
 
 from client.audio_service import error_message, inner_models_from_parameters  # noqa: E402
 from client.contract import ModelContract  # noqa: E402
@@ -127,10 +126,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, str]) -> None:
         """Read the contract, settings and window models; open the detector; start the sweeper."""
-        config = json.loads(args["model_config"])
-        self.name = config.get("name", args.get("model_name", "ser-stream"))
-        params = {k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
-                  for k, v in (config.get("parameters") or {}).items()}
+        self.name, params = read_config(args, default_name="ser-stream")
         self.contract = ModelContract.from_parameters(params, model=self.name)
         self.settings = StreamSettings.from_parameters(params, model=self.name)
         self.windows = WindowModels(inner_models_from_parameters(params, model=self.name, prefix=STREAM_PARAM_PREFIX))
