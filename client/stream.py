@@ -416,8 +416,17 @@ class StreamSession:
         with self._lock:
             if found and int(found.group(1)) in self._calls:
                 targets = [self._calls[int(found.group(1))]]
-            else:  # the stream itself failed (server gone): every open call hears it
+            else:  # not about one call: the stream failed (a gRPC status), or a request Triton refused unread
                 targets = [c for c in self._calls.values() if c._result is None]
+                if "StatusCode." not in message and "Socket closed" not in message:
+                    for call in targets:  # the stream lives on; which call's request it was, Triton does not say
+                        call.deliver(StreamError(f"call {call.call_id}: a request on this stream was refused: {message}"))
+                    return
+                message = (f"the stream to {self.url} closed (the server stopped or restarted), and the call with it: "
+                           f"start a new call on a new session ({' '.join(message.split())})")
+                for call in targets:
+                    call.deliver(CallLostError(f"call {call.call_id}: {message}"))
+                return
         for call in targets:
             call.deliver(stream_error(message, call_id=call.call_id))
 

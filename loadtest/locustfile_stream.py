@@ -14,25 +14,31 @@ after another: generated speech (:func:`loadtest.payload.generated_clips`) sent 
 Run it with Locust's percentiles in the CSV (``*_stats.csv``: 50%...99%)::
 
     locust -f loadtest/locustfile_stream.py --headless -u 16 -r 4 -t 60s --host 127.0.0.1:8001 \
-        --csv out/stream-16 LiveCallUser
+        --csv out/stream-16 --max-update-lag-p99-ms 500 LiveCallUser
+
+``--max-update-lag-p99-ms`` fails the run (exit 1) when the calls fell behind; the shared gates of
+:mod:`loadtest.users` (``--max-failure-ratio``...) apply as in every locustfile.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from locust import User, constant, events, task
 from locust.exception import StopUser
 
 from client.errors import SerError
-from client.option_values import arg_type, positive_int
+from client.option_values import arg_type, positive_float, positive_int
 from client.stream import StreamSession  # imports tritonclient.grpc only when a session opens
 from client.stream_service import STREAM_MODEL
 from loadtest import users  # gevent-ready gRPC; the shared options, warm-up, final statistics
+from loadtest.gates import GATE_PREFIX
 
 users.install_listeners(events)
 
 REQUEST_TYPE = "stream"
+log = logging.getLogger("loadtest")
 _clips: list = []
 
 
@@ -42,6 +48,24 @@ def _arguments(parser, **_kwargs) -> None:
     group.add_argument("--stream-model", default=STREAM_MODEL, help="the streaming model", include_in_web_ui=True)
     group.add_argument("--chunk-ms", type=arg_type(positive_int), default=100, help="audio per chunk, ms (default: 100)")
     group.add_argument("--calls-clips", type=arg_type(positive_int), default=8, help="generated clips the calls cycle through")
+    group.add_argument("--max-update-lag-p99-ms", type=arg_type(positive_float), default=None, include_in_web_ui=True,
+                       help="gate: fail the run (exit 1) when the p99 update lag is above this, ms (one hop keeps pace)")
+
+
+@events.quitting.add_listener
+def _update_lag_gate(environment, **_kwargs) -> None:
+    """The live-call gate: p99 of ``update lag`` against ``--max-update-lag-p99-ms`` (the master judges)."""
+    from locust.runners import WorkerRunner
+
+    limit = getattr(environment.parsed_options, "max_update_lag_p99_ms", None)
+    if limit is None or isinstance(environment.runner, WorkerRunner):
+        return
+    lag = environment.stats.get("update lag", REQUEST_TYPE)
+    p99 = lag.get_response_time_percentile(0.99) if lag.num_requests else None
+    if p99 is None or p99 > limit:
+        seen = "no update" if p99 is None else f"p99 update lag {p99:.0f} ms"
+        log.error("%s%s > max_update_lag_p99_ms=%g", GATE_PREFIX, seen, limit)
+        environment.process_exit_code = 1
 
 
 def clips(count: int) -> list:
