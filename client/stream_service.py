@@ -33,7 +33,7 @@ Responses (decoupled: zero or more per request; outputs ``[1, ...]``):
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -46,6 +46,14 @@ from .audio_service import (
 from .contract import PARAM_PREFIX, ModelContract
 from .errors import AudioFormatError, ConfigError, NonFiniteAudioError
 from .timeline import Segment, boundaries, merge_segments
+from .vad import (
+    DEFAULT_VAD_MIN_SPEECH_MS,
+    DEFAULT_VAD_THRESHOLD,
+    NO_SPEECH,
+    VAD_RATE,
+    VadRunner,
+    VadTrack,
+)
 
 #: Default name of the streaming model in a repository.
 STREAM_MODEL = "ser-stream"
@@ -73,8 +81,6 @@ OUTPUT_SEGMENT_START = "segment_start_s"
 OUTPUT_SEGMENT_END = "segment_end_s"
 OUTPUT_DURATION = "duration_s"
 EVENT_UPDATE, EVENT_END, EVENT_CANCELLED = "update", "end", "cancelled"
-#: Segment label of windows the voice-activity detector held back.
-NO_SPEECH = "no_speech"
 
 #: ``(name, config data type, dims)`` of every data input (all optional; ``pcm``/``pcm_s16`` ragged).
 INPUTS = (
@@ -102,8 +108,6 @@ OUTPUTS = (
     (OUTPUT_DURATION, "TYPE_FP64", (1,)),
 )
 
-#: silero-vad's frame at 16 kHz: 512 new samples after the previous frame's last 64.
-VAD_FRAME, VAD_CONTEXT, VAD_RATE = 512, 64, 16_000
 VAD_SILERO, VAD_OFF = "silero", "off"
 
 
@@ -135,8 +139,8 @@ class StreamSettings:
     idle_timeout_s: float = 30.0
     max_chunk_s: float = 10.0
     vad: str = VAD_SILERO
-    vad_threshold: float = 0.5
-    vad_min_speech_ms: int = 200
+    vad_threshold: float = DEFAULT_VAD_THRESHOLD
+    vad_min_speech_ms: int = DEFAULT_VAD_MIN_SPEECH_MS
 
     def __post_init__(self) -> None:
         checks = [
@@ -203,51 +207,6 @@ class Window:
     def num_samples(self) -> int:
         """Valid samples in ``waveform``."""
         return self.end - self.start
-
-
-#: ``run(frames [B, 576] float32, state [2, B, 128] float32) -> (probs [B, 1], state)``: silero-vad.
-VadRunner = Callable[[np.ndarray, np.ndarray], "tuple[np.ndarray, np.ndarray]"]
-
-
-class VadTrack:
-    """silero-vad over one call's audio, frame by frame, at 16 kHz; keeps the recent frames' speech flags."""
-
-    def __init__(self, run: VadRunner, *, threshold: float) -> None:
-        self._run = run
-        self._threshold = threshold
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._context = np.zeros(VAD_CONTEXT, dtype=np.float32)
-        self._pending = np.zeros(0, dtype=np.float32)
-        self._first = 0  # frame index of _speech[0]
-        self._speech = np.zeros(0, dtype=bool)
-
-    def push(self, y: np.ndarray) -> None:
-        """Run the detector over every whole frame of ``y`` (16 kHz float32) and what was pending."""
-        data = np.concatenate([self._pending, y]) if self._pending.size else y
-        count = data.size // VAD_FRAME
-        flags = np.empty(count, dtype=bool)
-        for i in range(count):
-            frame = data[i * VAD_FRAME:(i + 1) * VAD_FRAME]
-            x = np.concatenate([self._context, frame])[None, :]
-            prob, self._state = self._run(x, self._state)
-            flags[i] = float(np.asarray(prob).reshape(-1)[0]) >= self._threshold
-            self._context = frame[-VAD_CONTEXT:]
-        self._pending = data[count * VAD_FRAME:].copy()
-        self._speech = np.concatenate([self._speech, flags])
-
-    def speech_ratio(self, start: int, end: int) -> tuple[float, int]:
-        """``(share of speech frames, speech samples)`` among the frames whose centre lies in ``[start, end)``."""
-        centres = (np.arange(self._speech.size) + self._first) * VAD_FRAME + VAD_FRAME // 2
-        inside = self._speech[(centres >= start) & (centres < end)]
-        if inside.size == 0:
-            return 0.0, 0
-        return float(inside.mean()), int(inside.sum()) * VAD_FRAME
-
-    def forget_before(self, sample: int) -> None:
-        """Drop the flags of frames that end before ``sample`` (no window will ask for them again)."""
-        drop = min(max(0, sample // VAD_FRAME - self._first), self._speech.size)
-        self._speech = self._speech[drop:]
-        self._first += drop
 
 
 def read_chunk(pcm: np.ndarray | None, pcm_s16: np.ndarray | None, *, call_id: int, sample_rate: int,
@@ -366,8 +325,7 @@ class CallState:
         if self._vad is None:
             return Window(start, end, True, 1.0, wave)
         ratio, speech = self._vad.speech_ratio(start, end)
-        needed = self.settings.vad_min_speech_ms * self.contract.sample_rate // 1000
-        return Window(start, end, speech >= max(needed, 1), ratio, wave)
+        return Window(start, end, speech >= self._vad.min_speech_samples(self.settings.vad_min_speech_ms), ratio, wave)
 
     def update(self, window: Window, probabilities: np.ndarray | None) -> dict[str, np.ndarray]:
         """Record a window's result and return the update's tensors (``[1, ...]`` each).

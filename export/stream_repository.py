@@ -42,6 +42,7 @@ from client.stream_service import (
     VAD_OFF,
     StreamSettings,
 )
+from client.vad import VAD_FILENAME
 from export.audio_repository import (
     AUDIO_MODEL_SOURCE,
     PACKAGED_MODULES,
@@ -60,8 +61,7 @@ from export.repository.names import CONFIG_FILENAME, VERSION
 from export.repository.pbtxt import read_model_config, write_config
 
 STREAM_MODEL_SOURCE = Path(__file__).parent / "served" / "stream_model.py"
-STREAM_MODULES = PACKAGED_MODULES + ("stream_service.py",)
-VAD_FILENAME = "silero_vad.onnx"
+STREAM_MODULES = PACKAGED_MODULES + ("vad.py", "stream_service.py")
 CODE_PARAMETER = STREAM_PARAM_PREFIX + "code_sha256"
 VAD_PARAMETER = STREAM_PARAM_PREFIX + "vad_sha256"
 INNER_PARAMETER = STREAM_PARAM_PREFIX + "inner_models"

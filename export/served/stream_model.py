@@ -64,15 +64,13 @@ from client.stream_service import (  # noqa: E402
     INPUT_SAMPLE_RATE,
     INPUT_VAD,
     STREAM_PARAM_PREFIX,
-    VAD_RATE,
     VAD_SILERO,
     CallState,
     StreamSettings,
     cancelled,
     read_chunk,
 )
-
-VAD_FILENAME = "silero_vad.onnx"
+from client.vad import VAD_FILENAME, open_vad  # noqa: E402
 
 
 class CallRefused(RuntimeError):
@@ -81,23 +79,6 @@ class CallRefused(RuntimeError):
 
 class UnknownCall(ValueError):
     """A chunk for a call this instance does not hold (never started, ended, swept, or the server restarted)."""
-
-
-def open_vad(path: Path):
-    """silero-vad on one ONNX Runtime thread: ``run(x [1, 576], state [2, 1, 128]) -> (prob [1, 1], state)``."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    rate = np.array(VAD_RATE, dtype=np.int64)
-
-    def run(x: np.ndarray, state: np.ndarray):
-        prob, new_state = session.run(["output", "stateN"], {"input": x, "state": state, "sr": rate})
-        return prob, new_state
-
-    return run
 
 
 class Call:

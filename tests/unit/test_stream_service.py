@@ -7,14 +7,8 @@ import pytest
 
 from client.contract import ModelContract
 from client.errors import AudioFormatError, ConfigError, NonFiniteAudioError
-from client.stream_service import (
-    NO_SPEECH,
-    VAD_FRAME,
-    CallState,
-    StreamSettings,
-    VadTrack,
-    read_chunk,
-)
+from client.stream_service import CallState, StreamSettings, read_chunk
+from client.vad import NO_SPEECH, VAD_FRAME, VadTrack
 
 LABELS = ("angry", "calm", "happy")
 CONTRACT = ModelContract(labels=LABELS, window_samples=16_000, hop_samples=8_000, variant="fp32", source="test")
