@@ -74,6 +74,7 @@ def play_call(session: StreamSession, chunks: Iterable[np.ndarray], *, sample_ra
     call = session.call(sample_rate=sample_rate, hop_ms=hop_ms, vad=vad)
     started = time.monotonic()
     sent_s = 0.0
+    shown = 0
     try:
         for chunk in chunks:
             sent_s += chunk.size / sample_rate
@@ -82,12 +83,12 @@ def play_call(session: StreamSession, chunks: Iterable[np.ndarray], *, sample_ra
             call.send(chunk)
             for update in call.poll():
                 on_update(update)
-        already = len(call._updates)
+                shown += 1
         result = call.end()
     except BaseException:
         call.cancel()
         raise
-    for update in result.updates[already:]:
+    for update in result.updates[shown:]:
         on_update(update)
     return result
 

@@ -279,6 +279,11 @@ class CallState:
         self._candidate, self._lead = -1, 0
 
     @property
+    def buffered_samples(self) -> int:
+        """Audio held for windows still to come (at most W plus one chunk), samples at the model's rate."""
+        return int(self._buffer.size)
+
+    @property
     def duration_s(self) -> float:
         """Audio received so far, seconds."""
         return self.received / self.contract.sample_rate

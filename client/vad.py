@@ -66,6 +66,16 @@ class VadTrack:
             return 0.0, 0
         return float(inside.mean()), int(inside.sum()) * VAD_FRAME
 
+    @property
+    def frames_held(self) -> int:
+        """Frames whose speech flags are kept (from the oldest a window may still ask for)."""
+        return int(self._speech.size)
+
+    @property
+    def frames_seen(self) -> int:
+        """Frames run through the detector so far."""
+        return self._first + int(self._speech.size)
+
     def forget_before(self, sample: int) -> None:
         """Drop the flags of frames that end before ``sample`` (no window will ask for them again)."""
         drop = min(max(0, sample // VAD_FRAME - self._first), self._speech.size)

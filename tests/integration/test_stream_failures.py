@@ -178,8 +178,7 @@ def test_a_call_whose_client_vanished_is_swept_after_the_idle_timeout(triton_ser
     assert wait_for_calls(triton_server, 0, within_s=idle + 3) == 0
     with StreamSession(triton_server.grpc_url) as session:
         call = session.call(sample_rate=16_000, call_id=777_001)
-        call._started = True  # a chunk of the swept call, without START
-        call.send(tone(0.1))
+        raw_send(session, call.call_id, {"pcm": tone(0.1)[None]})  # a chunk of the swept call, without START
         assert isinstance(error_of(call), CallLostError)
         call.ended = True
 
@@ -236,8 +235,7 @@ def test_a_restarted_server_ends_open_calls_with_a_reason(serving_repository, se
         server.start()
         with StreamSession(server.grpc_url) as fresh:
             lost = fresh.call(sample_rate=16_000, call_id=call.call_id)
-            lost._started = True  # the old call's next chunk, to the new server
-            lost.send(tone(0.1))
+            raw_send(fresh, lost.call_id, {"pcm": tone(0.1)[None]})  # the old call's next chunk, to the new server
             assert isinstance(error_of(lost), CallLostError)
             lost.ended = True
             assert fresh.call(sample_rate=16_000).send(tone(0.6)) is None

@@ -42,7 +42,7 @@ def test_the_buffer_holds_one_window_plus_a_chunk_however_long_the_call():
     state = call()
     for i in range(200):  # 20 s in 100 ms chunks
         state.push(ramp(1600, i * 1600))
-        assert state._buffer.size <= CONTRACT.window_samples + 1600
+        assert state.buffered_samples <= CONTRACT.window_samples + 1600
     assert state.received == 320_000
 
 
@@ -100,8 +100,9 @@ def test_vad_track_forgets_old_frames():
     track = VadTrack(lambda x, s: (np.array([[0.9]], np.float32), s), threshold=0.5)
     for _ in range(100):
         track.push(np.zeros(16_000, np.float32))
-        track.forget_before(track._first * VAD_FRAME + track._speech.size * VAD_FRAME - 16_000)
-    assert track._speech.size <= 16_000 // VAD_FRAME + 1
+        track.forget_before(track.frames_seen * VAD_FRAME - 16_000)
+    assert track.frames_held <= 16_000 // VAD_FRAME + 1
+    assert track.frames_seen == 100 * 16_000 // VAD_FRAME
 
 
 def test_a_call_is_resampled_as_it_streams():
