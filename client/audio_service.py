@@ -146,8 +146,7 @@ class AudioLimits:
 
     def to_parameters(self) -> dict[str, str]:
         """``{ser.audio.<field>: value}`` config parameters."""
-        return {AUDIO_PARAM_PREFIX + f.name: repr(getattr(self, f.name)) if isinstance(getattr(self, f.name), float)
-                else str(getattr(self, f.name)) for f in fields(self)}
+        return parameters_from_fields(self, AUDIO_PARAM_PREFIX)
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str], *, model: str = AUDIO_MODEL) -> "AudioLimits":
@@ -156,19 +155,35 @@ class AudioLimits:
         Raises:
             ConfigError: a value is not a number or breaks a limit's rule; names the model and key.
         """
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            text = params.get(AUDIO_PARAM_PREFIX + f.name)
-            if text is None:
-                continue
-            try:
-                values[f.name] = float(text) if f.type in ("float", float) else int(text)
-            except ValueError:
-                raise ConfigError(f"model {model!r}: parameter {AUDIO_PARAM_PREFIX}{f.name}={text!r} is not a number") from None
+        return parameters_to_fields(cls, params, AUDIO_PARAM_PREFIX, model=model)
+
+
+def parameters_from_fields(settings, prefix: str) -> dict[str, str]:
+    """``{<prefix><field>: value}`` of a settings dataclass (floats by ``repr``, so they read back exactly)."""
+    return {prefix + f.name: repr(getattr(settings, f.name)) if isinstance(getattr(settings, f.name), float)
+            else str(getattr(settings, f.name)) for f in fields(settings)}
+
+
+def parameters_to_fields(cls, params: Mapping[str, str], prefix: str, *, model: str):
+    """A settings dataclass read back from ``{<prefix><field>: text}`` (missing keys keep their defaults).
+
+    Raises:
+        ConfigError: a number field is not a number, or the dataclass refuses a value; names the model and key.
+    """
+    values: dict[str, object] = {}
+    for f in fields(cls):
+        text = params.get(prefix + f.name)
+        if text is None:
+            continue
         try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ConfigError(f"model {model!r}: {exc}") from None
+            kind = {"float": float, "int": int, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            values[f.name] = kind(text)
+        except ValueError:
+            raise ConfigError(f"model {model!r}: parameter {prefix}{f.name}={text!r} is not a number") from None
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"model {model!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -189,13 +204,14 @@ def inner_models_to_parameter(models: list[InnerModel]) -> str:
     return json.dumps([{"name": m.name, "max_batch_size": m.max_batch_size} for m in models])
 
 
-def inner_models_from_parameters(params: Mapping[str, str], *, model: str = AUDIO_MODEL) -> tuple[InnerModel, ...]:
-    """The window models named by ``ser.audio.inner_models``, in preference order.
+def inner_models_from_parameters(params: Mapping[str, str], *, model: str = AUDIO_MODEL,
+                                 prefix: str = AUDIO_PARAM_PREFIX) -> tuple[InnerModel, ...]:
+    """The window models named by ``<prefix>inner_models`` (``ser.audio.``, ``ser.stream.``), in preference order.
 
     Raises:
         ConfigError: missing, not JSON, empty, or an entry without a name or a positive max_batch_size.
     """
-    key = AUDIO_PARAM_PREFIX + "inner_models"
+    key = prefix + "inner_models"
     try:
         entries = json.loads(params[key])
         out = tuple(InnerModel(str(e["name"]), int(e["max_batch_size"])) for e in entries)

@@ -142,3 +142,15 @@ class ContractError(ServerError):
 
 class InferenceError(ServerError):
     """The server refused or failed one inference request."""
+
+
+class StreamError(InferenceError):
+    """The streaming model refused or failed a chunk of one live call; the message names the call."""
+
+
+class CallLostError(StreamError):
+    """The server no longer holds the call: the stream closed, the server restarted, or the call idled past its timeout."""
+
+
+class CallLimitError(StreamError):
+    """A limit of the streaming model: too many concurrent calls, or a call longer than allowed."""

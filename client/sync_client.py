@@ -219,6 +219,19 @@ class SerClient(ClientBase):
         raw = self._call("statistics", client.get_inference_statistics, self.model, **extra, **self._kw())
         return model_stats(self.model, raw)
 
+    def stream(self, *, model: str | None = None):
+        """A live-call session on this server's gRPC endpoint (:class:`client.stream.StreamSession`).
+
+        Use it as a context manager; it carries any number of calls over one gRPC stream to the
+        streaming model (default ``ser-stream``), with this client's TLS and headers.
+        """
+        from .stream import StreamSession
+        from .stream_service import STREAM_MODEL
+
+        if self.protocol != "grpc":
+            raise ConfigError(f"SerClient({self.url!r}, protocol={self.protocol!r}): live calls need gRPC (a bidirectional stream)")
+        return StreamSession(self.url, model=model or STREAM_MODEL, transport=self.transport, timeout_s=self.timeout_s)
+
     # --- inference -------------------------------------------------------------
 
     def infer_windows(self, waveforms: np.ndarray, num_samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

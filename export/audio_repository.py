@@ -106,11 +106,13 @@ def code_sha256(version_dir: Path, relative: list[str] | None = None) -> str:
     return digest.hexdigest()
 
 
-def _string_params(msg) -> dict[str, str]:
+def string_parameters(msg) -> dict[str, str]:
+    """``{key: string_value}`` of a ModelConfig message's parameters."""
     return {k: v.string_value for k, v in msg.parameters.items()}
 
 
-def _same_audio_contract(a: ModelContract, b: ModelContract) -> bool:
+def same_audio_contract(a: ModelContract, b: ModelContract) -> bool:
+    """Whether two contracts cut and label audio alike (labels, rate, window, hop)."""
     return (a.labels, a.sample_rate, a.window_samples, a.hop_samples) == (b.labels, b.sample_rate, b.window_samples, b.hop_samples)
 
 
@@ -124,12 +126,12 @@ def window_models(repo_dir: Path, *, contract: ModelContract, preference: tuple[
     for model_dir in sorted(p for p in Path(repo_dir).iterdir() if (p / CONFIG_FILENAME).is_file() and p.name != exclude):
         try:
             msg = read_model_config(model_dir)
-            theirs = ModelContract.from_parameters(_string_params(msg), model=model_dir.name)
+            theirs = ModelContract.from_parameters(string_parameters(msg), model=model_dir.name)
         except (ModelConfigError, ContractError):
             continue
         if sorted(t.name for t in msg.input) != sorted(INPUT_NAMES) or sorted(t.name for t in msg.output) != sorted(OUTPUT_NAMES):
             continue
-        if msg.max_batch_size < 1 or not _same_audio_contract(theirs, contract):
+        if msg.max_batch_size < 1 or not same_audio_contract(theirs, contract):
             continue
         rank = preference.index(theirs.variant) if theirs.variant in preference else len(preference)
         found.append((rank, model_dir.name, InnerModel(model_dir.name, int(msg.max_batch_size))))
@@ -237,17 +239,13 @@ def validate_audio_model_dir(model_dir: str | Path, *, name: str | None = None, 
     name = name or model_dir.name
     repository = Path(repository) if repository is not None else model_dir.parent
     msg = read_model_config(model_dir)
-    problems = []
-    if msg.name != name:
-        problems.append(f"name: {msg.name!r}, but the folder is {name!r} (Triton requires them equal)")
-    if msg.backend != "python" or msg.platform:
-        problems.append(f"backend/platform: {msg.backend!r}/{msg.platform!r}, expected the python backend")
+    problems = python_model_problems(msg, name)
     if msg.max_batch_size != 0:
         problems.append(f"max_batch_size: {msg.max_batch_size}, expected 0 (one clip per request; windows are batched at the window model)")
     if not msg.instance_group or any(g.kind != mc.ModelInstanceGroup.KIND_CPU or g.count < 1 for g in msg.instance_group):
         problems.append("instance_group: need KIND_CPU instances with count >= 1 (decoding runs on the CPU)")
     problems += _io_problems(msg, mc)
-    params = _string_params(msg)
+    params = string_parameters(msg)
     contract = None
     try:
         contract = ModelContract.from_parameters(params, model=msg.name)
@@ -264,31 +262,62 @@ def validate_audio_model_dir(model_dir: str | Path, *, name: str | None = None, 
     except ConfigError as exc:
         problems.append(f"parameters: {exc}")
         inner = ()
-    for model in inner:
-        field_name = f"parameters[{INNER_PARAMETER}][{model.name}]"
-        if not (repository / model.name / CONFIG_FILENAME).is_file():
-            problems.append(f"{field_name}: no such model in {repository}")
-            continue
-        theirs = read_model_config(repository / model.name)
-        if theirs.max_batch_size != model.max_batch_size:
-            problems.append(f"{field_name}: max_batch_size {model.max_batch_size}, but its config says {theirs.max_batch_size}")
-        try:
-            their_contract = ModelContract.from_parameters(_string_params(theirs), model=model.name)
-        except ContractError as exc:
-            problems.append(f"{field_name}: {exc}")
-            continue
-        if contract is not None and not _same_audio_contract(contract, their_contract):
-            problems.append(f"{field_name}: its labels/rate/window/hop differ from {PARAM_PREFIX}* of {msg.name!r}")
-    version = model_dir / VERSION
-    missing = [rel for rel in packaged_files() if not (version / rel).is_file()]
-    if missing:
-        problems.append(f"{VERSION}/: missing packaged files {missing}")
-    elif code_sha256(version) != params.get(CODE_PARAMETER):
-        problems.append(f"parameters[{CODE_PARAMETER}]: {params.get(CODE_PARAMETER, '')[:12]}… is not the sha256 of the "
-                        f"packaged files in {VERSION}/ (edited after writing? write the model again)")
+    problems += inner_model_problems(inner, contract=contract, repository=repository, parameter=INNER_PARAMETER, model=msg.name)
+    problems += packaged_code_problems(model_dir / VERSION, list(packaged_files()), recorded=params.get(CODE_PARAMETER, ""),
+                                       parameter=CODE_PARAMETER)
     if problems:
         raise ModelConfigError(f"{model_dir / CONFIG_FILENAME}: " + "; ".join(problems))
     return msg
+
+
+def python_model_problems(msg, name: str) -> list[str]:
+    """What a bundle python-backend model's config gets wrong in its name (= folder) and backend."""
+    problems = []
+    if msg.name != name:
+        problems.append(f"name: {msg.name!r}, but the folder is {name!r} (Triton requires them equal)")
+    if msg.backend != "python" or msg.platform:
+        problems.append(f"backend/platform: {msg.backend!r}/{msg.platform!r}, expected the python backend")
+    return problems
+
+
+def inner_model_problems(inner, *, contract: ModelContract | None, repository: Path, parameter: str, model: str) -> list[str]:
+    """What is wrong with the window models a python-backend model names: missing, another contract or max_batch_size.
+
+    Args:
+        inner: the :class:`InnerModel` s named in ``parameter``.
+        contract: the naming model's contract (None: it did not parse; only presence and batch size are checked).
+        repository: where the window models must be.
+        parameter: the config parameter that names them (for the messages).
+        model: the naming model's name (for the messages).
+    """
+    problems = []
+    for window_model in inner:
+        field_name = f"parameters[{parameter}][{window_model.name}]"
+        if not (repository / window_model.name / CONFIG_FILENAME).is_file():
+            problems.append(f"{field_name}: no such model in {repository}")
+            continue
+        theirs = read_model_config(repository / window_model.name)
+        if theirs.max_batch_size != window_model.max_batch_size:
+            problems.append(f"{field_name}: max_batch_size {window_model.max_batch_size}, but its config says {theirs.max_batch_size}")
+        try:
+            their_contract = ModelContract.from_parameters(string_parameters(theirs), model=window_model.name)
+        except ContractError as exc:
+            problems.append(f"{field_name}: {exc}")
+            continue
+        if contract is not None and not same_audio_contract(contract, their_contract):
+            problems.append(f"{field_name}: its labels/rate/window/hop differ from {PARAM_PREFIX}* of {model!r}")
+    return problems
+
+
+def packaged_code_problems(version: Path, relative: list[str], *, recorded: str, parameter: str) -> list[str]:
+    """Whether the packaged files ``relative`` of a version folder are all there and hash to ``recorded``."""
+    missing = [rel for rel in relative if not (version / rel).is_file()]
+    if missing:
+        return [f"{VERSION}/: missing packaged files {missing}"]
+    if code_sha256(version, relative) != recorded:
+        return [f"parameters[{parameter}]: {recorded[:12]}… is not the sha256 of the "
+                f"packaged files in {VERSION}/ (edited after writing? write the model again)"]
+    return []
 
 
 def is_audio_model_dir(model_dir: str | Path) -> bool:
@@ -309,9 +338,14 @@ __all__ = [
     "AudioModelConfig",
     "build_audio_model_config",
     "code_sha256",
+    "inner_model_problems",
     "installed_code_matches",
     "is_audio_model_dir",
+    "packaged_code_problems",
     "packaged_files",
+    "python_model_problems",
+    "same_audio_contract",
+    "string_parameters",
     "validate_audio_model_dir",
     "window_models",
     "write_audio_model",

@@ -9,7 +9,7 @@ non-zero exit code, never a traceback.
 This module assembles the parser and runs the chosen command; each group of
 commands keeps its options and handlers in its own module, registered in this
 order: ``ser/cmd_train.py`` (corpus synth, train, cv, evaluate), ``ser/cmd_export.py``
-(export, int8-presets, repository), ``ser/cmd_serve.py``, ``ser/cmd_predict.py``,
+(export, int8-presets, repository), ``ser/cmd_serve.py``, ``ser/cmd_predict.py``, ``ser/cmd_stream.py``,
 ``ser/cmd_bench.py`` (bench, bench-client), ``ser/cmd_loadtest.py`` and ``ser/cmd_demo.py``.
 """
 
@@ -20,7 +20,16 @@ import sys
 from typing import Callable, Sequence
 
 from client.errors import SerError
-from ser import cmd_bench, cmd_demo, cmd_export, cmd_loadtest, cmd_predict, cmd_serve, cmd_train
+from ser import (
+    cmd_bench,
+    cmd_demo,
+    cmd_export,
+    cmd_loadtest,
+    cmd_predict,
+    cmd_serve,
+    cmd_stream,
+    cmd_train,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(ONNX fp32/int8), write Triton repositories, serve locally, classify audio.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (cmd_train, cmd_export, cmd_serve, cmd_predict, cmd_bench, cmd_loadtest, cmd_demo):
+    for commands in (cmd_train, cmd_export, cmd_serve, cmd_predict, cmd_stream, cmd_bench, cmd_loadtest, cmd_demo):
         commands.add_parsers(sub)
     return parser
 

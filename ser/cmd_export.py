@@ -83,6 +83,14 @@ def cmd_repository(args: argparse.Namespace) -> int:
 
         audio = AudioModelConfig(instances=args.audio_instances, limits=AudioLimits(
             max_bytes=args.audio_max_bytes, max_duration_s=args.audio_max_duration_s))
+    stream = None
+    if args.stream_model:
+        from client.stream_service import StreamSettings
+        from export.stream_repository import StreamModelConfig
+
+        stream = StreamModelConfig(instances=args.stream_instances, settings=StreamSettings(
+            hop_ms=args.stream_hop_ms or 0, max_calls=args.stream_max_calls, max_call_s=args.stream_max_call_s,
+            idle_timeout_s=args.stream_idle_timeout_s, vad="off" if args.stream_no_vad else "silero"))
     written = write_repository(
         args.export_dir,
         args.out,
@@ -97,6 +105,7 @@ def cmd_repository(args: argparse.Namespace) -> int:
         bench_shape=args.bench_shape,
         verify_cpu_classes=args.verify_cpu_class,
         audio=audio,
+        stream=stream,
     )
     for path in written:
         print(f"wrote {path}")
@@ -166,4 +175,23 @@ def add_parsers(sub) -> None:
                     help=f"--audio-model: largest encoded clip accepted, bytes (default: {DEFAULT_MAX_BYTES})")
     rp.add_argument("--audio-max-duration-s", type=positive_float, default=AUDIO_MAX_S,
                     help=f"--audio-model: longest clip accepted, s (default: {AUDIO_MAX_S:g})")
+    from client.stream_service import StreamSettings
+
+    live = StreamSettings()
+    rp.add_argument("--stream-model", action="store_true",
+                    help="also write 'ser-stream', the streaming model for live calls: PCM chunks over one gRPC "
+                         "stream per call (sequence batching), an update every hop, segments at END (docs/live-calls.md)")
+    rp.add_argument("--stream-instances", type=positive_int, default=1,
+                    help="--stream-model: instances; each holds --stream-max-calls calls (default: 1)")
+    rp.add_argument("--stream-hop-ms", type=positive_int, default=None,
+                    help="--stream-model: time between updates, ms (default: the window model's hop)")
+    rp.add_argument("--stream-max-calls", type=positive_int, default=live.max_calls,
+                    help=f"--stream-model: concurrent calls per instance (default: {live.max_calls})")
+    rp.add_argument("--stream-max-call-s", type=positive_float, default=live.max_call_s,
+                    help=f"--stream-model: longest call, s of audio (default: {live.max_call_s:g})")
+    rp.add_argument("--stream-idle-timeout-s", type=positive_float, default=live.idle_timeout_s,
+                    help=f"--stream-model: a call silent for this long is dropped, s (default: {live.idle_timeout_s:g})")
+    rp.add_argument("--stream-no-vad", action="store_true",
+                    help="--stream-model: no voice-activity gate (every window goes to the emotion model; "
+                         "silero-vad is not needed)")
     rp.set_defaults(func=cmd_repository)

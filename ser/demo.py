@@ -150,7 +150,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
     from export.repository import write_repository
 
     portable = config.repository / "portable"
-    write_repository(config.workdir / "export", portable, runtime="portable", variants=("fp32", "int8"))
+    write_repository(config.workdir / "export", portable, runtime="portable", variants=("fp32", "int8"), stream_model=True)
     write_repository(config.workdir / "export", config.repository / "native", runtime="native", variants=("fp32", "int8"))
     print(f"      {portable}: " + ", ".join(sorted(p.name for p in portable.iterdir() if p.is_dir())), file=out)
 
@@ -179,6 +179,10 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
                     errors.append(f"{clip.path}: {res.error}")
             wall = time.perf_counter() - t0
             stats = client.statistics()
+        print(f"      one clip as a live call on ser-stream ({clips[0].path.name}), updates as they arrive:", file=out)
+        from ser.demo_stream import print_streamed_call
+
+        print_streamed_call(server.grpc_url, clips[0].path, out)
         _step(out, 7, total, f"short Locust load test: {config.loadtest_users} users for {config.loadtest_s} s on {config.model}")
         report = _loadtest(config, server, result.manifest)
     leftovers = server.stub_pids() + [str(p) for p in server.shm_regions()]

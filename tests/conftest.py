@@ -204,6 +204,7 @@ def _serving_repository(window_repository: Path, root: Path) -> Path:
     contract = ModelContract(labels=RAVDESS8, window_samples=16_000, hop_samples=8_000, variant="fp32", source="test")
     _write_plain_model(root, "wrong_tensors", parameters=contract.to_parameters())
     _write_audio_model(root)
+    _write_stream_model(root)
     return root
 
 
@@ -224,6 +225,23 @@ def _write_audio_model(root: Path) -> Path:
     # (dynamic int8 quantizes with one scale per batch, so its scores move a little with the batch's company).
     return write_audio_model(root, contract=contract, runtime="portable",
                              config=AudioModelConfig(limits=AudioLimits(**SERVING_AUDIO_LIMITS), preference=("fp32", "int8")))
+
+
+#: Settings of the session server's streaming model ``ser-stream``: small limits and a short idle time,
+#: so the hostile-input and clean-up tests stay cheap.
+SERVING_STREAM_SETTINGS = dict(max_calls=6, max_call_s=30.0, idle_timeout_s=3.0, max_chunk_s=5.0)
+
+
+def _write_stream_model(root: Path) -> Path:
+    """The streaming model ``ser-stream`` (export/stream_repository.py) over the copied ``ser_*`` models, fp32 first."""
+    from client.contract import ModelContract
+    from client.stream_service import StreamSettings
+    from export.repository import read_model_config
+    from export.stream_repository import StreamModelConfig, write_stream_model
+
+    params = {k: v.string_value for k, v in read_model_config(root / "ser_int8").parameters.items()}
+    config = StreamModelConfig(settings=StreamSettings(**SERVING_STREAM_SETTINGS), preference=("fp32", "int8"))
+    return write_stream_model(root, contract=ModelContract.from_parameters(params), runtime="portable", config=config)
 
 
 @pytest.fixture(scope="session")

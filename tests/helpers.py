@@ -46,3 +46,24 @@ def files_named(root: Path, names: list[str]) -> Path:
         p.write_bytes(b"RIFF")
     return root
 
+
+
+def node_example_modules() -> Path:
+    """``node_modules`` of client/examples/node (its pinned packages), installed once under .cache/; skips without node/npm."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm not installed (make system-tools installs Debian's nodejs and npm as root)")
+    cache = REPO_ROOT / ".cache" / "node-example"
+    package = (REPO_ROOT / "client" / "examples" / "node" / "package.json").read_text()
+    if not (cache / "node_modules" / "@grpc" / "proto-loader").is_dir() or (cache / "package.json").read_text() != package:
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(parents=True)
+        (cache / "package.json").write_text(package)
+        out = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error"],
+                             cwd=cache, capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            pytest.skip(f"npm install of the example's packages failed (no registry?): {out.stderr.strip()[-300:]}")
+    return cache / "node_modules"

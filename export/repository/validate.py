@@ -214,7 +214,7 @@ def validate_model_dir(model_dir: str | Path, *, name: str | None = None, check_
 
 
 def validate_repository(repo_dir: str | Path, *, check_sha: bool = True) -> dict[str, object]:
-    """Validate every bundle model (``ser_*`` folders, and audio models such as ``ser``) in a repository.
+    """Validate every bundle model (``ser_*`` folders, audio models such as ``ser``, streaming models such as ``ser-stream``).
 
     Other models (not written by this bundle) are not checked.
 
@@ -227,7 +227,12 @@ def validate_repository(repo_dir: str | Path, *, check_sha: bool = True) -> dict
     repo_dir = Path(repo_dir)
     if not repo_dir.is_dir():
         raise ModelConfigError(f"{repo_dir}: no such repository directory")
-    models = sorted(p for p in repo_dir.iterdir() if p.is_dir() and p.name.startswith(MODEL_PREFIX))
+    # imported here: export.audio_repository and export.stream_repository import this package
+    from export.audio_repository import is_audio_model_dir, validate_audio_model_dir
+    from export.stream_repository import is_stream_model_dir, validate_stream_model_dir
+
+    models = sorted(p for p in repo_dir.iterdir() if p.is_dir() and p.name.startswith(MODEL_PREFIX)
+                    and not is_stream_model_dir(p))
     if not models:
         raise ModelConfigError(f"{repo_dir}: no {MODEL_PREFIX}* model folders")
     configs, errors = {}, []
@@ -236,12 +241,15 @@ def validate_repository(repo_dir: str | Path, *, check_sha: bool = True) -> dict
             configs[model.name] = validate_model_dir(model, check_sha=check_sha)
         except ModelConfigError as exc:
             errors.append(str(exc))
-    # imported here: export.audio_repository imports this package (names, runtimes, config files)
-    from export.audio_repository import is_audio_model_dir, validate_audio_model_dir
-
-    for model in sorted(p for p in repo_dir.iterdir() if p.is_dir() and p not in models and is_audio_model_dir(p)):
+    for model in sorted(p for p in repo_dir.iterdir() if p.is_dir() and p not in models):
+        if is_audio_model_dir(model):
+            check = validate_audio_model_dir
+        elif is_stream_model_dir(model):
+            check = validate_stream_model_dir
+        else:
+            continue
         try:
-            configs[model.name] = validate_audio_model_dir(model)
+            configs[model.name] = check(model)
         except ModelConfigError as exc:
             errors.append(str(exc))
     if errors:

@@ -27,6 +27,7 @@ from export.repository.warmup import write_warmup_files
 
 if TYPE_CHECKING:
     from export.audio_repository import AudioModelConfig
+    from export.stream_repository import StreamModelConfig
 
 #: The generic python-backend model, copied to ``<model>/1/model.py`` by the portable runtime.
 PYTHON_MODEL_SOURCE = Path(__file__).parents[1] / "served" / "window_model.py"
@@ -55,6 +56,8 @@ def write_repository(
     verify_cpu_classes: Sequence[str] = (),
     audio_model: bool = False,
     audio: AudioModelConfig | None = None,
+    stream_model: bool = False,
+    stream: StreamModelConfig | None = None,
 ) -> list[Path]:
     """Write ``ser_<variant>`` models from an export directory into a Triton repository.
 
@@ -87,9 +90,12 @@ def write_repository(
         audio_model: also write the server-side audio model ``ser`` (one clip in, emotions
             out; :mod:`export.audio_repository`), sending its windows to these models.
         audio: its options (name, instances, limits); given, it implies ``audio_model``.
+        stream_model: also write the streaming model ``ser-stream`` (live calls, one sequence per
+            call; :mod:`export.stream_repository`), sending its windows to these models.
+        stream: its options (name, instances, settings); given, it implies ``stream_model``.
 
     Returns:
-        The written model directories, in ``variants`` order (then the audio model's).
+        The written model directories, in ``variants`` order (then the audio model's, then the streaming model's).
 
     Raises:
         ConfigError: bad option. ExportError: missing/stale export, unusable ``repo_dir``.
@@ -190,4 +196,9 @@ def write_repository(
 
         contract = recipes[config.variants[0]].contract
         written.append(write_audio_model(repo_dir, contract=contract, runtime=config.runtime, config=audio))
+    if stream_model or stream is not None:
+        from export.stream_repository import write_stream_model
+
+        contract = recipes[config.variants[0]].contract
+        written.append(write_stream_model(repo_dir, contract=contract, runtime=config.runtime, config=stream))
     return written

@@ -112,31 +112,36 @@ def chunks(count: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, count)) for s in range(0, count, size)]
 
 
-class TritonPythonModel:
-    """The python-backend entry points of ``ser``."""
-
-    def initialize(self, args: dict[str, str]) -> None:
-        """Read the contract, limits and window models from the config.
-
-        Raises:
-            ConfigError, ContractError: the config lacks or garbles a parameter (the model fails to load).
-        """
-        config = json.loads(args["model_config"])
-        self.name = config.get("name", args.get("model_name", "ser"))
-        params = {k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
+def read_config(args: dict[str, str], *, default_name: str) -> tuple[str, dict[str, str]]:
+    """``(model name, {parameter: string value})`` of the config Triton hands ``initialize``."""
+    config = json.loads(args["model_config"])
+    name = config.get("name", args.get("model_name", default_name))
+    return name, {k: (v.get("string_value", "") if isinstance(v, dict) else str(v))
                   for k, v in (config.get("parameters") or {}).items()}
-        self.contract = ModelContract.from_parameters(params, model=self.name)
-        self.limits = AudioLimits.from_parameters(params, model=self.name)
-        self.inner = inner_models_from_parameters(params, model=self.name)
-        self._chosen: InnerModel | None = None
-        import client.audio as contract_code
 
-        pb_utils.Logger.log_info(f"model {self.name!r}: audio contract from {Path(contract_code.__file__).parent}")
+
+class WindowModels:
+    """The window models of ``<prefix>inner_models`` reached through BLS: the first ready one classifies.
+
+    Shared with the streaming model (``ser-stream``), which packages this file beside its own.
+
+    Args:
+        inner: window models in preference order.
+    """
+
+    def __init__(self, inner) -> None:
+        self.inner = tuple(inner)
+        self._chosen: InnerModel | None = None
         self._cpu = {}
         if hasattr(pb_utils, "PreferredMemory"):  # window models on a GPU hand their outputs back in host memory
             self._cpu = {"preferred_memory": pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)}
 
-    def _window_model(self) -> InnerModel:
+    def chosen(self) -> InnerModel:
+        """The first ready window model (remembered until one fails as gone).
+
+        Raises:
+            InnerModelUnavailable: none is ready.
+        """
         if self._chosen is None:
             for candidate in self.inner:
                 if pb_utils.is_model_ready(candidate.name):
@@ -146,11 +151,11 @@ class TritonPythonModel:
                 raise InnerModelUnavailable(f"none of the window models {[m.name for m in self.inner]} is ready")
         return self._chosen
 
-    async def _classify(self, waveforms: np.ndarray, num_samples: np.ndarray) -> np.ndarray:
-        """``[k, C]`` probabilities of ``[k, W]`` windows, through BLS requests of <= max_batch_size."""
+    async def classify(self, waveforms: np.ndarray, num_samples: np.ndarray) -> np.ndarray:
+        """``[k, C]`` probabilities of ``[k, W]`` windows, through BLS requests of <= max_batch_size, all in flight."""
         import asyncio
 
-        model = self._window_model()
+        model = self.chosen()
         requests = [
             pb_utils.InferenceRequest(
                 model_name=model.name,
@@ -173,6 +178,24 @@ class TritonPythonModel:
             parts.append(pb_utils.get_output_tensor_by_name(response, OUTPUT_PROBABILITIES).as_numpy())
         return np.concatenate(parts).astype(np.float32, copy=False)
 
+
+class TritonPythonModel:
+    """The python-backend entry points of ``ser``."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Read the contract, limits and window models from the config.
+
+        Raises:
+            ConfigError, ContractError: the config lacks or garbles a parameter (the model fails to load).
+        """
+        self.name, params = read_config(args, default_name="ser")
+        self.contract = ModelContract.from_parameters(params, model=self.name)
+        self.limits = AudioLimits.from_parameters(params, model=self.name)
+        self.windows = WindowModels(inner_models_from_parameters(params, model=self.name))
+        import client.audio as contract_code
+
+        pb_utils.Logger.log_info(f"model {self.name!r}: audio contract from {Path(contract_code.__file__).parent}")
+
     async def _one(self, request):
         get = pb_utils.get_input_tensor_by_name
         try:
@@ -185,7 +208,7 @@ class TritonPythonModel:
                 clip = clip_from_bytes(data, contract=self.contract, limits=self.limits)
             else:
                 clip = clip_from_pcm(data, rate, contract=self.contract, limits=self.limits)
-            probabilities = await self._classify(clip.windows.waveforms, clip.windows.num_samples)
+            probabilities = await self.windows.classify(clip.windows.waveforms, clip.windows.num_samples)
             result = answer(clip, probabilities, contract=self.contract, timeline=timeline)
             return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in result.tensors().items()])
         except (AudioError, ConfigError, BadRequest) as exc:

@@ -20,6 +20,7 @@ import pytest
 
 from client.timeline import timeline_of
 from client.triton_client import AsyncSerClient, SerClient
+from tests.helpers import node_example_modules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs" / "server-side-audio.md"
@@ -211,19 +212,7 @@ def test_the_tritonclient_only_example_answers_as_the_client_does(triton_server,
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
     """``@grpc/grpc-js`` + ``@grpc/proto-loader`` as pinned in the example's package.json, installed once under .cache/."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node/npm not installed (make system-tools installs Debian's nodejs and npm as root)")
-    cache = REPO_ROOT / ".cache" / "node-example"
-    package = (EXAMPLES / "node" / "package.json").read_text()
-    if not (cache / "node_modules" / "@grpc" / "proto-loader").is_dir() or (cache / "package.json").read_text() != package:
-        shutil.rmtree(cache, ignore_errors=True)
-        cache.mkdir(parents=True)
-        (cache / "package.json").write_text(package)
-        out = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error"],
-                             cwd=cache, capture_output=True, text=True, timeout=300)
-        if out.returncode != 0:
-            pytest.skip(f"npm install of the example's packages failed (no registry?): {out.stderr.strip()[-300:]}")
-    return cache / "node_modules"
+    return node_example_modules()
 
 
 def test_the_node_grpc_example_answers_as_the_client_does(triton_server, serving_clips, reference, node_modules, tmp_path):
