@@ -113,7 +113,9 @@ def find_libraries() -> Libraries:
     found = sorted(libs.glob("libtritonserver*.so*"))
     if not found:
         raise BackendBuildError(f"{libs}: no libtritonserver*.so in the nvidia-pytriton wheel")
-    return Libraries(onnxruntime=ort_lib, onnxruntime_api=int(ort_version.split(".")[1]), tritonserver=found[0])
+    # Resolved: the same environment reached through a linked folder is the same build.
+    return Libraries(onnxruntime=ort_lib.resolve(), onnxruntime_api=int(ort_version.split(".")[1]),
+                     tritonserver=found[0].resolve())
 
 
 def expected_stamp(libs: Libraries) -> dict[str, object]:
