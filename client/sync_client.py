@@ -249,6 +249,13 @@ class SerClient(ClientBase):
             if opened_here:
                 self.close()
 
+    def versions(self) -> list[str]:
+        """The versions of the model the server has ready, as the model's metadata lists them (one endpoint's)."""
+        self._require_open()
+        extra = {"as_json": True} if self.protocol == "grpc" else {}
+        raw = self._call("model metadata", "get_model_metadata", self.model, self.model_version, **extra, **self._kw())
+        return [str(v) for v in raw.get("versions", [])]
+
     def statistics(self) -> ModelStats:
         """Cumulative inference statistics of the model (all versions summed), of the endpoint whose turn it is.
 

@@ -21,22 +21,6 @@ BALANCE = BalanceOptions(down_for_s=0.5)
 RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.2)
 
 
-@pytest.fixture(scope="module")
-def two_servers(portable_repository):
-    from deploy.local_triton import LocalTriton, free_ports
-
-    servers = []
-    try:
-        for _ in range(2):
-            http, grpc, metrics = free_ports(3)
-            servers.append(LocalTriton(portable_repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                                       startup_timeout_s=120, exit_timeout_s=2).start())
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
-
-
 def _clips(count: int) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     t = np.arange(12_000) / 16_000
