@@ -102,6 +102,7 @@ def _score(config: BulkConfig, todo: list[str], *, audio, window_samples: int, h
 
     started_here = _init_ray(config)
     try:
+        check_cpus(ray.cluster_resources().get("CPU", 0.0), actors=actors, actor_cpus=config.actor_cpus)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ds = ray.data.from_items([{"source": s} for s in todo],
@@ -116,11 +117,21 @@ def _score(config: BulkConfig, todo: list[str], *, audio, window_samples: int, h
                                    "retry": config.retry},
         )
         ds.write_parquet(output_path(config.out))
-    except ConfigError:
-        raise
     finally:
         if started_here:
             ray.shutdown()
 
 
-__all__ = ["model_instances", "pool_size", "run_batch"]
+def check_cpus(cpus: float, *, actors: int, actor_cpus: float) -> None:
+    """Refuse a pool that leaves no CPU for a decoding task (Ray would wait for one forever).
+
+    Raises:
+        ConfigError: naming the cluster's CPUs and what the pool takes.
+    """
+    need = actors * actor_cpus + 1
+    if cpus < need:
+        raise ConfigError(f"the Ray cluster has {cpus:g} CPUs: {actors} client actors x {actor_cpus:g} CPU plus one "
+                          f"decoding task need {need:g} (lower --actors or --actor-cpus, or add CPUs)")
+
+
+__all__ = ["check_cpus", "model_instances", "pool_size", "run_batch"]

@@ -119,3 +119,79 @@ def test_every_file_is_scored_once_over_both_servers_and_corrupt_files_are_error
     again = run_batch(_config(archive, out, two_servers), print_fn=lambda _: None)
     assert (again.skipped, again.scored) == (CLIPS + 2, 0)
     _check_each_file_once(archive, out)
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_job_costs_no_file_and_no_duplicate(ray_cluster, two_servers, archive, tmp_path):
+    out = tmp_path / "scores"
+    victim = two_servers[1]
+    watcher = _when_first_part_is_written(out, lambda: os.kill(victim.pid, signal.SIGKILL))
+    try:
+        summary = run_batch(_config(archive, out, two_servers), print_fn=lambda _: None)
+        watcher.join()
+        assert not victim.is_running(), "the server was not killed while the job ran"
+    finally:
+        victim.stop()
+        victim.start()
+    assert (summary.scored, summary.failed) == (CLIPS + 2, 2)
+    rows = _check_each_file_once(archive, out)
+    assert sorted(Path(r["source"]).name for r in rows if r["error_type"]) == sorted(CORRUPT)
+
+
+def _scoring_actors() -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        text = " ".join(proc.info["cmdline"] or [])
+        if text.startswith("ray::") and "Scorer" in text:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.slow
+def test_a_scoring_actor_killed_mid_job_is_replaced_and_its_batch_scored_once(ray_cluster, two_servers, archive, tmp_path):
+    out = tmp_path / "scores"
+    killed: list[int] = []
+
+    def kill_one_actor() -> None:
+        actors = _scoring_actors()
+        if actors:
+            actors[0].kill()
+            killed.append(actors[0].pid)
+
+    watcher = _when_first_part_is_written(out, kill_one_actor)
+    summary = run_batch(_config(archive, out, two_servers), print_fn=lambda _: None)
+    watcher.join()
+    assert killed, "no scoring actor was found to kill"
+    assert (summary.scored, summary.failed) == (CLIPS + 2, 2)
+    _check_each_file_once(archive, out)
+
+
+@pytest.mark.slow
+def test_a_rerun_after_the_driver_is_killed_finishes_the_job_writing_each_file_once(ray_cluster, two_servers, archive, tmp_path):
+    out = tmp_path / "scores"
+    url = ",".join(s.grpc_url for s in two_servers)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as sink:  # its own session: the kill takes the local Ray cluster it started with it
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "ser", "batch", str(archive), "--out", str(out), "--url", url, "--model", MODEL,
+             "--actors", "1", "--files-per-batch", "1", "--num-cpus", "2"],
+            cwd=REPO_ROOT, env=env, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT,
+        )
+    try:
+        _when_first_part_is_written(out, lambda: os.killpg(driver.pid, signal.SIGKILL), timeout_s=120).join()
+        driver.wait(timeout=10)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    written = len(read_rows(str(out)))
+    assert 0 < written < CLIPS + 2, "the driver was not killed mid-job"
+
+    summary = run_batch(_config(archive, out, two_servers), print_fn=lambda _: None)
+    assert summary.skipped == written and summary.scored == CLIPS + 2 - written
+    _check_each_file_once(archive, out)
