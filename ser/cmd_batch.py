@@ -41,7 +41,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     )
     summary = run_batch(config, print_fn=lambda line: print(line, file=sys.stderr))
     print(f"{summary.scored} files scored ({summary.failed} with an error), {summary.skipped} already done, "
-          f"{summary.elapsed_s:.1f} s, {summary.files_per_s:.1f} files/s with {summary.actors} clients; rows in {args.out}",
+          f"{summary.elapsed_s:.1f} s ({summary.files_per_s:.1f} files/s) with {summary.actors} clients after "
+          f"{summary.startup_s:.1f} s to start Ray; rows in {args.out}",
           file=sys.stderr)
     if summary.failed and not args.error_rows_ok:
         print(f"error: {summary.failed} of {summary.total} files failed (rows with error_type set in {args.out})", file=sys.stderr)

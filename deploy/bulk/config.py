@@ -51,7 +51,7 @@ class BulkConfig:
     protocol: str = "grpc"
     model_version: str = ""
     actors: int | None = None
-    files_per_batch: int = 8
+    files_per_batch: int = 32
     actor_cpus: float = 0.25
     timeout_s: float = 30.0
     retry: RetryPolicy = BULK_RETRY

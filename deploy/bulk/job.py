@@ -83,24 +83,28 @@ def run_batch(config: BulkConfig, *, print_fn: Callable[[str], None] = print) ->
     write_manifest(config.out, labels=contract.labels, model=config.model, url=config.url, summary=None)
     print_fn(f"{len(sources)} files, {len(sources) - len(todo)} already in {config.out}, {len(todo)} to score "
              f"with {actors} clients over {config.url}")
-    started = time.perf_counter()
+    startup = elapsed = 0.0
     if todo:
-        _score(config, todo, audio=audio, window_samples=contract.window_samples,
-               hop_samples=contract.hop_samples, actors=actors)
-    elapsed = time.perf_counter() - started
+        startup, elapsed = _score(config, todo, audio=audio, window_samples=contract.window_samples,
+                                  hop_samples=contract.hop_samples, actors=actors)
     wanted = set(todo)
     new_rows = [r for r in read_rows(config.out) if r["source"] in wanted]
     summary = BatchSummary(total=len(sources), skipped=len(sources) - len(todo), scored=len(new_rows),
-                           failed=sum(1 for r in new_rows if r["error_type"]), actors=actors, elapsed_s=elapsed)
+                           failed=sum(1 for r in new_rows if r["error_type"]), actors=actors, elapsed_s=elapsed,
+                           startup_s=startup)
     write_manifest(config.out, labels=contract.labels, model=config.model, url=config.url, summary=summary)
     return summary
 
 
-def _score(config: BulkConfig, todo: list[str], *, audio, window_samples: int, hop_samples: int, actors: int) -> None:
+def _score(config: BulkConfig, todo: list[str], *, audio, window_samples: int, hop_samples: int,
+           actors: int) -> tuple[float, float]:
+    """Run the pipeline; ``(seconds to reach the cluster, seconds of the run after it)``."""
     import ray
     import ray.data
 
+    t0 = time.perf_counter()
     started_here = _init_ray(config)
+    t1 = time.perf_counter()
     try:
         check_cpus(ray.cluster_resources().get("CPU", 0.0), actors=actors, actor_cpus=config.actor_cpus)
         ctx = ray.data.DataContext.get_current()
@@ -117,6 +121,7 @@ def _score(config: BulkConfig, todo: list[str], *, audio, window_samples: int, h
                                    "retry": config.retry},
         )
         ds.write_parquet(output_path(config.out))
+        return t1 - t0, time.perf_counter() - t1
     finally:
         if started_here:
             ray.shutdown()

@@ -90,7 +90,8 @@ class BatchSummary:
         scored: files this run wrote a row for.
         failed: of those, rows with an error.
         actors: clients in the pool.
-        elapsed_s: wall time of the scoring (after the listing), seconds.
+        elapsed_s: wall time of the run on the cluster (actors started, files read, scored, written), seconds.
+        startup_s: seconds to start (or reach) the Ray cluster, before :attr:`elapsed_s`.
     """
 
     total: int
@@ -99,6 +100,7 @@ class BatchSummary:
     failed: int
     actors: int
     elapsed_s: float
+    startup_s: float = 0.0
 
     @property
     def files_per_s(self) -> float:
