@@ -8,6 +8,7 @@ is read from each server's own statistics.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -62,16 +63,13 @@ def test_a_server_stopped_mid_run_costs_no_request_and_takes_calls_again_once_re
                 stopper.start()
         stopper.join()
         assert [r.error for r in results if not r.ok] == []
-        assert not client._pool.is_up(second.grpc_url)
+        assert not second.is_running()
 
         second.start()
         before = _successes(second)
         results = list(client.classify_many(clips[:10], sample_rate=16_000, concurrency=2))
         assert all(r.ok for r in results)
-        # down_for_s later, one call probes the restarted server and it takes calls again
-        import time
-
-        time.sleep(BALANCE.down_for_s)
+        time.sleep(BALANCE.down_for_s)  # then one call probes the restarted server, and it takes calls again
         results = list(client.classify_many(clips[:10], sample_rate=16_000, concurrency=2))
         assert all(r.ok for r in results)
     assert _successes(second) - before >= 3
@@ -97,3 +95,19 @@ def test_a_dns_name_reaches_the_server_it_resolves_to(two_servers):
     with SerClient(f"dns:///localhost:{server.grpc_port}", model=MODEL) as client:
         assert f"127.0.0.1:{server.grpc_port}" in client.endpoints
         assert client.classify(_clips(1)[0], sample_rate=16_000).label
+
+
+def test_a_server_without_the_model_passes_its_calls_to_the_other(two_servers):
+    """A replica that is shutting down unloads its models first: its NOT_FOUND moves the call on."""
+    import tritonclient.grpc as grpcclient
+
+    first, second = two_servers
+    admin = grpcclient.InferenceServerClient(second.grpc_url)
+    with SerClient(f"{first.grpc_url},{second.grpc_url}", model=MODEL, retry=RETRY, balance=BALANCE) as client:
+        admin.unload_model(MODEL)
+        try:
+            results = list(client.classify_many(_clips(8), sample_rate=16_000, concurrency=2))
+        finally:
+            admin.load_model(MODEL)
+            admin.close()
+    assert [r.error for r in results if not r.ok] == []
