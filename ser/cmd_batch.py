@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from client.client_options import DEFAULT_GRPC_URL, DEFAULT_MODEL, DEFAULT_TIMEOUT_S, PROTOCOLS
+from client.client_options import (
+    DEFAULT_GRPC_URL,
+    DEFAULT_HTTP_URL,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT_S,
+    PROTOCOLS,
+)
 from ser.arg_types import positive_float, positive_int, seconds
 
 #: What ``ser batch`` tells a user whose environment lacks Ray Data.
@@ -33,7 +39,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     retry = BULK_RETRY if args.retry_for is None else replace(BULK_RETRY, retry_for_s=args.retry_for)
     config = BulkConfig(
-        sources=tuple(args.sources), out=args.out, url=args.url, model=args.model, protocol=args.protocol,
+        sources=tuple(args.sources), out=args.out,
+        url=args.url or (DEFAULT_GRPC_URL if args.protocol == "grpc" else DEFAULT_HTTP_URL), model=args.model, protocol=args.protocol,
         model_version=args.model_version, actors=args.actors, files_per_batch=args.files_per_batch,
         actor_cpus=args.actor_cpus, timeout_s=args.timeout_s, retry=retry,
         audio=AudioConfig(max_duration_s=args.max_duration_s, min_duration_s=args.min_duration_s),
@@ -69,8 +76,9 @@ def add_parsers(sub) -> None:
                          "any scheme pyarrow or an installed fsspec filesystem reads)")
     pb.add_argument("--out", required=True, help="output folder (local or a URI): Parquet parts and batch.json; a re-run "
                                                  "into it scores only the files missing from it")
-    pb.add_argument("--url", default=DEFAULT_GRPC_URL,
-                    help=f"the servers: HOST:PORT, HOST:PORT,HOST:PORT or dns:///NAME:PORT (default: {DEFAULT_GRPC_URL})")
+    pb.add_argument("--url", default=None,
+                    help=f"the servers: HOST:PORT, HOST:PORT,HOST:PORT or dns:///NAME:PORT (default: {DEFAULT_GRPC_URL} "
+                         f"for gRPC, {DEFAULT_HTTP_URL} for HTTP)")
     pb.add_argument("--protocol", choices=list(PROTOCOLS), default=PROTOCOLS[0])
     pb.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
     pb.add_argument("--model-version", default="", help="model version (default: the server's choice)")

@@ -83,13 +83,20 @@ def _successes(server) -> int:
         return client.statistics().success_count
 
 
-def _when_first_part_is_written(out: Path, action, *, timeout_s: float = 120.0) -> threading.Thread:
-    """Run ``action()`` in a thread as soon as a Parquet part appears under ``out``."""
+def _parts(out: Path) -> int:
+    return len(list(out.rglob("*.parquet"))) if out.exists() else 0
+
+
+def _when_first_part_is_written(out: Path, action, *, timeout_s: float = 120.0, seen: list | None = None) -> threading.Thread:
+    """Run ``action()`` in a thread as soon as a Parquet part appears under ``out``; ``seen`` gets the parts then."""
     def watch() -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if out.exists() and any(out.rglob("*.parquet")):
+            parts = _parts(out)
+            if parts:
                 action()
+                if seen is not None:
+                    seen.append(parts)
                 return
             time.sleep(0.01)
 
@@ -125,11 +132,12 @@ def test_every_file_is_scored_once_over_both_servers_and_corrupt_files_are_error
 def test_a_server_killed_mid_job_costs_no_file_and_no_duplicate(ray_cluster, two_servers, archive, tmp_path):
     out = tmp_path / "scores"
     victim = two_servers[1]
-    watcher = _when_first_part_is_written(out, lambda: os.kill(victim.pid, signal.SIGKILL))
+    seen: list[int] = []
+    watcher = _when_first_part_is_written(out, lambda: os.kill(victim.pid, signal.SIGKILL), seen=seen)
     try:
         summary = run_batch(_config(archive, out, two_servers), print_fn=lambda _: None)
         watcher.join()
-        assert not victim.is_running(), "the server was not killed while the job ran"
+        assert not victim.is_running() and seen[0] < _parts(out), "the server was not killed while the job ran"
     finally:
         victim.stop()
         victim.start()
@@ -160,10 +168,11 @@ def test_a_scoring_actor_killed_mid_job_is_replaced_and_its_batch_scored_once(ra
             actors[0].kill()
             killed.append(actors[0].pid)
 
-    watcher = _when_first_part_is_written(out, kill_one_actor)
+    seen: list[int] = []
+    watcher = _when_first_part_is_written(out, kill_one_actor, seen=seen)
     summary = run_batch(_config(archive, out, two_servers), print_fn=lambda _: None)
     watcher.join()
-    assert killed, "no scoring actor was found to kill"
+    assert killed and seen[0] < _parts(out), "no scoring actor was killed while the job ran"
     assert (summary.scored, summary.failed) == (CLIPS + 2, 2)
     _check_each_file_once(archive, out)
 
