@@ -44,10 +44,13 @@ class BalanceOptions:
             aside before one caller probes it with a readiness check.
         resolve_every_s: seconds between two resolutions of a ``dns:///`` name (new replicas
             take calls at most this long after they are in DNS).
+        resolver: how a ``dns:///`` name's ``host:port`` becomes endpoints (``["10.0.0.5:8001", ...]``);
+            None: the system's resolver (:func:`resolve`). Another service registry plugs in here.
     """
 
     down_for_s: float = 1.0
     resolve_every_s: float = 10.0
+    resolver: Callable[[str], list[str]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("down_for_s", "resolve_every_s"):
@@ -101,7 +104,7 @@ class EndpointPool:
         url: one ``host:port``, a comma-separated list, or ``dns:///name:port``.
         protocol: ``grpc`` or ``http`` (the default ports of the error messages).
         options: :class:`BalanceOptions`.
-        resolver: ``host:port`` -> endpoints; :func:`resolve` unless a test gives its own.
+        resolver: ``host:port`` -> endpoints: :func:`resolve` unless ``options.resolver`` or this names another.
         clock: seconds, monotonic.
 
     Attributes:
@@ -116,6 +119,8 @@ class EndpointPool:
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
+        if self.options.resolver is not None:
+            self.resolver = self.options.resolver
         fixed, self.dns_name = parse_endpoints(self.url, protocol=self.protocol)
         self.spec = DNS_PREFIX + self.dns_name if self.dns_name else ",".join(fixed)
         self._lock = threading.Lock()

@@ -111,3 +111,19 @@ def test_a_server_without_the_model_passes_its_calls_to_the_other(two_servers):
             admin.load_model(MODEL)
             admin.close()
     assert [r.error for r in results if not r.ok] == []
+
+
+def test_a_replica_that_appears_under_the_name_takes_calls_without_a_restart(two_servers):
+    first, second = two_servers
+    registry = {"replicas:8001": [first.grpc_url]}  # what the name resolves to, as DNS would answer it
+    balance = BalanceOptions(down_for_s=0.5, resolve_every_s=0.5, resolver=lambda name: registry[name])
+    before = _successes(second)
+    with SerClient("dns:///replicas:8001", model=MODEL, balance=balance) as client:
+        assert client.endpoints == [first.grpc_url]
+        assert all(r.ok for r in client.classify_many(_clips(4), sample_rate=16_000, concurrency=2))
+        assert _successes(second) == before
+        registry["replicas:8001"] = [first.grpc_url, second.grpc_url]  # a new replica becomes ready
+        time.sleep(balance.resolve_every_s)
+        assert all(r.ok for r in client.classify_many(_clips(8), sample_rate=16_000, concurrency=2))
+        assert client.endpoints == [first.grpc_url, second.grpc_url]
+    assert _successes(second) - before >= 3
