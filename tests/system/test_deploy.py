@@ -86,13 +86,14 @@ _RENDERED: dict[str, list[dict]] = {}
 
 def _render(overlay: str) -> list[dict]:
     if overlay not in _RENDERED:
-        out = subprocess.run(
-            [_tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)],
-            capture_output=True, text=True, timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        _RENDERED[overlay] = [d for d in yaml.safe_load_all(out.stdout) if d]
+        _RENDERED[overlay] = _render_dir(K8S / "overlays" / overlay)
     return _RENDERED[overlay]
+
+
+def _render_dir(folder: Path) -> list[dict]:
+    out = subprocess.run([_tool("kubectl"), "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 def _one(docs: list[dict], kind: str) -> dict:
@@ -288,12 +289,6 @@ def test_a_headless_service_gives_balancing_callers_every_ready_replica(overlay)
     assert parse_endpoints(url, protocol="grpc") == ((), f"ser-triton-replicas:{flags.GRPC_PORT}")
 
 
-def _render_dir(folder: Path) -> list[dict]:
-    out = subprocess.run([_tool("kubectl"), "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
-
-
 def test_the_archive_job_shards_by_completion_index_into_one_part_each_and_ser_parses_its_args():
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed (make venv installs it)")
     from ser.cli import build_parser
@@ -316,16 +311,6 @@ def test_the_archive_job_shards_by_completion_index_into_one_part_each_and_ser_p
     assert fail_index[0]["onExitCodes"]["values"] == [ConfigError("x").exit_code]
     assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert c["image"].split(":")[0] in (DEPLOY / "Dockerfile.batch").read_text()
-
-
-def test_the_batch_image_installs_the_ray_extra_with_the_pins():
-    dockerfile = pytest.importorskip("dockerfile", reason="dockerfile (Docker's parser) not installed: make venv")
-    commands = dockerfile.parse_file(str(DEPLOY / "Dockerfile.batch"))
-    run = " ".join(" ".join(c.value) for c in commands if c.cmd.upper() == "RUN")
-    assert "-c requirements/constraints.txt '.[ray]'" in run
-    copied = {c.value[0] for c in commands if c.cmd.upper() == "COPY"}
-    assert {"client", "deploy", "ser"} <= copied
-    assert [c.value for c in commands if c.cmd.upper() == "ENTRYPOINT"] == [("ser",)]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
