@@ -90,9 +90,10 @@ class SerClient(ClientBase):
         """The tritonclient of ``address`` for this thread (gRPC clients are shared; HTTP ones are not thread-safe)."""
         shared = self._require_open()
         if self.protocol == "grpc" or threading.get_ident() == self._owner:
-            client = shared.get(address)
-            if client is None:
-                client = shared.setdefault(address, self._new_transport(address))
+            with self._extra_lock:  # one transport per endpoint, however many threads ask at once
+                client = shared.get(address)
+                if client is None:
+                    client = shared[address] = self._new_transport(address)
             return client
         clients = getattr(self._local, "clients", None)
         if clients is None:
