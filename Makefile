@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: 2.13.0 is the CPU wheel on this kind of machine; an unpinned torch pulls CUDA.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[full,dev]'
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[full,dev,ray]'
 	touch $(STAMP)
 
 # Rebuilt when a pin or the environment changes; `python -m deploy.native_backend` itself skips a build whose

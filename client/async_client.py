@@ -28,17 +28,17 @@ class AsyncSerClient(ClientBase):
 
     def __init__(self, url: str | None = None, **options: Any) -> None:
         super().__init__(url, **options)
-        self._client = None
+        self._clients: dict[str, Any] | None = None  # endpoint -> transport
 
-    def _new_transport(self):
+    def _new_transport(self, address: str):
         if self.protocol == "grpc":
             import tritonclient.grpc.aio as grpcaio
 
-            return grpcaio.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs())
+            return grpcaio.InferenceServerClient(address, **self.transport.grpc_client_kwargs())
         import tritonclient.http.aio as httpaio
 
         return httpaio.InferenceServerClient(
-            self.url, conn_timeout=self._time_limit_s(), ssl=self.transport.ssl, ssl_context=self.transport.ssl_context()
+            address, conn_timeout=self._time_limit_s(), ssl=self.transport.ssl, ssl_context=self.transport.ssl_context()
         )
 
     def _time_limit_s(self) -> float:
@@ -52,12 +52,37 @@ class AsyncSerClient(ClientBase):
             return super()._time_limit_s()
         return (self.transport.connection_timeout_s or self.timeout_s) + (self.transport.network_timeout_s or self.timeout_s)
 
-    def _require_open(self):
-        if self._client is None:
+    def _require_open(self) -> dict[str, Any]:
+        if self._clients is None:
             raise ConfigError(f"AsyncSerClient({self.url!r}, model={self.model!r}) is not open: use `async with`")
-        return self._client
+        return self._clients
 
-    async def _call(self, what: str, fn, *args, **kwargs):
+    def _transport(self, address: str):
+        clients = self._require_open()
+        if address not in clients:
+            clients[address] = self._new_transport(address)
+        return clients[address]
+
+    async def _endpoint(self) -> str:
+        """As :meth:`SerClient._endpoint`."""
+        while True:
+            address, probe = self._pool.pick()
+            for gone in self._pool.take_removed():
+                client = (self._clients or {}).pop(gone, None)
+                if client is not None:
+                    await _close(client)
+            if not probe:
+                return address
+            try:
+                ready = await self._transport(address).is_model_ready(self.model, self.model_version, **self._kw())
+            except Exception:  # noqa: BLE001 - a probe that fails leaves the endpoint set aside
+                ready = False
+            if ready:
+                self._pool.recovered(address)
+                return address
+            self._pool.failed(address)
+
+    async def _call(self, what: str, method: str, *args, **kwargs):
         import asyncio
 
         attempt = 0
@@ -65,29 +90,35 @@ class AsyncSerClient(ClientBase):
         while True:
             attempt += 1
             self._attempt(what, attempt)
+            address = await self._endpoint()
             try:
-                return await fn(*args, **kwargs)
+                result = await getattr(self._transport(address), method)(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
-                delay = self._retry_delay(exc, attempt, started)
-                if delay is None:
-                    raise self._translate(exc, what) from None
+                delay = self._after_failure(exc, what, address, attempt, started)
+            else:
+                if not self._pool.is_up(address):
+                    self._pool.recovered(address)
+                return result
             await asyncio.sleep(delay)
 
     async def open(self) -> "AsyncSerClient":
         """As :meth:`SerClient.open`."""
-        if self._client is not None:
+        if self._clients is not None:
             return self
         try:
+            self._pool.refresh(force=True)
+            self._clients = {}
             try:
-                self._client = self._new_transport()
+                for address in self._pool.addresses():
+                    self._transport(address)
             except Exception as exc:  # noqa: BLE001
                 raise self._translate(exc, "connect") from None
-            if not await self._call("liveness check", self._client.is_server_live, **self._kw()):
+            if not await self._call("liveness check", "is_server_live", **self._kw()):
                 raise ServerUnavailableError(f"{self.url}: Triton server answers over {self.protocol} but is not live")
-            if not await self._call("readiness check", self._client.is_model_ready, self.model, self.model_version, **self._kw()):
+            if not await self._call("readiness check", "is_model_ready", self.model, self.model_version, **self._kw()):
                 raise ModelNotFoundError(f"model {self.model!r} is not ready at {self.url}")
             extra = {"as_json": True} if self.protocol == "grpc" else {}
-            raw = await self._call("model config", self._client.get_model_config, self.model, self.model_version, **extra, **self._kw())
+            raw = await self._call("model config", "get_model_config", self.model, self.model_version, **extra, **self._kw())
             self._accept_config(self._config_from_raw(raw))
         except RequestTimeoutError as exc:
             await self.close()
@@ -98,13 +129,10 @@ class AsyncSerClient(ClientBase):
         return self
 
     async def close(self) -> None:
-        """Close the connection; safe to call twice."""
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001, S110 - closing is best effort
-                pass
+        """Close the connections; safe to call twice."""
+        clients, self._clients = self._clients, None
+        for client in (clients or {}).values():
+            await _close(client)
 
     async def __aenter__(self) -> "AsyncSerClient":
         return await self.open()
@@ -114,9 +142,9 @@ class AsyncSerClient(ClientBase):
 
     async def statistics(self) -> ModelStats:
         """As :meth:`SerClient.statistics`."""
-        client = self._require_open()
+        self._require_open()
         extra = {"as_json": True} if self.protocol == "grpc" else {}
-        raw = await self._call("statistics", client.get_inference_statistics, self.model, **extra, **self._kw())
+        raw = await self._call("statistics", "get_inference_statistics", self.model, **extra, **self._kw())
         return model_stats(self.model, raw)
 
     async def infer_windows(self, waveforms: np.ndarray, num_samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,10 +160,9 @@ class AsyncSerClient(ClientBase):
         return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
 
     async def _infer_batch(self, x: np.ndarray, n: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        client = self._require_open()
         inputs, outputs, _ = self._request(x, n, top_k)
         result = await self._call(
-            "infer", client.infer, self.model, inputs, model_version=self.model_version, outputs=outputs, **self._kw()
+            "infer", "infer", self.model, inputs, model_version=self.model_version, outputs=outputs, **self._kw()
         )
         return self._response(result, x.shape[0], top_k)
 
@@ -192,6 +219,13 @@ class AsyncSerClient(ClientBase):
             return ClassifyResult(index, name, prediction=pred)
 
         return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(sources))))
+
+
+async def _close(client: Any) -> None:
+    try:
+        await client.close()
+    except Exception:  # noqa: BLE001, S110 - closing is best effort
+        pass
 
 
 __all__ = ["AsyncSerClient"]

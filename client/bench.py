@@ -121,7 +121,7 @@ def run_client_bench(client: SerClient, config: ClientBenchConfig = ClientBenchC
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The benchmark's options (shared by ``python -m client.bench`` and ``ser bench-client``)."""
-    parser.add_argument("--url", default=None, help="server HOST:PORT (default: the protocol's local default)")
+    parser.add_argument("--url", default=None, help="server HOST:PORT, or several (HOST:PORT,HOST:PORT or dns:///NAME:PORT) to balance over (default: the protocol's local default)")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
     parser.add_argument("--reps", type=arg_type(positive_int), default=ClientBenchConfig.reps)

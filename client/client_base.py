@@ -26,7 +26,6 @@ from .client_options import (
     DEFAULT_TIMEOUT_S,
     PROTOCOLS,
     TransportOptions,
-    normalize_url,
 )
 from .contract import (
     INPUT_NUM_SAMPLES,
@@ -36,6 +35,7 @@ from .contract import (
     ModelContract,
     string_parameters,
 )
+from .endpoints import BalanceOptions, EndpointPool
 from .error_mapping import one_line, translate_error
 from .errors import (
     ConfigError,
@@ -46,7 +46,7 @@ from .errors import (
     ServerUnavailableError,
 )
 from .results import ClassifyResult, Prediction, parse_classification
-from .retry import RetryPolicy, is_retryable
+from .retry import RetryPolicy, is_retryable, status_of
 from .server_side import ServerSideMixin
 
 
@@ -66,6 +66,7 @@ class ClientBase(ServerSideMixin):
         transport: TransportOptions | None = None,
         on_attempt: Callable[[str, int], None] | None = None,
         server_side: bool = False,
+        balance: BalanceOptions | None = None,
     ) -> None:
         if model is None:
             model = AUDIO_MODEL if server_side else DEFAULT_MODEL
@@ -79,9 +80,12 @@ class ClientBase(ServerSideMixin):
             raise ConfigError(f"retry={retry!r}: expected a RetryPolicy")
         if transport is not None and not isinstance(transport, TransportOptions):
             raise ConfigError(f"transport={transport!r}: expected a TransportOptions")
+        if balance is not None and not isinstance(balance, BalanceOptions):
+            raise ConfigError(f"balance={balance!r}: expected a BalanceOptions")
         if url is None:
             url = DEFAULT_GRPC_URL if protocol == "grpc" else DEFAULT_HTTP_URL
-        self.url = normalize_url(url, protocol=protocol)
+        self._pool = EndpointPool(url, protocol=protocol, options=balance or BalanceOptions())
+        self.url = self._pool.spec
         self.model = model
         self.protocol = protocol
         self.timeout_s = float(timeout_s)
@@ -113,9 +117,39 @@ class ClientBase(ServerSideMixin):
             return self.transport.request_timeout_s or self.timeout_s
         return self.transport.network_timeout_s or self.timeout_s
 
-    def _translate(self, exc: BaseException, what: str) -> SerError:
-        return translate_error(exc, url=self.url, model=self.model, protocol=self.protocol, what=what,
+    @property
+    def endpoints(self) -> list[str]:
+        """The ``host:port`` endpoints the calls go to (one, a list, or a DNS name's addresses once resolved)."""
+        return self._pool.addresses()
+
+    def _translate(self, exc: BaseException, what: str, address: str | None = None) -> SerError:
+        where = self.url if address is None or address == self.url else f"{address} (of {self.url})"
+        return translate_error(exc, url=where, model=self.model, protocol=self.protocol, what=what,
                                timeout_s=self._time_limit_s())
+
+    def _after_failure(self, exc: BaseException, what: str, address: str, attempt: int, started: float) -> float:
+        """Seconds to wait before the next attempt of a call whose attempt on ``address`` raised ``exc``.
+
+        A transport failure sets ``address`` aside; the next attempt then goes at once to another
+        endpoint that is up, or waits the retry policy's backoff when none is. With several
+        endpoints, ``NOT_FOUND`` (a replica that is shutting down unloads its models first) also
+        moves the call to another endpoint that is up; with none up it is the call's failure.
+
+        Raises:
+            SerError: ``exc`` translated, when the call gives up.
+        """
+        moved = self._pool.balanced and status_of(exc) == "NOT_FOUND"
+        delay = self._retry_delay(exc, attempt, started)
+        if moved and delay is None:
+            delay = self.retry.delay_s(attempt, time.monotonic() - started)
+        if delay is None:
+            raise self._translate(exc, what, address) from None
+        self._pool.failed(address)
+        if self._pool.up():
+            return 0.0
+        if moved:
+            raise self._translate(exc, what, address) from None
+        return delay
 
     def _unanswered(self, exc: RequestTimeoutError) -> ServerUnavailableError:
         """A time-out while opening: a server that accepts but does not answer its health checks is unavailable."""

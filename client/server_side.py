@@ -187,9 +187,8 @@ class ServerSideMixin:
         t0 = time.perf_counter()
         inputs, outputs = self._clip_request(source, sample_rate, label)
         t_pre = time.perf_counter()
-        client = self._transport()
         try:
-            result = self._call("infer", client.infer, self.model, inputs, model_version=self.model_version,
+            result = self._call("infer", "infer", self.model, inputs, model_version=self.model_version,
                                 outputs=outputs, **self._kw())
         except SerError as exc:
             raise self._typed(exc, label) from None
@@ -203,9 +202,9 @@ class ServerSideMixin:
         t0 = time.perf_counter()
         inputs, outputs = await asyncio.to_thread(self._clip_request, source, sample_rate, label)
         t_pre = time.perf_counter()
-        client = self._require_open()
+        self._require_open()
         try:
-            result = await self._call("infer", client.infer, self.model, inputs, model_version=self.model_version,
+            result = await self._call("infer", "infer", self.model, inputs, model_version=self.model_version,
                                       outputs=outputs, **self._kw())
         except SerError as exc:
             raise self._typed(exc, label) from None

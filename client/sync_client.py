@@ -64,61 +64,100 @@ class SerClient(ClientBase):
 
     def __init__(self, url: str | None = None, **options: Any) -> None:
         super().__init__(url, **options)
-        self._client = None
+        self._clients: dict[str, Any] | None = None  # endpoint -> transport (gRPC: all threads; HTTP: the opening thread)
         self._owner = threading.get_ident()
         self._local = threading.local()
-        self._extra_clients: list[tuple[threading.Thread, Any]] = []
+        self._extra_clients: list[tuple[threading.Thread, str, Any]] = []
         self._extra_lock = threading.Lock()
 
     # --- connection ---------------------------------------------------------
 
-    def _new_transport(self):
+    def _new_transport(self, address: str):
         if self.protocol == "grpc":
             import tritonclient.grpc as grpcclient
 
-            return grpcclient.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs())
+            return grpcclient.InferenceServerClient(address, **self.transport.grpc_client_kwargs())
         import tritonclient.http as httpclient
 
-        return httpclient.InferenceServerClient(self.url, **self.transport.http_client_kwargs(timeout_s=self.timeout_s))
+        return httpclient.InferenceServerClient(address, **self.transport.http_client_kwargs(timeout_s=self.timeout_s))
 
-    def _transport(self):
-        """The tritonclient for this thread (gRPC clients are shared; HTTP ones are not thread-safe)."""
-        if self._client is None:
+    def _require_open(self) -> dict[str, Any]:
+        if self._clients is None:
             raise ConfigError(f"SerClient({self.url!r}, model={self.model!r}) is not open: use it as a context manager")
+        return self._clients
+
+    def _transport(self, address: str):
+        """The tritonclient of ``address`` for this thread (gRPC clients are shared; HTTP ones are not thread-safe)."""
+        shared = self._require_open()
         if self.protocol == "grpc" or threading.get_ident() == self._owner:
-            return self._client
-        client = getattr(self._local, "client", None)
-        if client is None:
+            with self._extra_lock:  # one transport per endpoint, however many threads ask at once
+                client = shared.get(address)
+                if client is None:
+                    client = shared[address] = self._new_transport(address)
+            return client
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
             self._close_clients_of_finished_threads()  # a thread that ended cannot close its own
-            client = self._new_transport()
-            self._local.client = client
+            clients = self._local.clients = {}
+        client = clients.get(address)
+        if client is None:
+            client = clients[address] = self._new_transport(address)
             with self._extra_lock:
-                self._extra_clients.append((threading.current_thread(), client))
+                self._extra_clients.append((threading.current_thread(), address, client))
         return client
 
     def _close_clients_of_finished_threads(self) -> None:
         with self._extra_lock:
-            done = [(t, c) for t, c in self._extra_clients if not t.is_alive()]
-            self._extra_clients = [(t, c) for t, c in self._extra_clients if t.is_alive()]
-        for _, client in done:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001, S110 - closing is best effort
-                pass
+            done = [c for t, _, c in self._extra_clients if not t.is_alive()]
+            self._extra_clients = [e for e in self._extra_clients if e[0].is_alive()]
+        _close_all(done)
 
-    def _call(self, what: str, fn, *args, **kwargs):
-        """``fn(*args, **kwargs)``, retried per :attr:`retry` on transport failures, errors translated."""
+    def _drop_removed_endpoints(self) -> None:
+        """Close the transports of endpoints a DNS resolution dropped."""
+        removed = set(self._pool.take_removed())
+        if not removed or self._clients is None:
+            return
+        gone = [self._clients.pop(a) for a in list(self._clients) if a in removed]
+        with self._extra_lock:
+            gone += [c for _, a, c in self._extra_clients if a in removed]
+            self._extra_clients = [e for e in self._extra_clients if e[1] not in removed]
+        _close_all(gone)
+
+    def _endpoint(self) -> str:
+        """The endpoint for the next attempt: in turn over those up; one set aside is probed before it is used again."""
+        while True:
+            address, probe = self._pool.pick()
+            self._drop_removed_endpoints()
+            if not probe:
+                return address
+            try:
+                ready = self._transport(address).is_model_ready(self.model, self.model_version, **self._kw())
+            except Exception:  # noqa: BLE001 - a probe that fails leaves the endpoint set aside
+                ready = False
+            if ready:
+                self._pool.recovered(address)
+                return address
+            self._pool.failed(address)
+
+    def _call(self, what: str, method: str, *args, **kwargs):
+        """The transport's ``method(*args, **kwargs)`` on the endpoint whose turn it is, errors translated.
+
+        Retried per :attr:`retry` on transport failures, at once on another endpoint when one is up.
+        """
         attempt = 0
         started = time.monotonic()
         while True:
             attempt += 1
             self._attempt(what, attempt)
+            address = self._endpoint()
             try:
-                return fn(*args, **kwargs)
+                result = getattr(self._transport(address), method)(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - translated into the typed hierarchy
-                delay = self._retry_delay(exc, attempt, started)
-                if delay is None:
-                    raise self._translate(exc, what) from None
+                delay = self._after_failure(exc, what, address, attempt, started)
+            else:
+                if not self._pool.is_up(address):
+                    self._pool.recovered(address)  # every endpoint was set aside, and this one answered
+                return result
             time.sleep(delay)
 
     def open(self) -> "SerClient":
@@ -133,20 +172,21 @@ class SerClient(ClientBase):
             ContractError: the config lacks the ``ser.*`` parameters or the tensors
                 ``waveform``/``num_samples`` -> ``logits``/``probabilities``.
         """
-        if self._client is not None:
+        if self._clients is not None:
             return self
         try:
+            self._pool.refresh(force=True)
+            self._clients = {}
+            self._owner = threading.get_ident()
             try:
-                self._client = self._new_transport()
+                for address in self._pool.addresses():
+                    self._transport(address)
             except Exception as exc:  # noqa: BLE001 - bad TLS files and the like
                 raise self._translate(exc, "connect") from None
-            self._owner = threading.get_ident()
-            live = self._call("liveness check", self._client.is_server_live, **self._kw())
+            live = self._call("liveness check", "is_server_live", **self._kw())
             if not live:
                 raise ServerUnavailableError(f"{self.url}: Triton server answers over {self.protocol} but is not live")
-            ready = self._call(
-                "readiness check", self._client.is_model_ready, self.model, self.model_version, **self._kw()
-            )
+            ready = self._call("readiness check", "is_model_ready", self.model, self.model_version, **self._kw())
             if not ready:
                 raise ModelNotFoundError(self._not_ready_message())
             self._accept_config(self._read_config())
@@ -170,7 +210,7 @@ class SerClient(ClientBase):
 
     def _read_config(self) -> dict[str, Any]:
         extra = {"as_json": True} if self.protocol == "grpc" else {}
-        raw = self._call("model config", self._client.get_model_config, self.model, self.model_version, **extra, **self._kw())
+        raw = self._call("model config", "get_model_config", self.model, self.model_version, **extra, **self._kw())
         return self._config_from_raw(raw)
 
     def close(self) -> None:
@@ -179,16 +219,11 @@ class SerClient(ClientBase):
         Open HTTP keep-alive connections would otherwise hold a stopping server
         for its whole exit timeout.
         """
-        clients = [self._client, *(c for _, c in self._extra_clients)]
-        self._client = None
+        clients = [*(self._clients or {}).values(), *(c for _, _, c in self._extra_clients)]
+        self._clients = None
         self._extra_clients = []
         self._local = threading.local()
-        for c in clients:
-            if c is not None:
-                try:
-                    c.close()
-                except Exception:  # noqa: BLE001, S110 - closing is best effort
-                    pass
+        _close_all(clients)
 
     def __enter__(self) -> "SerClient":
         return self.open()
@@ -199,24 +234,37 @@ class SerClient(ClientBase):
     # --- server information ---------------------------------------------------
 
     def repository_index(self) -> dict[str, str]:
-        """``{model name: state}`` of the server's repository (``READY``, ``UNAVAILABLE``...)."""
-        client = self._client or self._new_transport()
+        """``{model name: state}`` of the server's repository (``READY``, ``UNAVAILABLE``...), from one endpoint."""
+        opened_here = self._clients is None
+        if opened_here:
+            self._pool.refresh(force=True)
+            self._clients = {}
         try:
             if self.protocol == "grpc":
-                raw = self._call("repository index", client.get_model_repository_index, as_json=True, **self._kw())
+                raw = self._call("repository index", "get_model_repository_index", as_json=True, **self._kw())
                 models = raw.get("models", [])
             else:
-                models = self._call("repository index", client.get_model_repository_index, **self._kw())
+                models = self._call("repository index", "get_model_repository_index", **self._kw())
             return {m["name"]: m.get("state", "") for m in models}
         finally:
-            if client is not self._client:
-                client.close()
+            if opened_here:
+                self.close()
+
+    def versions(self) -> list[str]:
+        """The versions of the model the server has ready, as the model's metadata lists them (one endpoint's)."""
+        self._require_open()
+        extra = {"as_json": True} if self.protocol == "grpc" else {}
+        raw = self._call("model metadata", "get_model_metadata", self.model, self.model_version, **extra, **self._kw())
+        return [str(v) for v in raw.get("versions", [])]
 
     def statistics(self) -> ModelStats:
-        """Cumulative inference statistics of the model (all versions summed)."""
-        client = self._transport()
+        """Cumulative inference statistics of the model (all versions summed), of the endpoint whose turn it is.
+
+        With several endpoints, each keeps its own: open a client on each (:attr:`endpoints`) to read them all.
+        """
+        self._require_open()
         extra = {"as_json": True} if self.protocol == "grpc" else {}
-        raw = self._call("statistics", client.get_inference_statistics, self.model, **extra, **self._kw())
+        raw = self._call("statistics", "get_inference_statistics", self.model, **extra, **self._kw())
         return model_stats(self.model, raw)
 
     def stream(self, *, model: str | None = None):
@@ -250,7 +298,7 @@ class SerClient(ClientBase):
             InferenceError: the server refused (shape, dtype...) or failed the request.
             ServerUnavailableError: the server went away (after the retries).
         """
-        self._transport()  # raises if not open
+        self._require_open()
         return self._infer_all(*self._check_windows(waveforms, num_samples), top_k=0)
 
     def _infer_all(self, x: np.ndarray, n: np.ndarray, *, top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -262,10 +310,9 @@ class SerClient(ClientBase):
         return np.concatenate(first), np.concatenate(probs)
 
     def _infer_batch(self, x: np.ndarray, n: np.ndarray, top_k: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        client = self._transport()
         inputs, outputs, _ = self._request(x, n, top_k)
         result = self._call(
-            "infer", client.infer, self.model, inputs, model_version=self.model_version, outputs=outputs, **self._kw()
+            "infer", "infer", self.model, inputs, model_version=self.model_version, outputs=outputs, **self._kw()
         )
         return self._response(result, x.shape[0], top_k)
 
@@ -295,7 +342,7 @@ class SerClient(ClientBase):
             InferenceError, ServerUnavailableError: the request failed.
             ConfigError: ``top_k`` outside ``[1, C]``.
         """
-        self._transport()  # raises if not open
+        self._require_open()
         k = self._check_top_k(top_k)
         if self.server_side:
             return self._classify_server_side(source, sample_rate=sample_rate, name=name, top_k=k)
@@ -334,7 +381,7 @@ class SerClient(ClientBase):
         """
         if concurrency < 1:
             raise ConfigError(f"concurrency={concurrency}: must be >= 1")
-        self._transport()  # raises now, not at the first next(), if not open
+        self._require_open()  # raises now, not at the first next(), if not open
         self._check_top_k(top_k)
         return self._classify_many(iter(enumerate(sources)), concurrency=concurrency, sample_rate=sample_rate, top_k=top_k)
 
@@ -373,6 +420,14 @@ class SerClient(ClientBase):
             return ClassifyResult(index, name, prediction=self.classify(source, sample_rate=sample_rate, name=name, top_k=top_k))
         except Exception as exc:  # noqa: BLE001 - reported per file, never kills the batch
             return self._failed(index, name, exc)
+
+
+def _close_all(clients: Iterable[Any]) -> None:
+    for client in clients:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001, S110 - closing is best effort
+            pass
 
 
 __all__ = ["SerClient"]

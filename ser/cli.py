@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 from client.errors import SerError
 from ser import (
+    cmd_batch,
     cmd_bench,
     cmd_demo,
     cmd_export,
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(ONNX fp32/int8), write Triton repositories, serve locally, classify audio.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (cmd_train, cmd_export, cmd_serve, cmd_predict, cmd_stream, cmd_bench, cmd_loadtest, cmd_demo):
+    for commands in (cmd_train, cmd_export, cmd_serve, cmd_predict, cmd_stream, cmd_batch, cmd_bench, cmd_loadtest, cmd_demo):
         commands.add_parsers(sub)
     return parser
 

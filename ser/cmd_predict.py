@@ -73,7 +73,9 @@ def add_parsers(sub) -> None:
     pr = sub.add_parser("predict", help="classify audio files and directories through a running Triton server")
     pr.add_argument("files", nargs="+", type=Path, metavar="DIR_OR_FILE", help="audio files, or directories searched recursively (wav, flac, ogg, mp3; m4a and others with librosa and ffmpeg)")
     pr.add_argument("--url", default=None,
-                    help=f"server address HOST:PORT (default: {DEFAULT_GRPC_URL} for gRPC, {DEFAULT_HTTP_URL} for HTTP)")
+                    help=f"server address HOST:PORT (default: {DEFAULT_GRPC_URL} for gRPC, {DEFAULT_HTTP_URL} for HTTP); "
+                         "several replicas as HOST:PORT,HOST:PORT or dns:///NAME:PORT (every address the name resolves "
+                         "to): requests go round them, a failing one is set aside until it is ready again")
     pr.add_argument("--protocol", choices=list(PROTOCOLS), default=PROTOCOLS[0])
     pr.add_argument("--model", default=None, help=f"model name (default: {DEFAULT_MODEL}; ser with --server-side)")
     pr.add_argument("--server-side", action="store_true",

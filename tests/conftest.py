@@ -268,6 +268,27 @@ def native_triton_server(native_serving_repository, session_dir):
         yield server
 
 
+@pytest.fixture(scope="module")
+def two_servers(portable_repository):
+    """Two real tritonservers of the tiny :func:`portable_repository`, on fixed free ports (a restart keeps the address).
+
+    Module-scoped, never the session's: the tests that take them stop, kill and restart them
+    (``exit_timeout_s=2``: a stop is quick).
+    """
+    from deploy.local_triton import LocalTriton, free_ports
+
+    servers = []
+    try:
+        for _ in range(2):
+            http, grpc, metrics = free_ports(3)
+            servers.append(LocalTriton(portable_repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                                       startup_timeout_s=120, exit_timeout_s=2).start())
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
 @pytest.fixture(params=RUNTIMES)
 def runtime(request) -> str:
     """Each repository runtime in turn (``portable``, ``native``): a test taking it runs once per runtime."""

@@ -86,18 +86,25 @@ _RENDERED: dict[str, list[dict]] = {}
 
 def _render(overlay: str) -> list[dict]:
     if overlay not in _RENDERED:
-        out = subprocess.run(
-            [_tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)],
-            capture_output=True, text=True, timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        _RENDERED[overlay] = [d for d in yaml.safe_load_all(out.stdout) if d]
+        _RENDERED[overlay] = _render_dir(K8S / "overlays" / overlay)
     return _RENDERED[overlay]
+
+
+def _render_dir(folder: Path) -> list[dict]:
+    out = subprocess.run([_tool("kubectl"), "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 def _one(docs: list[dict], kind: str) -> dict:
     found = [d for d in docs if d["kind"] == kind]
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def _named(docs: list[dict], kind: str, name: str) -> dict:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, got {len(found)}"
     return found[0]
 
 
@@ -275,6 +282,46 @@ def test_every_overlay_renders_and_validates_against_the_kubernetes_schemas(over
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_headless_service_gives_balancing_callers_every_ready_replica(overlay):
+    from client.endpoints import parse_endpoints
+
+    docs = _render(overlay)
+    headless = _named(docs, "Service", "ser-triton-replicas")
+    spec = headless["spec"]
+    assert spec["clusterIP"] == "None" and spec.get("publishNotReadyAddresses", False) is False
+    assert spec["selector"].items() <= _one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    assert {p["name"]: p["port"] for p in spec["ports"]} == {"grpc": flags.GRPC_PORT, "http": flags.HTTP_PORT}
+    # the address its comment and docs/scaling.md give is one the client parses as a DNS name
+    text = (K8S / "base" / "service-replicas.yaml").read_text()
+    url = re.search(r"--url (dns:///\S+)", text).group(1)
+    assert parse_endpoints(url, protocol="grpc") == ((), f"ser-triton-replicas:{flags.GRPC_PORT}")
+
+
+def test_the_archive_job_shards_by_completion_index_into_one_part_each_and_ser_parses_its_args():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed (make venv installs it)")
+    from ser.cli import build_parser
+
+    docs = _render_dir(K8S / "jobs" / "archive")
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    job = _one(docs, "Job")["spec"]
+    pod = job["template"]["spec"]
+    c = pod["containers"][0]
+    assert job["completionMode"] == "Indexed" and job["backoffLimitPerIndex"] >= 1 and pod["restartPolicy"] == "Never"
+    assert _env(c)["SHARD_INDEX"] == {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    args = [a.replace("$(SHARD_INDEX)", "3") for a in c["args"]]
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "batch" and parsed.shard == f"3/{job['completions']}"
+    assert parsed.out.endswith("/part-3") and parsed.url == f"dns:///ser-triton-replicas:{flags.GRPC_PORT}"
+    fail_index = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailIndex"]
+    from client.errors import ConfigError
+
+    assert fail_index[0]["onExitCodes"]["values"] == [ConfigError("x").exit_code]
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert c["image"].split(":")[0] in (DEPLOY / "Dockerfile.batch").read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_deployment_is_probed_non_root_and_serves_triton_ports(overlay):
     docs = _render(overlay)
     deployment = _one(docs, "Deployment")
@@ -285,7 +332,7 @@ def test_the_deployment_is_probed_non_root_and_serves_triton_ports(overlay):
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
         "http": flags.HTTP_PORT, "grpc": flags.GRPC_PORT, "metrics": flags.METRICS_PORT
     }
-    service = _one(docs, "Service")
+    service = _named(docs, "Service", "ser-triton")
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
         "http": flags.HTTP_PORT, "grpc": flags.GRPC_PORT, "metrics": flags.METRICS_PORT
     }

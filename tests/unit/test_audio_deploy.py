@@ -5,7 +5,9 @@
   the packaged audio code imports;
 * the compose override renders (Docker Compose v2) onto that image, with the base file's flags;
 * the ``cpu-audio``/``gpu-audio`` overlays render (``kubectl kustomize``), pass the Kubernetes schemas
-  and load ``ser`` beside a window model that the native ``ser`` lists.
+  and load ``ser`` beside a window model that the native ``ser`` lists;
+* deploy/Dockerfile.batch (the image of ``ser batch``, the archive Job's) installs the ``ray`` extra at
+  constraints.txt's versions.
 """
 
 from __future__ import annotations
@@ -152,3 +154,13 @@ def test_the_component_and_the_docs_name_the_image_of_the_pinned_release():
     docs = (REPO_ROOT / "docs" / "server-side-audio.md").read_text()
     assert f"docker build -f deploy/Dockerfile -t {IMAGE}:{_tag()}-py3 deploy" in docs
     assert f"-t {IMAGE}:{_tag()}-py3 deploy" in DOCKERFILE.read_text()
+
+
+def test_the_batch_image_installs_the_ray_extra_with_the_pins():
+    dockerfile = pytest.importorskip("dockerfile", reason="dockerfile (Docker's parser) not installed: make venv")
+    commands = dockerfile.parse_file(str(DEPLOY / "Dockerfile.batch"))
+    run = " ".join(" ".join(c.value) for c in commands if c.cmd.upper() == "RUN")
+    assert "-c requirements/constraints.txt '.[ray]'" in run
+    copied = {c.value[0] for c in commands if c.cmd.upper() == "COPY"}
+    assert {"client", "deploy", "ser"} <= copied
+    assert [c.value for c in commands if c.cmd.upper() == "ENTRYPOINT"] == [("ser",)]
