@@ -59,7 +59,6 @@ def quantize_rows(path: str | Path) -> int:
     for node in g.node:
         for name in node.input:
             consumers[name].append(node)
-    producer = {o: n for n in g.node for o in n.output}
 
     def const(name: str, value) -> str:
         g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
@@ -77,7 +76,7 @@ def quantize_rows(path: str | Path) -> int:
         if bad:
             raise ExportError(f"{path}: {dql.name}: per-row activation scales need every user to be MatMulInteger; "
                               f"found {sorted({u.op_type for u in bad})} (leave attention unfused)")
-        p = dql.name + "__row"
+        p = f"rowq{rewritten}"  # short names: thousands of these nodes in a large model
         x = dql.input[0]
         lo, hi, s, zp, xq = f"{p}/lo", f"{p}/hi", f"{p}/scale", f"{p}/zero_point", f"{p}/quantized"
         zero, c255, tiny = const(f"{p}/0", np.float32(0)), const(f"{p}/255", np.float32(255)), const(f"{p}/min_scale", np.float32(MIN_SCALE))
@@ -99,7 +98,7 @@ def quantize_rows(path: str | Path) -> int:
             helper.make_node("Clip", [xq + "2", zero, c255], [xq + "3"], name=f"{p}/clip"),
             helper.make_node("Cast", [xq + "3"], [xq], to=onnx.TensorProto.UINT8, name=f"{p}/to_uint8"),
         ]
-        for mm in users:
+        for j, mm in enumerate(users):
             w_name, wzp_name = mm.input[1], (mm.input[3] if len(mm.input) > 3 else "")
             if w_name not in inits:
                 raise ExportError(f"{path}: {mm.name}: weight {w_name!r} is not a constant")
@@ -113,7 +112,7 @@ def quantize_rows(path: str | Path) -> int:
                 raise ExportError(f"{path}: {mm.name}: expected MatMulInteger -> Cast, found "
                                   f"{[c.op_type for c in consumers[mm.output[0]]]}")
             acc = cast[0].output[0]
-            m = mm.name + "__row"
+            m = f"{p}_{j}"
             corr_c = const(f"{m}/colsum", colsum)
             nodes_after = [
                 helper.make_node("Mul", [zp, corr_c], [f"{m}/zp_term"], name=f"{m}/zp_term"),
@@ -136,6 +135,5 @@ def quantize_rows(path: str | Path) -> int:
             order.extend(new_nodes[node.name])
     del g.node[:]
     g.node.extend(order)
-    del producer
     onnx.save(model, str(path))
     return rewritten
