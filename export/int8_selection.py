@@ -50,6 +50,7 @@ class PresetAttempt:
             "preset": self.preset,
             "passed": self.passed,
             "checks": {c: {"max_abs_prob_diff": r.max_abs_prob_diff, "label_agreement": r.label_agreement,
+                           "windows": r.windows, "max_batch_dependence": r.max_batch_dependence,
                            "passed": r.passed} for c, r in self.reports.items()},
             "refused_because": self.reason(),
         }

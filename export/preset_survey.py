@@ -28,7 +28,9 @@ class SurveyRow:
         preset: the preset name.
         cpu_class: where it ran (``"avx2"`` may be emulated).
         max_abs_prob_diff: max |Δprobability| against fp32 over the parity windows.
-        label_agreement: fraction of windows with fp32's top-1 label.
+        label_agreement: fraction of windows with fp32's top-1 label (alone and batched).
+        max_batch_dependence: max |Δprobability| between a window alone and batched with
+            ``max_batch_size - 1`` others (0 for a batch-invariant model, up to float rounding).
         passed: within the export's tolerances.
         avx2_exact: its integer weights cannot saturate on AVX2-only CPUs.
         size_bytes: size of the int8 file.
@@ -38,6 +40,7 @@ class SurveyRow:
     cpu_class: str
     max_abs_prob_diff: float
     label_agreement: float
+    max_batch_dependence: float
     passed: bool
     avx2_exact: bool
     size_bytes: int
@@ -83,16 +86,18 @@ def survey_presets(
                     progress(f"{name} on {target}")
                 r = compare_on_class(fp32_path, path, window_samples=window_samples, target=target, config=config)
                 rows.append(SurveyRow(preset=name, cpu_class=target, max_abs_prob_diff=r.max_abs_prob_diff,
-                                      label_agreement=r.label_agreement, passed=r.passed, avx2_exact=exact,
+                                      label_agreement=r.label_agreement,
+                                      max_batch_dependence=r.max_batch_dependence, passed=r.passed, avx2_exact=exact,
                                       size_bytes=path.stat().st_size))
     return rows
 
 
 def survey_markdown(rows: Sequence[SurveyRow], *, tolerance: float) -> str:
     """The rows as a Markdown table (what ``ser int8-presets`` prints)."""
-    lines = ["| preset | CPU class | max \\|Δp\\| | label agreement | passes (≤ %g) | exact on AVX2 | size MB |" % tolerance,
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| preset | CPU class | max \\|Δp\\| | label agreement | alone vs batched max \\|Δp\\| | passes (≤ %g) "
+             "| exact on AVX2 | size MB |" % tolerance,
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.preset} | {r.cpu_class} | {r.max_abs_prob_diff:.4f} | {r.label_agreement:.3f} | "
+        lines.append(f"| {r.preset} | {r.cpu_class} | {r.max_abs_prob_diff:.4f} | {r.label_agreement:.3f} | {r.max_batch_dependence:.1e} | "
                      f"{'yes' if r.passed else 'no'} | {'yes' if r.avx2_exact else 'no'} | {r.size_bytes / 1e6:.2f} |")
     return "\n".join(lines)
