@@ -327,8 +327,10 @@ def variant_windows(window_samples: int, config: ParityConfig, batches: Iterable
 
 def variant_runs(window_samples: int, config: ParityConfig, batches: Iterable[Batch] | None = None
                  ) -> tuple[list[Batch], list[np.ndarray]]:
-    """What the model under test runs in the variant checks: every window alone, then mixed batches
-    (:func:`export.gate_windows.gate_runs` over :func:`variant_windows`)."""
+    """What the model under test runs in the variant checks: every window alone, then mixed batches.
+
+    :func:`export.gate_windows.gate_runs` over :func:`variant_windows`.
+    """
     waveforms, counts = variant_windows(window_samples, config, batches)
     return gate_runs(waveforms, counts, max_batch_size=config.max_batch_size)
 
@@ -337,7 +339,7 @@ def _scatter(outputs: Sequence[tuple[np.ndarray, np.ndarray]], mixes: Sequence[n
     """Rows of the mixed batches' outputs put back in window order: ``(logits [n, C], probabilities [n, C])``."""
     logits = np.zeros((n, outputs[0][0].shape[1]), dtype=np.float32)
     probs = np.zeros_like(logits)
-    for ix, (lg, pr) in zip(mixes, outputs):
+    for ix, (lg, pr) in zip(mixes, outputs, strict=True):
         logits[ix], probs[ix] = lg, pr
     return logits, probs
 

@@ -243,9 +243,9 @@ def export_checkpoint(
     from tqdm.auto import tqdm
 
     from export.fp16 import convert_fp16
+    from export.gate_windows import held_out_windows
     from export.int8_selection import choose_int8
     from export.onnx_export import export_onnx, load_classifier
-    from export.gate_windows import held_out_windows
     from export.parity import check_onnx_parity, check_variant_agreement
     from export.quantize import integer_weights
     from export.recipe import ExportRecord, checkpoint_weights_sha256, library_versions, sha256_file

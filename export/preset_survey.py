@@ -2,7 +2,8 @@
 
 For a user choosing a preset for a fleet, and for anyone checking why the export fell
 back from one preset to the next: every preset is quantized from the same fp32 file and
-compared with it on the export's parity batches, on this host's CPU class and on the
+compared with it as the export's check compares (the source checkpoint's held-out windows when
+``ser int8-presets`` finds them, each alone and batched), on this host's CPU class and on the
 classes asked for (emulated where possible, :mod:`export.isa_check`).
 """
 
@@ -12,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+import numpy as np
 
 from client.errors import ConfigError
 from export.cpu_class import cpu_class
@@ -54,6 +57,7 @@ def survey_presets(
     classes: Sequence[str] = (),
     config: ParityConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    batches: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[SurveyRow]:
     """Quantize ``fp32_path`` with each preset and compare it with fp32 on each class.
 
@@ -64,6 +68,8 @@ def survey_presets(
         classes: CPU classes besides this host's.
         config: tolerances and batches (default: the export's).
         progress: called with ``"<preset> on <class>"`` before each comparison.
+        batches: the windows to compare on (e.g. :func:`export.gate_windows.held_out_windows`), instead
+            of ``config.windows`` seeded ones; each runs alone and in mixed batches as in the export's check.
 
     Returns:
         One row per preset and class, presets in the given order, this host's class first.
@@ -84,7 +90,8 @@ def survey_presets(
             for target in order:
                 if progress:
                     progress(f"{name} on {target}")
-                r = compare_on_class(fp32_path, path, window_samples=window_samples, target=target, config=config)
+                r = compare_on_class(fp32_path, path, window_samples=window_samples, target=target, config=config,
+                                     batches=batches)
                 rows.append(SurveyRow(preset=name, cpu_class=target, max_abs_prob_diff=r.max_abs_prob_diff,
                                       label_agreement=r.label_agreement,
                                       max_batch_dependence=r.max_batch_dependence, passed=r.passed, avx2_exact=exact,

@@ -37,8 +37,10 @@ def _inputs(grpcclient, x, n):
 
 
 def _counts(client, model, *, settle_s: float = 5.0):
-    """``(successful requests, executions)`` once the statistics stop changing (the python backend
-    reports them just after it responds)."""
+    """``(successful requests, executions)`` once the statistics stop changing.
+
+    The python backend reports them just after it responds.
+    """
     import time
 
     def read():
@@ -73,14 +75,14 @@ def test_a_window_served_among_louder_callers_gets_the_answer_it_gets_alone(batc
             for kind, k in order:
                 x, n = (qx[k], qn[k]) if kind == "quiet" else (lx[k], ln[k])
                 client.async_infer(model, _inputs(grpcclient, x, n),
-                                   callback=lambda result, error, kind=kind: done.put((kind, result, error)))
+                                   callback=lambda result, error, kind=kind, done=done: done.put((kind, result, error)))
             sent += len(order)
             for _ in order:
                 kind, result, error = done.get(timeout=60)
                 assert error is None, error
                 if kind == "quiet":
                     worst = max(worst, float(np.abs(result.as_numpy("probabilities")[0] - alone[i]).max()))
-        requests, executions = (a - b for a, b in zip(_counts(client, model), (requests0, executions0)))
+        requests, executions = (a - b for a, b in zip(_counts(client, model), (requests0, executions0), strict=True))
     finally:
         client.close()
     print(f"\n{model}: {sent} requests in {executions} executions, max |Δp| alone vs batched {worst:.2e}")
