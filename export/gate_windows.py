@@ -12,11 +12,14 @@ the model under test twice over the same windows (:func:`gate_runs`):
 and a window's two answers must agree (:func:`export.parity.compare_variants`).
 Which windows: the checkpoint's held-out clips (:func:`held_out_windows`) when it
 records its split, else seeded synthetic ones (:func:`export.parity.make_parity_batches`).
+With held-out clips the check also scores whole clips as serving does (:func:`clip_probabilities`):
+clip agreement with fp32 and accuracy against the labels.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -61,7 +64,43 @@ def gate_runs(waveforms: np.ndarray, num_samples: np.ndarray, *, max_batch_size:
     return alone + [(waveforms[ix], num_samples[ix]) for ix in mixes], mixes
 
 
-def held_out_windows(checkpoint: str | Path, *, window_samples: int, hop_samples: int) -> Batch | None:
+@dataclass(frozen=True)
+class HeldOutWindows:
+    """A checkpoint's held-out clips cut into windows, with the clip each window belongs to.
+
+    Attributes:
+        waveforms: ``[n, W]`` float32, zero after ``num_samples``.
+        num_samples: ``[n, 1]`` int64.
+        clip_of_window: ``[n]`` int, index of each window's clip.
+        clip_labels: ``[clips]`` int, each clip's true class index.
+    """
+
+    waveforms: np.ndarray
+    num_samples: np.ndarray
+    clip_of_window: np.ndarray
+    clip_labels: np.ndarray
+
+    @property
+    def batches(self) -> list[Batch]:
+        """The windows as one batch (the checks re-batch them)."""
+        return [(self.waveforms, self.num_samples)]
+
+    @property
+    def clips(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(clip_of_window, clip_labels)``, as :func:`export.parity.compare_variants` takes them."""
+        return self.clip_of_window, self.clip_labels
+
+
+def clip_probabilities(probabilities: np.ndarray, num_samples: np.ndarray, clip_of_window: np.ndarray,
+                       clips: int) -> np.ndarray:
+    """``[clips, C]``: each clip's window probabilities combined as serving combines them (:func:`client.audio.aggregate`)."""
+    from client.audio import aggregate
+
+    return np.stack([aggregate(probabilities[clip_of_window == c], num_samples[clip_of_window == c].reshape(-1))
+                     for c in range(clips)])
+
+
+def held_out_windows(checkpoint: str | Path, *, window_samples: int, hop_samples: int) -> HeldOutWindows | None:
     """The windows of a checkpoint's held-out (test) clips, cut as serving cuts them, or ``None``.
 
     ``None`` when the checkpoint records no split manifest (``extra.split_manifest`` of its
@@ -86,4 +125,6 @@ def held_out_windows(checkpoint: str | Path, *, window_samples: int, hop_samples
     if not loaded:
         return None
     wins = [make_windows(lc.audio, window_samples=window_samples, hop_samples=hop_samples) for lc in loaded]
-    return stack_windows([(w.waveforms, w.num_samples) for w in wins])
+    waveforms, counts = stack_windows([(w.waveforms, w.num_samples) for w in wins])
+    clip_of_window = np.concatenate([np.full(len(w.waveforms), c) for c, w in enumerate(wins)])
+    return HeldOutWindows(waveforms, counts, clip_of_window, np.array([lc.label_id for lc in loaded]))

@@ -51,6 +51,8 @@ class PresetAttempt:
             "passed": self.passed,
             "checks": {c: {"max_abs_prob_diff": r.max_abs_prob_diff, "label_agreement": r.label_agreement,
                            "windows": r.windows, "max_batch_dependence": r.max_batch_dependence,
+                           "clips": r.clips, "clip_agreement": r.clip_agreement, "accuracy": r.accuracy,
+                           "reference_accuracy": r.reference_accuracy,
                            "passed": r.passed} for c, r in self.reports.items()},
             "refused_because": self.reason(),
         }
@@ -90,6 +92,7 @@ def choose_int8(
     parity: ParityConfig | None = None,
     on_attempt: Callable[[str], None] | None = None,
     batches: Sequence[tuple[Any, Any]] | None = None,
+    clips: tuple[Any, Any] | None = None,
 ) -> Int8Choice:
     """Quantize ``fp32_path`` into ``out_path`` with the first candidate that passes on every class.
 
@@ -102,6 +105,7 @@ def choose_int8(
         parity: tolerances and batches (default :class:`~export.parity.ParityConfig`).
         on_attempt: called with each preset name before it is tried (progress display).
         batches: the windows to check on (the checkpoint's held-out windows), instead of seeded ones.
+        clips: with held-out windows, each window's clip and the clips' labels (clip agreement and accuracy).
 
     Returns:
         :class:`Int8Choice`.
@@ -121,7 +125,7 @@ def choose_int8(
         reports: dict[str, ParityReport] = {}
         for target in order:
             reports[target] = compare_on_class(fp32_path, out_path, window_samples=window_samples, target=target,
-                                               config=parity, what=WHAT, batches=batches)
+                                               config=parity, what=WHAT, batches=batches, clips=clips)
             if not reports[target].passed:
                 break
         attempts.append(PresetAttempt(preset=name, reports=reports))

@@ -84,6 +84,7 @@ def compare_on_class(
     config: ParityConfig | None = None,
     what: str = "int8 vs fp32 ONNX",
     batches: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    clips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ParityReport:
     """:func:`export.parity.compare_variants` on CPU class ``target`` (natively or emulated).
 
@@ -95,6 +96,7 @@ def compare_on_class(
         config: batches and tolerances (default: the export's, :class:`~export.parity.ParityConfig`).
         what: how the report names the comparison (``" on <class>"`` is appended).
         batches: real windows instead of the seeded ones (:func:`export.parity.compare_variants`).
+        clips: the windows' clips and labels, when they are held-out clips' (scored as whole clips too).
 
     Returns:
         The report; its ``mismatches`` say what failed (empty: passed).
@@ -110,7 +112,7 @@ def compare_on_class(
         raise ConfigError(f"cannot check {Path(candidate)} on CPU class {target!r}: {why_not_emulated(target)}")
     if prefix == []:
         return compare_variants(reference, candidate, window_samples=window_samples, config=config, what=label,
-                                batches=batches)
+                                batches=batches, clips=clips)
     windows = variant_windows(window_samples, config, batches)
     runs = len(variant_runs(window_samples, config, [windows])[0])
     with tempfile.TemporaryDirectory(prefix="ser-isa-") as tmp:
@@ -130,7 +132,7 @@ def compare_on_class(
             outputs = [(saved[f"logits_{j}"], saved[f"probabilities_{j}"]) for j in range(runs)]
     # The fp32 reference runs here: only the model under test needs the other class's kernels.
     return compare_variants(reference, candidate, window_samples=window_samples, config=config, what=label,
-                            batches=[windows], candidate_outputs=outputs)
+                            batches=[windows], candidate_outputs=outputs, clips=clips)
 
 
 def verify_export_on_classes(export_dir: str | Path, classes: Sequence[str], *,

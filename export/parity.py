@@ -30,7 +30,7 @@ import numpy as np
 from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM, OUTPUT_LOGITS, OUTPUT_PROBABILITIES
 from client.errors import ConfigError
 from export.errors import BatchDependenceError, ExportError, ParityError
-from export.gate_windows import gate_runs, stack_windows
+from export.gate_windows import clip_probabilities, gate_runs, stack_windows
 
 #: Shortest window used in parity batches (samples): wav2vec2's conv stack needs
 #: 400 samples (25 ms @ 16 kHz) for one frame.
@@ -65,6 +65,10 @@ class ParityConfig:
         batch_atol: max |Δprobability| allowed between a window alone and the same window batched
             with ``max_batch_size - 1`` others (fp32 and per-row int8 measure ~2e-7: float
             summation order only).
+        min_clip_agreement: with held-out clips: fraction of clips whose label (windows combined
+            as serving combines them) must equal fp32's, alone and batched.
+        max_accuracy_drop: with held-out clips: how far the variant's clip accuracy may fall below
+            fp32's (0.005: half a point).
     """
 
     batch_sizes: tuple[int, ...] = (1, 3, 8)
@@ -77,6 +81,8 @@ class ParityConfig:
     windows: int = 320
     max_batch_size: int = 8
     batch_atol: float = 1e-5
+    min_clip_agreement: float = 0.99
+    max_accuracy_drop: float = 0.005
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
@@ -88,8 +94,9 @@ class ParityConfig:
         for name in ("logit_atol", "prob_atol", "fp16_prob_atol", "batch_atol"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")
-        if not 0.0 <= self.min_label_agreement <= 1.0:
-            raise ConfigError(f"min_label_agreement={self.min_label_agreement}: must be in [0, 1]")
+        for name in ("min_label_agreement", "min_clip_agreement", "max_accuracy_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1]")
         if self.intra_op_threads < 0:
             raise ConfigError(f"intra_op_threads={self.intra_op_threads}: must be >= 0 (0: the served default)")
 
@@ -114,6 +121,10 @@ class ParityReport:
         max_batch_dependence: max |Δprobability| between a window alone and batched
             (variant checks; 0 where not measured).
         batch_dependent_windows: windows whose answer changed beyond ``batch_atol`` when batched.
+        clips: held-out clips scored (0: seeded windows, no clip figures).
+        clip_agreement: fraction of clips with fp32's label, alone and batched (``None`` without clips).
+        accuracy: the variant's clip accuracy, the worse of alone and batched (``None`` without clips).
+        reference_accuracy: fp32's clip accuracy on the same clips (``None`` without clips).
     """
 
     what: str
@@ -129,6 +140,10 @@ class ParityReport:
     mismatches: tuple[str, ...] = field(default_factory=tuple)
     max_batch_dependence: float = 0.0
     batch_dependent_windows: int = 0
+    clips: int = 0
+    clip_agreement: float | None = None
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -299,6 +314,7 @@ def check_variant_agreement(
     config: ParityConfig = ParityConfig(),
     batches: Iterable[Batch] | None = None,
     what: str = "variant vs fp32 ONNX",
+    clips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ParityReport:
     """Compare a quantized/converted ONNX file with the fp32 one; raise when it fails.
 
@@ -307,7 +323,7 @@ def check_variant_agreement(
     depended on its batch) listing every mismatch when the report did not pass.
     """
     report = compare_variants(reference, candidate, window_samples=window_samples, config=config,
-                              batches=batches, what=what)
+                              batches=batches, what=what, clips=clips)
     if report.mismatches:
         raise report.error()
     return report
@@ -353,6 +369,7 @@ def compare_variants(
     batches: Iterable[Batch] | None = None,
     what: str = "variant vs fp32 ONNX",
     candidate_outputs: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    clips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ParityReport:
     """Compare a quantized/converted ONNX file with the fp32 one, alone and batched.
 
@@ -372,12 +389,15 @@ def compare_variants(
         candidate_outputs: the candidate's ``(logits, probabilities)`` per batch of
             :func:`variant_runs`, computed elsewhere (e.g. on an emulated CPU by
             :func:`run_outputs`); ``candidate`` is then only named, not run.
+        clips: ``(clip_of_window [n] int, clip_labels [clips] int)`` when the windows are held-out
+            clips' (:class:`export.gate_windows.HeldOutWindows`): clips are then scored too.
 
     Returns:
         The :class:`ParityReport`; its ``mismatches`` list the windows whose max
         |Δprobability| exceeds ``prob_atol`` (alone or batched), non-finite outputs, label
-        agreement below ``min_label_agreement``, and windows whose answer alone and batched
-        differ by more than ``batch_atol`` (empty: passed).
+        agreement below ``min_label_agreement``, windows whose answer alone and batched
+        differ by more than ``batch_atol``, and with clips: clip agreement below
+        ``min_clip_agreement`` or accuracy more than ``max_accuracy_drop`` below fp32's (empty: passed).
     """
     runs, mixes = variant_runs(window_samples, config, batches)
     n = sum(len(ix) for ix in mixes)
@@ -422,6 +442,15 @@ def compare_variants(
             f"label agreement {counted:.3f} < {config.min_label_agreement:g} over {n} windows "
             f"({n - agree - excused} decisive flip(s); raw agreement {agree / n:.3f})"
         )
+    clip_figures = {} if clips is None else _clip_figures(clips, counts, ref_probs, (alone_probs, mixed_probs))
+    if clip_figures:
+        if clip_figures["clip_agreement"] < config.min_clip_agreement:
+            mismatches.append(f"clip agreement {clip_figures['clip_agreement']:.3f} < {config.min_clip_agreement:g} "
+                              f"over {clip_figures['clips']} held-out clips")
+        drop = clip_figures["reference_accuracy"] - clip_figures["accuracy"]
+        if drop > config.max_accuracy_drop:
+            mismatches.append(f"clip accuracy {clip_figures['accuracy']:.3f} vs fp32 {clip_figures['reference_accuracy']:.3f}: "
+                              f"{100 * drop:.1f} points lower > {100 * config.max_accuracy_drop:g}")
     max_logit = max(float(np.abs(alone_logits - ref_logits)[finite].max(initial=0.0)),
                     float(np.abs(mixed_logits - ref_logits)[finite].max(initial=0.0)))
     return ParityReport(
@@ -439,4 +468,16 @@ def compare_variants(
         mismatches=tuple(mismatches),
         max_batch_dependence=float(dependence.max(initial=0.0)),
         batch_dependent_windows=int(len(dependent)),
+        **clip_figures,
     )
+
+
+def _clip_figures(clips: tuple[np.ndarray, np.ndarray], counts: np.ndarray, ref_probs: np.ndarray,
+                  candidates: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Clip agreement (worst of the candidate's runs) and accuracies, windows combined as serving combines them."""
+    clip_of_window, labels = (np.asarray(a) for a in clips)
+    n = len(labels)
+    ref = clip_probabilities(ref_probs, counts, clip_of_window, n).argmax(1)
+    got = [clip_probabilities(p, counts, clip_of_window, n).argmax(1) for p in candidates]
+    return {"clips": int(n), "clip_agreement": float(min((g == ref).mean() for g in got)),
+            "accuracy": float(min((g == labels).mean() for g in got)), "reference_accuracy": float((ref == labels).mean())}

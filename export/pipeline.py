@@ -325,10 +325,11 @@ def export_checkpoint(
             # quantization report scores), else the config's seeded ones; each alone and in mixed served batches.
             held_out = held_out_windows(local, window_samples=W,
                                         hop_samples=info.hop_samples or default_hop_samples(W))
-            windows = None if held_out is None else [held_out]
+            windows = None if held_out is None else held_out.batches
+            clips = None if held_out is None else held_out.clips
             bar.set_postfix_str("fp32: batch invariance")
             fp32_batched = check_variant_agreement(fp32_path, fp32_path, window_samples=W, config=config.parity,
-                                                   batches=windows, what="fp32 ONNX alone vs batched")
+                                                   batches=windows, clips=clips, what="fp32 ONNX alone vs batched")
             parity_json["fp32"] = {"fp32_vs_pytorch": fp32_report.to_json(), "fp32_batch_invariance": fp32_batched.to_json()}
             stage("fp32", None, fp32_options, fp32_report)
 
@@ -337,7 +338,7 @@ def export_checkpoint(
                 int8_path = work / "int8" / MODEL_FILENAME
                 choice = choose_int8(
                     fp32_path, int8_path, window_samples=W, candidates=config.int8_candidates,
-                    classes=config.verify_cpu_classes, parity=config.parity, batches=windows,
+                    classes=config.verify_cpu_classes, parity=config.parity, batches=windows, clips=clips,
                     on_attempt=lambda name: bar.set_postfix_str(f"int8: {name}, agreement with fp32"),
                 )
                 bar.update(2)
@@ -361,7 +362,7 @@ def export_checkpoint(
                 fp16_parity = replace(config.parity, prob_atol=config.parity.fp16_prob_atol)
                 fp16_report = check_variant_agreement(
                     fp32_path, fp16_path, window_samples=W, config=fp16_parity, what="fp16 vs fp32 ONNX",
-                    batches=windows,
+                    batches=windows, clips=clips,
                 )
                 bar.update()
                 parity_json["fp16"] = {"fp16_vs_fp32": fp16_report.to_json(), "fp32_vs_pytorch": fp32_report.to_json()}

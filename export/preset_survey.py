@@ -34,6 +34,8 @@ class SurveyRow:
         label_agreement: fraction of windows with fp32's top-1 label (alone and batched).
         max_batch_dependence: max |Δprobability| between a window alone and batched with
             ``max_batch_size - 1`` others (0 for a batch-invariant model, up to float rounding).
+        clip_agreement: with held-out clips, the fraction of clips with fp32's label (else ``None``).
+        accuracy_drop: with held-out clips, fp32's clip accuracy minus the preset's, in points (else ``None``).
         passed: within the export's tolerances.
         avx2_exact: its integer weights cannot saturate on AVX2-only CPUs.
         size_bytes: size of the int8 file.
@@ -44,6 +46,8 @@ class SurveyRow:
     max_abs_prob_diff: float
     label_agreement: float
     max_batch_dependence: float
+    clip_agreement: float | None
+    accuracy_drop: float | None
     passed: bool
     avx2_exact: bool
     size_bytes: int
@@ -58,6 +62,7 @@ def survey_presets(
     config: ParityConfig | None = None,
     progress: Callable[[str], None] | None = None,
     batches: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    clips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[SurveyRow]:
     """Quantize ``fp32_path`` with each preset and compare it with fp32 on each class.
 
@@ -70,6 +75,7 @@ def survey_presets(
         progress: called with ``"<preset> on <class>"`` before each comparison.
         batches: the windows to compare on (e.g. :func:`export.gate_windows.held_out_windows`), instead
             of ``config.windows`` seeded ones; each runs alone and in mixed batches as in the export's check.
+        clips: with held-out windows, their clips and labels (clip agreement and accuracy in the rows).
 
     Returns:
         One row per preset and class, presets in the given order, this host's class first.
@@ -91,10 +97,12 @@ def survey_presets(
                 if progress:
                     progress(f"{name} on {target}")
                 r = compare_on_class(fp32_path, path, window_samples=window_samples, target=target, config=config,
-                                     batches=batches)
+                                     batches=batches, clips=clips)
                 rows.append(SurveyRow(preset=name, cpu_class=target, max_abs_prob_diff=r.max_abs_prob_diff,
                                       label_agreement=r.label_agreement,
-                                      max_batch_dependence=r.max_batch_dependence, passed=r.passed, avx2_exact=exact,
+                                      max_batch_dependence=r.max_batch_dependence, clip_agreement=r.clip_agreement,
+                                      accuracy_drop=None if r.accuracy is None else 100 * (r.reference_accuracy - r.accuracy),
+                                      passed=r.passed, avx2_exact=exact,
                                       size_bytes=path.stat().st_size))
     return rows
 
@@ -102,9 +110,11 @@ def survey_presets(
 def survey_markdown(rows: Sequence[SurveyRow], *, tolerance: float) -> str:
     """The rows as a Markdown table (what ``ser int8-presets`` prints)."""
     lines = ["| preset | CPU class | max \\|Δp\\| | label agreement | alone vs batched max \\|Δp\\| | passes (≤ %g) "
-             "| exact on AVX2 | size MB |" % tolerance,
-             "|---|---|---|---|---|---|---|---|"]
+             "| clip agreement | accuracy drop (points) | exact on AVX2 | size MB |" % tolerance,
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        agree = "" if r.clip_agreement is None else f"{r.clip_agreement:.3f}"
+        drop = "" if r.accuracy_drop is None else f"{r.accuracy_drop:+.1f}"
         lines.append(f"| {r.preset} | {r.cpu_class} | {r.max_abs_prob_diff:.4f} | {r.label_agreement:.3f} | {r.max_batch_dependence:.1e} | "
-                     f"{'yes' if r.passed else 'no'} | {'yes' if r.avx2_exact else 'no'} | {r.size_bytes / 1e6:.2f} |")
+                     f"{'yes' if r.passed else 'no'} | {agree} | {drop} | {'yes' if r.avx2_exact else 'no'} | {r.size_bytes / 1e6:.2f} |")
     return "\n".join(lines)

@@ -70,7 +70,8 @@ def cmd_int8_presets(args: argparse.Namespace) -> int:
     print(f"  windows: {source}", file=sys.stderr)
     rows = survey_presets(fp32 / "model.onnx", window_samples=window, presets=args.presets or _all_presets(),
                           classes=args.cpu_class, progress=lambda what: print(f"  checking {what}", file=sys.stderr),
-                          batches=None if held_out is None else [held_out])
+                          batches=None if held_out is None else held_out.batches,
+                          clips=None if held_out is None else held_out.clips)
     print(survey_markdown(rows, tolerance=ParityConfig().prob_atol))
     return 0
 
