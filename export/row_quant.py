@@ -5,23 +5,21 @@ scale and zero point for the *whole* input tensor. A served batch is one tensor 
 dynamic batcher stacks the windows of different callers), so a quiet window batched with
 loud ones is quantized on the loud ones' scale and its answer changes with its neighbours.
 
-:func:`quantize_rows` rewrites each ``DynamicQuantizeLinear`` that feeds only the
-``MatMulInteger`` → ``Cast`` → ``Mul`` pattern into a quantization per *row* of the GEMM's
-left operand (one scale per vector along the last axis: per frame of one window, never
-across windows), symmetric around the fixed zero point 128::
+:func:`quantize_rows` rewrites each ``DynamicQuantizeLinear`` that feeds only
+``MatMulInteger`` nodes into the same quantization computed per *row* of the GEMM's left
+operand (one scale and zero point per vector along the last axis: per frame and channel
+group of one window, never across windows)::
 
-    x2 = reshape(x, [M, K])                        rows of the GEMM
-    s  = max(max|x2| / 127.5, 1e-30)               [M]      one scale per row
-    xq = QuantizeLinear(x2, s, 128, axis=0)        [M, K]   uint8, round half to even
-    y  = MatMulIntegerToFloat(xq, Wq, 1, Wscale, 128, Wzp) * s     [..., N]
+    lo = min(0, ReduceMin(x, -1))   hi = max(0, ReduceMax(x, -1))        [..., 1]
+    s  = (hi - lo) / 255            zp = clip(round(-lo / s), 0, 255)    [..., 1]
+    xq = uint8(clip(round(x / s) + zp, 0, 255))                          [..., K]
+    y  = (float(xq @ (Wq - Wzp)) - zp * colsum(Wq - Wzp)) * s * Wscale   [..., N]
 
-Every op is a standard ONNX op or an ONNX Runtime CPU kernel (``QuantizeLinear`` per axis,
-``com.microsoft.MatMulIntegerToFloat``: the integer GEMM with the weight scales applied in its
-epilogue), so the rewrite costs one pass over the input (``max|x|``) and one over the output
-(``* s``) more than the per-tensor graph. Why symmetric: ORT's integer GEMMs take one zero
-point for the activations, so a per-row zero point would need a correction pass of its own.
-ONNX Runtime's ``QAttention`` takes one input scale per tensor, so the per-row mode needs the
-attention blocks left unfused (:class:`export.quantize.QuantizationConfig` checks).
+The integer GEMM is the same ``MatMulInteger`` kernel (a scalar zero point of 0 for the
+activations, which every ORT build accepts; per-row zero points it does not), and the
+zero-point term is folded in exactly afterwards with the weights' column sums (constant).
+ONNX Runtime's ``QAttention`` takes one input scale per tensor, so the per-row mode needs
+the attention blocks left unfused (:class:`export.quantize.QuantizationConfig` checks).
 """
 
 from __future__ import annotations
@@ -46,8 +44,8 @@ def quantize_rows(path: str | Path) -> int:
         How many ``DynamicQuantizeLinear`` nodes were rewritten.
 
     Raises:
-        ExportError: a ``DynamicQuantizeLinear`` output feeds something other than that
-            pattern (e.g. ``QAttention``, which takes one scale per tensor).
+        ExportError: a ``DynamicQuantizeLinear`` output feeds something other than the
+            ``MatMulInteger`` pattern (e.g. ``QAttention``, which takes one scale per tensor).
     """
     import numpy as np
     import onnx
@@ -62,76 +60,80 @@ def quantize_rows(path: str | Path) -> int:
         for name in node.input:
             consumers[name].append(node)
 
-    shared = {"zp": np.uint8(128), "half_range": np.float32(127.5), "min_scale": np.float32(MIN_SCALE),
-              "one": np.float32(1.0), "last": np.array([-1], np.int64), "first": np.array([0], np.int64),
-              "unit": np.array([1], np.int64)}
-    for key, value in shared.items():
-        g.initializer.append(numpy_helper.from_array(np.asarray(value), f"rowq/{key}"))
+    def const(name: str, value) -> str:
+        g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
 
-    def bad(why: str, dql) -> ExportError:
-        return ExportError(f"{path}: {dql.name}: per-row activation scales need {why} (leave attention unfused)")
-
-    replaced: dict[str, list] = {}  # name of the node the new nodes go after (or replace) -> new nodes
-    remove: set[str] = set()  # first output of each node replaced
     rewritten = 0
+    new_nodes: dict[str, list] = {}  # DQL node name -> nodes replacing it
+    remove: set[str] = set()
     for dql in [n for n in g.node if n.op_type == "DynamicQuantizeLinear"]:
         xq_old, xs_old, zp_old = dql.output
         users = consumers[xq_old]
-        if not users or any(u.op_type != "MatMulInteger" for u in users + consumers[zp_old]):
-            raise bad(f"every user to be MatMulInteger; found {sorted({u.op_type for u in users + consumers[zp_old]})}", dql)
-        x, p = dql.input[0], f"rowq{rewritten}"
-        k = int(numpy_helper.to_array(inits[users[0].input[1]]).shape[-2]) if users[0].input[1] in inits else None
-        if k is None:
-            raise bad("constant weights", dql)
-        g.initializer.append(numpy_helper.from_array(np.array([-1, k], np.int64), f"{p}/rows_shape"))
+        bad = [u for u in users if u.op_type != "MatMulInteger"]
+        bad += [u for u in consumers[xs_old] if u.op_type != "Mul"]
+        bad += [u for u in consumers[zp_old] if u.op_type != "MatMulInteger"]
+        if bad:
+            raise ExportError(f"{path}: {dql.name}: per-row activation scales need every user to be MatMulInteger; "
+                              f"found {sorted({u.op_type for u in bad})} (leave attention unfused)")
+        p = f"rowq{rewritten}"  # short names: thousands of these nodes in a large model
+        x = dql.input[0]
+        lo, hi, s, zp, xq = f"{p}/lo", f"{p}/hi", f"{p}/scale", f"{p}/zero_point", f"{p}/quantized"
+        zero, c255, tiny = const(f"{p}/0", np.float32(0)), const(f"{p}/255", np.float32(255)), const(f"{p}/min_scale", np.float32(MIN_SCALE))
         nodes = [
-            helper.make_node("Shape", [x], [f"{p}/x_shape"], name=f"{p}/x_shape"),
-            helper.make_node("Reshape", [x, f"{p}/rows_shape"], [f"{p}/rows"], name=f"{p}/rows"),
-            helper.make_node("Abs", [f"{p}/rows"], [f"{p}/abs"], name=f"{p}/abs"),
-            helper.make_node("ReduceMax", [f"{p}/abs"], [f"{p}/max"], axes=[1], keepdims=0, name=f"{p}/max"),
-            helper.make_node("Div", [f"{p}/max", "rowq/half_range"], [f"{p}/step"], name=f"{p}/step"),
-            # A row of zeros (padding) has max 0: a tiny scale keeps it at the zero point instead of 0/0.
-            helper.make_node("Max", [f"{p}/step", "rowq/min_scale"], [f"{p}/scale"], name=f"{p}/scale"),
-            helper.make_node("Shape", [f"{p}/scale"], [f"{p}/m"], name=f"{p}/m"),
-            helper.make_node("Expand", ["rowq/zp", f"{p}/m"], [f"{p}/zps"], name=f"{p}/zps"),
-            helper.make_node("QuantizeLinear", [f"{p}/rows", f"{p}/scale", f"{p}/zps"], [f"{p}/q_rows"], axis=0,
-                             name=f"{p}/quantize"),
-            helper.make_node("Reshape", [f"{p}/q_rows", f"{p}/x_shape"], [f"{p}/q"], name=f"{p}/q"),
-            # The scales shaped [..., 1] like x without its last axis, to multiply the GEMM's rows.
-            helper.make_node("Slice", [f"{p}/x_shape", "rowq/first", "rowq/last"], [f"{p}/lead"], name=f"{p}/lead"),
-            helper.make_node("Concat", [f"{p}/lead", "rowq/unit"], [f"{p}/scale_shape"], axis=0, name=f"{p}/scale_shape"),
-            helper.make_node("Reshape", [f"{p}/scale", f"{p}/scale_shape"], [f"{p}/row_scale"], name=f"{p}/row_scale"),
+            helper.make_node("ReduceMin", [x], [lo + "0"], axes=[-1], keepdims=1, name=f"{p}/ReduceMin"),
+            helper.make_node("Min", [lo + "0", zero], [lo], name=f"{p}/Min0"),
+            helper.make_node("ReduceMax", [x], [hi + "0"], axes=[-1], keepdims=1, name=f"{p}/ReduceMax"),
+            helper.make_node("Max", [hi + "0", zero], [hi], name=f"{p}/Max0"),
+            helper.make_node("Sub", [hi, lo], [s + "0"], name=f"{p}/range"),
+            helper.make_node("Div", [s + "0", c255], [s + "1"], name=f"{p}/step"),
+            helper.make_node("Max", [s + "1", tiny], [s], name=f"{p}/scale"),
+            helper.make_node("Div", [lo, s], [zp + "0"], name=f"{p}/lo_steps"),
+            helper.make_node("Neg", [zp + "0"], [zp + "1"], name=f"{p}/neg"),
+            helper.make_node("Round", [zp + "1"], [zp + "2"], name=f"{p}/round_zp"),
+            helper.make_node("Clip", [zp + "2", zero, c255], [zp], name=f"{p}/clip_zp"),
+            helper.make_node("Div", [x, s], [xq + "0"], name=f"{p}/steps"),
+            helper.make_node("Round", [xq + "0"], [xq + "1"], name=f"{p}/round"),
+            helper.make_node("Add", [xq + "1", zp], [xq + "2"], name=f"{p}/shift"),
+            helper.make_node("Clip", [xq + "2", zero, c255], [xq + "3"], name=f"{p}/clip"),
+            helper.make_node("Cast", [xq + "3"], [xq], to=onnx.TensorProto.UINT8, name=f"{p}/to_uint8"),
         ]
         for j, mm in enumerate(users):
-            after = consumers[mm.output[0]]
-            if len(after) != 1 or after[0].op_type != "Cast" or len(consumers[after[0].output[0]]) != 1:
-                raise bad("MatMulInteger -> Cast -> Mul", dql)
-            cast, mul = after[0], consumers[after[0].output[0]][0]
-            scales = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
-            scale_mul = next((n for n in g.node if scales in n.output), None)
-            if mul.op_type != "Mul" or scale_mul is None or xs_old not in scale_mul.input:
-                raise bad("MatMulInteger -> Cast -> Mul(a_scale * b_scale)", dql)
-            w_scale = scale_mul.input[1] if scale_mul.input[0] == xs_old else scale_mul.input[0]
-            w_zp = mm.input[3] if len(mm.input) > 3 else ""
-            q = f"{p}_{j}"
-            nodes += [
-                helper.make_node("MatMulIntegerToFloat", [f"{p}/q", mm.input[1], "rowq/one", w_scale, "rowq/zp", w_zp],
-                                 [f"{q}/gemm"], domain="com.microsoft", name=f"{q}/gemm"),
-                helper.make_node("Mul", [f"{q}/gemm", f"{p}/row_scale"], [mul.output[0]], name=f"{q}/rescale"),
+            w_name, wzp_name = mm.input[1], (mm.input[3] if len(mm.input) > 3 else "")
+            if w_name not in inits:
+                raise ExportError(f"{path}: {mm.name}: weight {w_name!r} is not a constant")
+            w = numpy_helper.to_array(inits[w_name]).astype(np.int64)
+            wzp = numpy_helper.to_array(inits[wzp_name]).astype(np.int64) if wzp_name else np.int64(0)
+            colsum = (w - wzp).sum(axis=-2).astype(np.float32)  # [N]: sum over K of the centred weights
+            mm.input[0] = xq
+            mm.input[2] = ""  # activations' zero point 0: the per-row one is folded in below
+            cast = [c for c in consumers[mm.output[0]] if c.op_type == "Cast"]
+            if len(cast) != 1 or len(consumers[mm.output[0]]) != 1:
+                raise ExportError(f"{path}: {mm.name}: expected MatMulInteger -> Cast, found "
+                                  f"{[c.op_type for c in consumers[mm.output[0]]]}")
+            acc = cast[0].output[0]
+            m = f"{p}_{j}"
+            corr_c = const(f"{m}/colsum", colsum)
+            nodes_after = [
+                helper.make_node("Mul", [zp, corr_c], [f"{m}/zp_term"], name=f"{m}/zp_term"),
+                helper.make_node("Sub", [acc, f"{m}/zp_term"], [f"{m}/centred"], name=f"{m}/centred"),
             ]
-            remove.update(n.output[0] for n in (mm, cast, mul, scale_mul))
-        replaced[dql.name] = nodes
-        remove.add(dql.output[0])
+            for user in list(consumers[acc]):
+                user.input[list(user.input).index(acc)] = f"{m}/centred"
+            new_nodes.setdefault(cast[0].name, []).extend(nodes_after)
+        for mul in consumers[xs_old]:  # a_scale * b_scale: now [..., 1] * [N] -> [..., N]
+            mul.input[list(mul.input).index(xs_old)] = s
+        new_nodes[dql.name] = nodes
+        remove.add(dql.name)
         rewritten += 1
     order = []
     for node in g.node:
-        if node.op_type == "DynamicQuantizeLinear" and node.name in replaced:
-            order.extend(replaced[node.name])
-        elif node.output[0] not in remove:
+        if node.name not in remove:
             order.append(node)
+        if node.name in new_nodes:
+            # Replacement nodes go where the DQL was (their inputs exist there); the zero-point terms after their Cast.
+            order.extend(new_nodes[node.name])
     del g.node[:]
     g.node.extend(order)
-    if rewritten and not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(path))
     return rewritten

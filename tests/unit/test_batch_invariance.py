@@ -75,3 +75,31 @@ def test_quantizing_does_not_print_onnx_runtimes_pre_processing_advice(exported_
     out, err = capfd.readouterr()
     assert "pre-processing" not in out + err and "pre-processing" not in caplog.text
     assert PREPROCESS_ADVICE.startswith("Please consider") and "a warning of someone else" in caplog.text
+
+
+def test_with_held_out_clips_the_gate_scores_whole_clips_and_refuses_a_flipped_clip(exported_tiny):
+    """Clips are scored as serving scores them: a variant that flips one clip of eight fails the
+    clip agreement (≥ 0.99) and the accuracy bound (≤ 0.5 points below fp32), by name."""
+    from export.errors import ParityError
+    from export.gate_windows import clip_probabilities
+    from export.parity import ParityConfig, compare_variants, run_outputs, variant_runs
+
+    fp32 = exported_tiny / "fp32" / "model.onnx"
+    (qx, qn), (lx, ln) = quiet_and_loud_windows(W, quiet=8, loud=8, seed=3)
+    windows = [(np.concatenate([qx, lx]), np.concatenate([qn, ln]))]
+    clip_of_window = np.arange(16) // 2  # eight clips of two windows
+    config = ParityConfig(prob_atol=1.0, min_label_agreement=0.0)
+    runs, _ = variant_runs(W, config, windows)
+    outputs = run_outputs(fp32, runs)
+    alone = np.concatenate([p for _, p in outputs[:16]])
+    counts = windows[0][1]
+    labels = clip_probabilities(alone, counts, clip_of_window, 8).argmax(1)  # fp32 is right on every clip
+    same = compare_variants(fp32, fp32, window_samples=W, config=config, batches=windows, clips=(clip_of_window, labels))
+    assert same.passed and (same.clips, same.clip_agreement, same.accuracy, same.reference_accuracy) == (8, 1.0, 1.0, 1.0)
+    flipped = [(lg, np.roll(pr, 1, axis=1) if j in (0, 1) else pr) for j, (lg, pr) in enumerate(outputs)]  # clip 0, alone
+    report = compare_variants(fp32, fp32, window_samples=W, config=config, batches=windows, clips=(clip_of_window, labels),
+                              candidate_outputs=flipped)
+    assert report.clip_agreement == 7 / 8 and report.accuracy == 7 / 8
+    assert any("clip agreement 0.875 < 0.99 over 8 held-out clips" in m for m in report.mismatches)
+    assert any("12.5 points lower > 0.5" in m for m in report.mismatches)
+    assert isinstance(report.error(), ParityError)
