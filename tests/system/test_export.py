@@ -191,11 +191,16 @@ def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_ch
         assert ExportRecord.read(recipe.write(tmp_path / f"{variant}.json")) == recipe
         assert ExportRecord.from_json(json.loads(path.read_text())) == recipe
     int8 = ExportRecord.read(exported_tiny / "int8" / "recipe.json")
-    assert int8.preset == "dynamic-int8-convmatmul" and int8.options["quantization"]["op_types"] == ["MatMul", "Attention"]
+    assert int8.preset == "dynamic-int8-convmatmul" and int8.options["quantization"]["op_types"] == ["MatMul"]
+    assert int8.options["quantization"]["activation_scales"] == "row"
     assert int8.options["quantization"]["conv_weight_storage"] == "int8" and "preset_evidence" not in int8.options
     assert int8.options["preset_selection"] == [{**int8.options["preset_selection"][0], "preset": int8.preset, "passed": True}]
     assert int8.options["reference_sha256"] == ExportRecord.read(exported_tiny / "fp32" / "recipe.json").model_sha256
     assert set(int8.parity) == {"int8_vs_fp32", "fp32_vs_pytorch"}
+    # Every variant was checked alone and batched (the fp32 file against itself).
+    fp32_batched = ExportRecord.read(exported_tiny / "fp32" / "recipe.json").parity["fp32_batch_invariance"]
+    assert fp32_batched["batch_sizes"] == [1, 8] and fp32_batched["windows"] == 320
+    assert int8.parity["int8_vs_fp32"]["max_batch_dependence"] <= 1e-5
 
 
 def test_re_export_replaces_stale_files_and_int8_only_keeps_fp32_out(tiny_checkpoint, tmp_path):
@@ -222,8 +227,9 @@ def test_quantization_presets_resolve_to_configs_and_custom_configs_are_named_cu
     )
 
     name, config = resolve_preset()
-    assert name == DEFAULT_PRESET and config.op_types == ("MatMul", "Attention") and config.weight_type == "qint8"
-    assert config.per_channel and config.conv_as_matmul and config.fuse_attention and config.reduce_range
+    assert name == DEFAULT_PRESET and config.op_types == ("MatMul",) and config.weight_type == "qint8"
+    assert config.per_channel and config.conv_as_matmul and not config.fuse_attention and config.reduce_range
+    assert config.activation_scales == "row"
     assert all(isinstance(c, QuantizationConfig) for c in QUANTIZATION_PRESETS.values())
     from export.quantize import PRESET_EVIDENCE
 
