@@ -35,7 +35,7 @@ class SurveyRow:
         max_batch_dependence: max |Δprobability| between a window alone and batched with
             ``max_batch_size - 1`` others (0 for a batch-invariant model, up to float rounding).
         clip_agreement: with held-out clips, the fraction of clips with fp32's label (else ``None``).
-        accuracy_drop: with held-out clips, fp32's clip accuracy minus the preset's, in points (else ``None``).
+        accuracy_vs_fp32: with held-out clips, the preset's clip accuracy minus fp32's, in points (else ``None``).
         passed: within the export's tolerances.
         avx2_exact: its integer weights cannot saturate on AVX2-only CPUs.
         size_bytes: size of the int8 file.
@@ -47,7 +47,7 @@ class SurveyRow:
     label_agreement: float
     max_batch_dependence: float
     clip_agreement: float | None
-    accuracy_drop: float | None
+    accuracy_vs_fp32: float | None
     passed: bool
     avx2_exact: bool
     size_bytes: int
@@ -101,7 +101,7 @@ def survey_presets(
                 rows.append(SurveyRow(preset=name, cpu_class=target, max_abs_prob_diff=r.max_abs_prob_diff,
                                       label_agreement=r.label_agreement,
                                       max_batch_dependence=r.max_batch_dependence, clip_agreement=r.clip_agreement,
-                                      accuracy_drop=None if r.accuracy is None else 100 * (r.reference_accuracy - r.accuracy),
+                                      accuracy_vs_fp32=None if r.accuracy is None else 100 * (r.accuracy - r.reference_accuracy),
                                       passed=r.passed, avx2_exact=exact,
                                       size_bytes=path.stat().st_size))
     return rows
@@ -110,11 +110,11 @@ def survey_presets(
 def survey_markdown(rows: Sequence[SurveyRow], *, tolerance: float) -> str:
     """The rows as a Markdown table (what ``ser int8-presets`` prints)."""
     lines = ["| preset | CPU class | max \\|Δp\\| | label agreement | alone vs batched max \\|Δp\\| | passes (≤ %g) "
-             "| clip agreement | accuracy drop (points) | exact on AVX2 | size MB |" % tolerance,
+             "| clip agreement | accuracy − fp32 (points) | exact on AVX2 | size MB |" % tolerance,
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         agree = "" if r.clip_agreement is None else f"{r.clip_agreement:.3f}"
-        drop = "" if r.accuracy_drop is None else f"{r.accuracy_drop:+.1f}"
+        drop = "" if r.accuracy_vs_fp32 is None else f"{r.accuracy_vs_fp32:+.1f}"
         lines.append(f"| {r.preset} | {r.cpu_class} | {r.max_abs_prob_diff:.4f} | {r.label_agreement:.3f} | {r.max_batch_dependence:.1e} | "
                      f"{'yes' if r.passed else 'no'} | {agree} | {drop} | {'yes' if r.avx2_exact else 'no'} | {r.size_bytes / 1e6:.2f} |")
     return "\n".join(lines)
