@@ -78,8 +78,11 @@ def test_quantizing_does_not_print_onnx_runtimes_pre_processing_advice(exported_
 
 
 def test_with_held_out_clips_the_gate_scores_whole_clips_and_refuses_a_flipped_clip(exported_tiny):
-    """Clips are scored as serving scores them: a variant that flips one clip of eight fails the
-    clip agreement (≥ 0.99) and the accuracy bound (≤ 0.5 points below fp32), by name."""
+    """Clips are scored as serving scores them.
+
+    A variant that flips one clip of eight fails the clip agreement (≥ 0.99) and the accuracy
+    bound (≤ 0.5 points below fp32), by name.
+    """
     from export.errors import ParityError
     from export.gate_windows import clip_probabilities
     from export.parity import ParityConfig, compare_variants, run_outputs, variant_runs
