@@ -30,3 +30,11 @@ class ParityError(ExportError):
 
 class ModelConfigError(ExportError):
     """A Triton model config is invalid or does not match its ONNX graph."""
+
+
+class BatchDependenceError(ParityError):
+    """A model's answer for a window changes with the other windows of its batch (beyond tolerance).
+
+    Served batches are formed by Triton's dynamic batcher from different callers, so such a model
+    gives a caller an answer that depends on who else was calling.
+    """

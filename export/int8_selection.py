@@ -50,6 +50,9 @@ class PresetAttempt:
             "preset": self.preset,
             "passed": self.passed,
             "checks": {c: {"max_abs_prob_diff": r.max_abs_prob_diff, "label_agreement": r.label_agreement,
+                           "windows": r.windows, "max_batch_dependence": r.max_batch_dependence,
+                           "clips": r.clips, "clip_agreement": r.clip_agreement, "accuracy": r.accuracy,
+                           "reference_accuracy": r.reference_accuracy,
                            "passed": r.passed} for c, r in self.reports.items()},
             "refused_because": self.reason(),
         }
@@ -88,6 +91,8 @@ def choose_int8(
     classes: Sequence[str] = (),
     parity: ParityConfig | None = None,
     on_attempt: Callable[[str], None] | None = None,
+    batches: Sequence[tuple[Any, Any]] | None = None,
+    clips: tuple[Any, Any] | None = None,
 ) -> Int8Choice:
     """Quantize ``fp32_path`` into ``out_path`` with the first candidate that passes on every class.
 
@@ -99,12 +104,15 @@ def choose_int8(
         classes: CPU classes to check besides this host's (e.g. ``("avx2",)``).
         parity: tolerances and batches (default :class:`~export.parity.ParityConfig`).
         on_attempt: called with each preset name before it is tried (progress display).
+        batches: the windows to check on (the checkpoint's held-out windows), instead of seeded ones.
+        clips: with held-out windows, each window's clip and the clips' labels (clip agreement and accuracy).
 
     Returns:
         :class:`Int8Choice`.
 
     Raises:
-        ParityError: no candidate passed; lists each one's reason.
+        ParityError: no candidate passed; lists each one's reason (a lone candidate whose answers
+            depended on their batch: :class:`~export.errors.BatchDependenceError`).
         ConfigError: a class cannot be checked on this host (names it and why).
     """
     parity = parity or ParityConfig()
@@ -117,7 +125,7 @@ def choose_int8(
         reports: dict[str, ParityReport] = {}
         for target in order:
             reports[target] = compare_on_class(fp32_path, out_path, window_samples=window_samples, target=target,
-                                               config=parity, what=WHAT)
+                                               config=parity, what=WHAT, batches=batches, clips=clips)
             if not reports[target].passed:
                 break
         attempts.append(PresetAttempt(preset=name, reports=reports))
@@ -126,5 +134,5 @@ def choose_int8(
                               rewrites=rewrites)
     if len(attempts) == 1:
         failed = [r for r in attempts[0].reports.values() if not r.passed][0]
-        raise ParityError(failed.what, list(failed.mismatches))
+        raise failed.error()
     raise ParityError(WHAT, [f"preset {a.preset} refused {a.reason()}" for a in attempts])

@@ -6,13 +6,14 @@ ONNX Runtime chooses its integer GEMM kernels from ``cpuid``. ``qemu-x86_64 -cpu
 an AVX2-only serving node would run (only slower). qemu's TCG does not implement
 AVX-512 or AVX-VNNI, so the ``vnni`` and ``amx`` classes can only be checked on such a CPU.
 
-The emulated child runs only the model under test on the export's parity batches and
+The emulated child runs only the model under test, on the variant check's mixed batches (whether
+an answer depends on its batch is checked natively), and
 saves its outputs; the fp32 reference runs natively here and the comparison applies the
 export's own tolerances (:func:`export.parity.compare_variants`).
 
 Usage as a script (what the emulator runs)::
 
-    python -m export.isa_check CANDIDATE.onnx WINDOW_SAMPLES PARITY_JSON OUT.npz
+    python -m export.isa_check CANDIDATE.onnx WINDOWS.npz PARITY_JSON OUT.npz
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from export.parity import (
     ParityConfig,
     ParityReport,
     compare_variants,
-    make_parity_batches,
     run_outputs,
+    variant_runs,
+    variant_windows,
 )
 
 #: qemu CPU models that make ONNX Runtime take a class's kernels (classes qemu can emulate).
@@ -82,6 +84,8 @@ def compare_on_class(
     target: str,
     config: ParityConfig | None = None,
     what: str = "int8 vs fp32 ONNX",
+    batches: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    clips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ParityReport:
     """:func:`export.parity.compare_variants` on CPU class ``target`` (natively or emulated).
 
@@ -92,6 +96,8 @@ def compare_on_class(
         target: a class of :data:`export.cpu_class.CPU_CLASSES`.
         config: batches and tolerances (default: the export's, :class:`~export.parity.ParityConfig`).
         what: how the report names the comparison (``" on <class>"`` is appended).
+        batches: real windows instead of the seeded ones (:func:`export.parity.compare_variants`).
+        clips: the windows' clips and labels, when they are held-out clips' (scored as whole clips too).
 
     Returns:
         The report; its ``mismatches`` say what failed (empty: passed).
@@ -102,14 +108,21 @@ def compare_on_class(
     """
     config = config or ParityConfig()
     prefix = emulator_command(target)
-    label = f"{what} on {target}" + ("" if prefix == [] else " (emulated)")
+    label = f"{what} on {target}" + ("" if prefix == [] else " (emulated, batched)")
     if prefix is None:
         raise ConfigError(f"cannot check {Path(candidate)} on CPU class {target!r}: {why_not_emulated(target)}")
     if prefix == []:
-        return compare_variants(reference, candidate, window_samples=window_samples, config=config, what=label)
+        return compare_variants(reference, candidate, window_samples=window_samples, config=config, what=label,
+                                batches=batches, clips=clips)
+    # Emulated, the model runs only the mixed batches: running every window alone too would take ~9x as long
+    # under qemu, and whether an answer depends on its batch is a property of the graph, checked natively.
+    windows = variant_windows(window_samples, config, batches)
+    all_runs, mixes = variant_runs(window_samples, config, [windows])
+    n = len(all_runs) - len(mixes)
     with tempfile.TemporaryDirectory(prefix="ser-isa-") as tmp:
-        out = Path(tmp) / "outputs.npz"
-        cmd = [*prefix, sys.executable, "-m", "export.isa_check", str(candidate), str(window_samples),
+        out, inputs = Path(tmp) / "outputs.npz", Path(tmp) / "windows.npz"
+        np.savez(inputs, waveforms=windows[0], num_samples=windows[1])
+        cmd = [*prefix, sys.executable, "-m", "export.isa_check", str(candidate), str(inputs),
                json.dumps({**asdict(config), "batch_sizes": list(config.batch_sizes)}), str(out)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=EMULATION_TIMEOUT_S,
@@ -120,10 +133,14 @@ def compare_on_class(
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ExportError(f"{candidate}: the emulated {target} check failed (exit {proc.returncode}): {tail[0]}")
         with np.load(out) as saved:
-            outputs = [(saved[f"logits_{j}"], saved[f"probabilities_{j}"]) for j in range(len(config.batch_sizes))]
+            mixed = [(saved[f"logits_{j}"], saved[f"probabilities_{j}"]) for j in range(len(mixes))]
+    # The batched answers stand in for the alone ones (row i of the mixed batch holding window i).
+    where = {int(i): (j, r) for j, ix in enumerate(mixes) for r, i in enumerate(ix)}
+    alone = [(mixed[where[i][0]][0][where[i][1]][None], mixed[where[i][0]][1][where[i][1]][None]) for i in range(n)]
+    outputs = alone + mixed
     # The fp32 reference runs here: only the model under test needs the other class's kernels.
     return compare_variants(reference, candidate, window_samples=window_samples, config=config, what=label,
-                            candidate_outputs=outputs)
+                            batches=[windows], candidate_outputs=outputs, clips=clips)
 
 
 def verify_export_on_classes(export_dir: str | Path, classes: Sequence[str], *,
@@ -147,7 +164,6 @@ def verify_export_on_classes(export_dir: str | Path, classes: Sequence[str], *,
         ConfigError: a class cannot be checked on this host.
     """
     from export.cpu_class import parse_classes
-    from export.errors import ParityError
     from export.recipe import MODEL_FILENAME, RECIPE_FILENAME, ExportRecord
 
     export_dir = Path(export_dir)
@@ -164,17 +180,19 @@ def verify_export_on_classes(export_dir: str | Path, classes: Sequence[str], *,
         report = compare_on_class(fp32, int8, window_samples=recipe.contract.window_samples, target=target,
                                   config=config)
         if not report.passed:
-            raise ParityError(report.what, list(report.mismatches))
+            raise report.error()
         verified.append(target)
     return tuple(verified)
 
 
 def _main(argv: Sequence[str]) -> int:
-    candidate, window, parity_json, out = argv
+    candidate, windows, parity_json, out = argv
     d = json.loads(parity_json)
     config = ParityConfig(**{**d, "batch_sizes": tuple(d["batch_sizes"])})
-    batches = make_parity_batches(int(window), batch_sizes=config.batch_sizes, seed=config.seed)
-    outputs = run_outputs(candidate, batches, intra_op_threads=config.intra_op_threads)
+    with np.load(windows) as saved:
+        batch = (saved["waveforms"], saved["num_samples"])
+    runs, mixes = variant_runs(batch[0].shape[1], config, [batch])
+    outputs = run_outputs(candidate, runs[len(runs) - len(mixes):], intra_op_threads=config.intra_op_threads)
     arrays = {}
     for j, (logits, probabilities) in enumerate(outputs):
         arrays[f"logits_{j}"], arrays[f"probabilities_{j}"] = logits, probabilities

@@ -13,6 +13,10 @@ windows of several lengths), collect *every* mismatch and raise one
   probability tolerance and is excused; only flips of decisive windows count
   against the agreement. The report keeps the raw agreement too, so a figure on
   an untrained (near-uniform) model can be read for what it is.
+* batch invariance (every variant): the variant runs each window alone *and* in mixed
+  batches of ``max_batch_size`` (:mod:`export.gate_windows`), as Triton's dynamic batcher
+  merges callers; a window whose probabilities differ by more than ``batch_atol`` between the
+  two fails the check (:class:`~export.errors.BatchDependenceError`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 
 from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM, OUTPUT_LOGITS, OUTPUT_PROBABILITIES
 from client.errors import ConfigError
-from export.errors import ExportError, ParityError
+from export.errors import BatchDependenceError, ExportError, ParityError
+from export.gate_windows import clip_probabilities, gate_runs, stack_windows
 
 #: Shortest window used in parity batches (samples): wav2vec2's conv stack needs
 #: 400 samples (25 ms @ 16 kHz) for one frame.
@@ -53,6 +58,17 @@ class ParityConfig:
             are the served model's.
         fp16_prob_atol: the fp16 variant's max |Δprobability| vs fp32 (default 0.01:
             fp16 rounds, it does not quantize; the tiny model measures ~6e-5).
+        windows: seeded windows of the variant checks when no real ones are given (the export
+            passes the checkpoint's held-out windows when it has them).
+        max_batch_size: the served batch the variant checks stack windows into (Triton's
+            ``max_batch_size``; the repository's default).
+        batch_atol: max |Δprobability| allowed between a window alone and the same window batched
+            with ``max_batch_size - 1`` others (fp32 and per-row int8 measure ~2e-7: float
+            summation order only).
+        min_clip_agreement: with held-out clips: fraction of clips whose label (windows combined
+            as serving combines them) must equal fp32's, alone and batched.
+        max_accuracy_drop: with held-out clips: how far the variant's clip accuracy may fall below
+            fp32's (0.005: half a point).
     """
 
     batch_sizes: tuple[int, ...] = (1, 3, 8)
@@ -62,16 +78,25 @@ class ParityConfig:
     min_label_agreement: float = 0.95
     intra_op_threads: int = 0
     fp16_prob_atol: float = 0.01
+    windows: int = 320
+    max_batch_size: int = 8
+    batch_atol: float = 1e-5
+    min_clip_agreement: float = 0.99
+    max_accuracy_drop: float = 0.005
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        for name in ("windows", "max_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise ConfigError(f"batch_sizes={self.batch_sizes}: need at least one batch, each of size >= 1")
-        for name in ("logit_atol", "prob_atol", "fp16_prob_atol"):
+        for name in ("logit_atol", "prob_atol", "fp16_prob_atol", "batch_atol"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")
-        if not 0.0 <= self.min_label_agreement <= 1.0:
-            raise ConfigError(f"min_label_agreement={self.min_label_agreement}: must be in [0, 1]")
+        for name in ("min_label_agreement", "min_clip_agreement", "max_accuracy_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be in [0, 1]")
         if self.intra_op_threads < 0:
             raise ConfigError(f"intra_op_threads={self.intra_op_threads}: must be >= 0 (0: the served default)")
 
@@ -93,6 +118,13 @@ class ParityReport:
         excused_flips: label flips on near ties (not counted against agreement).
         tolerances: the thresholds applied.
         mismatches: one line per failed comparison (empty when passed).
+        max_batch_dependence: max |Δprobability| between a window alone and batched
+            (variant checks; 0 where not measured).
+        batch_dependent_windows: windows whose answer changed beyond ``batch_atol`` when batched.
+        clips: held-out clips scored (0: seeded windows, no clip figures).
+        clip_agreement: fraction of clips with fp32's label, alone and batched (``None`` without clips).
+        accuracy: the variant's clip accuracy, the worse of alone and batched (``None`` without clips).
+        reference_accuracy: fp32's clip accuracy on the same clips (``None`` without clips).
     """
 
     what: str
@@ -106,11 +138,22 @@ class ParityReport:
     excused_flips: int
     tolerances: Mapping[str, float]
     mismatches: tuple[str, ...] = field(default_factory=tuple)
+    max_batch_dependence: float = 0.0
+    batch_dependent_windows: int = 0
+    clips: int = 0
+    clip_agreement: float | None = None
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
 
     @property
     def passed(self) -> bool:
         """True when no comparison failed."""
         return not self.mismatches
+
+    def error(self) -> ParityError:
+        """The typed error of a failed report: :class:`BatchDependenceError` when a window depended on its batch."""
+        kind = BatchDependenceError if self.batch_dependent_windows else ParityError
+        return kind(self.what, list(self.mismatches))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -271,17 +314,50 @@ def check_variant_agreement(
     config: ParityConfig = ParityConfig(),
     batches: Iterable[Batch] | None = None,
     what: str = "variant vs fp32 ONNX",
+    clips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ParityReport:
     """Compare a quantized/converted ONNX file with the fp32 one; raise when it fails.
 
-    :func:`compare_variants` with the same arguments, then a :class:`ParityError`
-    listing every mismatch when the report did not pass.
+    :func:`compare_variants` with the same arguments, then :meth:`ParityReport.error`
+    (a :class:`ParityError`, or :class:`BatchDependenceError` when a window's answer
+    depended on its batch) listing every mismatch when the report did not pass.
     """
     report = compare_variants(reference, candidate, window_samples=window_samples, config=config,
-                              batches=batches, what=what)
+                              batches=batches, what=what, clips=clips)
     if report.mismatches:
-        raise ParityError(what, list(report.mismatches))
+        raise report.error()
     return report
+
+
+def variant_windows(window_samples: int, config: ParityConfig, batches: Iterable[Batch] | None = None) -> Batch:
+    """The windows the variant checks run: ``batches``' rows, else ``config.windows`` seeded ones."""
+    if batches is None:
+        full, rest = divmod(config.windows, config.max_batch_size)
+        sizes = [config.max_batch_size] * full + ([rest] if rest else [])
+        batches = make_parity_batches(window_samples, batch_sizes=sizes, seed=config.seed)
+    batches = list(batches)
+    if not batches:
+        raise ConfigError("no windows to compare")
+    return stack_windows(batches)
+
+
+def variant_runs(window_samples: int, config: ParityConfig, batches: Iterable[Batch] | None = None
+                 ) -> tuple[list[Batch], list[np.ndarray]]:
+    """What the model under test runs in the variant checks: every window alone, then mixed batches.
+
+    :func:`export.gate_windows.gate_runs` over :func:`variant_windows`.
+    """
+    waveforms, counts = variant_windows(window_samples, config, batches)
+    return gate_runs(waveforms, counts, max_batch_size=config.max_batch_size)
+
+
+def _scatter(outputs: Sequence[tuple[np.ndarray, np.ndarray]], mixes: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the mixed batches' outputs put back in window order: ``(logits [n, C], probabilities [n, C])``."""
+    logits = np.zeros((n, outputs[0][0].shape[1]), dtype=np.float32)
+    probs = np.zeros_like(logits)
+    for ix, (lg, pr) in zip(mixes, outputs, strict=True):
+        logits[ix], probs[ix] = lg, pr
+    return logits, probs
 
 
 def compare_variants(
@@ -293,73 +369,115 @@ def compare_variants(
     batches: Iterable[Batch] | None = None,
     what: str = "variant vs fp32 ONNX",
     candidate_outputs: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    clips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ParityReport:
-    """Compare a quantized/converted ONNX file with the fp32 one.
+    """Compare a quantized/converted ONNX file with the fp32 one, alone and batched.
+
+    The candidate runs every window alone (batch 1) and in mixed batches of
+    ``config.max_batch_size`` (:func:`variant_runs`); fp32 runs the mixed batches. Both
+    of the candidate's answers are compared with fp32, and with each other.
 
     Args:
         reference: the fp32 ``.onnx``.
         candidate: the variant's ``.onnx``.
         window_samples: W.
-        config: ``prob_atol``, ``min_label_agreement`` and the seeded batches.
+        config: ``prob_atol``, ``min_label_agreement``, ``batch_atol``, ``max_batch_size``, ``windows``.
         batches: real inputs instead of the seeded ones, e.g. held-out clips cut with
-            :func:`client.audio.make_windows`: ``[(waveform [b, W] f32, num_samples [b, 1] i64)]``.
+            :func:`client.audio.make_windows`: ``[(waveform [b, W] f32, num_samples [b, 1] i64)]``
+            (only their rows matter: they are re-batched as above).
         what: how the error and report name this comparison.
-        candidate_outputs: the candidate's ``(logits, probabilities)`` per batch, computed
-            elsewhere (e.g. on an emulated CPU by :func:`run_outputs`); ``candidate`` is then
-            only named, not run.
+        candidate_outputs: the candidate's ``(logits, probabilities)`` per batch of
+            :func:`variant_runs`, computed elsewhere (e.g. on an emulated CPU by
+            :func:`run_outputs`); ``candidate`` is then only named, not run.
+        clips: ``(clip_of_window [n] int, clip_labels [clips] int)`` when the windows are held-out
+            clips' (:class:`export.gate_windows.HeldOutWindows`): clips are then scored too.
 
     Returns:
-        The :class:`ParityReport`; its ``mismatches`` list every batch whose max
-        |Δprobability| exceeds ``prob_atol``, non-finite outputs, and overall label
-        agreement below ``min_label_agreement`` (empty: passed).
+        The :class:`ParityReport`; its ``mismatches`` list the windows whose max
+        |Δprobability| exceeds ``prob_atol`` (alone or batched), non-finite outputs, label
+        agreement below ``min_label_agreement``, windows whose answer alone and batched
+        differ by more than ``batch_atol``, and with clips: clip agreement below
+        ``min_clip_agreement`` or accuracy more than ``max_accuracy_drop`` below fp32's (empty: passed).
     """
+    runs, mixes = variant_runs(window_samples, config, batches)
+    n = sum(len(ix) for ix in mixes)
     ref = _session(Path(reference), config.intra_op_threads)
-    cand = _session(Path(candidate), config.intra_op_threads) if candidate_outputs is None else None
-    if batches is None:
-        batches = make_parity_batches(window_samples, batch_sizes=config.batch_sizes, seed=config.seed)
-    batches = [(np.ascontiguousarray(w, dtype=np.float32), np.ascontiguousarray(n, dtype=np.int64).reshape(-1, 1)) for w, n in batches]
+    ref_logits, ref_probs = _scatter([_run(ref, runs[n + j]) for j in range(len(mixes))], mixes, n)
+    if candidate_outputs is None:
+        cand = _session(Path(candidate), config.intra_op_threads)
+        candidate_outputs = [_run(cand, batch) for batch in runs]
+    alone_logits = np.concatenate([lg for lg, _ in candidate_outputs[:n]])
+    alone_probs = np.concatenate([pr for _, pr in candidate_outputs[:n]])
+    mixed_logits, mixed_probs = _scatter(candidate_outputs[n:], mixes, n)
+    counts = np.concatenate([b[1] for b in runs[:n]])
     mismatches: list[str] = []
-    max_logit = max_prob = 0.0
-    agree = windows = ties = excused = 0
-    tie_margin = 2 * config.prob_atol
-    for j, batch in enumerate(batches):
-        ref_logits, ref_probs = _run(ref, batch)
-        logits, probs = _run(cand, batch) if candidate_outputs is None else candidate_outputs[j]
-        finite = np.isfinite(logits).all(axis=1) & np.isfinite(probs).all(axis=1)
-        for row in np.flatnonzero(~finite):
-            mismatches.append(f"{_describe(j, batch, row)}: non-finite output")
-        dp = np.abs(probs - ref_probs).max(axis=1)
-        worst = int(np.nanargmax(dp)) if finite.any() else 0
-        if finite.any() and dp[worst] > config.prob_atol:
-            over = int((dp > config.prob_atol).sum())
-            mismatches.append(f"{_describe(j, batch, worst)}: max |Δprobability| {dp[worst]:.3g} > {config.prob_atol:g} ({over} window(s) over)")
-        max_logit = max(max_logit, float(np.nanmax(np.abs(logits - ref_logits))))
-        max_prob = max(max_prob, float(np.nanmax(dp)))
-        same = probs.argmax(1) == ref_probs.argmax(1)
-        tie = _margins(ref_probs) < tie_margin
-        agree += int(same.sum())
-        ties += int(tie.sum())
-        excused += int((~same & tie).sum())
-        windows += len(dp)
-    if windows == 0:
-        raise ConfigError(f"{what}: no windows to compare")
-    counted = (agree + excused) / windows  # flips on near ties are within prob_atol
+
+    def describe(row: int) -> str:
+        return f"window {row} (num_samples={int(counts[row, 0])})"
+
+    finite = np.isfinite(alone_probs).all(1) & np.isfinite(mixed_probs).all(1) & np.isfinite(alone_logits).all(1)
+    for row in np.flatnonzero(~finite):
+        mismatches.append(f"{describe(row)}: non-finite output")
+    dp = np.maximum(np.abs(alone_probs - ref_probs).max(1), np.abs(mixed_probs - ref_probs).max(1))
+    dp = np.where(finite, dp, 0.0)
+    over = np.flatnonzero(dp > config.prob_atol)
+    if len(over):
+        worst = int(over[np.argmax(dp[over])])
+        mismatches.append(f"{describe(worst)}: max |Δprobability| {dp[worst]:.3g} > {config.prob_atol:g} "
+                          f"({len(over)} window(s) over)")
+    dependence = np.where(finite, np.abs(alone_probs - mixed_probs).max(1), 0.0)
+    dependent = np.flatnonzero(dependence > config.batch_atol)
+    if len(dependent):
+        worst = int(dependent[np.argmax(dependence[dependent])])
+        mismatches.append(f"{len(dependent)} window(s) answer differently alone and batched with "
+                          f"{config.max_batch_size - 1} others: {describe(worst)} max |Δprobability| "
+                          f"{dependence[worst]:.3g} > batch_atol {config.batch_atol:g}")
+    # A window agrees only when it agrees alone and batched: a caller may meet either.
+    same = (alone_probs.argmax(1) == ref_probs.argmax(1)) & (mixed_probs.argmax(1) == ref_probs.argmax(1))
+    tie = _margins(ref_probs) < 2 * config.prob_atol
+    agree, ties, excused = int(same.sum()), int(tie.sum()), int((~same & tie).sum())
+    counted = (agree + excused) / n  # flips on near ties are within prob_atol
     if counted < config.min_label_agreement:
         mismatches.append(
-            f"label agreement {counted:.3f} < {config.min_label_agreement:g} over {windows} windows "
-            f"({windows - agree - excused} decisive flip(s); raw agreement {agree / windows:.3f})"
+            f"label agreement {counted:.3f} < {config.min_label_agreement:g} over {n} windows "
+            f"({n - agree - excused} decisive flip(s); raw agreement {agree / n:.3f})"
         )
-    report = ParityReport(
+    clip_figures = {} if clips is None else _clip_figures(clips, counts, ref_probs, (alone_probs, mixed_probs))
+    if clip_figures:
+        if clip_figures["clip_agreement"] < config.min_clip_agreement:
+            mismatches.append(f"clip agreement {clip_figures['clip_agreement']:.3f} < {config.min_clip_agreement:g} "
+                              f"over {clip_figures['clips']} held-out clips")
+        drop = clip_figures["reference_accuracy"] - clip_figures["accuracy"]
+        if drop > config.max_accuracy_drop:
+            mismatches.append(f"clip accuracy {clip_figures['accuracy']:.3f} vs fp32 {clip_figures['reference_accuracy']:.3f}: "
+                              f"{100 * drop:.1f} points lower > {100 * config.max_accuracy_drop:g}")
+    max_logit = max(float(np.abs(alone_logits - ref_logits)[finite].max(initial=0.0)),
+                    float(np.abs(mixed_logits - ref_logits)[finite].max(initial=0.0)))
+    return ParityReport(
         what=what,
-        windows=windows,
-        batch_sizes=tuple(int(b[0].shape[0]) for b in batches),
-        min_num_samples=int(min(int(b[1].min()) for b in batches)),
+        windows=n,
+        batch_sizes=tuple(sorted({1, *(len(ix) for ix in mixes)})),
+        min_num_samples=int(counts.min()),
         max_abs_logit_diff=max_logit,
-        max_abs_prob_diff=max_prob,
-        label_agreement=agree / windows,
+        max_abs_prob_diff=float(dp.max(initial=0.0)),
+        label_agreement=agree / n,
         near_ties=ties,
         excused_flips=excused,
-        tolerances={"prob_atol": config.prob_atol, "min_label_agreement": config.min_label_agreement},
+        tolerances={"prob_atol": config.prob_atol, "min_label_agreement": config.min_label_agreement,
+                    "batch_atol": config.batch_atol},
         mismatches=tuple(mismatches),
+        max_batch_dependence=float(dependence.max(initial=0.0)),
+        batch_dependent_windows=int(len(dependent)),
+        **clip_figures,
     )
-    return report
+
+
+def _clip_figures(clips: tuple[np.ndarray, np.ndarray], counts: np.ndarray, ref_probs: np.ndarray,
+                  candidates: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Clip agreement (worst of the candidate's runs) and accuracies, windows combined as serving combines them."""
+    clip_of_window, labels = (np.asarray(a) for a in clips)
+    n = len(labels)
+    ref = clip_probabilities(ref_probs, counts, clip_of_window, n).argmax(1)
+    got = [clip_probabilities(p, counts, clip_of_window, n).argmax(1) for p in candidates]
+    return {"clips": int(n), "clip_agreement": float(min((g == ref).mean() for g in got)),
+            "accuracy": float(min((g == labels).mean() for g in got)), "reference_accuracy": float((ref == labels).mean())}

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from client.contract import default_hop_samples
 from client.errors import ConfigError
 from export.cpu_class import CPU_CLASSES
 from export.errors import ExportError
@@ -241,6 +242,7 @@ def export_checkpoint(
     """
     from client.progress import progress_bar
     from export.fp16 import convert_fp16
+    from export.gate_windows import held_out_windows
     from export.int8_selection import choose_int8
     from export.onnx_export import export_onnx, load_classifier
     from export.parity import check_onnx_parity, check_variant_agreement
@@ -321,7 +323,16 @@ def export_checkpoint(
             fp32_options = {"exporter": "torch.onnx.export(dynamo=False)", "opset": config.onnx.opset,
                             "constant_folding": config.onnx.constant_folding,
                             "attention": "eager" if config.onnx.eager_attention else "as trained"}
-            parity_json["fp32"] = {"fp32_vs_pytorch": fp32_report.to_json()}
+            # The variant checks run the checkpoint's held-out windows when it records its split (what the
+            # quantization report scores), else the config's seeded ones; each alone and in mixed served batches.
+            held_out = held_out_windows(local, window_samples=W,
+                                        hop_samples=info.hop_samples or default_hop_samples(W))
+            windows = None if held_out is None else held_out.batches
+            clips = None if held_out is None else held_out.clips
+            bar.set_postfix_str("fp32: batch invariance")
+            fp32_batched = check_variant_agreement(fp32_path, fp32_path, window_samples=W, config=config.parity,
+                                                   batches=windows, clips=clips, what="fp32 ONNX alone vs batched")
+            parity_json["fp32"] = {"fp32_vs_pytorch": fp32_report.to_json(), "fp32_batch_invariance": fp32_batched.to_json()}
             stage("fp32", None, fp32_options, fp32_report)
 
             if "int8" in config.variants:
@@ -329,7 +340,7 @@ def export_checkpoint(
                 int8_path = work / "int8" / MODEL_FILENAME
                 choice = choose_int8(
                     fp32_path, int8_path, window_samples=W, candidates=config.int8_candidates,
-                    classes=config.verify_cpu_classes, parity=config.parity,
+                    classes=config.verify_cpu_classes, parity=config.parity, batches=windows, clips=clips,
                     on_attempt=lambda name: bar.set_postfix_str(f"int8: {name}, agreement with fp32"),
                 )
                 bar.update(2)
@@ -352,7 +363,8 @@ def export_checkpoint(
                 bar.set_postfix_str("fp16: agreement with fp32")
                 fp16_parity = replace(config.parity, prob_atol=config.parity.fp16_prob_atol)
                 fp16_report = check_variant_agreement(
-                    fp32_path, fp16_path, window_samples=W, config=fp16_parity, what="fp16 vs fp32 ONNX"
+                    fp32_path, fp16_path, window_samples=W, config=fp16_parity, what="fp16 vs fp32 ONNX",
+                    batches=windows, clips=clips,
                 )
                 bar.update()
                 parity_json["fp16"] = {"fp16_vs_fp32": fp16_report.to_json(), "fp32_vs_pytorch": fp32_report.to_json()}

@@ -2,7 +2,8 @@
 
 For a user choosing a preset for a fleet, and for anyone checking why the export fell
 back from one preset to the next: every preset is quantized from the same fp32 file and
-compared with it on the export's parity batches, on this host's CPU class and on the
+compared with it as the export's check compares (the source checkpoint's held-out windows when
+``ser int8-presets`` finds them, each alone and batched), on this host's CPU class and on the
 classes asked for (emulated where possible, :mod:`export.isa_check`).
 """
 
@@ -12,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+import numpy as np
 
 from client.errors import ConfigError
 from export.cpu_class import cpu_class
@@ -28,7 +31,11 @@ class SurveyRow:
         preset: the preset name.
         cpu_class: where it ran (``"avx2"`` may be emulated).
         max_abs_prob_diff: max |Δprobability| against fp32 over the parity windows.
-        label_agreement: fraction of windows with fp32's top-1 label.
+        label_agreement: fraction of windows with fp32's top-1 label (alone and batched).
+        max_batch_dependence: max |Δprobability| between a window alone and batched with
+            ``max_batch_size - 1`` others (0 for a batch-invariant model, up to float rounding).
+        clip_agreement: with held-out clips, the fraction of clips with fp32's label (else ``None``).
+        accuracy_vs_fp32: with held-out clips, the preset's clip accuracy minus fp32's, in points (else ``None``).
         passed: within the export's tolerances.
         avx2_exact: its integer weights cannot saturate on AVX2-only CPUs.
         size_bytes: size of the int8 file.
@@ -38,6 +45,9 @@ class SurveyRow:
     cpu_class: str
     max_abs_prob_diff: float
     label_agreement: float
+    max_batch_dependence: float
+    clip_agreement: float | None
+    accuracy_vs_fp32: float | None
     passed: bool
     avx2_exact: bool
     size_bytes: int
@@ -51,6 +61,8 @@ def survey_presets(
     classes: Sequence[str] = (),
     config: ParityConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    batches: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    clips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[SurveyRow]:
     """Quantize ``fp32_path`` with each preset and compare it with fp32 on each class.
 
@@ -61,6 +73,9 @@ def survey_presets(
         classes: CPU classes besides this host's.
         config: tolerances and batches (default: the export's).
         progress: called with ``"<preset> on <class>"`` before each comparison.
+        batches: the windows to compare on (e.g. :func:`export.gate_windows.held_out_windows`), instead
+            of ``config.windows`` seeded ones; each runs alone and in mixed batches as in the export's check.
+        clips: with held-out windows, their clips and labels (clip agreement and accuracy in the rows).
 
     Returns:
         One row per preset and class, presets in the given order, this host's class first.
@@ -81,18 +96,25 @@ def survey_presets(
             for target in order:
                 if progress:
                     progress(f"{name} on {target}")
-                r = compare_on_class(fp32_path, path, window_samples=window_samples, target=target, config=config)
+                r = compare_on_class(fp32_path, path, window_samples=window_samples, target=target, config=config,
+                                     batches=batches, clips=clips)
                 rows.append(SurveyRow(preset=name, cpu_class=target, max_abs_prob_diff=r.max_abs_prob_diff,
-                                      label_agreement=r.label_agreement, passed=r.passed, avx2_exact=exact,
+                                      label_agreement=r.label_agreement,
+                                      max_batch_dependence=r.max_batch_dependence, clip_agreement=r.clip_agreement,
+                                      accuracy_vs_fp32=None if r.accuracy is None else 100 * (r.accuracy - r.reference_accuracy),
+                                      passed=r.passed, avx2_exact=exact,
                                       size_bytes=path.stat().st_size))
     return rows
 
 
 def survey_markdown(rows: Sequence[SurveyRow], *, tolerance: float) -> str:
     """The rows as a Markdown table (what ``ser int8-presets`` prints)."""
-    lines = ["| preset | CPU class | max \\|Δp\\| | label agreement | passes (≤ %g) | exact on AVX2 | size MB |" % tolerance,
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| preset | CPU class | max \\|Δp\\| | label agreement | alone vs batched max \\|Δp\\| | passes (≤ %g) "
+             "| clip agreement | accuracy − fp32 (points) | exact on AVX2 | size MB |" % tolerance,
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.preset} | {r.cpu_class} | {r.max_abs_prob_diff:.4f} | {r.label_agreement:.3f} | "
-                     f"{'yes' if r.passed else 'no'} | {'yes' if r.avx2_exact else 'no'} | {r.size_bytes / 1e6:.2f} |")
+        agree = "" if r.clip_agreement is None else f"{r.clip_agreement:.3f}"
+        drop = "" if r.accuracy_vs_fp32 is None else f"{r.accuracy_vs_fp32:+.1f}"
+        lines.append(f"| {r.preset} | {r.cpu_class} | {r.max_abs_prob_diff:.4f} | {r.label_agreement:.3f} | {r.max_batch_dependence:.1e} | "
+                     f"{'yes' if r.passed else 'no'} | {agree} | {drop} | {'yes' if r.avx2_exact else 'no'} | {r.size_bytes / 1e6:.2f} |")
     return "\n".join(lines)

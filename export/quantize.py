@@ -3,14 +3,18 @@
 A preset is one name that maps to one :class:`QuantizationConfig`; a config object is
 the escape hatch. How the presets are built, and why:
 
-* int8 *compute* is ``MatMul`` (``MatMulInteger``/``QAttention``): ONNX Runtime's
+* Activations are quantized per row (one scale and zero point per frame of one window,
+  :func:`export.row_quant.quantize_rows`), not per tensor: a served batch is one tensor
+  holding other callers' windows, and a window's answer must not depend on them.
+* int8 *compute* is ``MatMul`` (``MatMulInteger``): ONNX Runtime's
   ``ConvInteger`` is slower on x86 than fp32 convolution, so a convolution is either
   rewritten as exact ``MatMul`` graphs first (:func:`export.conv_rewrite.convs_to_matmul`)
   or computed in fp32, its weights optionally *stored* int8 (:func:`store_conv_weights`).
 * The first convolution reads the raw waveform; one activation scale per tensor is too
   coarse there, so it stays fp32 in every preset.
-* Self-attention is fused into ONNX Runtime's ``Attention`` op
-  (:func:`export.attention_fusion.fuse_attention`), which quantizes to ``QAttention``.
+* Self-attention fused into ONNX Runtime's ``Attention`` op
+  (:func:`export.attention_fusion.fuse_attention`) quantizes to ``QAttention``, which is faster
+  but takes one activation scale per tensor: only the ``-qattention`` preset (unbatched serving) uses it.
 * Weights are 7-bit (``reduce_range``) in the presets ``ser export`` picks from
   (:data:`INT8_PRESET_ORDER`): on x86 CPUs without VNNI, ONNX Runtime's u8*s8 GEMM adds
   two products in a saturating int16 (``vpmaddubsw``); with |w| <= 64 no sum can clip,
@@ -24,7 +28,9 @@ the escape hatch. How the presets are built, and why:
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,10 +39,13 @@ from client.errors import ConfigError
 from export.attention_fusion import fuse_attention
 from export.conv_rewrite import convs_to_matmul
 from export.errors import ExportError
+from export.row_quant import quantize_rows
 
 WEIGHT_TYPES = ("qint8", "quint8")
 #: How the weights of Conv nodes left in fp32 are stored (see :func:`store_conv_weights`).
 CONV_WEIGHT_STORAGE = ("fp32", "fp16", "int8")
+#: Granularity of the activations' dynamic scales (see ``QuantizationConfig.activation_scales``).
+ACTIVATION_SCALES = ("tensor", "row")
 #: Operator types quantize_dynamic knows how to quantize.
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Conv", "Attention", "LSTM", "GRU", "EmbedLayerNormalization", "Gather")
 
@@ -72,6 +81,11 @@ class QuantizationConfig:
             Runtime's ``Attention`` op (:func:`fuse_attention`), which ``"Attention"`` in
             ``op_types`` turns into ``QAttention``: one int8 GEMM for Q, K and V and the
             attention core in one kernel instead of ~15 nodes.
+        activation_scales: ``"row"``: each MatMul input quantized with one scale and zero point per
+            row (per frame of one window, :func:`export.row_quant.quantize_rows`), so a window's
+            answer does not depend on the other windows of its batch; ``"tensor"``: ORT's one scale
+            per input tensor, which a served batch shares between callers. ``"row"`` cannot be
+            combined with ``fuse_attention``: ``QAttention`` takes one input scale per tensor.
     """
 
     op_types: tuple[str, ...] = ("MatMul",)
@@ -85,8 +99,14 @@ class QuantizationConfig:
     conv_weight_nodes: tuple[str, ...] = ()
     conv_as_matmul: bool = False
     fuse_attention: bool = False
+    activation_scales: str = "tensor"
 
     def __post_init__(self) -> None:
+        if self.activation_scales not in ACTIVATION_SCALES:
+            raise ConfigError(f"activation_scales={self.activation_scales!r}: expected one of {list(ACTIVATION_SCALES)}")
+        if self.activation_scales == "row" and ("Attention" in self.op_types or self.fuse_attention):
+            raise ConfigError("activation_scales='row' with 'Attention' quantized: QAttention takes one input scale "
+                              "per tensor; leave attention unfused (op_types without 'Attention', fuse_attention=False)")
         if self.conv_weight_storage not in CONV_WEIGHT_STORAGE:
             raise ConfigError(f"conv_weight_storage={self.conv_weight_storage!r}: expected one of {list(CONV_WEIGHT_STORAGE)}")
         object.__setattr__(self, "op_types", tuple(self.op_types))
@@ -127,7 +147,8 @@ class QuantizationConfig:
         return cls(**{**d, "op_types": tuple(d["op_types"]), "conv_nodes": tuple(d.get("conv_nodes", ())),
                       "conv_weight_nodes": tuple(d.get("conv_weight_nodes", ())),
                       "conv_as_matmul": bool(d.get("conv_as_matmul", False)),
-                      "fuse_attention": bool(d.get("fuse_attention", False))})
+                      "fuse_attention": bool(d.get("fuse_attention", False)),
+                      "activation_scales": d.get("activation_scales", "tensor")})
 
 
 #: The fastest preset, and the first one ``ser export`` tries.
@@ -135,41 +156,50 @@ DEFAULT_PRESET = "dynamic-int8-convmatmul"
 #: The preset ``ser export`` falls back to when the model's conv feature encoder does not stand int8.
 TRANSFORMER_PRESET = "dynamic-int8-transformer"
 
-#: The conv-as-MatMul + QAttention graph at full 8-bit weights; the default is this with 7-bit weights.
-_CONVMATMUL_8BIT = QuantizationConfig(op_types=("MatMul", "Attention"), conv_as_matmul=True, fuse_attention=True,
-                                      per_channel=True, conv_weight_storage="int8")
+#: The conv-as-MatMul graph with per-row activation scales at full 8-bit weights; the default is this at 7 bits.
+_CONVMATMUL_8BIT = QuantizationConfig(conv_as_matmul=True, per_channel=True, conv_weight_storage="int8",
+                                      activation_scales="row")
+#: The fastest graph measured, with one activation scale per tensor (a served batch shares it between callers).
+_QATTENTION = QuantizationConfig(op_types=("MatMul", "Attention"), conv_as_matmul=True, fuse_attention=True,
+                                 per_channel=True, reduce_range=True, conv_weight_storage="int8")
 
 #: Named quantization presets (one name -> one config). docs/export-and-quantization.md explains each and
-#: docs/benchmarks.md has their measured speed and size.
+#: docs/benchmarks.md has their measured speed and size. Every preset but the ``-qattention`` one quantizes
+#: activations per row (``activation_scales="row"``), so a window's answer does not depend on its batch.
 QUANTIZATION_PRESETS: dict[str, QuantizationConfig] = {
     # The whole model int8: the conv feature encoder's layers 1..6 rewritten as MatMul graphs (convs_to_matmul) and
-    # quantized with the transformer (the first conv, which reads the raw waveform, stays an fp32 MatMul); each
-    # self-attention fused into Attention -> QAttention (fuse_attention); the positional conv's weights stored int8.
+    # quantized with the transformer (the first conv, which reads the raw waveform, stays an fp32 MatMul); the
+    # positional conv's weights stored int8. Activations quantized per row (batch-invariant), so attention stays
+    # unfused: QAttention takes one scale per tensor.
     # Per-channel 7-bit weights (|w| <= 64): no u8*s8 pair can saturate vpmaddubsw's int16 on AVX2-only CPUs, so the
     # integer GEMMs give the same answers on every x86 class.
     DEFAULT_PRESET: replace(_CONVMATMUL_8BIT, reduce_range=True),
     # The transformer int8 as in the default, the conv feature encoder fp32 (compute and weights), the positional
     # conv's weights stored int8. For models whose feature encoder loses too much as int8.
-    TRANSFORMER_PRESET: QuantizationConfig(op_types=("MatMul", "Attention"), fuse_attention=True, per_channel=True,
-                                           reduce_range=True, conv_weight_storage="int8", conv_weight_nodes=("pos_conv",)),
+    TRANSFORMER_PRESET: QuantizationConfig(per_channel=True, reduce_range=True, conv_weight_storage="int8",
+                                           conv_weight_nodes=("pos_conv",), activation_scales="row"),
     # The default at full 8-bit weights: closer to fp32 on CPUs with VNNI or AMX, the same speed there; on AVX2-only
     # CPUs its u8*s8 pairs saturate int16: serve it only where every host has VNNI or AMX.
     "dynamic-int8-convmatmul-vnni": _CONVMATMUL_8BIT,
-    # MatMul int8 (per tensor, 8-bit), every Conv computed fp32 with its weights *stored* int8 per output channel
-    # behind Cast/Mul nodes that ONNX Runtime folds at load: the speed of "dynamic-int8-matmul", a smaller file.
-    "dynamic-int8-compact": QuantizationConfig(conv_weight_storage="int8"),
-    # MatMul only, QInt8, per tensor, Conv weights fp32.
-    "dynamic-int8-matmul": QuantizationConfig(),
+    # MatMul int8, every Conv computed fp32 with its weights *stored* int8 per output channel behind Cast/Mul
+    # nodes that ONNX Runtime folds at load: the speed of "dynamic-int8-matmul", a smaller file.
+    "dynamic-int8-compact": QuantizationConfig(conv_weight_storage="int8", activation_scales="row"),
+    # MatMul only, QInt8 per-tensor weights, Conv weights fp32.
+    "dynamic-int8-matmul": QuantizationConfig(activation_scales="row"),
     # MatMul only, per-channel 8-bit scales: saturates on AVX2-only CPUs like the -vnni preset.
-    "dynamic-int8-matmul-per-channel": QuantizationConfig(per_channel=True),
+    "dynamic-int8-matmul-per-channel": QuantizationConfig(per_channel=True, activation_scales="row"),
     # MatMul only, u8 weights (U8U8 kernels, widened to int16 before multiplying): exact on every x86 class.
-    "dynamic-int8-matmul-avx2": QuantizationConfig(weight_type="quint8"),
+    "dynamic-int8-matmul-avx2": QuantizationConfig(weight_type="quint8", activation_scales="row"),
+    # The default's graph with attention fused into QAttention and one activation scale per tensor: faster, but
+    # a window's answer depends on the other windows of its batch. Passes the export's gate only with
+    # ParityConfig(max_batch_size=1), i.e. for a model served without batching.
+    "dynamic-int8-convmatmul-qattention": _QATTENTION,
 }
 
 #: The order ``ser export`` tries presets in when none is named: the first whose int8 model agrees with fp32
-#: on every CPU class checked is kept (:func:`export.int8_selection.choose_int8`). Only presets whose integer
-#: GEMMs cannot saturate on any x86 class (:func:`integer_weights` ``.avx2_exact``) are listed, so a model
-#: verified on one class computes the same integers on the others.
+#: on every CPU class checked, alone and batched, is kept (:func:`export.int8_selection.choose_int8`). Only
+#: batch-invariant presets whose integer GEMMs cannot saturate on any x86 class (:func:`integer_weights`
+#: ``.avx2_exact``) are listed, so a model verified on one class computes the same integers on the others.
 INT8_PRESET_ORDER: tuple[str, ...] = (DEFAULT_PRESET, TRANSFORMER_PRESET, "dynamic-int8-matmul-avx2")
 
 #: Presets whose int8 GEMMs saturate on x86 CPUs without VNNI/AMX badly enough to fail the agreement checks:
@@ -178,15 +208,17 @@ VNNI_ONLY_PRESETS: tuple[str, ...] = ("dynamic-int8-convmatmul-vnni", "dynamic-i
 
 #: What each preset is for, in one line (``ser export --help`` and the docs list them).
 PRESET_EVIDENCE: dict[str, str] = {
-    DEFAULT_PRESET: "fastest: transformer and conv encoder layers 1-6 int8, QAttention, 7-bit per-channel weights "
-                    "(exact on AVX2, VNNI and AMX)",
-    TRANSFORMER_PRESET: "transformer int8 with QAttention, conv feature encoder fp32: for models whose encoder "
-                        "does not stand int8 (7-bit per-channel weights, exact on every x86 class)",
+    DEFAULT_PRESET: "transformer and conv encoder layers 1-6 int8, per-row activation scales (batch-invariant), "
+                    "7-bit per-channel weights (exact on AVX2, VNNI and AMX)",
+    TRANSFORMER_PRESET: "transformer int8, conv feature encoder fp32: for models whose encoder does not stand int8 "
+                        "(per-row activation scales, 7-bit per-channel weights, exact on every x86 class)",
     "dynamic-int8-convmatmul-vnni": "the default at 8-bit weights: closer to fp32 on VNNI/AMX, saturates on AVX2-only CPUs",
-    "dynamic-int8-compact": "MatMul int8 per tensor, Conv fp32 compute with int8-stored weights: small file",
-    "dynamic-int8-matmul": "MatMul int8 per tensor, Conv fp32: the simplest dynamic int8",
+    "dynamic-int8-compact": "MatMul int8, Conv fp32 compute with int8-stored weights: small file",
+    "dynamic-int8-matmul": "MatMul int8 (per-tensor weights), Conv fp32: the simplest dynamic int8",
     "dynamic-int8-matmul-per-channel": "MatMul int8 with per-channel 8-bit scales: saturates on AVX2-only CPUs",
     "dynamic-int8-matmul-avx2": "MatMul int8 with u8 weights (U8U8 kernels): exact on every x86 class",
+    "dynamic-int8-convmatmul-qattention": "the default with QAttention and one activation scale per tensor: faster, "
+                                          "but answers depend on the batch; only for unbatched serving",
 }
 
 
@@ -291,22 +323,47 @@ def quantize_int8_with_rewrites(src: str | Path, dst: str | Path, *,
             if not any(n.op_type == "Conv" and n.name in nodes for n in graph.node):
                 raise ExportError(f"{src}: no Conv node name contains any of conv_nodes={list(config.conv_nodes)}")
         try:
-            quantize_dynamic(
-                str(source),
-                str(dst),
-                nodes_to_quantize=nodes,
-                nodes_to_exclude=keep_fp32,
-                op_types_to_quantize=list(config.op_types),
-                weight_type=weight_type,
-                per_channel=config.per_channel,
-                reduce_range=config.reduce_range,
-                extra_options=extra_options or None,
-            )
+            with _quiet_quantizer():
+                quantize_dynamic(
+                    str(source),
+                    str(dst),
+                    nodes_to_quantize=nodes,
+                    nodes_to_exclude=keep_fp32,
+                    op_types_to_quantize=list(config.op_types),
+                    weight_type=weight_type,
+                    per_channel=config.per_channel,
+                    reduce_range=config.reduce_range,
+                    extra_options=extra_options or None,
+                )
         except Exception as exc:  # noqa: BLE001
             raise ExportError(f"{src}: quantize_dynamic failed: {type(exc).__name__}: {exc}") from None
+    if config.activation_scales == "row":
+        quantize_rows(dst)
     if config.conv_weight_storage != "fp32":
         store_conv_weights(dst, storage=config.conv_weight_storage, nodes=config.conv_weight_nodes)
     return dst, GraphRewrites(convs_as_matmul=convs, attention_fused=fused_blocks)
+
+
+#: The advice ORT's quantizer logs on the root logger at every call: it suggests ``quant_pre_process``, which
+#: is a measured, deliberate option here (``QuantizationConfig.preprocess``), so it is noise in ``ser export``'s output.
+PREPROCESS_ADVICE = "Please consider to run pre-processing before quantization"
+
+
+class _DropPreprocessAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return PREPROCESS_ADVICE not in record.getMessage()
+
+
+@contextmanager
+def _quiet_quantizer():
+    """Drop :data:`PREPROCESS_ADVICE` from the root logger while ``quantize_dynamic`` runs; other messages pass."""
+    advice = _DropPreprocessAdvice()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
 
 
 #: Integer-GEMM operators and the input index of their (constant) weight.

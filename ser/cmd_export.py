@@ -59,9 +59,19 @@ def cmd_int8_presets(args: argparse.Namespace) -> int:
     fp32 = args.export_dir / "fp32"
     if not (fp32 / "model.onnx").is_file():
         raise ExportError(f"{fp32 / 'model.onnx'}: missing; the survey quantizes the fp32 export (ser export --variants fp32,int8)")
-    window = ExportRecord.read(fp32 / "recipe.json").contract.window_samples
+    from client.contract import default_hop_samples
+    from export.gate_windows import held_out_windows
+
+    recipe = ExportRecord.read(fp32 / "recipe.json")
+    window = recipe.contract.window_samples
+    held_out = held_out_windows(recipe.source_checkpoint, window_samples=window,
+                                hop_samples=recipe.contract.hop_samples or default_hop_samples(window))
+    source = "the checkpoint's held-out clips" if held_out is not None else "seeded"
+    print(f"  windows: {source}", file=sys.stderr)
     rows = survey_presets(fp32 / "model.onnx", window_samples=window, presets=args.presets or _all_presets(),
-                          classes=args.cpu_class, progress=lambda what: print(f"  checking {what}", file=sys.stderr))
+                          classes=args.cpu_class, progress=lambda what: print(f"  checking {what}", file=sys.stderr),
+                          batches=None if held_out is None else held_out.batches,
+                          clips=None if held_out is None else held_out.clips)
     print(survey_markdown(rows, tolerance=ParityConfig().prob_atol))
     return 0
 

@@ -67,3 +67,33 @@ def node_example_modules() -> Path:
         if out.returncode != 0:
             pytest.skip(f"npm install of the example's packages failed (no registry?): {out.stderr.strip()[-300:]}")
     return cache / "node_modules"
+
+
+def quiet_and_loud_windows(window_samples: int, *, quiet: int, loud: int, seed: int = 0):
+    """``(quiet windows, loud windows)``, each ``(waveform [b, W] float32, num_samples [b, 1] int64)``.
+
+    Quiet: a -40 dBFS gliding tone, a full window or cut short (zeros after ``num_samples``).
+    Loud: other content near full scale (noise bursts, a -1 dBFS square wave, clicks): what a batch
+    of other callers can hold. A batch-invariant model answers a quiet window the same alone and among them.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(window_samples) / 16_000.0
+    qx = np.zeros((quiet, window_samples), np.float32)
+    qn = np.zeros((quiet, 1), np.int64)
+    for i in range(quiet):
+        length = window_samples if i % 2 == 0 else max(400, window_samples // (2 + i % 3))
+        f0 = rng.uniform(100, 300) * (1 + 0.2 * t)
+        qx[i, :length] = (0.01 * np.sin(2 * np.pi * np.cumsum(f0) / 16_000.0))[:length]
+        qn[i, 0] = length
+    lx = np.zeros((loud, window_samples), np.float32)
+    for i in range(loud):
+        kind = i % 3
+        if kind == 0:
+            lx[i] = np.clip(0.7 * rng.standard_normal(window_samples), -1, 1)
+        elif kind == 1:
+            lx[i] = 0.9 * np.sign(np.sin(2 * np.pi * rng.uniform(60, 500) * t))
+        else:
+            lx[i, rng.integers(0, window_samples, 40)] = 1.0
+    return (qx, qn), (lx, np.full((loud, 1), window_samples, np.int64))

@@ -108,14 +108,16 @@ def test_models_are_single_files_with_no_external_data(exported_tiny):
     assert not [p for p in exported_tiny.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
 
-def test_int8_is_smaller_and_quantizes_matmuls_and_attention_but_never_uses_conv_integer(exported_tiny):
+def test_int8_is_smaller_and_quantizes_matmuls_per_row_but_never_uses_conv_integer(exported_tiny):
     import onnx
 
     fp32, int8 = exported_tiny / "fp32" / "model.onnx", exported_tiny / "int8" / "model.onnx"
     assert int8.stat().st_size < 0.8 * fp32.stat().st_size
     ops = Counter(n.op_type for n in onnx.load(str(int8)).graph.node)
-    layers = 2  # tiny: one QAttention per encoder layer; the grouped positional conv stays Conv
-    assert ops["MatMulInteger"] >= 10 and ops["QAttention"] == layers and ops["ConvInteger"] == 0 and ops["Conv"] == 1
+    # Per-row activation scales (batch-invariant): attention stays unfused (QAttention takes one scale per tensor)
+    # and no per-tensor DynamicQuantizeLinear is left; the grouped positional conv stays Conv.
+    assert ops["MatMulInteger"] >= 10 and ops["QAttention"] == 0 and ops["DynamicQuantizeLinear"] == 0
+    assert ops["ReduceMax"] == ops["ReduceMin"] >= 10 and ops["ConvInteger"] == 0 and ops["Conv"] == 1
 
 
 def test_int8_probabilities_stay_close_to_fp32_and_labels_flip_only_on_near_ties(exported_tiny):
@@ -129,7 +131,7 @@ def test_int8_probabilities_stay_close_to_fp32_and_labels_flip_only_on_near_ties
     from export.parity import ParityConfig, check_variant_agreement, make_parity_batches
 
     fp32, int8 = exported_tiny / "fp32" / "model.onnx", exported_tiny / "int8" / "model.onnx"
-    config = ParityConfig(batch_sizes=(8, 8, 8, 8), seed=7, prob_atol=1e-3, min_label_agreement=1.0)
+    config = ParityConfig(windows=32, seed=7, prob_atol=1e-3, min_label_agreement=1.0)
     report = check_variant_agreement(fp32, int8, window_samples=W, config=config)
     assert report.windows == 32 and report.max_abs_prob_diff <= 1e-3
     ref_s, q_s = _session(fp32), _session(int8)
@@ -189,11 +191,16 @@ def test_recipe_round_trips_and_names_the_right_checksums(exported_tiny, tiny_ch
         assert ExportRecord.read(recipe.write(tmp_path / f"{variant}.json")) == recipe
         assert ExportRecord.from_json(json.loads(path.read_text())) == recipe
     int8 = ExportRecord.read(exported_tiny / "int8" / "recipe.json")
-    assert int8.preset == "dynamic-int8-convmatmul" and int8.options["quantization"]["op_types"] == ["MatMul", "Attention"]
+    assert int8.preset == "dynamic-int8-convmatmul" and int8.options["quantization"]["op_types"] == ["MatMul"]
+    assert int8.options["quantization"]["activation_scales"] == "row"
     assert int8.options["quantization"]["conv_weight_storage"] == "int8" and "preset_evidence" not in int8.options
     assert int8.options["preset_selection"] == [{**int8.options["preset_selection"][0], "preset": int8.preset, "passed": True}]
     assert int8.options["reference_sha256"] == ExportRecord.read(exported_tiny / "fp32" / "recipe.json").model_sha256
     assert set(int8.parity) == {"int8_vs_fp32", "fp32_vs_pytorch"}
+    # Every variant was checked alone and batched (the fp32 file against itself).
+    fp32_batched = ExportRecord.read(exported_tiny / "fp32" / "recipe.json").parity["fp32_batch_invariance"]
+    assert fp32_batched["batch_sizes"] == [1, 8] and fp32_batched["windows"] == 320
+    assert int8.parity["int8_vs_fp32"]["max_batch_dependence"] <= 1e-5
 
 
 def test_re_export_replaces_stale_files_and_int8_only_keeps_fp32_out(tiny_checkpoint, tmp_path):
@@ -220,8 +227,9 @@ def test_quantization_presets_resolve_to_configs_and_custom_configs_are_named_cu
     )
 
     name, config = resolve_preset()
-    assert name == DEFAULT_PRESET and config.op_types == ("MatMul", "Attention") and config.weight_type == "qint8"
-    assert config.per_channel and config.conv_as_matmul and config.fuse_attention and config.reduce_range
+    assert name == DEFAULT_PRESET and config.op_types == ("MatMul",) and config.weight_type == "qint8"
+    assert config.per_channel and config.conv_as_matmul and not config.fuse_attention and config.reduce_range
+    assert config.activation_scales == "row"
     assert all(isinstance(c, QuantizationConfig) for c in QUANTIZATION_PRESETS.values())
     from export.quantize import PRESET_EVIDENCE
 

@@ -80,6 +80,13 @@ def test_bad_quantization_and_parity_options_are_refused():
         QuantizationConfig(fuse_attention=True)
     with pytest.raises(ConfigError, match="batch_sizes"):
         ParityConfig(batch_sizes=(0,))
+    with pytest.raises(ConfigError, match="activation_scales='row' with 'Attention' quantized: QAttention"):
+        QuantizationConfig(op_types=("MatMul", "Attention"), fuse_attention=True, activation_scales="row")
+    with pytest.raises(ConfigError, match="activation_scales='channel'"):
+        QuantizationConfig(activation_scales="channel")
+    for name, bad in (("max_batch_size", 0), ("windows", 0), ("batch_atol", 0.0)):
+        with pytest.raises(ConfigError, match=name):
+            ParityConfig(**{name: bad})
     with pytest.raises(ConfigError, match="min_label_agreement"):
         ParityConfig(min_label_agreement=1.5)
 
@@ -134,7 +141,7 @@ def test_int8_beyond_its_tolerance_is_a_parity_error(exported_tiny):
 
     with pytest.raises(ParityError, match=r"int8 vs fp32.*max \|Δprobability\|"):
         check_variant_agreement(exported_tiny / "fp32" / "model.onnx", exported_tiny / "int8" / "model.onnx",
-                                window_samples=16_000, config=ParityConfig(batch_sizes=(4,), prob_atol=1e-9),
+                                window_samples=16_000, config=ParityConfig(windows=4, prob_atol=1e-9),
                                 what="int8 vs fp32")
 
 
@@ -247,7 +254,7 @@ def test_the_attention_fusion_refuses_a_graph_without_the_attention_metadata_and
     import onnx
 
     from export.attention_fusion import fuse_attention
-    from export.quantize import DEFAULT_PRESET, QUANTIZATION_PRESETS, quantize_int8
+    from export.quantize import QUANTIZATION_PRESETS, quantize_int8
 
     model = onnx.load(str(exported_tiny / "fp32" / "model.onnx"))
     del model.metadata_props[:]
@@ -256,5 +263,5 @@ def test_the_attention_fusion_refuses_a_graph_without_the_attention_metadata_and
     with pytest.raises(ExportError, match=r"bare.onnx: no ser.num_attention_heads, ser.hidden_size metadata"):
         fuse_attention(bare, tmp_path / "fused.onnx")
     with pytest.raises(ExportError, match="ser.num_attention_heads"):
-        quantize_int8(bare, tmp_path / "int8.onnx", config=QUANTIZATION_PRESETS[DEFAULT_PRESET])  # it fuses attention
+        quantize_int8(bare, tmp_path / "int8.onnx", config=QUANTIZATION_PRESETS["dynamic-int8-convmatmul-qattention"])  # it fuses attention
     assert not (tmp_path / "fused.onnx").exists() and not (tmp_path / "int8.onnx").exists()
