@@ -2,8 +2,8 @@
 
 Each round sends one quiet window and ``max_batch_size - 1`` loud windows of other content as
 concurrent single-window requests, so the dynamic batcher merges them into one execution, and
-compares the quiet window's probabilities with those it got when sent alone. The server comes from
-the ``batching_server`` fixture (the portable runtime here; other runtimes can be added as params).
+compares the quiet window's probabilities with those it got when sent alone, on both repository
+runtimes (``batching_server``: the portable python-backend model and Triton's own ONNX Runtime backend).
 Tolerances per variant as in tests/unit/test_batch_invariance.py.
 """
 
@@ -23,10 +23,10 @@ ROUNDS = 4
 BATCH_ATOL = {"ser_fp32": 1e-5, "ser_int8": 1e-5}
 
 
-@pytest.fixture(params=["portable"])
-def batching_server(request, triton_server):
-    """A started server whose ``ser_*`` models batch dynamically (``max_batch_size`` 8, 2 ms queue delay)."""
-    return triton_server
+@pytest.fixture
+def batching_server(runtime_server):
+    """A started server of each runtime whose ``ser_*`` models batch dynamically (``max_batch_size`` 8, 2 ms queue delay)."""
+    return runtime_server
 
 
 def _inputs(grpcclient, x, n):
