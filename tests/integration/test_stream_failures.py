@@ -241,3 +241,14 @@ def test_a_restarted_server_ends_open_calls_with_a_reason(serving_repository, se
             assert fresh.call(sample_rate=16_000).send(tone(0.6)) is None
     finally:
         server.stop()
+
+
+def test_a_result_that_does_not_come_in_time_is_a_typed_time_out_naming_the_call(triton_server):
+    from client.errors import RequestTimeoutError, SerError
+
+    with StreamSession(triton_server.grpc_url) as session:
+        call = session.call(sample_rate=16_000)
+        call.send(tone(1.5))
+        with pytest.raises(RequestTimeoutError, match=f"call {call.call_id}: no result within") as caught:
+            call.end(timeout_s=1e-9)  # no server answers END within a nanosecond
+    assert isinstance(caught.value, SerError) and isinstance(caught.value, TimeoutError)  # `ser stream`: one error line
