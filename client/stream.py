@@ -308,7 +308,7 @@ class StreamSession:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
-        self._client = grpcclient.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs())
+        self._client = grpcclient.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs(self.url))
         try:
             ready = self._client.is_model_ready(self.model)
         except InferenceServerException as exc:
