@@ -34,7 +34,7 @@ class AsyncSerClient(ClientBase):
         if self.protocol == "grpc":
             import tritonclient.grpc.aio as grpcaio
 
-            return grpcaio.InferenceServerClient(address, **self.transport.grpc_client_kwargs())
+            return grpcaio.InferenceServerClient(address, **self.transport.grpc_client_kwargs(address))
         import tritonclient.http.aio as httpaio
 
         return httpaio.InferenceServerClient(

@@ -7,6 +7,7 @@ both protocols and turns them into tritonclient's keyword arguments.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl as _ssl
 from dataclasses import dataclass, field
@@ -86,9 +87,15 @@ class TransportOptions:
             if value is not None and not value > 0:
                 raise ConfigError(f"{name}={value}: must be positive (seconds) or None")
 
-    def grpc_client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``tritonclient.grpc[.aio].InferenceServerClient``."""
+    def grpc_client_kwargs(self, address: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``tritonclient.grpc[.aio].InferenceServerClient`` for ``address`` (``host:port``).
+
+        A loopback ``address`` gets :data:`GRPC_NO_PROXY`: gRPC follows ``http_proxy``/``grpc_proxy``
+        even to 127.0.0.1, so with one set (and no ``no_proxy``) a local server would be unreachable.
+        """
         kw: dict[str, Any] = {"ssl": self.ssl}
+        if address is not None and is_loopback(address.rpartition(":")[0] or address):
+            kw["channel_args"] = list(GRPC_NO_PROXY)
         for name in ("root_certificates", "private_key", "certificate_chain"):
             if getattr(self, name) is not None:
                 kw[name] = str(getattr(self, name))
@@ -120,6 +127,21 @@ class TransportOptions:
         return ctx
 
 
+#: gRPC channel arguments for a loopback address: never through a proxy of the environment.
+GRPC_NO_PROXY = [("grpc.enable_http_proxy", 0)]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this host's loopback."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 
@@ -141,4 +163,4 @@ def normalize_url(url: str, *, protocol: str) -> str:
     return text
 
 
-__all__ = ["DEFAULT_GRPC_URL", "DEFAULT_HTTP_URL", "DEFAULT_MODEL", "DEFAULT_TIMEOUT_S", "PROTOCOLS", "TransportOptions", "normalize_url"]
+__all__ = ["DEFAULT_GRPC_URL", "DEFAULT_HTTP_URL", "DEFAULT_MODEL", "DEFAULT_TIMEOUT_S", "PROTOCOLS", "GRPC_NO_PROXY", "TransportOptions", "is_loopback", "normalize_url"]

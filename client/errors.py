@@ -152,5 +152,12 @@ class CallLostError(StreamError):
     """The server no longer holds the call: the stream closed, the server restarted, or the call idled past its timeout."""
 
 
+class CallTimeoutError(RequestTimeoutError, TimeoutError):
+    """A live call's result (after END) or next update did not come in time; the message names the call.
+
+    Also a :class:`TimeoutError`, so code that waits on a call can catch either.
+    """
+
+
 class CallLimitError(StreamError):
     """A limit of the streaming model: too many concurrent calls, or a call longer than allowed."""

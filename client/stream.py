@@ -39,6 +39,7 @@ from .client_options import DEFAULT_GRPC_URL, DEFAULT_TIMEOUT_S, TransportOption
 from .errors import (
     CallLimitError,
     CallLostError,
+    CallTimeoutError,
     ConfigError,
     ModelNotFoundError,
     ServerUnavailableError,
@@ -206,7 +207,7 @@ class LiveCall:
         """Send END (the server flushes the last partial window) and wait for the call's result.
 
         Raises:
-            StreamError (or a subclass): the server refused the call; TimeoutError: no result in time.
+            StreamError (or a subclass): the server refused the call; CallTimeoutError: no result in time.
         """
         if not self.ended:
             self.send(np.zeros(0, dtype=np.float32), end=True)
@@ -215,7 +216,7 @@ class LiveCall:
             self._raise_pending()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"call {self.call_id}: no result within {timeout_s or self.session.timeout_s:g} s of END")
+                raise CallTimeoutError(f"call {self.call_id}: no result within {self.session.timeout_s if timeout_s is None else timeout_s:g} s of END")
             self._take(timeout=left)
         return self._result
 
@@ -250,7 +251,7 @@ class LiveCall:
                 return
             self._raise_pending()
             if not self._take(timeout=self.session.timeout_s if timeout_s is None else timeout_s):
-                raise TimeoutError(f"call {self.call_id}: no update for {timeout_s or self.session.timeout_s:g} s")
+                raise CallTimeoutError(f"call {self.call_id}: no update for {self.session.timeout_s if timeout_s is None else timeout_s:g} s")
 
     def _take(self, *, timeout: float) -> bool:
         try:
@@ -307,7 +308,7 @@ class StreamSession:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
-        self._client = grpcclient.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs())
+        self._client = grpcclient.InferenceServerClient(self.url, **self.transport.grpc_client_kwargs(self.url))
         try:
             ready = self._client.is_model_ready(self.model)
         except InferenceServerException as exc:

@@ -76,7 +76,7 @@ class SerClient(ClientBase):
         if self.protocol == "grpc":
             import tritonclient.grpc as grpcclient
 
-            return grpcclient.InferenceServerClient(address, **self.transport.grpc_client_kwargs())
+            return grpcclient.InferenceServerClient(address, **self.transport.grpc_client_kwargs(address))
         import tritonclient.http as httpclient
 
         return httpclient.InferenceServerClient(address, **self.transport.http_client_kwargs(timeout_s=self.timeout_s))

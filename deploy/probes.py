@@ -15,30 +15,17 @@ server would never be seen ready (:func:`urlopen`; gRPC channels here set
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
 
+from client.client_options import GRPC_NO_PROXY, is_loopback
 from client.errors import ServerError
 from deploy.flags import ADMIN_HEADER, GRPC_ADMIN_HEADER
 
 #: An opener without proxies (``ProxyHandler({})``): what loopback requests go through.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-#: gRPC channel arguments of every probe: loopback is never proxied.
-GRPC_NO_PROXY = [("grpc.enable_http_proxy", 0)]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this host's loopback."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def urlopen(req: urllib.request.Request | str, *, timeout_s: float):

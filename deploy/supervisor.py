@@ -41,6 +41,22 @@ from deploy.stub_watch import StubWatch
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def death_reason(rc: int | None, log_text: str) -> str:
+    """Why a running server died: its log's crash line, or the signal that killed it when the log cannot say.
+
+    A SIGKILL (the OOM killer, ``kill -9``) leaves nothing in the log; its last line would only
+    read as a cause. A server that crashed (``Signal (N) received``) is described by its log.
+    """
+    found = summarize_failure(log_text)
+    if rc is None or rc >= 0 or found.startswith("aborted by signal"):
+        return found
+    try:
+        name = signal.Signals(-rc).name
+    except ValueError:
+        name = f"signal {-rc}"
+    return f"killed by {name} from outside (its log names no cause: the OOM killer, or another process)"
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     """How a dead server is restarted.
@@ -169,7 +185,7 @@ class Supervisor:
                 if served >= self.policy.window_s:
                     in_a_row = 0
                 rc = server.stop()  # kills leftover stubs by PID, removes shm regions and the temporary folder
-                reason = forced or summarize_failure(server.log_text())
+                reason = forced or death_reason(rc, server.log_text())
                 noticed = time.monotonic()
                 if in_a_row >= self.policy.max_restarts:
                     self.restarts.append(Restart(rc, reason, served, None))

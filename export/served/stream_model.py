@@ -38,6 +38,7 @@ The gauge ``ser_stream_calls`` (Triton's metrics endpoint) counts the calls held
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -125,6 +126,7 @@ class TritonPythonModel:
             )
             self._gauge, self._swept = (family.Metric(labels=labels) for family in self._families)
         self._stop = threading.Event()
+        self._server_pid = os.getppid()  # the tritonserver that spawned this stub
         self._sweeper = threading.Thread(target=self._sweep_loop, name="ser-stream-sweeper", daemon=True)
         self._sweeper.start()
         pb_utils.Logger.log_info(f"model {self.name!r}: streaming, detector {self.settings.vad}, "
@@ -142,8 +144,12 @@ class TritonPythonModel:
             self._count()
 
     def _sweep_loop(self) -> None:
+        # A metric update is a request to the server that waits for its answer without a limit: sent
+        # after the server died, it blocks this thread for good and the stub's own exit on its parent's
+        # death deadlocks behind it (an orphaned stub holding its /dev/shm region). So the sweeper stops
+        # once the server is gone, and touches the metrics only when it dropped a call.
         period = min(1.0, self.settings.idle_timeout_s / 4)
-        while not self._stop.wait(period):
+        while not self._stop.wait(period) and os.getppid() == self._server_pid:
             self.sweep()
 
     def sweep(self) -> int:
@@ -153,7 +159,8 @@ class TritonPythonModel:
             idle = [cid for cid, call in self.calls.items() if call.seen < limit]
             for cid in idle:
                 del self.calls[cid]
-            self._count()
+            if idle:
+                self._count()
         if idle and self._swept is not None:
             self._swept.increment(float(len(idle)))
         return len(idle)

@@ -347,3 +347,31 @@ def test_the_cli_refuses_an_output_another_run_is_writing_in_one_line(triton_ser
     assert proc.returncode == 2
     assert_one_line_error(proc, f"error: {out}: another run is writing it")
     assert not out.exists()
+
+
+def test_a_proxy_in_the_environment_does_not_catch_loopback_grpc_calls(triton_server, serving_clips, monkeypatch):
+    import asyncio
+
+    from client.async_client import AsyncSerClient
+    from client.stream import StreamSession
+
+    with socket.socket() as closed:  # a proxy address nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "grpc_proxy"):
+        monkeypatch.setenv(name, proxy)
+    url = triton_server.grpc_url  # 127.0.0.1:PORT
+    with SerClient(url, model="ser_int8", timeout_s=10) as client:
+        assert client.classify(serving_clips["short"]).label
+
+    async def classify_async() -> str:
+        async with AsyncSerClient(url, model="ser_int8", timeout_s=10) as client:
+            return (await client.classify(serving_clips["short"])).label
+
+    assert asyncio.run(classify_async())
+    with StreamSession(url, timeout_s=10) as session:
+        call = session.call(sample_rate=16_000, vad=False)
+        call.send(np.full(16_000, 0.1, dtype=np.float32))
+        assert call.end().call_id == call.call_id

@@ -241,3 +241,50 @@ def test_a_restarted_server_ends_open_calls_with_a_reason(serving_repository, se
             assert fresh.call(sample_rate=16_000).send(tone(0.6)) is None
     finally:
         server.stop()
+
+
+def test_a_result_that_does_not_come_in_time_is_a_typed_time_out_naming_the_call(triton_server):
+    from client.errors import RequestTimeoutError, SerError
+
+    with StreamSession(triton_server.grpc_url) as session:
+        call = session.call(sample_rate=16_000)
+        call.send(tone(1.5))
+        with pytest.raises(RequestTimeoutError, match=f"call {call.call_id}: no result within") as caught:
+            call.end(timeout_s=1e-9)  # no server answers END within a nanosecond
+    assert isinstance(caught.value, SerError) and isinstance(caught.value, TimeoutError)  # `ser stream`: one error line
+
+
+@pytest.mark.slow
+def test_a_killed_server_does_not_leave_the_streaming_stub_behind(serving_repository, session_dir):
+    import os
+    import re as _re
+    import signal
+
+    from deploy.local_triton import LocalTriton
+
+    repo = session_dir / "stream-orphan"
+    repo.mkdir()
+    for name in ("ser_fp32", MODEL):
+        shutil.copytree(serving_repository / name, repo / name)
+    config = repo / MODEL / "config.pbtxt"  # a 0.2 s idle timeout: the sweeper wakes every 50 ms
+    text = _re.sub(r'(key: "ser\.stream\.idle_timeout_s"\s*value \{\s*string_value: )"[^"]*"', r'\1"0.2"', config.read_text())
+    config.write_text(_re.sub(r"max_sequence_idle_microseconds: \d+", "max_sequence_idle_microseconds: 200000", text))
+    server = LocalTriton(repo, startup_timeout_s=120, log_path=session_dir / "triton-stream-orphan.log").start()
+    try:
+        stub_pid = stream_stub(server)
+        os.kill(server.pid, signal.SIGKILL)  # what a dead supervisor does to it: no stop(), no clean-up
+        os.waitpid(server.pid, 0)  # reaped, as init reaps it: only then do its stubs see it gone
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(stub_pid):
+            time.sleep(0.1)
+        assert not _alive(stub_pid), f"the streaming stub {stub_pid} outlived its server (blocked in a metric update)"
+    finally:
+        server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -272,6 +272,7 @@ def test_a_server_that_keeps_dying_is_restarted_max_restarts_times_then_the_erro
     assert "rc=-9" in str(outcome[0]) and "1 restart(s) in a row" in str(outcome[0])
     assert [r.returncode for r in supervisor.restarts] == [-9, -9] and supervisor.restarts[1].down_s is None
     assert "restart 1 of 1" in lines[0] and "restarted" in lines[1]
+    assert "killed by SIGKILL" in lines[0], lines  # not a stale line of its log
     assert not any(pid_alive(p) for p in pids) and server.shm_regions() == []
 
 
