@@ -43,8 +43,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deploy.flags import grpc_tls_from_dir, read_admin_key
     from deploy.supervisor import RestartPolicy, serve_forever
 
+    from client.errors import ConfigError
+
     repository = args.repository or RUNTIME_REPOSITORIES[args.runtime]
-    for line in unverified_cpu_warnings(repository) if repository.is_dir() else []:
+    if not repository.is_dir():
+        raise ConfigError(
+            f"{repository}: no such model repository; `make demo` writes model_repository/portable and "
+            f"model_repository/native, or write one with `ser repository EXPORT_DIR --out {repository}"
+            f"{' --runtime native' if args.runtime == 'native' and args.repository is None else ''}`")
+    for line in unverified_cpu_warnings(repository):
         print(line, file=sys.stderr)
     serve_forever(
         repository,

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check:
         current = is_current(args.out)
-        print("up to date" if current else "not built for the current pins")
+        print("up to date" if current else "not built, or built for other pins: run without --check to build")
         return 0 if current else 1
     try:
         build_backend(sources=args.sources, out=args.out, force=args.force)

@@ -211,12 +211,13 @@ def build_backend(*, sources: Path | None = None, out: Path | None = None, force
         _say(f"up to date: {folder}")
         return folder
     check_tools()
+    if sources is not None and not Path(sources).expanduser().is_dir():
+        raise BackendBuildError(f"{sources}: the backend source folder does not exist")
     out.mkdir(parents=True, exist_ok=True)
     jobs = jobs or max(1, len(os.sched_getaffinity(0)))
     with tempfile.TemporaryDirectory(prefix="ort-backend-", dir=out) as tmp:
         work = Path(tmp)
         log = out / "build.log"
-        log.write_text("")
         if sources is None:
             source_dir = fetch_sources(out / "downloads")
         else:
@@ -229,6 +230,7 @@ def build_backend(*, sources: Path | None = None, out: Path | None = None, force
                 f"serves API versions up to {libs.onnxruntime_api}: use headers of onnxruntime {ONNXRUNTIME_VERSION} or older"
             )
         _say(f"{TRITON_RELEASE} (tritonserver {SERVER_VERSION}) against {libs.onnxruntime.name}, C API {src.api_version}")
+        log.write_text("")  # only once the sources are there: a refused build leaves no empty log behind
         built = _cmake(src, libs, work, log, jobs)
         folder = install(built, libs, out)
     _say(f"built {folder / LIBRARY_NAME}")

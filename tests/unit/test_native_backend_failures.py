@@ -155,3 +155,17 @@ def test_the_thread_flags_share_one_pool_and_refuse_zero():
     ]
     with pytest.raises(ConfigError, match="threads=0"):
         onnxruntime_thread_args(0)
+
+
+def test_a_missing_source_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "check_tools", lambda: None)
+    with pytest.raises(BackendBuildError, match="does not exist"):
+        build.build_backend(sources=tmp_path / "nope", out=tmp_path / "out", force=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ser_serve_names_how_to_write_a_missing_repository(tmp_path):
+    from tests.helpers import ser
+
+    proc = ser("serve", "--runtime", "native", "--repository", str(tmp_path / "none"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "make demo" in proc.stderr, proc.stderr
