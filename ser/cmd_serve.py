@@ -40,10 +40,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """`ser serve`: run the local tritonserver until interrupted."""
     import sys
 
+    from client.errors import ConfigError
     from deploy.flags import grpc_tls_from_dir, read_admin_key
     from deploy.supervisor import RestartPolicy, serve_forever
-
-    from client.errors import ConfigError
 
     repository = args.repository or RUNTIME_REPOSITORIES[args.runtime]
     if not repository.is_dir():
