@@ -2,7 +2,7 @@
 
 synthetic RAVDESS-layout corpus -> tiny wav2vec2 trained on an actor-held-out
 split -> ONNX fp32 + dynamic int8 (parity-checked) -> Triton repositories
-(portable for the local server, native for GPU nodes) -> the real tritonserver
+(portable: the python backend; native: Triton's own ONNX Runtime backend) -> the real tritonserver
 on 127.0.0.1 -> held-out clips classified through the client over gRPC -> a
 table and the held-out accuracy -> server stopped, nothing left behind.
 
@@ -146,7 +146,8 @@ def run_demo(config: DemoConfig = DemoConfig(), *, out: TextIO = sys.stdout) -> 
                                  verify_cpu_classes=classes)
     print(f"      {exported}", file=out)
 
-    _step(out, 4, total, f"write Triton repositories under {config.repository}/ (portable: served here; native: GPU nodes)")
+    _step(out, 4, total, f"write Triton repositories under {config.repository}/ (portable: served below; native: "
+                              "`ser serve --runtime native`, and the NGC container on GPU nodes)")
     from export.repository import write_repository
 
     portable = config.repository / "portable"
