@@ -287,7 +287,8 @@ def test_vnni_is_read_from_the_cpu_flags_and_a_host_without_them_counts_as_satur
 _EMULATED_AGREEMENT = """
 import json, sys
 from export.parity import ParityConfig, check_variant_agreement
-loose = ParityConfig(prob_atol=1.0, min_label_agreement=0.0)  # report, never raise: the parent asserts
+# report, never raise: the parent asserts; 16 seeded windows, as the export's emulated check (EMULATED_MAX_WINDOWS)
+loose = ParityConfig(prob_atol=1.0, min_label_agreement=0.0, windows=16)
 out = {}
 for name in sys.argv[3:]:
     r = check_variant_agreement(sys.argv[1], name, window_samples=int(sys.argv[2]), config=loose)
