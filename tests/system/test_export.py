@@ -288,7 +288,7 @@ _EMULATED_AGREEMENT = """
 import json, sys
 from export.parity import ParityConfig, check_variant_agreement
 # report, never raise: the parent asserts; 16 seeded windows, as the export's emulated check (EMULATED_MAX_WINDOWS)
-loose = ParityConfig(prob_atol=1.0, min_label_agreement=0.0, windows=16)
+loose = ParityConfig(prob_atol=1.0, min_label_agreement=0.0, batch_atol=1.0, windows=16)
 out = {}
 for name in sys.argv[3:]:
     r = check_variant_agreement(sys.argv[1], name, window_samples=int(sys.argv[2]), config=loose)
