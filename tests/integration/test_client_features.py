@@ -234,7 +234,8 @@ def test_transport_options_reach_the_tritonclient_constructors_and_every_call(tr
     with SerClient(triton_server.grpc_url, transport=options) as client:
         client.classify(serving_clips["short"])
     kinds = {k: kw for k, kw in seen}
-    assert kinds["init"] == {"ssl": False}
+    # A loopback address skips any proxy in the environment (client_options.GRPC_NO_PROXY).
+    assert kinds["init"] == {"ssl": False, "channel_args": [("grpc.enable_http_proxy", 0)]}
     for call in ("live", "infer"):
         assert kinds[call]["headers"] == {"x-request-source": "tests", "authorization": "Bearer t0ken"}
         assert kinds[call]["client_timeout"] == 7.5
