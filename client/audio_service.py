@@ -14,7 +14,9 @@ Interface (Triton tensor names; ``BYTES`` is ``TYPE_STRING`` in a model config):
 * inputs, one clip per request (``max_batch_size: 0``):
   ``audio`` BYTES ``[1]``: one encoded file (wav, flac, ogg/vorbis, ogg/opus, mp3: what libsndfile reads),
   or ``pcm`` FP32 ``[n]`` mono samples in [-1, 1] with ``sample_rate`` INT32 ``[1]`` (Hz);
-  optional ``timeline`` BOOL ``[1]``: also return the per-window timeline.
+  optional ``timeline`` BOOL ``[1]``: also return the per-window timeline;
+  optional ``vad`` BOOL ``[1]``: ``false`` skips the voice-activity gate for this clip (a model
+  written without the gate refuses ``true``).
 * outputs: ``label`` BYTES ``[1]``, ``names`` BYTES ``[N]``, ``scores`` FP32 ``[N]``,
   ``duration_s`` FP64 ``[1]``; with ``timeline``: ``window_start_s``/``window_end_s`` FP64 ``[k]``,
   ``window_scores`` FP32 ``[k, N]``, ``segment_label`` BYTES ``[m]``,
@@ -25,6 +27,12 @@ Interface (Triton tensor names; ``BYTES`` is ``TYPE_STRING`` in a model config):
 implemented): the class probabilities (sum 1), ``label`` their arg-max. A
 regression head would answer named values (``arousal``, ``valence``...) in the same
 two tensors, with an empty ``label`` and no segments.
+
+With the voice-activity gate (:class:`SpeechGate`, ``ser.audio.vad=silero``), silero-vad runs
+once over the clip and only windows with ``vad_min_speech_ms`` of speech go to the window
+model: ``scores`` aggregate those windows, the timeline keeps every window (held-back ones
+with NaN scores, their segments labelled ``no_speech``), and a clip without one such window
+is refused with :class:`~client.errors.NoSpeechError`.
 """
 
 from __future__ import annotations
@@ -52,8 +60,18 @@ from .errors import (
     AudioTooLargeError,
     ConfigError,
     EmptyAudioError,
+    NoSpeechError,
 )
 from .timeline import Timeline, build_timeline
+from .vad import (
+    DEFAULT_VAD_MIN_SPEECH_MS,
+    DEFAULT_VAD_THRESHOLD,
+    VAD_OFF,
+    VAD_RATE,
+    VadRunner,
+    vad_settings_problems,
+    window_speech,
+)
 
 #: Default name of the server-side audio model in a repository.
 AUDIO_MODEL = "ser"
@@ -62,6 +80,7 @@ INPUT_AUDIO = "audio"
 INPUT_PCM = "pcm"
 INPUT_SAMPLE_RATE = "sample_rate"
 INPUT_TIMELINE = "timeline"
+INPUT_VAD = "vad"
 OUTPUT_LABEL = "label"
 OUTPUT_NAMES = "names"
 OUTPUT_SCORES = "scores"
@@ -79,6 +98,7 @@ INPUTS = (
     (INPUT_PCM, "TYPE_FP32", (-1,)),
     (INPUT_SAMPLE_RATE, "TYPE_INT32", (1,)),
     (INPUT_TIMELINE, "TYPE_BOOL", (1,)),
+    (INPUT_VAD, "TYPE_BOOL", (1,)),
 )
 #: Outputs of every answer.
 CLIP_OUTPUTS = (
@@ -158,6 +178,47 @@ class AudioLimits:
         return parameters_to_fields(cls, params, AUDIO_PARAM_PREFIX, model=model)
 
 
+@dataclass(frozen=True)
+class SpeechGate:
+    """The audio model's voice-activity gate (config parameters ``ser.audio.vad*``), off by default.
+
+    Attributes:
+        vad: ``silero`` (silero-vad gates the windows; the model's rate must be 16 kHz) or ``off``.
+        vad_threshold: silero speech probability from which a 32 ms frame counts as speech.
+        vad_min_speech_ms: speech a window needs (ms of speech frames) to go to the window model.
+    """
+
+    vad: str = VAD_OFF
+    vad_threshold: float = DEFAULT_VAD_THRESHOLD
+    vad_min_speech_ms: int = DEFAULT_VAD_MIN_SPEECH_MS
+
+    def __post_init__(self) -> None:
+        bad = vad_settings_problems(self.vad, self.vad_threshold, self.vad_min_speech_ms)
+        if bad:
+            raise ConfigError(f"speech gate {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}: outside the "
+                              "allowed range (vad silero|off, 0 < vad_threshold < 1, vad_min_speech_ms >= 0)")
+
+    @property
+    def on(self) -> bool:
+        """Whether the gate runs."""
+        return self.vad != VAD_OFF
+
+    def check_rate(self, sample_rate: int) -> None:
+        """Raises ConfigError, naming the rate, for a gate on a model whose rate is not silero-vad's 16 kHz."""
+        if self.on and sample_rate != VAD_RATE:
+            raise ConfigError(f"sample rate {sample_rate} Hz: the voice-activity gate (silero-vad) needs a model "
+                              f"of {VAD_RATE} Hz; write the audio model without it")
+
+    def to_parameters(self) -> dict[str, str]:
+        """``{ser.audio.vad*: value}`` config parameters."""
+        return parameters_from_fields(self, AUDIO_PARAM_PREFIX)
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str], *, model: str = AUDIO_MODEL) -> "SpeechGate":
+        """Read the gate back (missing keys: no gate). Raises ConfigError naming the model and a bad key."""
+        return parameters_to_fields(cls, params, AUDIO_PARAM_PREFIX, model=model)
+
+
 def parameters_from_fields(settings, prefix: str) -> dict[str, str]:
     """``{<prefix><field>: value}`` of a settings dataclass (floats by ``repr``, so they read back exactly)."""
     return {prefix + f.name: repr(getattr(settings, f.name)) if isinstance(getattr(settings, f.name), float)
@@ -232,11 +293,13 @@ class Clip:
         windows: the fixed windows at the model's rate.
         total_samples: the clip's length at the model's rate.
         sample_rate: the model's rate, Hz.
+        samples: ``[total_samples]`` float32, the clip at the model's rate (what the speech gate reads).
     """
 
     windows: Windows
     total_samples: int
     sample_rate: int
+    samples: np.ndarray | None = None
 
     @property
     def duration_s(self) -> float:
@@ -251,7 +314,7 @@ def _check_rate(sample_rate: int, name: str) -> None:
 
 def _clip(y: np.ndarray, contract: ModelContract) -> Clip:
     windows = make_windows(y, window_samples=contract.window_samples, hop_samples=contract.hop_samples)
-    return Clip(windows=windows, total_samples=int(y.shape[0]), sample_rate=contract.sample_rate)
+    return Clip(windows=windows, total_samples=int(y.shape[0]), sample_rate=contract.sample_rate, samples=y)
 
 
 def clip_from_bytes(data: bytes, *, contract: ModelContract, limits: AudioLimits, name: str = INPUT_AUDIO) -> Clip:
@@ -356,20 +419,46 @@ class Answer:
         return out
 
 
-def answer(clip: Clip, probabilities: np.ndarray, *, contract: ModelContract, timeline: bool = False) -> Answer:
+def speech_windows(clip: Clip, run: VadRunner, gate: SpeechGate, *, name: str) -> np.ndarray:
+    """Which of a clip's windows the speech gate lets through: ``[k]`` bool (silero-vad once over the clip).
+
+    Raises NoSpeechError when not one window holds ``gate.vad_min_speech_ms`` of speech, naming the most found.
+    """
+    starts = clip.windows.offsets
+    speech, passes = window_speech(run, clip.samples, starts, starts + clip.windows.num_samples,
+                                   threshold=gate.vad_threshold, min_speech_ms=gate.vad_min_speech_ms)
+    if not passes.any():
+        most = int(speech.max()) * 1000 // clip.sample_rate if speech.size else 0
+        raise NoSpeechError(name, f"at most {most} ms of speech in one of {passes.size} windows; a window needs "
+                                  f"{gate.vad_min_speech_ms} ms, {AUDIO_PARAM_PREFIX}vad_min_speech_ms")
+    return passes
+
+
+def answer(clip: Clip, probabilities: np.ndarray, *, contract: ModelContract, timeline: bool = False,
+           speech: np.ndarray | None = None) -> Answer:
     """Aggregate the window probabilities (the client's :func:`client.audio.aggregate`) into the clip's answer.
 
     Args:
         clip: the clip whose windows were classified.
-        probabilities: ``[k, C]`` float32, one row per window, as the window model returned them.
+        probabilities: ``[k, C]`` float32, one row per window, as the window model returned them; with
+            ``speech``, one row per window it marks.
         contract: labels and rate.
-        timeline: also build the per-window :class:`~client.timeline.Timeline`.
+        timeline: also build the per-window :class:`~client.timeline.Timeline` (every window; those
+            ``speech`` held back get NaN scores and the segment label ``no_speech``).
+        speech: ``[k]`` bool, the windows the speech gate let through (None: all were classified).
     """
-    p = aggregate(probabilities, clip.windows.num_samples)
+    rows = np.asarray(probabilities, dtype=np.float32)
+    if speech is None:
+        p = aggregate(rows, clip.windows.num_samples)
+    else:
+        p = aggregate(rows, clip.windows.num_samples[speech])
+        every = np.full((speech.size, rows.shape[1]), np.nan, dtype=np.float32)
+        every[speech] = rows
+        rows = every
     best = int(np.argmax(p))
     tl = None
     if timeline:
-        tl = build_timeline(clip.windows.offsets, clip.windows.num_samples, probabilities, labels=contract.labels,
+        tl = build_timeline(clip.windows.offsets, clip.windows.num_samples, rows, labels=contract.labels,
                             sample_rate=clip.sample_rate, total_samples=clip.total_samples)
     return Answer(label=contract.labels[best], names=contract.labels, scores=p, duration_s=clip.duration_s, timeline=tl)
 

@@ -88,6 +88,12 @@ class AudioFormatError(AudioError):
     reason = "unsupported audio format"
 
 
+class NoSpeechError(AudioError):
+    """The audio model's voice-activity gate found too little speech in every window of the clip."""
+
+    reason = "no speech in the audio"
+
+
 # --- configuration -------------------------------------------------------------
 
 

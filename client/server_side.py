@@ -12,7 +12,9 @@ the timeline's start/end seconds), so directory mode, resume, retries and
 
 A clip the server refuses (``INVALID_ARGUMENT``: empty, not audio, silent, NaN,
 too long, too large) raises the same :class:`~client.errors.AudioError` subclass,
-naming the file, as client-side decoding would. A file larger than the model's
+naming the file, as client-side decoding would; a clip the model's speech gate
+finds no speech in raises :class:`~client.errors.NoSpeechError`. With the gate, the
+windows it held back carry NaN probabilities (``timeline_of`` labels them ``no_speech``). A file larger than the model's
 ``ser.audio.max_bytes`` is refused before it is sent.
 
 :class:`ServerSideMixin` is mixed into the client classes
@@ -35,6 +37,7 @@ from .audio_service import (
     INPUT_PCM,
     INPUT_SAMPLE_RATE,
     INPUT_TIMELINE,
+    INPUT_VAD,
     INPUTS,
     OUTPUT_LABEL,
     OUTPUT_NAMES,
@@ -103,7 +106,8 @@ class ServerSideMixin:
         """On open: the model takes clips (``audio``/``pcm``...) and answers a categorical head."""
         inputs = {t.get("name") for t in self.config.get("input", [])}
         outputs = {t.get("name") for t in self.config.get("output", [])}
-        missing = [n for n, _, _ in INPUTS if n not in inputs] + [n for n, _, _ in OUTPUTS if n not in outputs]
+        # ``vad`` is optional here: this client never sends it, and models written before it lack it
+        missing = [n for n, _, _ in INPUTS if n not in inputs and n != INPUT_VAD] + [n for n, _, _ in OUTPUTS if n not in outputs]
         if missing:
             raise ContractError(
                 f"model {self.model!r} at {self.url} is not a server-side audio model: it lacks tensors {missing} "

@@ -51,8 +51,10 @@ from .vad import (
     DEFAULT_VAD_THRESHOLD,
     NO_SPEECH,
     VAD_RATE,
+    VAD_SILERO,
     VadRunner,
     VadTrack,
+    vad_settings_problems,
 )
 
 #: Default name of the streaming model in a repository.
@@ -108,7 +110,6 @@ OUTPUTS = (
     (OUTPUT_DURATION, "TYPE_FP64", (1,)),
 )
 
-VAD_SILERO, VAD_OFF = "silero", "off"
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,9 @@ class StreamSettings:
             ("smoothing", 0.0 < self.smoothing <= 1.0), ("hysteresis", self.hysteresis >= 1),
             ("max_calls", self.max_calls >= 1), ("max_call_s", 0 < self.max_call_s <= 86_400),
             ("idle_timeout_s", 0.1 <= self.idle_timeout_s <= 3600), ("max_chunk_s", 0 < self.max_chunk_s <= 600),
-            ("vad", self.vad in (VAD_SILERO, VAD_OFF)), ("vad_threshold", 0.0 < self.vad_threshold < 1.0),
-            ("vad_min_speech_ms", self.vad_min_speech_ms >= 0),
         ]
-        bad = [name for name, ok in checks if not ok]
+        bad = [name for name, ok in checks if not ok] + vad_settings_problems(self.vad, self.vad_threshold,
+                                                                              self.vad_min_speech_ms)
         if bad:
             raise ConfigError(f"stream settings {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}: outside the "
                               "allowed range (hop/min_hop/hysteresis/max_calls >= 1, 0 < smoothing <= 1, "

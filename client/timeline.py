@@ -7,7 +7,9 @@ its neighbours: the boundary between windows ``i-1`` and ``i`` is the middle of
 their overlap, ``(start_i + end_{i-1}) / 2``; the first window owns from 0, the
 last up to the clip's end. Consecutive windows whose best class is the same merge
 into one :class:`Segment`, so the segments tile ``[0, duration]`` without gaps or
-overlaps ("angry from 12.0 s to 19.5 s").
+overlaps ("angry from 12.0 s to 19.5 s"). A window without scores (all NaN: the audio model's
+speech gate held it back) is labelled :data:`client.vad.NO_SPEECH`, as the streaming model
+labels its windows without speech, so runs of no speech are segments too.
 
 Both sides use this module: the server-side audio model (``ser``) returns the
 timeline it builds, and a client-side :class:`~client.results.Prediction`
@@ -22,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ConfigError
+from .vad import NO_SPEECH
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ def build_timeline(
     Args:
         offsets: ``[k]`` int, window starts in samples (ascending), as :class:`client.audio.Windows` has them.
         num_samples: ``[k]`` int, valid samples per window.
-        scores: ``[k, N]`` float, per-window scores; a window's label is its arg-max.
+        scores: ``[k, N]`` float, per-window scores; a window's label is its arg-max, or
+            :data:`~client.vad.NO_SPEECH` for a row of NaN (a window the speech gate held back).
         labels: the N class names.
         sample_rate: Hz of ``offsets`` and ``num_samples``.
         total_samples: the clip's length in samples (default: the end of the last window).
@@ -126,7 +130,9 @@ def build_timeline(
     start_s = off / float(sample_rate)
     end_s = (off + n) / float(sample_rate)
     bounds = boundaries(start_s, end_s, total=total / float(sample_rate))
-    best = [labels[int(i)] for i in np.argmax(p, axis=1)]
+    scored = ~np.isnan(p).all(axis=1)
+    best = [labels[int(i)] if ok else NO_SPEECH for i, ok in zip(np.argmax(np.nan_to_num(p, nan=-np.inf), axis=1), scored,
+                                                                  strict=True)]
     return Timeline(start_s=start_s, end_s=end_s, scores=p, segments=merge_segments(best, bounds),
                     duration_s=total / float(sample_rate))
 

@@ -1,8 +1,9 @@
 """silero-vad over a stream of 16 kHz audio: which 32 ms frames are speech, and which windows hold enough of it.
 
 The detector is silero-vad's ONNX file (MIT; the PyPI package ``silero-vad``), copied into a
-repository by the streaming model's writer; the streaming model runs it on every call. This
-module holds the frame bookkeeping in plain numpy; the ONNX Runtime session is opened by
+repository by the streaming model's writer (and by the audio model's, when its gate is on); the
+streaming model runs it on every call, the audio model once over each clip (:func:`window_speech`).
+This module holds the frame bookkeeping in plain numpy; the ONNX Runtime session is opened by
 :func:`open_vad`, which imports ONNX Runtime only when called.
 
 The file's interface at 16 kHz: ``input`` float32 ``[B, 64 + 512]`` (the previous frame's last 64
@@ -27,6 +28,8 @@ DEFAULT_VAD_THRESHOLD = 0.5
 DEFAULT_VAD_MIN_SPEECH_MS = 200
 #: Segment label of windows the detector held back.
 NO_SPEECH = "no_speech"
+#: The detector settings' values: silero-vad, or no gate.
+VAD_SILERO, VAD_OFF = "silero", "off"
 
 #: ``run(frames [B, 576] float32, state [2, B, 128] float32) -> (probs [B, 1], state)``: silero-vad.
 VadRunner = Callable[[np.ndarray, np.ndarray], "tuple[np.ndarray, np.ndarray]"]
@@ -85,6 +88,35 @@ class VadTrack:
     def min_speech_samples(self, min_speech_ms: int) -> int:
         """Samples of speech frames a window needs: ``min_speech_ms`` at 16 kHz, at least 1."""
         return max(1, min_speech_ms * VAD_RATE // 1000)
+
+
+def vad_settings_problems(vad: str, threshold: float, min_speech_ms: int) -> list[str]:
+    """Which of a model's detector settings are out of range (by field name: ``vad``, ``vad_threshold``...)."""
+    checks = [("vad", vad in (VAD_SILERO, VAD_OFF)), ("vad_threshold", 0.0 < threshold < 1.0),
+              ("vad_min_speech_ms", min_speech_ms >= 0)]
+    return [name for name, ok in checks if not ok]
+
+
+def window_speech(run: VadRunner, samples: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, threshold: float,
+                  min_speech_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """The detector over one whole clip, once: each window's speech and whether it is let through.
+
+    Args:
+        run: silero-vad (:func:`open_vad`).
+        samples: ``[n]`` float32, the clip at 16 kHz.
+        starts: ``[k]`` int, where each window's valid samples begin in the clip.
+        ends: ``[k]`` int, where they end (exclusive).
+        threshold: speech probability from which a 32 ms frame is speech.
+        min_speech_ms: speech a window needs to pass (as the streaming model's gate).
+
+    Returns:
+        ``(speech_samples [k] int64, passes [k] bool)``: samples of speech frames whose centre lies in
+        each window (:meth:`VadTrack.speech_ratio`), and whether that is at least ``min_speech_ms``.
+    """
+    track = VadTrack(run, threshold=threshold)
+    track.push(np.asarray(samples, dtype=np.float32).reshape(-1))
+    speech = np.array([track.speech_ratio(int(a), int(b))[1] for a, b in zip(starts, ends, strict=True)], dtype=np.int64)
+    return speech, speech >= track.min_speech_samples(min_speech_ms)
 
 
 def open_vad(path: str | Path) -> VadRunner:

@@ -4,15 +4,19 @@ Layout, in both runtimes (the model is python-backend code in either)::
 
     <repo>/ser/config.pbtxt              a ModelConfig message written with text_format
     <repo>/ser/1/model.py                export/served/audio_model.py
-    <repo>/ser/1/client/{__init__,errors,contract,audio,timeline,audio_service}.py
+    <repo>/ser/1/client/{__init__,errors,contract,vad,audio,timeline,audio_service}.py
                                          the audio contract, copied from the installed client package
+    <repo>/ser/1/silero_vad.onnx         with the speech gate only: silero-vad, from the installed package
 
 The client modules travel with the model, so the NGC container (which has no
 bundle installed) and this host run the same decoding, windowing and aggregation
 as the client; their sha256 is the config parameter ``ser.audio.code_sha256`` and
 :func:`validate_audio_model_dir` refuses a model whose files drifted from it. The
 container still needs the third-party libraries they import (numpy, soundfile,
-soxr): ``deploy/Dockerfile`` derives that image from the pinned NGC release.
+soxr, and onnxruntime for the speech gate): ``deploy/Dockerfile`` derives that image
+from the pinned NGC release. The speech gate's detector and settings are
+``ser.audio.vad*`` parameters, its file's sha256 ``ser.audio.vad_sha256``; the gate
+needs a 16 kHz contract (silero-vad's rate).
 
 The config carries the window model's contract (``ser.labels``, ``ser.window_samples``...),
 the limits (:class:`client.audio_service.AudioLimits`), the head kind and the window
@@ -40,11 +44,13 @@ from client.audio_service import (
     OUTPUTS,
     AudioLimits,
     InnerModel,
+    SpeechGate,
     inner_models_from_parameters,
     inner_models_to_parameter,
 )
 from client.contract import INPUT_NAMES, OUTPUT_NAMES, PARAM_PREFIX, ModelContract
 from client.errors import ConfigError, ContractError
+from client.vad import VAD_FILENAME
 from export.errors import ExportError, ModelConfigError
 from export.pipeline import ensure_writable_dir, install_dir
 from export.repository.config import RUNTIMES
@@ -52,7 +58,7 @@ from export.repository.names import CONFIG_FILENAME, VERSION
 from export.repository.pbtxt import read_model_config, write_config
 
 #: The client modules the audio model imports, copied into ``1/client/``.
-PACKAGED_MODULES = ("__init__.py", "errors.py", "contract.py", "audio.py", "timeline.py", "audio_service.py")
+PACKAGED_MODULES = ("__init__.py", "errors.py", "contract.py", "vad.py", "audio.py", "timeline.py", "audio_service.py")
 AUDIO_MODEL_SOURCE = Path(__file__).parent / "served" / "audio_model.py"
 #: Window-model variants in preference order, per runtime.
 PREFERENCE = {"native": ("fp16", "fp32", "int8"), "portable": ("int8", "fp32", "fp16")}
@@ -60,6 +66,7 @@ PREFERENCE = {"native": ("fp16", "fp32", "int8"), "portable": ("int8", "fp32", "
 DEFAULT_INSTANCES = 4
 CODE_PARAMETER = AUDIO_PARAM_PREFIX + "code_sha256"
 INNER_PARAMETER = AUDIO_PARAM_PREFIX + "inner_models"
+VAD_PARAMETER = AUDIO_PARAM_PREFIX + "vad_sha256"
 
 
 @dataclass(frozen=True)
@@ -72,12 +79,16 @@ class AudioModelConfig:
             its windows in flight at the window model, whose batcher merges them.
         limits: what is refused (encoded size, duration, decoded samples, silence).
         preference: window-model variants in preference order (None: by runtime, :data:`PREFERENCE`).
+        gate: the voice-activity gate (default off: every window is classified).
+        vad_model: silero-vad's ONNX file (None: the installed ``silero-vad`` package's); unused with the gate off.
     """
 
     name: str = AUDIO_MODEL
     instances: int = DEFAULT_INSTANCES
     limits: AudioLimits = field(default_factory=AudioLimits)
     preference: tuple[str, ...] | None = None
+    gate: SpeechGate = field(default_factory=SpeechGate)
+    vad_model: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -86,6 +97,8 @@ class AudioModelConfig:
             raise ConfigError(f"instances={self.instances}: must be >= 1")
         if not isinstance(self.limits, AudioLimits):
             raise ConfigError(f"limits={self.limits!r}: expected an AudioLimits")
+        if not isinstance(self.gate, SpeechGate):
+            raise ConfigError(f"gate={self.gate!r}: expected a SpeechGate")
         if self.preference is not None:
             object.__setattr__(self, "preference", tuple(self.preference))
 
@@ -96,6 +109,37 @@ def packaged_files() -> dict[str, Path]:
     files = {"model.py": AUDIO_MODEL_SOURCE}
     files.update({f"client/{m}": root / m for m in PACKAGED_MODULES})
     return files
+
+
+def installed_vad_model() -> Path:
+    """silero-vad's ONNX file from the installed ``silero-vad`` package (the audio and streaming models' detector).
+
+    Raises:
+        ExportError: the package is not installed (``pip install silero-vad``, or write the model without a detector).
+    """
+    try:
+        import silero_vad  # noqa: F401 - only its data folder is used; its torch code is never imported
+    except ImportError:
+        path = None
+    else:
+        path = Path(silero_vad.__file__).parent / "data" / VAD_FILENAME
+    if path is None or not path.is_file():
+        raise ExportError("the voice-activity detector needs the silero-vad package (pip install silero-vad), "
+                          "or write the model without one (--stream-no-vad; --audio-vad off)")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of one file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def vad_file_problems(version: Path, *, recorded: str | None, parameter: str) -> list[str]:
+    """Whether a version folder's detector file is there and hashes to ``recorded``."""
+    vad = version / VAD_FILENAME
+    if not vad.is_file() or file_sha256(vad) != recorded:
+        return [f"{VERSION}/{VAD_FILENAME}: missing or not the file of parameters[{parameter}]"]
+    return []
 
 
 def code_sha256(version_dir: Path, relative: list[str] | None = None) -> str:
@@ -138,14 +182,16 @@ def window_models(repo_dir: Path, *, contract: ModelContract, preference: tuple[
     return [m for _, _, m in sorted(found, key=lambda t: (t[0], t[1]))]
 
 
-def build_audio_model_config(*, contract: ModelContract, inner: list[InnerModel], config: AudioModelConfig, code: str):
+def build_audio_model_config(*, contract: ModelContract, inner: list[InnerModel], config: AudioModelConfig, code: str,
+                             vad_sha: str = ""):
     """Fill the audio model's ``ModelConfig`` message.
 
     Args:
         contract: the window models' contract (labels, rate, window, hop).
         inner: window models in preference order.
-        config: name, instances, limits.
+        config: name, instances, limits, gate.
         code: sha256 of the packaged files (:func:`code_sha256`).
+        vad_sha: sha256 of the detector file (with the gate on).
 
     Returns:
         ``tritonclient.grpc.model_config_pb2.ModelConfig``.
@@ -160,8 +206,10 @@ def build_audio_model_config(*, contract: ModelContract, inner: list[InnerModel]
     msg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=config.instances)
     served = ModelContract(labels=contract.labels, window_samples=contract.window_samples, sample_rate=contract.sample_rate,
                            hop_samples=contract.hop_samples, variant="audio", source=contract.source)
-    params = {**served.to_parameters(), **config.limits.to_parameters(),
+    params = {**served.to_parameters(), **config.limits.to_parameters(), **config.gate.to_parameters(),
               HEAD_PARAMETER: HEAD_CATEGORICAL, INNER_PARAMETER: inner_models_to_parameter(inner), CODE_PARAMETER: code}
+    if config.gate.on:
+        params[VAD_PARAMETER] = vad_sha
     for key, value in params.items():
         msg.parameters[key].string_value = value
     return msg
@@ -176,18 +224,21 @@ def write_audio_model(repo_dir: str | Path, *, contract: ModelContract, runtime:
         repo_dir: the repository (its window models already written).
         contract: the contract of the window models to use.
         runtime: ``portable`` or ``native`` (the window-model preference).
-        config: name, instances, limits, preference.
+        config: name, instances, limits, preference, gate.
 
     Returns:
         The model directory.
 
     Raises:
-        ExportError: no window model of that contract in the repository.
+        ConfigError: the gate on a contract whose rate is not 16 kHz.
+        ExportError: no window model of that contract in the repository, or no silero-vad to copy.
         ModelConfigError: the written model failed validation (a bug, reported as such).
     """
     config = config or AudioModelConfig()
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime={runtime!r}: expected one of {list(RUNTIMES)}")
+    config.gate.check_rate(contract.sample_rate)
+    vad = (config.vad_model or installed_vad_model()) if config.gate.on else None
     repo_dir = Path(repo_dir)
     ensure_writable_dir(repo_dir, what="repository path")
     inner = window_models(repo_dir, contract=contract, preference=config.preference or PREFERENCE[runtime], exclude=config.name)
@@ -200,7 +251,10 @@ def write_audio_model(repo_dir: str | Path, *, contract: ModelContract, runtime:
         for rel, source in packaged_files().items():
             (stage / VERSION / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, stage / VERSION / rel)
-        message = build_audio_model_config(contract=contract, inner=inner, config=config, code=code_sha256(stage / VERSION))
+        if vad is not None:
+            shutil.copyfile(vad, stage / VERSION / VAD_FILENAME)
+        message = build_audio_model_config(contract=contract, inner=inner, config=config, code=code_sha256(stage / VERSION),
+                                           vad_sha=file_sha256(vad) if vad is not None else "")
         write_config(message, stage / CONFIG_FILENAME)
         validate_audio_model_dir(stage, name=config.name, repository=repo_dir)
         install_dir(stage, target)
@@ -255,6 +309,15 @@ def validate_audio_model_dir(model_dir: str | Path, *, name: str | None = None, 
         AudioLimits.from_parameters(params, model=msg.name)
     except ConfigError as exc:
         problems.append(f"parameters: {exc}")
+    try:
+        gate = SpeechGate.from_parameters(params, model=msg.name)
+        if contract is not None:
+            gate.check_rate(contract.sample_rate)
+    except ConfigError as exc:
+        problems.append(f"parameters: {exc}")
+    else:
+        if gate.on:
+            problems += vad_file_problems(model_dir / VERSION, recorded=params.get(VAD_PARAMETER), parameter=VAD_PARAMETER)
     if params.get(HEAD_PARAMETER) not in HEADS:
         problems.append(f"parameters[{HEAD_PARAMETER}]: {params.get(HEAD_PARAMETER)!r}, expected one of {list(HEADS)}")
     try:
@@ -338,14 +401,17 @@ __all__ = [
     "AudioModelConfig",
     "build_audio_model_config",
     "code_sha256",
+    "file_sha256",
     "inner_model_problems",
     "installed_code_matches",
+    "installed_vad_model",
     "is_audio_model_dir",
     "packaged_code_problems",
     "packaged_files",
     "python_model_problems",
     "same_audio_contract",
     "string_parameters",
+    "vad_file_problems",
     "validate_audio_model_dir",
     "window_models",
     "write_audio_model",

@@ -20,7 +20,6 @@ refuses a model whose files drifted from them.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -39,19 +38,21 @@ from client.stream_service import (
     OUTPUTS,
     STREAM_MODEL,
     STREAM_PARAM_PREFIX,
-    VAD_OFF,
     StreamSettings,
 )
-from client.vad import VAD_FILENAME
+from client.vad import VAD_FILENAME, VAD_OFF
 from export.audio_repository import (
     AUDIO_MODEL_SOURCE,
     PACKAGED_MODULES,
     PREFERENCE,
     code_sha256,
+    file_sha256,
     inner_model_problems,
+    installed_vad_model,
     packaged_code_problems,
     python_model_problems,
     string_parameters,
+    vad_file_problems,
     window_models,
 )
 from export.errors import ExportError, ModelConfigError
@@ -61,7 +62,7 @@ from export.repository.names import CONFIG_FILENAME, VERSION
 from export.repository.pbtxt import read_model_config, write_config
 
 STREAM_MODEL_SOURCE = Path(__file__).parent / "served" / "stream_model.py"
-STREAM_MODULES = PACKAGED_MODULES + ("vad.py", "stream_service.py")
+STREAM_MODULES = PACKAGED_MODULES + ("stream_service.py",)  # vad.py is among the audio model's
 CODE_PARAMETER = STREAM_PARAM_PREFIX + "code_sha256"
 VAD_PARAMETER = STREAM_PARAM_PREFIX + "vad_sha256"
 INNER_PARAMETER = STREAM_PARAM_PREFIX + "inner_models"
@@ -103,24 +104,6 @@ class StreamModelConfig:
             object.__setattr__(self, "preference", tuple(self.preference))
 
 
-def installed_vad_model() -> Path:
-    """silero-vad's ONNX file from the installed ``silero-vad`` package.
-
-    Raises:
-        ExportError: the package is not installed (``pip install silero-vad``, or write with the detector off).
-    """
-    try:
-        import silero_vad  # noqa: F401 - only its data folder is used; its torch code is never imported
-    except ImportError:
-        path = None
-    else:
-        path = Path(silero_vad.__file__).parent / "data" / VAD_FILENAME
-    if path is None or not path.is_file():
-        raise ExportError("the streaming model's voice-activity detector needs the silero-vad package "
-                          "(pip install silero-vad), or write it without one (--stream-no-vad)")
-    return path
-
-
 def packaged_files(*, vad: Path | None) -> dict[str, Path]:
     """``{path inside 1/: source}``: the model, the audio model's file, the client modules, the detector."""
     root = Path(_client_package.__file__).resolve().parent
@@ -133,10 +116,6 @@ def packaged_files(*, vad: Path | None) -> dict[str, Path]:
 
 def _code_files() -> list[str]:
     return sorted(packaged_files(vad=None))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def build_stream_model_config(*, contract: ModelContract, inner, config: StreamModelConfig, code: str, vad_sha: str):
@@ -203,7 +182,7 @@ def write_stream_model(repo_dir: str | Path, *, contract: ModelContract, runtime
             shutil.copyfile(source, stage / VERSION / rel)
         message = build_stream_model_config(contract=contract, inner=inner, config=config,
                                             code=code_sha256(stage / VERSION, _code_files()),
-                                            vad_sha=_sha256(vad) if vad is not None else "")
+                                            vad_sha=file_sha256(vad) if vad is not None else "")
         write_config(message, stage / CONFIG_FILENAME)
         validate_stream_model_dir(stage, name=config.name, repository=repo_dir)
         install_dir(stage, repo_dir / config.name)
@@ -264,9 +243,7 @@ def validate_stream_model_dir(model_dir: str | Path, *, name: str | None = None,
     version = model_dir / VERSION
     problems += packaged_code_problems(version, _code_files(), recorded=params.get(CODE_PARAMETER, ""), parameter=CODE_PARAMETER)
     if settings is not None and settings.vad != VAD_OFF:
-        vad = version / VAD_FILENAME
-        if not vad.is_file() or _sha256(vad) != params.get(VAD_PARAMETER):
-            problems.append(f"{VERSION}/{VAD_FILENAME}: missing or not the file of parameters[{VAD_PARAMETER}]")
+        problems += vad_file_problems(version, recorded=params.get(VAD_PARAMETER), parameter=VAD_PARAMETER)
     if problems:
         raise ModelConfigError(f"{model_dir / CONFIG_FILENAME}: " + "; ".join(problems))
     return msg

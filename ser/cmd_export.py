@@ -88,11 +88,13 @@ def cmd_repository(args: argparse.Namespace) -> int:
 
     audio = None
     if args.audio_model:
-        from client.audio_service import AudioLimits
+        from client.audio_service import AudioLimits, SpeechGate
+        from client.vad import VAD_OFF, VAD_SILERO
         from export.audio_repository import AudioModelConfig
 
         audio = AudioModelConfig(instances=args.audio_instances, limits=AudioLimits(
-            max_bytes=args.audio_max_bytes, max_duration_s=args.audio_max_duration_s))
+            max_bytes=args.audio_max_bytes, max_duration_s=args.audio_max_duration_s),
+            gate=SpeechGate(vad=VAD_SILERO if args.audio_vad else VAD_OFF))
     stream = None
     if args.stream_model:
         from client.stream_service import StreamSettings
@@ -185,6 +187,13 @@ def add_parsers(sub) -> None:
                     help=f"--audio-model: largest encoded clip accepted, bytes (default: {DEFAULT_MAX_BYTES})")
     rp.add_argument("--audio-max-duration-s", type=positive_float, default=AUDIO_MAX_S,
                     help=f"--audio-model: longest clip accepted, s (default: {AUDIO_MAX_S:g})")
+    from client.vad import DEFAULT_VAD_MIN_SPEECH_MS
+
+    rp.add_argument("--audio-vad", action="store_true",
+                    help="--audio-model: voice-activity gate: silero-vad (copied from the installed silero-vad "
+                         f"package) runs over each clip and only windows with {DEFAULT_VAD_MIN_SPEECH_MS} ms of speech "
+                         "are classified; the scores aggregate those, the timeline marks the others no_speech, a clip "
+                         "without one is refused (NoSpeechError); needs a 16 kHz model (default: off, every window)")
     from client.stream_service import StreamSettings
 
     live = StreamSettings()

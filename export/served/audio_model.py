@@ -3,20 +3,29 @@
 The repository writer copies this file to ``<repo>/ser/1/model.py`` and the client
 modules it imports (:mod:`client.audio_service` and what that imports) to
 ``<repo>/ser/1/client/``, from the installed package, with their sha256 in the
-config. The folder is put first on ``sys.path`` below, so the server runs exactly
+config; with the speech gate (``ser.audio.vad=silero``) also silero-vad's ONNX file
+to ``<repo>/ser/1/silero_vad.onnx``. The folder is put first on ``sys.path`` below, so the server runs exactly
 the packaged audio contract, also where the client is installed (this host) or
 not (the NGC container).
 
 Per request (``execute``):
 
-1. read ``audio`` (encoded bytes) or ``pcm`` + ``sample_rate``, and ``timeline``;
+1. read ``audio`` (encoded bytes) or ``pcm`` + ``sample_rate``, ``timeline`` and ``vad``;
 2. decode, mix, resample, refuse and window with :mod:`client.audio` (through
    :func:`client.audio_service.clip_from_bytes` / ``clip_from_pcm``);
-3. send the windows to the window model (``ser_int8``, ``ser_fp16``...) through
+3. with the speech gate, run silero-vad once over the clip and keep the windows with enough
+   speech (:func:`client.audio_service.speech_windows`; none: ``NoSpeechError``);
+4. send the windows to the window model (``ser_int8``, ``ser_fp16``...) through
    Triton's BLS (``pb_utils.InferenceRequest.async_exec``), in requests of at most its
    ``max_batch_size``, all in flight together; the window model's dynamic batcher
    merges them with the windows of other clips in flight;
-4. aggregate and build the timeline with :func:`client.audio_service.answer`.
+5. aggregate and build the timeline with :func:`client.audio_service.answer`.
+
+The detector runs here, not as a model of its own, for the streaming model's reason
+(``stream_model.py``): it is recurrent over the clip's 32 ms frames (128-float state,
+64 samples of context), so a model of its own would cost a BLS round trip per frame or
+a second copy of the clip's samples per request; here it reads the samples the clip
+already holds, on one ONNX Runtime thread per instance.
 
 BLS rather than an ensemble: an ensemble passes tensors of fixed meaning between
 steps, one step's output batch becoming the next step's input, so a variable number
@@ -53,13 +62,16 @@ from client.audio_service import (  # noqa: E402
     INPUT_PCM,
     INPUT_SAMPLE_RATE,
     INPUT_TIMELINE,
+    INPUT_VAD,
     AudioLimits,
     InnerModel,
+    SpeechGate,
     answer,
     clip_from_bytes,
     clip_from_pcm,
     error_message,
     inner_models_from_parameters,
+    speech_windows,
 )
 from client.contract import INPUT_NUM_SAMPLES, INPUT_WAVEFORM, OUTPUT_PROBABILITIES, ModelContract  # noqa: E402
 from client.errors import AudioError, ConfigError  # noqa: E402
@@ -78,11 +90,15 @@ class InnerModelUnavailable(RuntimeError):
     """No window model of ``ser.audio.inner_models`` is ready, or the chosen one went away."""
 
 
+def _bool(value: np.ndarray | None) -> bool | None:
+    return bool(np.asarray(value).reshape(-1)[0]) if value is not None and np.asarray(value).size else None
+
+
 def read_request(arrays: dict[str, np.ndarray | None]) -> tuple[str, object, int | None, bool]:
-    """Which clip a request carries: ``(kind, data, sample_rate, timeline)``.
+    """Which clip a request carries: ``(kind, data, sample_rate, timeline)`` (``vad``: :func:`read_vad`).
 
     Args:
-        arrays: ``{input name: numpy array or None}`` of the four inputs.
+        arrays: ``{input name: numpy array or None}`` of the inputs.
 
     Returns:
         ``("audio", bytes, None, timeline)`` or ``("pcm", float32 [n], rate, timeline)``.
@@ -91,7 +107,7 @@ def read_request(arrays: dict[str, np.ndarray | None]) -> tuple[str, object, int
         BadRequest: naming what is missing or extra.
     """
     audio, pcm, rate, flag = (arrays.get(k) for k in (INPUT_AUDIO, INPUT_PCM, INPUT_SAMPLE_RATE, INPUT_TIMELINE))
-    timeline = bool(np.asarray(flag).reshape(-1)[0]) if flag is not None and np.asarray(flag).size else False
+    timeline = bool(_bool(flag))
     if (audio is None) == (pcm is None):
         raise BadRequest(f"send exactly one of {INPUT_AUDIO!r} (encoded file) or {INPUT_PCM!r} (+ {INPUT_SAMPLE_RATE!r})")
     if audio is not None:
@@ -105,6 +121,19 @@ def read_request(arrays: dict[str, np.ndarray | None]) -> tuple[str, object, int
     if rate is None or np.asarray(rate).size != 1:
         raise BadRequest(f"{INPUT_PCM!r} needs {INPUT_SAMPLE_RATE!r} (one INT32, Hz)")
     return INPUT_PCM, np.asarray(pcm, dtype=np.float32).reshape(-1), int(np.asarray(rate).reshape(-1)[0]), timeline
+
+
+def read_vad(arrays: dict[str, np.ndarray | None], *, gated: bool, model: str) -> bool:
+    """Whether this request's clip goes through the speech gate: the model's, unless ``vad`` says otherwise.
+
+    Raises:
+        BadRequest: ``vad`` true on a model written without the gate.
+    """
+    wants = _bool(arrays.get(INPUT_VAD))
+    if wants and not gated:
+        raise BadRequest(f"{INPUT_VAD}=true, but model {model!r} was written without a voice-activity gate "
+                         "(ser repository --audio-model --audio-vad)")
+    return gated if wants is None else wants
 
 
 def chunks(count: int, size: int) -> list[tuple[int, int]]:
@@ -192,24 +221,35 @@ class TritonPythonModel:
         self.contract = ModelContract.from_parameters(params, model=self.name)
         self.limits = AudioLimits.from_parameters(params, model=self.name)
         self.windows = WindowModels(inner_models_from_parameters(params, model=self.name))
+        self.gate = SpeechGate.from_parameters(params, model=self.name)
+        self.gate.check_rate(self.contract.sample_rate)
+        self.vad = None
+        if self.gate.on:
+            from client.vad import VAD_FILENAME, open_vad
+
+            self.vad = open_vad(_HERE / VAD_FILENAME)  # one session per instance, one thread
         import client.audio as contract_code
 
-        pb_utils.Logger.log_info(f"model {self.name!r}: audio contract from {Path(contract_code.__file__).parent}")
+        pb_utils.Logger.log_info(f"model {self.name!r}: audio contract from {Path(contract_code.__file__).parent}, "
+                                 f"speech gate {self.gate.vad}")
 
     async def _one(self, request):
         get = pb_utils.get_input_tensor_by_name
         try:
             arrays = {}
-            for name in (INPUT_AUDIO, INPUT_PCM, INPUT_SAMPLE_RATE, INPUT_TIMELINE):
+            for name in (INPUT_AUDIO, INPUT_PCM, INPUT_SAMPLE_RATE, INPUT_TIMELINE, INPUT_VAD):
                 tensor = get(request, name)
                 arrays[name] = None if tensor is None else tensor.as_numpy()
             kind, data, rate, timeline = read_request(arrays)
+            gated = read_vad(arrays, gated=self.vad is not None, model=self.name)
             if kind == INPUT_AUDIO:
                 clip = clip_from_bytes(data, contract=self.contract, limits=self.limits)
             else:
                 clip = clip_from_pcm(data, rate, contract=self.contract, limits=self.limits)
-            probabilities = await self.windows.classify(clip.windows.waveforms, clip.windows.num_samples)
-            result = answer(clip, probabilities, contract=self.contract, timeline=timeline)
+            speech = speech_windows(clip, self.vad, self.gate, name=kind) if gated else None
+            keep = slice(None) if speech is None else speech  # the gate's windows only
+            probabilities = await self.windows.classify(clip.windows.waveforms[keep], clip.windows.num_samples[keep])
+            result = answer(clip, probabilities, contract=self.contract, timeline=timeline, speech=speech)
             return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in result.tensors().items()])
         except (AudioError, ConfigError, BadRequest) as exc:
             code, text = pb_utils.TritonError.INVALID_ARG, error_message(exc)

@@ -65,13 +65,12 @@ from client.stream_service import (  # noqa: E402
     INPUT_SAMPLE_RATE,
     INPUT_VAD,
     STREAM_PARAM_PREFIX,
-    VAD_SILERO,
     CallState,
     StreamSettings,
     cancelled,
     read_chunk,
 )
-from client.vad import VAD_FILENAME, open_vad  # noqa: E402
+from client.vad import VAD_FILENAME, VAD_SILERO, open_vad  # noqa: E402
 
 
 class CallRefused(RuntimeError):

@@ -2,7 +2,7 @@
 
 * deploy/Dockerfile parses with Docker's own parser (the Go parser in PyPI ``dockerfile``), derives
   from the pinned NGC release and installs, at constraints.txt's versions, every third-party module
-  the packaged audio code imports;
+  the packaged audio code imports (onnxruntime: the speech gate's silero-vad);
 * the compose override renders (Docker Compose v2) onto that image, with the base file's flags;
 * the ``cpu-audio``/``gpu-audio`` overlays render (``kubectl kustomize``), pass the Kubernetes schemas
   and load ``ser`` beside a window model that the native ``ser`` lists;
@@ -80,7 +80,8 @@ def test_the_dockerfile_parses_derives_from_the_pinned_release_and_installs_what
     pins = dict(re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', runs))
     constraints = dict(line.split("==") for line in (REPO_ROOT / "requirements" / "constraints.txt").read_text().split() if "==" in line)
     assert pins and all(constraints.get(k) == v for k, v in pins.items()), f"{pins} differ from constraints.txt"
-    assert _packaged_third_party() == {"numpy", "soundfile", "soxr"} <= set(pins), "the image lacks a module the audio code imports"
+    assert _packaged_third_party() == {"numpy", "soundfile", "soxr", "onnxruntime"} <= set(pins), \
+        "the image lacks a module the audio code imports"
     assert "pip install" in runs
     unpinned = [w for w in re.findall(r'"([^"]+)"', runs) if "==" not in w and not w.startswith("-") and "import" not in w]
     assert not unpinned, f"unpinned packages in the Dockerfile: {unpinned}"
