@@ -183,7 +183,8 @@ def serving_repository(portable_repository, session_dir) -> Path:
 
     ``no_contract`` has no ``ser.*`` parameters; ``wrong_tensors`` has them but
     names its tensors ``x``/``y``. Both must be refused by the client with a ContractError.
-    ``ser`` is the server-side audio model (limits :data:`SERVING_AUDIO_LIMITS`) over ``ser_int8``/``ser_fp32``.
+    ``ser`` is the server-side audio model (limits :data:`SERVING_AUDIO_LIMITS`) over ``ser_int8``/``ser_fp32``;
+    ``ser-vad`` (:data:`SERVING_VAD_MODEL`) the same with the voice-activity gate, one instance.
     """
     return _serving_repository(portable_repository, session_dir / "serving-repository")
 
@@ -204,17 +205,20 @@ def _serving_repository(window_repository: Path, root: Path) -> Path:
     contract = ModelContract(labels=RAVDESS8, window_samples=16_000, hop_samples=8_000, variant="fp32", source="test")
     _write_plain_model(root, "wrong_tensors", parameters=contract.to_parameters())
     _write_audio_model(root)
+    _write_audio_model(root, name=SERVING_VAD_MODEL, instances=1, vad=True)
     _write_stream_model(root)
     return root
 
 
 #: Limits of the session server's audio model ``ser``: small, so the hostile-input tests stay cheap.
 SERVING_AUDIO_LIMITS = dict(max_bytes=1 << 20, max_duration_s=30.0, max_decoded_samples=1_000_000)
+#: The session server's audio model with the voice-activity gate (silero-vad), beside the gateless ``ser``.
+SERVING_VAD_MODEL = "ser-vad"
 
 
-def _write_audio_model(root: Path) -> Path:
-    """The server-side audio model ``ser`` (export/audio_repository.py) over the copied ``ser_*`` models."""
-    from client.audio_service import AudioLimits
+def _write_audio_model(root: Path, *, name: str = "ser", instances: int = 4, vad: bool = False) -> Path:
+    """A server-side audio model (export/audio_repository.py) over the copied ``ser_*`` models: ``ser``, or the gated one."""
+    from client.audio_service import AudioLimits, SpeechGate
     from client.contract import ModelContract
     from export.audio_repository import AudioModelConfig, write_audio_model
     from export.repository import read_model_config
@@ -224,7 +228,9 @@ def _write_audio_model(root: Path) -> Path:
     # fp32 first: its answers equal the client-side path's within 1e-4 whatever windows share a batch
     # (dynamic int8 quantizes with one scale per batch, so its scores move a little with the batch's company).
     return write_audio_model(root, contract=contract, runtime="portable",
-                             config=AudioModelConfig(limits=AudioLimits(**SERVING_AUDIO_LIMITS), preference=("fp32", "int8")))
+                             config=AudioModelConfig(name=name, instances=instances, limits=AudioLimits(**SERVING_AUDIO_LIMITS),
+                                                     preference=("fp32", "int8"),
+                                                     gate=SpeechGate(vad="silero" if vad else "off")))
 
 
 #: Settings of the session server's streaming model ``ser-stream``: small limits and a short idle time,

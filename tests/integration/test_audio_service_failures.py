@@ -41,8 +41,8 @@ def _tone(seconds: float, sr: int, channels: int = 1) -> np.ndarray:
     return np.repeat(y[:, None], channels, axis=1) if channels > 1 else y
 
 
-def _grpc(server, **tensors):
-    """Send ``ser`` a request over gRPC; returns ``(status name, message)`` of the refusal."""
+def _grpc(server, model: str = "ser", **tensors):
+    """Send ``model`` a request over gRPC; returns ``(status name, message)`` of the refusal."""
     import tritonclient.grpc as tc
     from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
@@ -54,7 +54,7 @@ def _grpc(server, **tensors):
         tensor.set_data_from_numpy(arr)
         inputs.append(tensor)
     try:
-        client.infer("ser", inputs, client_timeout=60)
+        client.infer(model, inputs, client_timeout=60)
     except InferenceServerException as exc:
         return str(exc.status()).replace("StatusCode.", ""), exc.message()
     finally:
@@ -153,6 +153,30 @@ def test_a_request_that_is_not_one_clip_is_refused_naming_what_to_send(triton_se
     for tensors, expected in cases:
         status, message = _grpc(triton_server, **tensors)
         assert status == "INVALID_ARGUMENT" and expected in message, message
+    _ready(triton_server)
+
+
+def test_vad_true_on_a_model_written_without_the_speech_gate_is_refused(triton_server, stubs_at_start):
+    status, message = _grpc(triton_server, audio=("BYTES", [_encoded(_tone(0.5, 16_000), 16_000)]), vad=("BOOL", [True]))
+    assert status == "INVALID_ARGUMENT" and "BadRequest: vad=true, but model 'ser' was written without" in message, message
+    _ready(triton_server)
+
+
+def test_a_clip_without_speech_is_refused_by_the_gate_and_the_client_raises_no_speech(triton_server, stubs_at_start):
+    from client.errors import NoSpeechError
+    from client.triton_client import SerClient
+    from tests.conftest import SERVING_VAD_MODEL
+
+    quiet = (0.003 * np.random.default_rng(0).standard_normal(48_000)).astype(np.float32)  # 3 s: not silent, no speech
+    with SerClient(triton_server.grpc_url, model="ser_fp32") as window_model:
+        before = window_model.statistics().inference_count
+        status, message = _grpc(triton_server, SERVING_VAD_MODEL, pcm=("FP32", quiet), sample_rate=("INT32", [16_000]))
+        with SerClient(triton_server.grpc_url, model=SERVING_VAD_MODEL, server_side=True) as client, \
+                pytest.raises(NoSpeechError, match=r"^hum.wav: no speech in the audio \(at most \d+ ms of speech in one of 5 "
+                                                   r"windows; a window needs 200 ms, ser.audio.vad_min_speech_ms\)$"):
+            client.classify(_encoded(quiet, 16_000), name="hum.wav")
+        assert window_model.statistics().inference_count == before  # nothing reached the window model
+    assert status == "INVALID_ARGUMENT" and message.startswith("NoSpeechError: pcm: no speech in the audio (at most"), message
     _ready(triton_server)
 
 

@@ -271,3 +271,92 @@ def test_a_server_side_client_refuses_a_window_model_and_window_calls(triton_ser
         SerClient(triton_server.grpc_url, model="ser_fp32", server_side=True).open()
     with SerClient(triton_server.grpc_url, server_side=True) as client, pytest.raises(ConfigError, match="sends clips, not windows"):
         client.infer_windows(np.zeros((1, 16_000), np.float32), [16_000])
+
+
+# --- the speech gate: ``ser-vad`` (conftest SERVING_VAD_MODEL) is ``ser`` with silero-vad before the window model ---
+
+
+@pytest.fixture(scope="module")
+def speech_in_silence() -> np.ndarray:
+    """2 s of faint noise, 3 s of generated speech (silero-vad calls most of it speech), 2 s of faint noise; 16 kHz."""
+    from loadtest.payload import generated_clips
+
+    rng = np.random.default_rng(0)
+    quiet = lambda: (0.003 * rng.standard_normal(32_000)).astype(np.float32)  # noqa: E731 - above the silence peak
+    return np.concatenate([quiet(), generated_clips(3, 0)[2][1], quiet()]).astype(np.float32)
+
+
+def _fp32_inferences(server) -> int:
+    with SerClient(server.grpc_url, model="ser_fp32") as client:
+        return client.statistics().inference_count
+
+
+def _expected_speech(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(window offsets, passes [k] bool)``: the gate's verdict, from the installed silero-vad and the client's windows."""
+    from client.audio import make_windows
+    from client.vad import DEFAULT_VAD_MIN_SPEECH_MS, DEFAULT_VAD_THRESHOLD, open_vad, window_speech
+    from export.audio_repository import installed_vad_model
+
+    windows = make_windows(y, window_samples=16_000, hop_samples=8_000)
+    _, passes = window_speech(open_vad(installed_vad_model()), y, windows.offsets, windows.offsets + windows.num_samples,
+                              threshold=DEFAULT_VAD_THRESHOLD, min_speech_ms=DEFAULT_VAD_MIN_SPEECH_MS)
+    return windows.offsets, passes
+
+
+def test_the_speech_gate_classifies_only_speech_windows_and_marks_the_silence_no_speech(triton_server, speech_in_silence):
+    from client.audio import aggregate
+    from tests.conftest import SERVING_VAD_MODEL
+
+    offsets, passes = _expected_speech(speech_in_silence)
+    assert not passes[0] and not passes[-1] and passes.any(), "silero-vad did not hear speech only in the middle"
+    with SerClient(triton_server.grpc_url, server_side=True) as plain:
+        every = plain.classify(speech_in_silence, sample_rate=16_000)
+    before = _fp32_inferences(triton_server)
+    with SerClient(triton_server.grpc_url, model=SERVING_VAD_MODEL, server_side=True) as client:
+        pred = client.classify(speech_in_silence, sample_rate=16_000, name="speech-in-silence")
+    assert _fp32_inferences(triton_server) - before == int(passes.sum())  # the window model saw the speech windows only
+    np.testing.assert_array_equal(pred.window_offsets, offsets)
+    scored = ~np.isnan(pred.window_probabilities).all(axis=1)
+    np.testing.assert_array_equal(scored, passes)
+    np.testing.assert_allclose(pred.window_probabilities[passes], every.window_probabilities[passes], atol=TOL)
+    expected = aggregate(every.window_probabilities[passes], every.window_num_samples[passes])
+    np.testing.assert_allclose(list(pred.probabilities.values()), expected, atol=TOL)  # the speech windows' scores only
+    segments = timeline_of(pred, sample_rate=16_000).segments
+    assert segments[0].label == segments[-1].label == "no_speech" and segments[0].start_s == 0.0
+    assert {s.label for s in segments[1:-1]} <= set(pred.probabilities) and len(segments) >= 3
+    assert segments[-1].end_s == pytest.approx(speech_in_silence.size / 16_000)
+
+
+def test_vad_false_in_a_request_skips_the_gate_and_answers_as_the_model_without_one(triton_server, speech_in_silence):
+    import tritonclient.grpc as tc
+
+    from tests.conftest import SERVING_VAD_MODEL
+
+    def infer(model: str, **flags):
+        pcm = tc.InferInput("pcm", [speech_in_silence.size], "FP32")
+        pcm.set_data_from_numpy(speech_in_silence)
+        rate = tc.InferInput("sample_rate", [1], "INT32")
+        rate.set_data_from_numpy(np.array([16_000], dtype=np.int32))
+        extra = []
+        for name, value in flags.items():
+            extra.append(tc.InferInput(name, [1], "BOOL"))
+            extra[-1].set_data_from_numpy(np.array([value]))
+        return client.infer(model, [pcm, rate, *extra])
+
+    client = tc.InferenceServerClient(triton_server.grpc_url)
+    try:
+        plain = infer("ser", timeline=True)
+        before = _fp32_inferences(triton_server)
+        ungated = infer(SERVING_VAD_MODEL, timeline=True, vad=False)
+        sent = _fp32_inferences(triton_server) - before
+    finally:
+        client.close()
+    from client.audio import make_windows
+
+    windows = plain.as_numpy("window_scores")
+    count = len(make_windows(speech_in_silence, window_samples=16_000, hop_samples=8_000))
+    assert sent == windows.shape[0] == count and not np.isnan(ungated.as_numpy("window_scores")).any()
+    np.testing.assert_allclose(ungated.as_numpy("scores"), plain.as_numpy("scores"), atol=TOL)
+    np.testing.assert_allclose(ungated.as_numpy("window_scores"), windows, atol=TOL)
+    assert ungated.as_numpy("segment_label").tolist() == plain.as_numpy("segment_label").tolist()
+    assert b"no_speech" not in ungated.as_numpy("segment_label").tolist()
