@@ -6,6 +6,7 @@ Against the real server: tests/test_audio_service_server.py; hostile input: test
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -272,3 +273,134 @@ def test_the_writer_refuses_a_repository_without_a_window_model_of_the_contract(
     (tmp_path / "repo").mkdir()
     with pytest.raises(ExportError, match="no window model with labels"):
         write_audio_model(tmp_path / "repo", contract=CONTRACT, runtime="portable")
+
+
+# --- the speech gate (silero-vad in ONNX Runtime, as the model runs it) -------------------------
+
+
+def test_a_window_without_scores_is_a_no_speech_segment_of_the_timeline():
+    from client.timeline import build_timeline
+
+    offsets, counts = np.array([0, 8000, 16000, 24000]), np.full(4, 16000)
+    scores = np.eye(8, dtype=np.float32)[[0, 4, 4, 0]]
+    scores[[0, 3]] = np.nan  # held back by the gate
+    tl = build_timeline(offsets, counts, scores, labels=LABELS, sample_rate=16_000)
+    assert [(s.label, s.start_s, s.end_s) for s in tl.segments] == [
+        ("no_speech", 0.0, 0.75), ("angry", 0.75, 1.75), ("no_speech", 1.75, 2.5)]
+
+
+def test_the_clips_scores_aggregate_the_speech_windows_only_and_its_timeline_keeps_every_window():
+    from client.audio import aggregate, make_windows
+    from client.audio_service import Clip, answer
+
+    y = _voice(2.5, 16_000)
+    w = make_windows(y, window_samples=16_000, hop_samples=8_000)
+    clip = Clip(windows=w, total_samples=y.size, sample_rate=16_000, samples=y)
+    speech = np.array([False, True, True, False])
+    rows = np.random.default_rng(0).dirichlet(np.ones(8), size=2).astype(np.float32)
+    got = answer(clip, rows, contract=CONTRACT, timeline=True, speech=speech)
+    np.testing.assert_allclose(got.scores, aggregate(rows, w.num_samples[speech]), atol=1e-7)
+    assert np.isnan(got.timeline.scores[[0, 3]]).all() and (got.timeline.scores[[1, 2]] == rows).all()
+    labels = [s.label for s in got.timeline.segments]
+    assert labels[0] == labels[-1] == "no_speech" and "no_speech" not in labels[1:-1]
+
+
+@pytest.fixture(scope="module")
+def silero():
+    from client.vad import open_vad
+    from export.audio_repository import installed_vad_model
+
+    return open_vad(installed_vad_model())
+
+
+def test_a_clip_without_speech_is_refused_naming_the_speech_found_and_what_a_window_needs(silero):
+    from client.audio_service import (
+        AudioLimits,
+        SpeechGate,
+        audio_error_from_message,
+        clip_from_pcm,
+        error_message,
+        speech_windows,
+    )
+    from client.errors import NoSpeechError
+
+    quiet = (0.003 * np.random.default_rng(0).standard_normal(40_000)).astype(np.float32)  # not silent, no speech
+    clip = clip_from_pcm(quiet, 16_000, contract=CONTRACT, limits=AudioLimits())
+    with pytest.raises(NoSpeechError) as caught:
+        speech_windows(clip, silero, SpeechGate(vad="silero"), name="pcm")
+    assert re.fullmatch(r"pcm: no speech in the audio \(at most \d+ ms of speech in one of 4 windows; a window needs 200 ms, "
+                       r"ser.audio.vad_min_speech_ms\)", str(caught.value))
+    back = audio_error_from_message(f"infer failed (INVALID_ARGUMENT: {error_message(caught.value)})", source="q.wav")
+    assert isinstance(back, NoSpeechError) and str(back) == str(caught.value).replace("pcm:", "q.wav:", 1)
+
+
+def test_the_gate_settings_round_trip_through_config_parameters_and_refuse_nonsense():
+    from client.audio_service import SpeechGate
+    from client.errors import ConfigError
+
+    gate = SpeechGate(vad="silero", vad_threshold=0.6, vad_min_speech_ms=120)
+    assert SpeechGate.from_parameters(gate.to_parameters()) == gate and not SpeechGate().on
+    for bad in (dict(vad="on"), dict(vad_threshold=1.0), dict(vad_min_speech_ms=-1)):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            SpeechGate(**bad)
+    with pytest.raises(ConfigError, match="ser.audio.vad_threshold"):
+        SpeechGate.from_parameters({"ser.audio.vad_threshold": "loud"})
+
+
+def test_with_the_gate_the_writer_ships_silero_and_records_its_sha256_and_settings(portable_repository, tmp_path):
+    from client.audio_service import SpeechGate
+    from export.audio_repository import file_sha256, installed_vad_model, validate_audio_model_dir
+
+    repo = _with_audio_model(portable_repository, tmp_path, "portable", gate=SpeechGate(vad="silero"))
+    params = {k: v.string_value for k, v in validate_audio_model_dir(repo / "ser").parameters.items()}
+    assert (repo / "ser" / "1" / "silero_vad.onnx").read_bytes() == installed_vad_model().read_bytes()
+    assert params["ser.audio.vad_sha256"] == file_sha256(installed_vad_model())
+    assert SpeechGate.from_parameters(params) == SpeechGate(vad="silero")
+    plain = _with_audio_model(portable_repository, tmp_path / "plain", "portable")
+    assert not (plain / "ser" / "1" / "silero_vad.onnx").exists()
+    assert read_params(plain)["ser.audio.vad"] == "off" and "ser.audio.vad_sha256" not in read_params(plain)
+
+
+def read_params(repo: Path) -> dict[str, str]:
+    msg = text_format.Parse((repo / "ser" / "config.pbtxt").read_text(), mc.ModelConfig())
+    return {k: v.string_value for k, v in msg.parameters.items()}
+
+
+@pytest.mark.parametrize("breakage", ["drifted", "missing"])
+def test_a_gated_model_whose_detector_drifted_or_went_missing_is_refused(portable_repository, tmp_path, breakage):
+    from client.audio_service import SpeechGate
+    from export.audio_repository import validate_audio_model_dir
+    from export.errors import ModelConfigError
+
+    repo = _with_audio_model(portable_repository, tmp_path, "portable", gate=SpeechGate(vad="silero"))
+    onnx = repo / "ser" / "1" / "silero_vad.onnx"
+    if breakage == "drifted":
+        onnx.write_bytes(onnx.read_bytes()[:-1] + b"\0")
+    else:
+        onnx.unlink()
+    with pytest.raises(ModelConfigError, match=r"1/silero_vad.onnx: missing or not the file of parameters\[ser.audio.vad_sha256\]"):
+        validate_audio_model_dir(repo / "ser")
+
+
+def test_the_writer_refuses_the_gate_on_a_model_not_at_16_khz_naming_the_rate(tmp_path):
+    from client.audio_service import SpeechGate
+    from client.errors import ConfigError
+    from export.audio_repository import AudioModelConfig, write_audio_model
+
+    (tmp_path / "repo").mkdir()
+    contract = ModelContract(labels=LABELS, window_samples=8_000, hop_samples=4_000, sample_rate=8_000)
+    with pytest.raises(ConfigError, match=r"sample rate 8000 Hz: the voice-activity gate \(silero-vad\) needs a model of 16000 Hz"):
+        write_audio_model(tmp_path / "repo", contract=contract, runtime="portable",
+                          config=AudioModelConfig(gate=SpeechGate(vad="silero")))
+    assert list((tmp_path / "repo").iterdir()) == []
+
+
+def test_the_cli_writes_the_gated_audio_model_with_audio_vad(exported_tiny, tmp_path):
+    from client.audio_service import SpeechGate
+    from ser.cli import build_parser
+
+    args = build_parser().parse_args(["repository", str(exported_tiny), "--out", str(tmp_path / "cli"), "--variants", "int8",
+                                      "--audio-model", "--audio-vad"])
+    assert args.func(args) == 0
+    assert SpeechGate.from_parameters(read_params(tmp_path / "cli")) == SpeechGate(vad="silero")
+    assert (tmp_path / "cli" / "ser" / "1" / "silero_vad.onnx").is_file()
