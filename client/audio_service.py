@@ -384,7 +384,7 @@ class Answer:
     Attributes:
         label: the best class (categorical head).
         names: the N score names (the class labels).
-        scores: ``[N]`` float32, the clip's class probabilities (valid-sample-weighted mean over windows).
+        scores: ``[N]`` float32, the clip's class probabilities (valid-sample-weighted mean over the windows classified).
         duration_s: the clip's duration, seconds.
         timeline: per-window scores and merged segments, when asked for.
     """
