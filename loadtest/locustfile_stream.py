@@ -11,13 +11,15 @@ after another: generated speech (:func:`loadtest.payload.generated_clips`) sent 
 * ``update gap``: between two consecutive updates of a call, ms (the hop when the server keeps pace);
 * ``call``: END sent -> the call's segments, ms; a refused or lost call is a failure here.
 
-Run it with Locust's percentiles in the CSV (``*_stats.csv``: 50%...99%)::
+``ser loadtest --live-calls`` sweeps it over user counts (:mod:`loadtest.live_calls`: exact percentiles
+per name, the hop as the bar). Alone, with Locust's percentiles in the CSV (``*_stats.csv``: 50%...99%)::
 
     locust -f loadtest/locustfile_stream.py --headless -u 16 -r 4 -t 60s --host 127.0.0.1:8001 \
         --csv out/stream-16 --max-update-lag-p99-ms 500 LiveCallUser
 
-``--max-update-lag-p99-ms`` fails the run (exit 1) when the calls fell behind; the shared gates of
-:mod:`loadtest.users` (``--max-failure-ratio``...) apply as in every locustfile.
+``--max-update-lag-p99-ms`` fails the run (exit 1) when the exact p99 update lag is above it: the calls
+fell behind. The shared gates of :mod:`loadtest.users` apply as in every locustfile; here
+``--max-failure-ratio`` counts every record (updates too), where ``ser loadtest --live-calls`` counts calls.
 """
 
 from __future__ import annotations
