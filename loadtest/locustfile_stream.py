@@ -90,7 +90,7 @@ def _prepare(environment, **_kwargs) -> None:
         clips(int(getattr(environment.parsed_options, "calls_clips", 8)))
 
 
-class LiveCallUser(User):  # ser loadtest --live-calls runs it by this name (live_calls.LIVE_CALL_USER)
+class LiveCallUser(User):  # ser loadtest --live-calls runs it by this name (run_config.LIVE_CALL_USER)
     """One caller: calls back to back, each at real-time pace, updates timed as they arrive."""
 
     wait_time = constant(0)

@@ -19,8 +19,8 @@ Options (added by :func:`add_arguments` through Locust's
 ``--generated-clips``, ``--client-timeout-s``, and the gates
 ``--max-p95-ms``, ``--max-p99-ms``, ``--max-failure-ratio`` that
 :func:`gate_failures` checks when Locust quits, on exact percentiles of every response time
-this process recorded (a worker hands its times to the master with each report), not on
-Locust's histogram, which rounds them. A missing ``--manifest`` or ``--audio-dir`` ends the run
+this process recorded, kept per request name (a worker hands its times to the master with each
+report), not on Locust's histogram, which rounds them. A missing ``--manifest`` or ``--audio-dir`` ends the run
 at start with one ``error:`` line (:func:`check_audio_source`).
 
 ``--warmup-s S`` measures the steady state: S seconds after the test starts,
