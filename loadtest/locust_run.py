@@ -164,7 +164,11 @@ def locust_command(config: LoadTestConfig, *, url: str, users: int, csv_prefix: 
         cmd += ["--audio-dir", str(config.audio.audio_dir)]
     if config.audio.manifest is not None:
         cmd += ["--manifest", str(config.audio.manifest)]
-    return cmd + config.thresholds.cli_args() + list(config.user_classes)
+    if config.live_calls is not None:  # calls cycle through generated clips; failed calls / calls is judged per call by the runner
+        cmd += ["--calls-clips", str(config.audio.generated_clips), *config.live_calls.cli_args()]
+    else:
+        cmd += config.thresholds.cli_args()
+    return cmd + list(config.user_classes)
 
 
 def final_stats_csv(csv_prefix: Path) -> Path:
@@ -198,17 +202,22 @@ def _read_back(fh) -> str:
     return fh.read()
 
 
+def named_rows(stats_csv: Path) -> dict[str, dict[str, str]]:
+    """Every row of Locust's ``_stats.csv`` by request name (``Aggregated`` included; column name -> text)."""
+    with open(stats_csv, newline="") as fh:
+        return {row.get("Name", ""): row for row in csv.DictReader(fh)}
+
+
 def aggregated_row(stats_csv: Path) -> dict[str, str]:
     """The ``Aggregated`` row of Locust's ``_stats.csv`` (column name -> text).
 
     Raises:
         LocustRunError: the file has no such row.
     """
-    with open(stats_csv, newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("Name") == "Aggregated":
-                return row
-    raise LocustRunError(f"{stats_csv}: no Aggregated row")
+    row = named_rows(stats_csv).get("Aggregated")
+    if row is None:
+        raise LocustRunError(f"{stats_csv}: no Aggregated row")
+    return row
 
 
 def _num(row: dict[str, str], key: str) -> float:
@@ -303,10 +312,24 @@ def run_locust(
     )
 
 
-def _exact_figures(final_csv: Path) -> dict[str, float]:
-    """The exact percentiles the locustfile wrote beside its final table (empty when it wrote none)."""
+def _exact_doc(final_csv: Path) -> dict[str, Any]:
     try:
         doc = json.loads(exact_figures_path(final_csv).read_text())
     except (FileNotFoundError, ValueError):
         return {}
-    return {k: float(v) for k, v in doc.items() if k.endswith("_ms")}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _exact_figures(final_csv: Path) -> dict[str, float]:
+    """The exact percentiles the locustfile wrote beside its final table (empty when it wrote none)."""
+    return {k: float(v) for k, v in _exact_doc(final_csv).items() if k.endswith("_ms")}
+
+
+def exact_figures_by_name(final_csv: Path) -> dict[str, dict[str, float]]:
+    """The exact figures per request name the locustfile wrote beside its final table.
+
+    Returns:
+        ``{request name: {"requests": n, "p50_ms": ..., "p99_ms": ...}}`` (ms; empty when it wrote none).
+    """
+    by_name = _exact_doc(final_csv).get("by_name") or {}
+    return {name: {k: float(v) for k, v in figures.items()} for name, figures in by_name.items()}

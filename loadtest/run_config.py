@@ -2,7 +2,8 @@
 
 A load test sweeps user counts in the ``batching-on`` scenario (the model as its repository
 serves it); the comparisons (:attr:`LoadTestConfig.comparisons`) each add one scenario, run at
-``compare_users`` users, whose repository copy :mod:`loadtest.scenarios` writes.
+``compare_users`` users, whose repository copy :mod:`loadtest.scenarios` writes. With
+:class:`LiveCalls` it sweeps live callers of the streaming model instead (:mod:`loadtest.live_calls`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.errors import ConfigError
+from client.stream_service import STREAM_MODEL
 from client.triton_client import DEFAULT_MODEL, PROTOCOLS, normalize_url
 from loadtest.gates import Thresholds
 from loadtest.payload import AudioSourceConfig
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LOCUSTFILE_STREAM = Path(__file__).with_name("locustfile_stream.py")
+#: The user class of ``locustfile_stream.py``: one caller placing live calls back to back.
+LIVE_CALL_USER = "LiveCallUser"
 DEFAULT_OUT = Path(".cache/loadtest")
 SCENARIO_ON = "batching-on"
 SCENARIO_OFF = "batching-off"
@@ -24,6 +29,55 @@ SCENARIO_INSTANCES = "instances-{}"  # batching on, N instances of the model
 SCENARIO_MODEL = "model-{}"  # batching on, another model of the same repository (e.g. ser_fp32 vs ser_int8)
 #: Longest single Locust run allowed (s): load tests here are bounded.
 MAX_RUN_TIME_S = 3600
+
+
+@dataclass(frozen=True)
+class LiveCalls:
+    """The live-call sweep (``ser loadtest --live-calls``): each Locust user is one caller of the streaming model.
+
+    Attributes:
+        stream_model: the streaming model the calls go to (written by ``ser repository ... --stream-model``).
+        chunk_ms: audio per chunk, ms (1..10000); each chunk is sent once it has been spoken.
+        max_update_lag_p99_ms: gate: fail a run whose p99 update lag (exact, ms) is above this (None: no limit).
+    """
+
+    stream_model: str = STREAM_MODEL
+    chunk_ms: int = 100
+    max_update_lag_p99_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.stream_model:
+            raise ConfigError("stream_model='': a streaming model name is required")
+        if isinstance(self.chunk_ms, bool) or not isinstance(self.chunk_ms, int) or not 1 <= self.chunk_ms <= 10_000:
+            raise ConfigError(f"chunk_ms={self.chunk_ms!r}: need whole milliseconds in 1..10000")
+        limit = self.max_update_lag_p99_ms
+        if limit is not None and not (isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0):
+            raise ConfigError(f"max_update_lag_p99_ms={limit!r}: must be a finite number of milliseconds > 0 (or unset)")
+
+    def cli_args(self) -> list[str]:
+        """``locustfile_stream.py``'s options for these settings."""
+        args = ["--stream-model", self.stream_model, "--chunk-ms", str(self.chunk_ms)]
+        if self.max_update_lag_p99_ms is not None:
+            args += ["--max-update-lag-p99-ms", repr(float(self.max_update_lag_p99_ms))]
+        return args
+
+
+def live_chunk_ms(text: str) -> int:
+    """``--chunk-ms`` given as text, checked by :class:`LiveCalls` itself (raises its ConfigError)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"chunk_ms={text!r}: expected whole milliseconds") from None
+    return LiveCalls(chunk_ms=value).chunk_ms
+
+
+def live_lag_limit(text: str) -> float:
+    """``--max-update-lag-p99-ms`` given as text, checked by :class:`LiveCalls` itself (raises its ConfigError)."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"max_update_lag_p99_ms={text!r}: expected a number of milliseconds") from None
+    return float(LiveCalls(max_update_lag_p99_ms=value).max_update_lag_p99_ms)
 
 
 @dataclass(frozen=True)
@@ -62,8 +116,12 @@ class LoadTestConfig:
         max_rss_growth_pct: gate: fail a run whose server + stub memory grows by more than this
             many percent from the warm-up's end to its end (:func:`loadtest.sampler.rss_growth_pct`).
         sample_interval_s: seconds between samples of counters and memory during a run.
-        locustfile: the Locust file each run loads (default: ``loadtest/locustfile.py``, window users).
-        user_classes: the Locust user classes to run (default: every class of ``locustfile``).
+        locustfile: the Locust file each run loads (default: ``loadtest/locustfile.py``, window users;
+            with ``live_calls``: ``loadtest/locustfile_stream.py``).
+        user_classes: the Locust user classes to run (default: every class of ``locustfile``; with
+            ``live_calls``: :data:`LIVE_CALL_USER`).
+        live_calls: sweep live callers of the streaming model instead of window requests (gRPC, generated
+            speech, no comparison; ``thresholds`` may set only ``max_failure_ratio``, judged per call).
     """
 
     repository: Path | None = None
@@ -91,6 +149,7 @@ class LoadTestConfig:
     sample_interval_s: float = 1.0
     locustfile: Path = LOCUSTFILE
     user_classes: tuple[str, ...] = ()
+    live_calls: LiveCalls | None = None
 
     def __post_init__(self) -> None:
         if self.repository is not None:
@@ -143,6 +202,28 @@ class LoadTestConfig:
                 raise ConfigError("max_rss_growth_pct needs the server's memory: give server_pid= with url=, or serve a repository")
         if not 0 < self.sample_interval_s <= 60:
             raise ConfigError(f"sample_interval_s={self.sample_interval_s}: must be in (0, 60] seconds")
+        if self.live_calls is not None:
+            self._check_live_calls()
+
+    def _check_live_calls(self) -> None:
+        """Refuse what a live-call sweep cannot do; point it at the streaming locustfile and its caller."""
+        refused = [name for name, given in (
+            ("compare_batching", self.compare_batching), ("compare_instances", self.compare_instances is not None),
+            ("compare_model", self.compare_model is not None), ("ort_baseline", self.ort_baseline),
+            ("max_p95_ms", self.thresholds.max_p95_ms is not None), ("max_p99_ms", self.thresholds.max_p99_ms is not None),
+            ("windows_per_request", self.windows_per_request != 1),
+        ) if given]
+        if refused:
+            raise ConfigError(f"live_calls with {', '.join(refused)}: a live-call sweep runs no comparison and sends no "
+                              "window requests; its latency gate is max_update_lag_p99_ms")
+        if self.protocol != "grpc":
+            raise ConfigError(f"live_calls with protocol={self.protocol!r}: live calls stream over gRPC only")
+        if self.audio.kind != "generated":
+            raise ConfigError(f"live_calls with audio {self.audio.describe()}: calls play generated speech "
+                              "(give generated_clips, not an audio folder or manifest)")
+        if self.locustfile == LOCUSTFILE:
+            object.__setattr__(self, "locustfile", LOCUSTFILE_STREAM)
+            object.__setattr__(self, "user_classes", self.user_classes or (LIVE_CALL_USER,))
 
     @property
     def comparisons(self) -> tuple[str, ...]:

@@ -19,8 +19,8 @@ Options (added by :func:`add_arguments` through Locust's
 ``--generated-clips``, ``--client-timeout-s``, and the gates
 ``--max-p95-ms``, ``--max-p99-ms``, ``--max-failure-ratio`` that
 :func:`gate_failures` checks when Locust quits, on exact percentiles of every response time
-this process recorded (a worker hands its times to the master with each report), not on
-Locust's histogram, which rounds them. A missing ``--manifest`` or ``--audio-dir`` ends the run
+this process recorded, kept per request name (a worker hands its times to the master with each
+report), not on Locust's histogram, which rounds them. A missing ``--manifest`` or ``--audio-dir`` ends the run
 at start with one ``error:`` line (:func:`check_audio_source`).
 
 ``--warmup-s S`` measures the steady state: S seconds after the test starts,
@@ -124,33 +124,38 @@ WARMUP_ATTRIBUTE = "ser_warmup"
 #: Key of the response times a worker sends its master with each report.
 TIMES_KEY = "ser_response_times"
 
-#: Every request's response time (ms, unrounded) since the start or the warm-up's end, in this process.
-#: Locust's own percentiles come from a histogram that rounds times above 100 ms to two significant
-#: digits (254 ms is counted as 250): a gate judged on them passes a run whose every request broke it.
-_response_times: list[float] = []
+#: Every request's response time (ms, unrounded) since the start or the warm-up's end, in this process,
+#: by request name. Locust's own percentiles come from a histogram that rounds times above 100 ms to two
+#: significant digits (254 ms is counted as 250): a gate judged on them passes a run whose every request broke it.
+_response_times: dict[str, list[float]] = {}
 
 
-def record_response_time(response_time: float, **_kwargs) -> None:
+def record_response_time(name: str, response_time: float, **_kwargs) -> None:
     """``request`` hook: keep the request's exact response time (ms), failed requests included as Locust does."""
-    _response_times.append(float(response_time))
+    _response_times.setdefault(str(name), []).append(float(response_time))
 
 
 def send_response_times(data: dict, **_kwargs) -> None:
     """``report_to_master`` hook (a worker): hand the times recorded since the last report to the master."""
-    data[TIMES_KEY] = list(_response_times)
+    data[TIMES_KEY] = {name: list(times) for name, times in _response_times.items()}
     _response_times.clear()
 
 
 def receive_response_times(data: dict, **_kwargs) -> None:
     """``worker_report`` hook (the master): keep a worker's times."""
-    _response_times.extend(data.get(TIMES_KEY, ()))
+    for name, times in (data.get(TIMES_KEY) or {}).items():
+        _response_times.setdefault(name, []).extend(times)
 
 
-def exact_percentiles() -> dict[str, float]:
-    """``{"p50_ms": ..., "p99_ms": ...}`` (:data:`~loadtest.gates.PERCENTILES`) of the recorded times; empty without any."""
-    if not _response_times:
+def exact_percentiles(name: str | None = None) -> dict[str, float]:
+    """``{"p50_ms": ..., "p99_ms": ...}`` (:data:`~loadtest.gates.PERCENTILES`) of the recorded times.
+
+    ``name``: one request name's times only (None: every request's). Empty without any time.
+    """
+    times = _response_times.get(name, []) if name is not None else [t for ts in _response_times.values() for t in ts]
+    if not times:
         return {}
-    return {f"p{q}_ms": percentile(_response_times, q) for q in PERCENTILES}
+    return {f"p{q}_ms": percentile(times, q) for q in PERCENTILES}
 
 
 def end_warmup(environment, *, marker: str = "") -> dict[str, float]:
@@ -271,7 +276,7 @@ def write_final_stats(environment) -> Path | None:
     Locust rewrites its ``--csv`` table once a second and not when it exits, so that one can miss the
     last second of a run; the runner reads this one. Beside it, :func:`~loadtest.gates.exact_figures_path`
     gets the exact percentiles the gates judged (``{"requests", "p50_ms", "p90_ms", "p95_ms", "p99_ms"}``,
-    ms), which the table rounds.
+    ms), which the table rounds, and the same per request name (``"by_name": {name: {...}}``).
 
     Returns:
         The file written, or ``None`` (no ``--final-stats``, or a worker process).
@@ -288,7 +293,9 @@ def write_final_stats(environment) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(fh))
-    exact_figures_path(path).write_text(json.dumps({"requests": len(_response_times), **exact_percentiles()}))
+    by_name = {name: {"requests": len(times), **exact_percentiles(name)} for name, times in _response_times.items()}
+    total = sum(len(times) for times in _response_times.values())
+    exact_figures_path(path).write_text(json.dumps({"requests": total, **exact_percentiles(), "by_name": by_name}))
     return path
 
 

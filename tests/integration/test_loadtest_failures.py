@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ from deploy.local_triton import free_ports
 from loadtest.gates import Thresholds, evaluate
 from loadtest.locust_run import REPO_ROOT, LocustRunError, final_stats_csv, run_locust
 from loadtest.payload import AudioSourceConfig, build_window_pool
-from loadtest.run_config import LOCUSTFILE, LoadTestConfig
+from loadtest.run_config import LOCUSTFILE, LiveCalls, LoadTestConfig
 from loadtest.runner import run_loadtest
+from tests.helpers import assert_one_line_error, ser
 from training.errors import CorpusError
 
 CONTRACT = ModelContract(labels=("a", "b"), window_samples=16_000, hop_samples=8_000)
@@ -159,3 +161,75 @@ def test_generated_audio_gives_real_windows_not_zeros():
     assert all(np.abs(w[:n]).max() > 1e-3 for w, n in zip(pool.waveforms, pool.num_samples, strict=True))
     wav, ns = pool.requests(windows_per_request=4, count=2)[1]
     assert wav.shape == (4, 16_000) and ns.shape == (4, 1) and ns.dtype == np.int64
+
+
+# --- ser loadtest --live-calls ----------------------------------------------------------------
+
+
+def test_live_calls_against_a_server_without_the_streaming_model_is_one_line_naming_it_and_how_to_write_it(
+        triton_server, tmp_path):
+    proc = ser("loadtest", "--live-calls", "--url", triton_server.grpc_url, "--stream-model", "ser-stream-nope",
+               "--users", "1", "--run-time", "1", "--out", str(tmp_path))
+    assert_one_line_error(proc, "'ser-stream-nope'", "ser repository", "--stream-model")
+    assert proc.returncode == 2 and not (tmp_path / "locust").exists()  # refused before any load
+
+
+def test_live_calls_to_a_window_model_is_refused_as_not_a_streaming_model(triton_server, tmp_path):
+    proc = ser("loadtest", "--live-calls", "--url", triton_server.grpc_url, "--stream-model", "ser_int8",
+               "--users", "1", "--run-time", "1", "--out", str(tmp_path))
+    assert_one_line_error(proc, "'ser_int8' is not a streaming model")
+    assert proc.returncode == 2 and not (tmp_path / "locust").exists()
+
+
+def test_live_calls_on_a_repository_without_the_streaming_model_is_refused_before_a_server_starts(
+        portable_repository, tmp_path):
+    proc = ser("loadtest", "--live-calls", "--repository", str(portable_repository), "--users", "1", "--run-time", "1",
+               "--out", str(tmp_path))
+    assert_one_line_error(proc, "no streaming model 'ser-stream'", "ser repository", "--stream-model")
+    assert proc.returncode == 2 and not (tmp_path / "tritonserver-live-calls.log").exists()
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    (["--compare-server-side"], "--compare-server-side"),
+    (["--compare-batching"], "--compare-batching"),
+    (["--ort-baseline"], "--ort-baseline"),
+    (["--compare-model", "ser_fp32", "--max-p95-ms", "100"], "--compare-model, --max-p95-ms"),
+    (["--protocol", "http"], "--protocol"),
+    (["--audio-dir", "clips"], "--audio-dir"),
+])
+def test_live_calls_with_an_option_it_cannot_honour_is_a_one_line_error_naming_it(extra, named, capsys):
+    from ser.cli import main
+
+    assert main(["loadtest", "--live-calls", "--url", "127.0.0.1:1", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --live-calls with {named}:") and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("extra", [["--chunk-ms", "50"], ["--stream-model", "ser-stream"], ["--max-update-lag-p99-ms", "500"]])
+def test_a_live_call_option_without_live_calls_is_refused(extra, capsys):
+    from ser.cli import main
+
+    assert main(["loadtest", "--url", "127.0.0.1:1", *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {extra[0]} without --live-calls: only the live-call sweep reads them"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"chunk_ms": 0}, "chunk_ms=0"),
+    ({"chunk_ms": 1.5}, "chunk_ms=1.5"),
+    ({"max_update_lag_p99_ms": -1.0}, "max_update_lag_p99_ms=-1.0"),
+    ({"max_update_lag_p99_ms": math.inf}, "max_update_lag_p99_ms=inf"),
+    ({"stream_model": ""}, "stream_model=''"),
+])
+def test_bad_live_call_settings_are_refused_naming_the_value(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        LiveCalls(**kwargs)
+
+
+def test_a_live_call_config_refuses_what_the_sweep_cannot_do():
+    live = LiveCalls()
+    with pytest.raises(ConfigError, match="live_calls with compare_batching, ort_baseline"):
+        LoadTestConfig(repository=Path("repo"), live_calls=live, compare_batching=True, ort_baseline=True)
+    with pytest.raises(ConfigError, match="gRPC only"):
+        LoadTestConfig(url="127.0.0.1:1", protocol="http", live_calls=live)
+    config = LoadTestConfig(url="127.0.0.1:1", live_calls=live)
+    assert config.locustfile.name == "locustfile_stream.py" and config.user_classes == ("LiveCallUser",)
