@@ -31,7 +31,9 @@ def is_terminal(stream: TextIO) -> bool:
 
 
 class StepLines:
-    """A progress display for logs: a line at 0 % and at each further tenth done, nothing in between.
+    """A progress display for logs: a line at 0 %, at each further tenth done, and when a sub-step is named.
+
+    A sub-step is named with ``set_postfix_str``; nothing is printed in between.
 
     Attributes:
         total: steps in all (None: unknown, then a line at the start and one at the end).
@@ -70,14 +72,17 @@ class StepLines:
             if tenths <= self._tenths_said:
                 return
             self._tenths_said = tenths
-            done = f"{100 * self.n // self.total:3d} % ({self.n}/{self.total} {self.unit})"
         elif self._tenths_said >= 0 and not final:
             return
         else:
             self._tenths_said = 0
-            done = f"{self.n} {self.unit}"
-        postfix = f", {self._postfix}" if self._postfix else ""
-        print(f"{self.desc}: {done} {time.monotonic() - self._t0:.1f} s{postfix}", file=self.file, flush=True)
+        self._line()
+
+    def _line(self, postfix: str = "") -> None:
+        """``<desc>: <done> <elapsed> s[, <postfix>]``; done: ``40 % (2/5 step)``, or ``500 it`` without a total."""
+        done = f"{100 * self.n // self.total:3d} % ({self.n}/{self.total} {self.unit})" if self.total else f"{self.n} {self.unit}"
+        tail = f", {postfix}" if postfix else ""
+        print(f"{self.desc}: {done} {time.monotonic() - self._t0:.1f} s{tail}", file=self.file, flush=True)
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` more steps done; prints when another tenth is reached."""
@@ -85,7 +90,12 @@ class StepLines:
         self._say()
 
     def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:  # noqa: ARG002 - tqdm's signature
-        """What the step is doing now: added to the next line printed."""
+        """What the step is doing now: a line saying so when it changes (a log shows what a long step is in).
+
+        Callers name sub-steps here (a few per bar), never per item, so these lines stay few.
+        """
+        if text and text != self._postfix and not self.disable:
+            self._line(text)
         self._postfix = text
 
     def write(self, text: str, file: TextIO | None = None) -> None:

@@ -73,3 +73,17 @@ def test_the_training_steps_progress_prints_a_line_per_tenth_and_the_log_lines(c
     logs = [line for line in lines if line.startswith("{")]
     assert len(progress) == LINES_PER_BAR and progress[-1].startswith("train: 100 % (400/400 step)")
     assert len(logs) == 10 and "total_flos" not in logs[0] and "'loss': '0.025'" in logs[0]
+
+
+def test_a_log_says_which_sub_step_a_long_step_is_in_when_it_changes_once_each():
+    out = io.StringIO()
+    bar = progress_bar(total=5, desc="export ckpt", unit="step", file=out)
+    bar.set_postfix_str("fp32: torch.onnx.export")
+    bar.update()
+    bar.set_postfix_str("int8: dynamic-int8-convmatmul, agreement with fp32")  # a long one: the log must say so now
+    bar.set_postfix_str("int8: dynamic-int8-convmatmul, agreement with fp32")  # unchanged: no new line
+    lines = _lines(out.getvalue())
+    assert len(lines) == 4, lines
+    assert lines[1].startswith("export ckpt:   0 % (0/5 step)") and lines[1].endswith(", fp32: torch.onnx.export")
+    assert lines[2].startswith("export ckpt:  20 % (1/5 step)") and not lines[2].endswith("torch.onnx.export")
+    assert lines[3].startswith("export ckpt:  20 % (1/5 step)") and lines[3].endswith("agreement with fp32")
