@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from client.contract import INPUT_NAMES, OUTPUT_NAMES
-from tests.helpers import REPO_ROOT
 
 W = 16_000  # tiny_checkpoint's window
 
@@ -285,19 +284,6 @@ def test_vnni_is_read_from_the_cpu_flags_and_a_host_without_them_counts_as_satur
     assert set(VNNI_ONLY_PRESETS) <= set(QUANTIZATION_PRESETS)
 
 
-_EMULATED_AGREEMENT = """
-import json, sys
-from export.parity import ParityConfig, check_variant_agreement
-# report, never raise: the parent asserts; 16 seeded windows, as the export's emulated check (EMULATED_MAX_WINDOWS)
-loose = ParityConfig(prob_atol=1.0, min_label_agreement=0.0, batch_atol=1.0, windows=16)
-out = {}
-for name in sys.argv[3:]:
-    r = check_variant_agreement(sys.argv[1], name, window_samples=int(sys.argv[2]), config=loose)
-    out[name] = {"max_abs_prob_diff": r.max_abs_prob_diff, "label_agreement": r.label_agreement}
-print(json.dumps(out))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
                     reason="needs qemu-user's qemu-x86_64 on an x86-64 host (make test installs it when run as root)")
@@ -306,10 +292,10 @@ def test_the_default_int8_model_keeps_its_agreement_on_an_emulated_avx2_only_cpu
 
     There, full 8-bit s8 weights saturate (the -vnni preset: max |dp| 0.062 and a flipped label on
     the export's own seeded batches, as on the AVX2-only CI host that failed), 7-bit ones cannot.
+    Both go through the check ``ser repository --verify-cpu-classes avx2`` runs (only the candidate
+    under qemu, on the mixed batches; fp32 and batch dependence natively).
     """
-    import subprocess
-    import sys
-
+    from export.isa_check import compare_on_class
     from export.parity import ParityConfig
     from export.quantize import QUANTIZATION_PRESETS, quantize_int8
     from export.recipe import ExportRecord
@@ -317,16 +303,13 @@ def test_the_default_int8_model_keeps_its_agreement_on_an_emulated_avx2_only_cpu
     fp32, default = exported_trained / "fp32" / "model.onnx", exported_trained / "int8" / "model.onnx"
     vnni = quantize_int8(fp32, tmp_path / "vnni.onnx", config=QUANTIZATION_PRESETS["dynamic-int8-convmatmul-vnni"])
     window = ExportRecord.read(exported_trained / "int8" / "recipe.json").contract.window_samples
-    proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _EMULATED_AGREEMENT,
-                           str(fp32), str(window), str(default), str(vnni)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = {name: compare_on_class(fp32, path, window_samples=window, target="avx2", config=ParityConfig())
+           for name, path in (("default", default), ("vnni", vnni))}
     tolerance = ParityConfig().prob_atol  # what the export itself demands of int8
-    assert got[str(default)]["max_abs_prob_diff"] <= tolerance and got[str(default)]["label_agreement"] == 1.0, got
+    assert got["default"].max_abs_prob_diff <= tolerance and got["default"].label_agreement == 1.0, got
     # The emulation really took the AVX2 path: the full-range weights, closer to fp32 where nothing saturates
     # (0.008 vs 0.019 on a VNNI host), are the ones that drift here.
-    assert got[str(vnni)]["max_abs_prob_diff"] > 2 * got[str(default)]["max_abs_prob_diff"], got
+    assert got["vnni"].max_abs_prob_diff > 2 * got["default"].max_abs_prob_diff, got
 
 
 def test_fp16_keeps_fp32_inputs_outputs_and_normalisation_and_halves_the_weights(exported_trained):
