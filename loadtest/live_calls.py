@@ -166,7 +166,10 @@ def stream_hop_ms(url: str, model: str, *, timeout_s: float = 10.0) -> float:
 
     from client.error_mapping import translate_error
 
-    client = grpcclient.InferenceServerClient(url)
+    from client.client_options import TransportOptions
+
+    # A loopback server is reached directly: gRPC would send even 127.0.0.1 through a proxy of the environment.
+    client = grpcclient.InferenceServerClient(url, **TransportOptions().grpc_client_kwargs(url))
     try:
         try:
             ready = client.is_model_ready(model, client_timeout=timeout_s)
