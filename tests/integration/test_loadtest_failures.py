@@ -236,6 +236,26 @@ def test_a_load_test_stopped_by_a_signal_leaves_no_locust_behind(triton_server, 
         proc.wait()
 
 
+def test_a_second_load_test_into_the_same_out_folder_is_refused_while_the_first_runs(triton_server, tmp_path):
+    command = [sys.executable, "-m", "ser", "loadtest", "--live-calls", "--url", triton_server.grpc_url, "--users", "1",
+               "--run-time", "60", "--generated-clips", "1", "--out", str(tmp_path)]
+    first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "locust" / "live-calls-u1_stats.csv").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # the same --out: its runs would delete or read the first one's Locust files as its own
+        second = ser("loadtest", "--live-calls", "--url", triton_server.grpc_url, "--users", "1", "--run-time", "1",
+                     "--generated-clips", "1", "--out", str(tmp_path))
+        assert_one_line_error(second, str(tmp_path), f"pid {first.pid}", "--out")
+        assert second.returncode == 2 and first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=30)
+    again = ser("loadtest", "--live-calls", "--url", "127.0.0.1:1", "--users", "1", "--run-time", "1", "--out", str(tmp_path))
+    assert "another load test" not in again.stderr  # the folder is free once the first run ended
+
+
 @pytest.mark.parametrize(("extra", "named"), [
     (["--compare-server-side"], "--compare-server-side"),
     (["--compare-batching"], "--compare-batching"),
