@@ -411,8 +411,7 @@ class Answer:
             out.update({
                 OUTPUT_WINDOW_START: np.ascontiguousarray(t.start_s, dtype=np.float64),
                 OUTPUT_WINDOW_END: np.ascontiguousarray(t.end_s, dtype=np.float64),
-                # A held-back window (NaN in the timeline) travels as a row of zeros: NaN is not JSON, and Triton
-                # writes it bare into an HTTP JSON answer that Node.js or Go then cannot parse.
+                # held back (NaN) -> zeros: Triton writes NaN bare into HTTP JSON, which Node.js and Go refuse
                 OUTPUT_WINDOW_SCORES: np.ascontiguousarray(np.nan_to_num(t.scores, nan=0.0), dtype=np.float32),
                 OUTPUT_SEGMENT_LABEL: text([s.label for s in t.segments]),
                 OUTPUT_SEGMENT_START: np.array([s.start_s for s in t.segments], dtype=np.float64),
@@ -446,8 +445,7 @@ def answer(clip: Clip, probabilities: np.ndarray, *, contract: ModelContract, ti
             ``speech``, one row per window it marks.
         contract: labels and rate.
         timeline: also build the per-window :class:`~client.timeline.Timeline` (every window; those
-            ``speech`` held back get NaN scores, which :meth:`Answer.tensors` sends as zeros, and the segment
-            label ``no_speech``).
+            ``speech`` held back get NaN scores, sent as zeros, and the segment label ``no_speech``).
         speech: ``[k]`` bool, the windows the speech gate let through (None: all were classified).
     """
     rows = np.asarray(probabilities, dtype=np.float32)
