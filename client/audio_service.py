@@ -31,7 +31,7 @@ two tensors, with an empty ``label`` and no segments.
 With the voice-activity gate (:class:`SpeechGate`, ``ser.audio.vad=silero``), silero-vad runs
 once over the clip and only windows with ``vad_min_speech_ms`` of speech go to the window
 model: ``scores`` aggregate those windows, the timeline keeps every window (held-back ones
-with NaN scores, their segments labelled ``no_speech``), and a clip without one such window
+with a row of zeros in ``window_scores``, their segments labelled ``no_speech``), and a clip without one such window
 is refused with :class:`~client.errors.NoSpeechError`.
 """
 
@@ -411,7 +411,8 @@ class Answer:
             out.update({
                 OUTPUT_WINDOW_START: np.ascontiguousarray(t.start_s, dtype=np.float64),
                 OUTPUT_WINDOW_END: np.ascontiguousarray(t.end_s, dtype=np.float64),
-                OUTPUT_WINDOW_SCORES: np.ascontiguousarray(t.scores, dtype=np.float32),
+                # held back (NaN) -> zeros: Triton writes NaN bare into HTTP JSON, which Node.js and Go refuse
+                OUTPUT_WINDOW_SCORES: np.ascontiguousarray(np.nan_to_num(t.scores, nan=0.0), dtype=np.float32),
                 OUTPUT_SEGMENT_LABEL: text([s.label for s in t.segments]),
                 OUTPUT_SEGMENT_START: np.array([s.start_s for s in t.segments], dtype=np.float64),
                 OUTPUT_SEGMENT_END: np.array([s.end_s for s in t.segments], dtype=np.float64),
@@ -444,7 +445,7 @@ def answer(clip: Clip, probabilities: np.ndarray, *, contract: ModelContract, ti
             ``speech``, one row per window it marks.
         contract: labels and rate.
         timeline: also build the per-window :class:`~client.timeline.Timeline` (every window; those
-            ``speech`` held back get NaN scores and the segment label ``no_speech``).
+            ``speech`` held back get NaN scores, sent as zeros, and the segment label ``no_speech``).
         speech: ``[k]`` bool, the windows the speech gate let through (None: all were classified).
     """
     rows = np.asarray(probabilities, dtype=np.float32)

@@ -14,7 +14,7 @@ A clip the server refuses (``INVALID_ARGUMENT``: empty, not audio, silent, NaN,
 too long, too large) raises the same :class:`~client.errors.AudioError` subclass,
 naming the file, as client-side decoding would; a clip the model's speech gate
 finds no speech in raises :class:`~client.errors.NoSpeechError`. With the gate, the
-windows it held back carry NaN probabilities (``timeline_of`` labels them ``no_speech``). A file larger than the model's
+windows it held back (rows of zeros in ``window_scores``) carry NaN probabilities (``timeline_of`` labels them ``no_speech``). A file larger than the model's
 ``ser.audio.max_bytes`` is refused before it is sent.
 
 :class:`ServerSideMixin` is mixed into the client classes
@@ -159,6 +159,7 @@ class ServerSideMixin:
         start = np.rint(result.as_numpy(OUTPUT_WINDOW_START).reshape(-1) * rate).astype(np.int64)
         end = np.rint(result.as_numpy(OUTPUT_WINDOW_END).reshape(-1) * rate).astype(np.int64)
         windows = result.as_numpy(OUTPUT_WINDOW_SCORES).astype(np.float32).reshape(start.shape[0], len(names))
+        windows[~windows.any(axis=1)] = np.nan  # a window the speech gate held back: zeros on the wire, no scores here
         order = np.argsort(-scores, kind="stable")[:top_k] if top_k else []
         now = time.perf_counter()
         return Prediction(

@@ -45,7 +45,7 @@ class LiveCallRun:
 
     Attributes:
         run: Locust's run (its ``p50_ms``... mix every request name: use :meth:`ms`).
-        calls: calls placed (``call`` records, failed ones included, plus callers whose stream never opened).
+        calls: calls placed (``call`` records, failed ones included, plus each failed opening of a caller's stream).
         failed_calls: of them failed (refused, lost, timed out, or never started).
         figures: ``{request name: {"requests": n, "p50_ms", "p90_ms", "p95_ms", "p99_ms"}}``, exact, ms.
         gate_failures: the run's broken gates (the locustfile's update-lag gate, memory, and the failed-call ratio).
@@ -164,9 +164,11 @@ def stream_hop_ms(url: str, model: str, *, timeout_s: float = 10.0) -> float:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    from client.client_options import TransportOptions
     from client.error_mapping import translate_error
 
-    client = grpcclient.InferenceServerClient(url)
+    # A loopback server is reached directly: gRPC would send even 127.0.0.1 through a proxy of the environment.
+    client = grpcclient.InferenceServerClient(url, **TransportOptions().grpc_client_kwargs(url))
     try:
         try:
             ready = client.is_model_ready(model, client_timeout=timeout_s)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from client.errors import SerError
+from deploy.spawn import spawn_tied
 from loadtest.gates import (
     CLIENT_TIMEOUT_S,
     GATE_PREFIX,
@@ -258,8 +259,10 @@ def run_locust(
     timeout = config.warmup_s + config.run_time_s + CLIENT_TIMEOUT_S + 90
     warmup = None
     # Output to files, not pipes: nothing reads a pipe while the runner waits, and a full one would stall Locust.
+    # Tied to this process (killed by the kernel if it dies, SIGTERM included) and killed when the wait is interrupted
+    # (SIGINT): a Locust left behind would go on calling the server, or one that is gone, for its whole run time.
     with sampler, tempfile.TemporaryFile("w+") as out_fh, tempfile.TemporaryFile("w+") as err_fh, \
-            subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out_fh, stderr=err_fh, text=True) as proc:
+            spawn_tied(cmd, cwd=REPO_ROOT, env=env, stdout=out_fh, stderr=err_fh, text=True) as proc:
         try:
             # The server's window is Locust's: from the statistics' start (the warm-up's end, or the test's start
             # without a warm-up) for run_time_s; Locust's start-up before it and its stop after it are outside.
@@ -277,6 +280,10 @@ def run_locust(
             proc.kill()
             proc.wait()
             raise LocustRunError(f"locust ({scenario}, {users} users) did not finish within {timeout:g} s") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         stdout, stderr = _read_back(out_fh), _read_back(err_fh)
     log_path.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n")
     if warmup is None and proc.returncode == 0:

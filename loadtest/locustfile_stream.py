@@ -11,6 +11,9 @@ after another: generated speech (:func:`loadtest.payload.generated_clips`) sent 
 * ``update gap``: between two consecutive updates of a call, ms (the hop when the server keeps pace);
 * ``call``: END sent -> the call's segments, ms; a refused or lost call is a failure here.
 
+A failed call still takes its caller the clip's time, and the next call goes on a new stream (a failed
+opening of it is a ``setup`` failure), as a caller redials after a dropped call.
+
 ``ser loadtest --live-calls`` sweeps it over user counts (:mod:`loadtest.live_calls`: exact percentiles
 per name, the hop as the bar). Alone, with Locust's percentiles in the CSV (``*_stats.csv``: 50%...99%)::
 
@@ -111,12 +114,27 @@ class LiveCallUser(User):  # ser loadtest --live-calls runs it by this name (run
 
     def on_start(self) -> None:
         """Open this user's stream."""
+        if not self._open():
+            raise StopUser()
+
+    def _open(self) -> bool:
+        """Open a stream to the server; a failure is recorded (``setup``) and answers False."""
         t0 = time.perf_counter()
         try:
             self.session = StreamSession(self.host, model=self.model).open()
         except SerError as exc:
             self._fire(SETUP, (time.perf_counter() - t0) * 1000, exc)
-            raise StopUser() from None
+            return False
+        return True
+
+    @staticmethod
+    def _hold_the_line(until: float) -> None:
+        """Wait until ``until`` (monotonic s): a failed call takes its caller the clip's time all the same.
+
+        A caller does not redial a hundred times a second, and failed calls / calls placed stays the share
+        of the offered calls that the server lost.
+        """
+        time.sleep(max(0.0, until - time.monotonic()))
 
     def on_stop(self) -> None:
         """Close the stream (open calls are cancelled)."""
@@ -127,14 +145,15 @@ class LiveCallUser(User):  # ser loadtest --live-calls runs it by this name (run
     @task
     def place_call(self) -> None:
         """One call of the next clip, chunks paced in real time; its updates timed against the audio clock."""
-        if self.session is None:
-            raise StopUser()
         pool = clips(int(getattr(self.environment.parsed_options, "calls_clips", 8)))
         y, rate = pool[self._next % len(pool)]
         self._next += 1
+        started = time.monotonic()
+        if self.session is None and not self._open():  # the last call failed: a new stream
+            self._hold_the_line(started + y.size / rate)
+            return
         step = rate * self.chunk_ms // 1000
         call = self.session.call(sample_rate=rate)
-        started = time.monotonic()
         try:
             for i in range(0, y.size, step):
                 chunk = y[i:i + step]
@@ -144,8 +163,15 @@ class LiveCallUser(User):  # ser loadtest --live-calls runs it by this name (run
             ended = time.monotonic()
             result = call.end()
         except Exception as exc:  # noqa: BLE001 - every failure is reported, typed where it can be
-            call.cancel()
             self._fire(CALL, 0.0, exc)
+            # As a caller redials: the next call on a new stream. The old one may have closed (the server
+            # restarted), or be held by a server that is shutting down and refuses every call on it.
+            session, self.session = self.session, None
+            try:
+                session.close()  # cancels the failed call, if the server still holds it
+            except Exception:  # noqa: BLE001, S110 - a stream that is gone cannot be closed more
+                pass
+            self._hold_the_line(started + y.size / rate)
             return
         self._fire(CALL, (time.monotonic() - ended) * 1000)
         labelled = [u for u in result.updates if u.label]

@@ -18,16 +18,23 @@ from ser.arg_types import csv_positive_ints, non_negative_float, non_negative_in
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     """`ser loadtest`: Locust against a started or given server; report + exit code from the gates."""
+    from loadtest.out_lock import out_dir_lock
+
     if args.live_calls:
         from loadtest.live_calls import live_calls
 
-        return live_calls(_live_config(args), out=sys.stdout)
+        config = _live_config(args)
+        with out_dir_lock(config.out_dir):  # a second run into the same --out is refused, not mixed with this one
+            return live_calls(config, out=sys.stdout)
     _refuse_live_options(args)
     if args.compare_server_side:
-        return _compare_paths(args)
+        with out_dir_lock(args.out):
+            return _compare_paths(args)
     from loadtest.runner import loadtest
 
-    return loadtest(_config(args))
+    config = _config(args)
+    with out_dir_lock(config.out_dir):
+        return loadtest(config)
 
 
 def _config(args: argparse.Namespace):

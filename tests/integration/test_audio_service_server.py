@@ -327,6 +327,30 @@ def test_the_speech_gate_classifies_only_speech_windows_and_marks_the_silence_no
     assert segments[-1].end_s == pytest.approx(speech_in_silence.size / 16_000)
 
 
+def test_the_gated_timeline_over_http_json_is_strict_json_with_zero_rows_for_windows_held_back(triton_server,
+                                                                                              speech_in_silence):
+    import urllib.request
+
+    from tests.conftest import SERVING_VAD_MODEL
+
+    _, passes = _expected_speech(speech_in_silence)
+    body = {"inputs": [{"name": "pcm", "shape": [speech_in_silence.size], "datatype": "FP32", "data": speech_in_silence.tolist()},
+                       {"name": "sample_rate", "shape": [1], "datatype": "INT32", "data": [16_000]},
+                       {"name": "timeline", "shape": [1], "datatype": "BOOL", "data": [True]}]}
+    request = urllib.request.Request(f"http://{triton_server.http_url}/v2/models/{SERVING_VAD_MODEL}/infer",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        text = response.read().decode()
+
+    def refuse(constant: str):  # what JSON.parse in Node.js or Go's encoding/json do with NaN
+        raise ValueError(f"{constant} is not JSON")
+
+    outputs = {o["name"]: o for o in json.loads(text, parse_constant=refuse)["outputs"]}
+    rows = np.array(outputs["window_scores"]["data"], dtype=np.float32).reshape(outputs["window_scores"]["shape"])
+    np.testing.assert_array_equal(rows.sum(axis=1) > 0.5, passes)  # a classified row sums to 1, a held-back one is 0
+    assert not rows[~passes].any() and outputs["segment_label"]["data"][0] == "no_speech"
+
+
 def test_vad_false_in_a_request_skips_the_gate_and_answers_as_the_model_without_one(triton_server, speech_in_silence):
     import tritonclient.grpc as tc
 

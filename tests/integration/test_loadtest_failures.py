@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +189,71 @@ def test_live_calls_on_a_repository_without_the_streaming_model_is_refused_befor
                "--out", str(tmp_path))
     assert_one_line_error(proc, "no streaming model 'ser-stream'", "ser repository", "--stream-model")
     assert proc.returncode == 2 and not (tmp_path / "tritonserver-live-calls.log").exists()
+
+
+def test_live_calls_read_the_hop_of_a_loopback_server_past_a_dead_proxy_of_the_environment(triton_server, monkeypatch):
+    from loadtest.live_calls import stream_hop_ms
+
+    for name in ("http_proxy", "https_proxy", "grpc_proxy"):  # gRPC would send 127.0.0.1 through it
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert stream_hop_ms(triton_server.grpc_url, "ser-stream") == 500
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_load_test_stopped_by_a_signal_leaves_no_locust_behind(triton_server, tmp_path, sig):
+    command = [sys.executable, "-m", "ser", "loadtest", "--live-calls", "--url", triton_server.grpc_url, "--users", "1",
+               "--run-time", "60", "--generated-clips", "1", "--out", str(tmp_path)]
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "locust" / "live-calls-u1_stats.csv").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)  # Locust writes its statistics once its users run
+        locust = _children(proc.pid)
+        assert locust, "no Locust started"
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in locust) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in locust), f"Locust {locust} outlived the load test"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_second_load_test_into_the_same_out_folder_is_refused_while_the_first_runs(triton_server, tmp_path):
+    command = [sys.executable, "-m", "ser", "loadtest", "--live-calls", "--url", triton_server.grpc_url, "--users", "1",
+               "--run-time", "60", "--generated-clips", "1", "--out", str(tmp_path)]
+    first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "locust" / "live-calls-u1_stats.csv").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # the same --out: its runs would delete or read the first one's Locust files as its own
+        second = ser("loadtest", "--live-calls", "--url", triton_server.grpc_url, "--users", "1", "--run-time", "1",
+                     "--generated-clips", "1", "--out", str(tmp_path))
+        assert_one_line_error(second, str(tmp_path), f"pid {first.pid}", "--out")
+        assert second.returncode == 2 and first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=30)
+    again = ser("loadtest", "--live-calls", "--url", "127.0.0.1:1", "--users", "1", "--run-time", "1", "--out", str(tmp_path))
+    assert "another load test" not in again.stderr  # the folder is free once the first run ended
 
 
 @pytest.mark.parametrize(("extra", "named"), [
