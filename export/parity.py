@@ -399,13 +399,20 @@ def compare_variants(
         differ by more than ``batch_atol``, and with clips: clip agreement below
         ``min_clip_agreement`` or accuracy more than ``max_accuracy_drop`` below fp32's (empty: passed).
     """
+    from export.reference_outputs import reference_outputs
+
     runs, mixes = variant_runs(window_samples, config, batches)
     n = sum(len(ix) for ix in mixes)
-    ref = _session(Path(reference), config.intra_op_threads)
-    ref_logits, ref_probs = _scatter([_run(ref, runs[n + j]) for j in range(len(mixes))], mixes, n)
+    threads = config.intra_op_threads
+    # fp32's answers to the mixed batches are the same for every check of one export: computed once.
+    ref_mixed = reference_outputs(Path(reference), runs[n:], threads=threads,
+                                  run=lambda path, batches: run_outputs(path, batches, intra_op_threads=threads))
+    ref_logits, ref_probs = _scatter(ref_mixed, mixes, n)
     if candidate_outputs is None:
-        cand = _session(Path(candidate), config.intra_op_threads)
-        candidate_outputs = [_run(cand, batch) for batch in runs]
+        if Path(candidate).resolve() == Path(reference).resolve():  # fp32 alone vs batched: its batched runs are those
+            candidate_outputs = run_outputs(candidate, runs[:n], intra_op_threads=threads) + ref_mixed
+        else:
+            candidate_outputs = run_outputs(candidate, runs, intra_op_threads=threads)
     alone_logits = np.concatenate([lg for lg, _ in candidate_outputs[:n]])
     alone_probs = np.concatenate([pr for _, pr in candidate_outputs[:n]])
     mixed_logits, mixed_probs = _scatter(candidate_outputs[n:], mixes, n)
