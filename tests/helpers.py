@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 #: The repository root (the folder holding ``pyproject.toml``).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +101,20 @@ def quiet_and_loud_windows(window_samples: int, *, quiet: int, loud: int, seed: 
         else:
             lx[i, rng.integers(0, window_samples, 40)] = 1.0
     return (qx, qn), (lx, np.full((loud, 1), window_samples, np.int64))
+
+
+def settled(read: Callable[[], T], *, quiet_s: float = 0.3, timeout_s: float = 5.0) -> T:
+    """``read()`` once two reads ``quiet_s`` apart agree (at most ``timeout_s``).
+
+    Triton's statistics: the python backend counts a request just *after* responding, so a read
+    right after the last answer can miss it.
+    """
+    deadline = time.perf_counter() + timeout_s
+    last = read()
+    while time.perf_counter() < deadline:
+        time.sleep(quiet_s)
+        now = read()
+        if now == last:
+            break
+        last = now
+    return last

@@ -20,7 +20,7 @@ import pytest
 from client.audio import aggregate, load_audio, make_windows
 from client.contract import ModelContract
 from client.triton_client import ClassifyResult, SerClient
-from tests.helpers import RAVDESS8, REPO_ROOT, server_url
+from tests.helpers import RAVDESS8, REPO_ROOT, server_url, settled
 
 PROTOCOLS = ("grpc", "http")
 TOL = 1e-5
@@ -50,19 +50,6 @@ def _windows(seed: int, k: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     for i, valid in enumerate(n):
         x[i, valid:] = 0.0
     return x, n
-
-
-def _settled_stats(client: SerClient, *, quiet_s: float = 0.3, timeout_s: float = 5.0):
-    """Statistics once they stop changing: the python backend reports them just *after* responding."""
-    deadline = time.perf_counter() + timeout_s
-    last = client.statistics()
-    while time.perf_counter() < deadline:
-        time.sleep(quiet_s)
-        now = client.statistics()
-        if now == last:
-            break
-        last = now
-    return last
 
 
 def test_importing_the_client_leaves_torch_and_transformers_out():
@@ -137,9 +124,9 @@ def test_paths_bytes_and_arrays_of_the_same_clip_give_the_same_prediction(runtim
 
 def test_a_clip_with_more_windows_than_max_batch_size_is_split_across_requests(runtime_server, serving_clips):
     with SerClient(runtime_server.grpc_url, model="ser_int8") as client:
-        before = _settled_stats(client)
+        before = settled(client.statistics)
         pred = client.classify(serving_clips["very_long"])
-        after = _settled_stats(client)
+        after = settled(client.statistics)
         assert pred.num_windows == 12 > client.max_batch_size
     assert after.inference_count - before.inference_count == 12
     assert after.success_count - before.success_count == -(-12 // client.max_batch_size)
@@ -150,9 +137,9 @@ def test_32_concurrent_requests_are_merged_by_the_dynamic_batcher(runtime_server
     rng = np.random.default_rng(3)
     clips = [(0.3 * rng.standard_normal(16_000)).astype(np.float32) for _ in range(32)]
     with SerClient(server_url(runtime_server, protocol), model="ser_int8", protocol=protocol) as client:
-        before = _settled_stats(client)
+        before = settled(client.statistics)
         results = list(client.classify_many(clips, concurrency=32, sample_rate=16_000))
-        after = _settled_stats(client)
+        after = settled(client.statistics)
     assert [r.index for r in results] == list(range(32)) and all(r.ok for r in results)
     inferences = after.inference_count - before.inference_count
     executions = after.execution_count - before.execution_count

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import settled
+
 MODEL = "ser_fp32"
 W = 16_000  # the tiny session model's window
 GOOD_N = 12_000
@@ -306,7 +308,7 @@ def test_concurrent_bad_requests_fail_alone_and_the_good_ones_batched_with_them_
             inputs[1].set_data_from_numpy(ni)
             client.async_infer(MODEL, inputs, callback=lambda result, error, i=i: done.put((i, result, error)))
         answers = dict((i, (r, e)) for i, r, e in (done.get(timeout=60) for _ in range(8)))
-        after = _settled(client)
+        after = settled(lambda: client.get_inference_statistics(MODEL, as_json=True))
     finally:
         client.close()
     for i, (result, error) in sorted(answers.items()):
@@ -323,21 +325,6 @@ def test_concurrent_bad_requests_fail_alone_and_the_good_ones_batched_with_them_
     executions = int(stats["execution_count"]) - int(old["execution_count"])
     print(f"\n8 concurrent requests (4 bad) -> {executions} executions")
     assert requests == 8 and executions < requests, "the bad requests were never batched with good ones"
-
-
-def _settled(client, *, quiet_s: float = 0.3, timeout_s: float = 5.0) -> dict:
-    """Statistics once they stop changing (the python backend reports them just after responding)."""
-    import time
-
-    deadline = time.perf_counter() + timeout_s
-    last = client.get_inference_statistics(MODEL, as_json=True)
-    while time.perf_counter() < deadline:
-        time.sleep(quiet_s)
-        now = client.get_inference_statistics(MODEL, as_json=True)
-        if now == last:
-            break
-        last = now
-    return last
 
 
 # --- the same checks without a server -------------------------------------------------------------------
