@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.helpers import settled
+
 HUGE = 500_000_000  # bytes declared by the oversized requests
 
 
@@ -169,13 +171,13 @@ def test_a_clip_without_speech_is_refused_by_the_gate_and_the_client_raises_no_s
 
     quiet = (0.003 * np.random.default_rng(0).standard_normal(48_000)).astype(np.float32)  # 3 s: not silent, no speech
     with SerClient(triton_server.grpc_url, model="ser_fp32") as window_model:
-        before = window_model.statistics().inference_count
+        before = settled(window_model.statistics).inference_count
         status, message = _grpc(triton_server, SERVING_VAD_MODEL, pcm=("FP32", quiet), sample_rate=("INT32", [16_000]))
         with SerClient(triton_server.grpc_url, model=SERVING_VAD_MODEL, server_side=True) as client, \
                 pytest.raises(NoSpeechError, match=r"^hum.wav: no speech in the audio \(at most \d+ ms of speech in one of 5 "
                                                    r"windows; a window needs 200 ms, ser.audio.vad_min_speech_ms\)$"):
             client.classify(_encoded(quiet, 16_000), name="hum.wav")
-        assert window_model.statistics().inference_count == before  # nothing reached the window model
+        assert settled(window_model.statistics).inference_count == before  # nothing reached the window model
     assert status == "INVALID_ARGUMENT" and message.startswith("NoSpeechError: pcm: no speech in the audio (at most"), message
     _ready(triton_server)
 

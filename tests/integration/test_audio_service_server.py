@@ -286,8 +286,9 @@ def speech_in_silence() -> np.ndarray:
 
 
 def _fp32_inferences(server) -> int:
+    """The window model's inference count once it settles (a request is counted just after its answer)."""
     with SerClient(server.grpc_url, model="ser_fp32") as client:
-        return client.statistics().inference_count
+        return settled(client.statistics).inference_count
 
 
 def _expected_speech(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -218,13 +218,17 @@ def _children(pid: int) -> list[int]:
 def test_a_load_test_stopped_by_a_signal_leaves_no_locust_behind(triton_server, tmp_path, sig):
     command = [sys.executable, "-m", "ser", "loadtest", "--live-calls", "--url", triton_server.grpc_url, "--users", "1",
                "--run-time", "60", "--generated-clips", "1", "--out", str(tmp_path)]
-    proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as err_fh:
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err_fh)
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "locust" / "live-calls-u1_stats.csv").is_file() and time.monotonic() < deadline:
-            time.sleep(0.2)  # Locust writes its statistics once its users run
+        deadline = time.monotonic() + 90
+        # Locust writes its statistics once its users run (a loaded host can take tens of seconds to get there)
+        while not (tmp_path / "locust" / "live-calls-u1_stats.csv").is_file() and time.monotonic() < deadline \
+                and proc.poll() is None:
+            time.sleep(0.2)
         locust = _children(proc.pid)
-        assert locust, "no Locust started"
+        assert locust, f"no Locust started (load test exit {proc.poll()}): {err.read_text()[-2000:]}"
         proc.send_signal(sig)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 10
