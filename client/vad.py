@@ -111,12 +111,16 @@ def window_speech(run: VadRunner, samples: np.ndarray, starts: np.ndarray, ends:
 
     Returns:
         ``(speech_samples [k] int64, passes [k] bool)``: samples of speech frames whose centre lies in
-        each window (:meth:`VadTrack.speech_ratio`), and whether that is at least ``min_speech_ms``.
+        each window (:meth:`VadTrack.speech_ratio`), and whether that is at least ``min_speech_ms``, or,
+        for a window too short to hold that much, whether every one of its frames is speech.
     """
     track = VadTrack(run, threshold=threshold)
     track.push(np.asarray(samples, dtype=np.float32).reshape(-1))
-    speech = np.array([track.speech_ratio(int(a), int(b))[1] for a, b in zip(starts, ends, strict=True)], dtype=np.int64)
-    return speech, speech >= track.min_speech_samples(min_speech_ms)
+    ratios = [track.speech_ratio(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+    share = np.array([r[0] for r in ratios], dtype=np.float64)
+    speech = np.array([r[1] for r in ratios], dtype=np.int64)
+    # A clip shorter than min_speech_ms (0.1 s is accepted) could never pass otherwise, however clearly spoken.
+    return speech, (speech >= track.min_speech_samples(min_speech_ms)) | ((share == 1.0) & (speech > 0))
 
 
 def open_vad(path: str | Path) -> VadRunner:

@@ -144,3 +144,24 @@ def test_settings_round_trip_through_parameters_and_refuse_nonsense():
         StreamSettings().hop_samples(CONTRACT, 50)
     with pytest.raises(ConfigError, match="not a number"):
         StreamSettings.from_parameters({"ser.stream.max_calls": "many"})
+
+
+def test_the_clip_gate_lets_a_window_shorter_than_the_speech_it_asks_for_through_when_all_of_it_is_speech():
+    from client.vad import window_speech
+
+    def speech_from(first_loud: int):  # silero's interface; frame i counts as speech from first_loud on
+        seen = {"frames": 0}
+
+        def run(x, state):
+            seen["frames"] += 1
+            return np.array([[0.9 if seen["frames"] > first_loud else 0.1]], np.float32), state
+        return run
+
+    short = np.zeros(2_400, np.float32)  # 0.15 s: 4 whole frames (128 ms), under the 200 ms a window needs
+    speech, passes = window_speech(speech_from(0), short, np.array([0]), np.array([2_400]), threshold=0.5, min_speech_ms=200)
+    assert speech.tolist() == [2_048] and passes.tolist() == [True]
+    speech, passes = window_speech(speech_from(1), short, np.array([0]), np.array([2_400]), threshold=0.5, min_speech_ms=200)
+    assert speech.tolist() == [1_536] and passes.tolist() == [False]  # one frame not speech: 96 ms is not enough
+    long = np.zeros(16_000, np.float32)  # a 1 s window needs its 200 ms, whatever share that is
+    speech, passes = window_speech(speech_from(25), long, np.array([0]), np.array([16_000]), threshold=0.5, min_speech_ms=200)
+    assert speech.tolist() == [6 * 512] and passes.tolist() == [False]
