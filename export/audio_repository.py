@@ -125,7 +125,7 @@ def installed_vad_model() -> Path:
         path = Path(silero_vad.__file__).parent / "data" / VAD_FILENAME
     if path is None or not path.is_file():
         raise ExportError("the voice-activity detector needs the silero-vad package (pip install silero-vad), "
-                          "or write the model without one (--stream-no-vad; --audio-vad off)")
+                          "or write the model without one (--stream-no-vad; without --audio-vad)")
     return path
 
 

@@ -84,8 +84,13 @@ def _all_presets() -> tuple[str, ...]:
 
 def cmd_repository(args: argparse.Namespace) -> int:
     """`ser repository`: write a Triton model repository."""
+    from client.errors import ConfigError
     from export.repository import write_repository
 
+    for flag, needs, given, wanted in (("--audio-vad", "--audio-model", args.audio_vad, args.audio_model),
+                                       ("--stream-no-vad", "--stream-model", args.stream_no_vad, args.stream_model)):
+        if given and not wanted:  # an option of a model not written would be dropped without a word
+            raise ConfigError(f"{flag} sets up the model {needs} writes: add {needs}")
     audio = None
     if args.audio_model:
         from client.audio_service import AudioLimits, SpeechGate

@@ -292,7 +292,7 @@ def test_the_default_int8_model_keeps_its_agreement_on_an_emulated_avx2_only_cpu
 
     There, full 8-bit s8 weights saturate (the -vnni preset: max |dp| 0.062 and a flipped label on
     the export's own seeded batches, as on the AVX2-only CI host that failed), 7-bit ones cannot.
-    Both go through the check ``ser repository --verify-cpu-classes avx2`` runs (only the candidate
+    Both go through the check ``ser repository --verify-cpu-class avx2`` runs (only the candidate
     under qemu, on the mixed batches; fp32 and batch dependence natively).
     """
     from export.isa_check import compare_on_class

@@ -404,3 +404,13 @@ def test_the_cli_writes_the_gated_audio_model_with_audio_vad(exported_tiny, tmp_
     assert args.func(args) == 0
     assert SpeechGate.from_parameters(read_params(tmp_path / "cli")) == SpeechGate(vad="silero")
     assert (tmp_path / "cli" / "ser" / "1" / "silero_vad.onnx").is_file()
+
+
+@pytest.mark.parametrize("flag, needs", [("--audio-vad", "--audio-model"), ("--stream-no-vad", "--stream-model")])
+def test_a_model_option_without_its_model_is_refused_and_nothing_is_written(exported_tiny, tmp_path, flag, needs):
+    from tests.helpers import assert_one_line_error, ser
+
+    out = tmp_path / "repo"
+    proc = ser("repository", str(exported_tiny), "--out", str(out), "--variants", "int8", flag)
+    assert_one_line_error(proc, flag, f"add {needs}")
+    assert not out.exists()
