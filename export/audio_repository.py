@@ -53,6 +53,7 @@ from client.errors import ConfigError, ContractError
 from client.vad import VAD_FILENAME
 from export.errors import ExportError, ModelConfigError
 from export.pipeline import ensure_writable_dir, install_dir
+from export.recipe import sha256_file
 from export.repository.config import RUNTIMES
 from export.repository.names import CONFIG_FILENAME, VERSION
 from export.repository.pbtxt import read_model_config, write_config
@@ -129,15 +130,10 @@ def installed_vad_model() -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of one file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def vad_file_problems(version: Path, *, recorded: str | None, parameter: str) -> list[str]:
     """Whether a version folder's detector file is there and hashes to ``recorded``."""
     vad = version / VAD_FILENAME
-    if not vad.is_file() or file_sha256(vad) != recorded:
+    if not vad.is_file() or sha256_file(vad) != recorded:
         return [f"{VERSION}/{VAD_FILENAME}: missing or not the file of parameters[{parameter}]"]
     return []
 
@@ -254,7 +250,7 @@ def write_audio_model(repo_dir: str | Path, *, contract: ModelContract, runtime:
         if vad is not None:
             shutil.copyfile(vad, stage / VERSION / VAD_FILENAME)
         message = build_audio_model_config(contract=contract, inner=inner, config=config, code=code_sha256(stage / VERSION),
-                                           vad_sha=file_sha256(vad) if vad is not None else "")
+                                           vad_sha=sha256_file(vad) if vad is not None else "")
         write_config(message, stage / CONFIG_FILENAME)
         validate_audio_model_dir(stage, name=config.name, repository=repo_dir)
         install_dir(stage, target)
@@ -401,7 +397,6 @@ __all__ = [
     "AudioModelConfig",
     "build_audio_model_config",
     "code_sha256",
-    "file_sha256",
     "inner_model_problems",
     "installed_code_matches",
     "installed_vad_model",

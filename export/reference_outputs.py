@@ -6,8 +6,9 @@ answers to the mixed batches are the same every time, and on a large model each 
 of windows takes minutes, so :func:`reference_outputs` keeps the last few (the host's windows and an
 emulated class's subset of them alternate while presets are tried). The key is the file (its
 content's sha256: a rewritten file is run again), the thread count and the batches' bytes (sha256),
-so a different window set or model is never answered from the cache. Hashing a 1.2 GB fp32 file
-takes a few seconds; one pass of its inference over the gate's windows takes minutes.
+so a different window set or model is never answered from the cache. The file is hashed once while
+its name, size, modification time and inode stay the same (a 1.2 GB fp32 file takes a few seconds;
+one pass of its inference over the gate's windows takes minutes).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from export.recipe import sha256_file
+
 #: ``(waveform [b, W] float32, num_samples [b, 1] int64)``: one batch.
 Batch = tuple[np.ndarray, np.ndarray]
 #: ``(logits [b, C] float32, probabilities [b, C] float32)`` of one batch.
@@ -26,20 +29,26 @@ Outputs = tuple[np.ndarray, np.ndarray]
 #: Window sets kept: outputs are small (``[n, C]``), the batches themselves are not kept.
 KEPT = 4
 _kept: dict[tuple, list[Outputs]] = {}
+_hashed: dict[tuple, str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """The file's content sha256, hashed again only when its name, size, mtime or inode changed."""
+    stat = path.stat()
+    stamp = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if stamp not in _hashed:
+        _hashed[stamp] = sha256_file(path)
+    return _hashed[stamp]
 
 
 def _key(path: Path, threads: int, batches: Sequence[Batch]) -> tuple:
-    model = hashlib.sha256()
-    with open(path, "rb") as fh:  # the content, not the name: a file rewritten in place is another model
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            model.update(block)
     digest = hashlib.sha256()
     for waveform, num_samples in batches:
         for array in (waveform, num_samples):
             a = np.ascontiguousarray(array)
             digest.update(f"{a.dtype}{a.shape}".encode())
             digest.update(a.data)
-    return model.hexdigest(), threads, digest.hexdigest()
+    return _file_sha256(path), threads, digest.hexdigest()
 
 
 def reference_outputs(path: Path, batches: Sequence[Batch], *, threads: int,
@@ -66,5 +75,6 @@ def reference_outputs(path: Path, batches: Sequence[Batch], *, threads: int,
 
 
 def forget() -> None:
-    """Drop the kept outputs."""
+    """Drop the kept outputs and file hashes."""
     _kept.clear()
+    _hashed.clear()

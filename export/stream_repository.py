@@ -46,7 +46,6 @@ from export.audio_repository import (
     PACKAGED_MODULES,
     PREFERENCE,
     code_sha256,
-    file_sha256,
     inner_model_problems,
     installed_vad_model,
     packaged_code_problems,
@@ -57,6 +56,7 @@ from export.audio_repository import (
 )
 from export.errors import ExportError, ModelConfigError
 from export.pipeline import ensure_writable_dir, install_dir
+from export.recipe import sha256_file
 from export.repository.config import RUNTIMES
 from export.repository.names import CONFIG_FILENAME, VERSION
 from export.repository.pbtxt import read_model_config, write_config
@@ -182,7 +182,7 @@ def write_stream_model(repo_dir: str | Path, *, contract: ModelContract, runtime
             shutil.copyfile(source, stage / VERSION / rel)
         message = build_stream_model_config(contract=contract, inner=inner, config=config,
                                             code=code_sha256(stage / VERSION, _code_files()),
-                                            vad_sha=file_sha256(vad) if vad is not None else "")
+                                            vad_sha=sha256_file(vad) if vad is not None else "")
         write_config(message, stage / CONFIG_FILENAME)
         validate_stream_model_dir(stage, name=config.name, repository=repo_dir)
         install_dir(stage, repo_dir / config.name)

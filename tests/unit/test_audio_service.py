@@ -349,7 +349,8 @@ def test_the_gate_settings_round_trip_through_config_parameters_and_refuse_nonse
 
 def test_with_the_gate_the_writer_ships_silero_and_records_its_sha256_and_settings(portable_repository, tmp_path):
     from client.audio_service import SpeechGate
-    from export.audio_repository import file_sha256, installed_vad_model, validate_audio_model_dir
+    from export.audio_repository import installed_vad_model, validate_audio_model_dir
+    from export.recipe import sha256_file as file_sha256
 
     repo = _with_audio_model(portable_repository, tmp_path, "portable", gate=SpeechGate(vad="silero"))
     params = {k: v.string_value for k, v in validate_audio_model_dir(repo / "ser").parameters.items()}
