@@ -33,14 +33,19 @@ print(json.dumps({"broken": gate_failures(env), "exit_code": env.process_exit_co
 """
 
 
+def _in_locust(script: str, final: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run ``script`` (a real Locust environment) in a fresh interpreter; ``(process, its last stdout line as JSON)``."""
+    proc = subprocess.run([sys.executable, "-c", script, str(final)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_every_request_over_the_p95_limit_fails_the_gate_though_locust_rounds_it_under(tmp_path):
     from loadtest.gates import exact_figures_path
 
     final = tmp_path / "run_stats_final.csv"
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(final)], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    proc, got = _in_locust(_SCRIPT, final)
     assert got["locust_p95"] == 250  # Locust's own figure: 254 ms rounded down to the limit
     assert got["broken"] == ["p95 254 ms > 250 ms"] and got["exit_code"] == 1
     assert "GATE FAILED: p95 254 ms > 250 ms" in proc.stderr  # the reason is printed, not only the exit code
@@ -71,10 +76,7 @@ def test_the_update_lag_gate_judges_exact_lags_and_the_exact_figures_are_kept_pe
     from loadtest.gates import exact_figures_path
 
     final = tmp_path / "live_stats_final.csv"
-    proc = subprocess.run([sys.executable, "-c", _STREAM_SCRIPT, str(final)], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    proc, got = _in_locust(_STREAM_SCRIPT, final)
     assert got["locust_p99"] == 500  # Locust's own figure: 504 ms rounded down to the limit
     assert got["exit_code"] == 1 and "GATE FAILED: p99 update lag 504 ms > max_update_lag_p99_ms=500" in proc.stderr
     by_name = json.loads(exact_figures_path(final).read_text())["by_name"]  # what ser loadtest --live-calls reports
